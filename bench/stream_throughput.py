@@ -1,0 +1,245 @@
+"""End-to-end throughput and freshness of one worker, against two ceilings, in one run.
+
+On the same pre-filled ``events`` topic (MovieLens-100K events, 4 partitions, a real Tansu
+broker), each contender consumes everything with a fresh consumer group:
+
+* ``raw_aiokafka``: a plain aiokafka consumer decoding JSON (the raw ceiling);
+* ``noop_faust``: a no-op Faust agent over ``stream.take`` (the framework ceiling);
+* ``polyrec``: a real worker (validate, learn, persist state, write Redis).
+
+Rates are measured between 10% and 90% of the events (ramp-up and tail excluded); each
+contender runs ``--repeats`` times and the median is reported, with ratios between them. Then
+freshness: events produced at a fixed rate, with ``ts`` = send time, p50/p99 of a payload's
+``updated_at - event_ts`` in Redis. Writes results/stream_bench.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from polyrec.config import Settings  # noqa: E402
+from polyrec.embedded import ensure_redis, free_port, start_tansu  # noqa: E402
+from polyrec.movielens import load_interactions  # noqa: E402
+from stream.topics import ensure_topics  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _events_total(port: int) -> float:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0.0
+    return sum(s.value for f in text_string_to_metric_families(text) if f.name == "polyrec_events"
+               for s in f.samples if s.name == "polyrec_events_total")
+
+
+async def _fill(bootstrap: str, topic: str, n: int, rate: float | None = None) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    x = load_interactions()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        started = time.perf_counter()
+        for k in range(n):
+            m = k % len(x)
+            body = {"user_id": x.users[m], "item_id": x.items[m], "event": x.events[m],
+                    "ts": int(time.time() * 1000)}
+            await producer.send(topic, json.dumps(body).encode(), key=x.users[m].encode())
+            if rate and k % 50 == 0:
+                ahead = k / rate - (time.perf_counter() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def _rate_from_counter(port: int, n: int, proc: subprocess.Popen, timeout: float) -> float:
+    """Events/s between 10% and 90% of ``n``, read from a process's /metrics."""
+    lo, hi, t_lo = 0.1 * n, 0.9 * n, None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"contender exited with {proc.returncode}")
+        done = _events_total(port)
+        now = time.perf_counter()
+        if t_lo is None and done >= lo:
+            t_lo, c_lo = now, done
+        if t_lo is not None and done >= hi:
+            return (done - c_lo) / (now - t_lo)
+        time.sleep(0.05)
+    raise TimeoutError(f"only {_events_total(port):.0f} of {n} events within {timeout:.0f} s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def run_noop(bootstrap: str, topic: str, n: int, tag: str) -> float:
+    port = free_port()
+    env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, BENCH_APP_ID=f"noop-{tag}", BENCH_TOPIC=topic,
+               BENCH_METRICS_PORT=str(port), BENCH_DATA_DIR=tempfile.mkdtemp(prefix="polyrec-bench-"))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "noop_faust.py"), "worker"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return _rate_from_counter(port, n, proc, timeout=600)
+    finally:
+        _stop(proc)
+
+
+def _worker(bootstrap: str, redis_url: str, app_id: str, topic: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, REDIS_URL=redis_url, POLYREC_APP_ID=app_id,
+               POLYREC_REDIS_PREFIX=app_id, POLYREC_EVENTS_TOPIC=topic, POLYREC_METRICS_PORT=str(port),
+               POLYREC_WEB_PORT=str(free_port()), POLYREC_DATA_DIR=tempfile.mkdtemp(prefix="polyrec-bench-"))
+    proc = subprocess.Popen([sys.executable, "-m", "polyrec.cli", "worker", "--loglevel", "warn"], env=env,
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, port
+
+
+def run_polyrec(bootstrap: str, redis_url: str, topic: str, n: int, tag: str) -> float:
+    proc, port = _worker(bootstrap, redis_url, f"bench-{tag}", topic)
+    try:
+        return _rate_from_counter(port, n, proc, timeout=900)
+    finally:
+        _stop(proc)
+        _clean_redis(redis_url, f"bench-{tag}")
+
+
+async def _raw(bootstrap: str, topic: str, n: int) -> float:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        done, t_lo, c_lo = 0, None, 0
+        while done < 0.9 * n:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
+                for r in records:
+                    json.loads(r.value)
+                done += len(records)
+            if t_lo is None and done >= 0.1 * n:
+                t_lo, c_lo = time.perf_counter(), done
+        return (done - c_lo) / (time.perf_counter() - t_lo)
+    finally:
+        await consumer.stop()
+
+
+def _clean_redis(url: str, prefix: str) -> None:
+    import redis
+
+    r = redis.Redis.from_url(url)
+    keys = list(r.scan_iter(f"{prefix}:*", count=1000))
+    if keys:
+        r.delete(*keys)
+
+
+def freshness(bootstrap: str, redis_url: str, rate: float, seconds: float) -> dict:
+    import redis
+
+    topic = "events-fresh"
+    asyncio.run(ensure_topics(Settings(kafka_bootstrap=bootstrap, events_topic=topic)))
+    proc, port = _worker(bootstrap, redis_url, "bench-fresh", topic)
+    try:
+        import urllib.request  # noqa: F401
+        while _events_total(port) == 0 and proc.poll() is None:  # warm up and wait for assignment
+            asyncio.run(_fill(bootstrap, topic, 200))
+            time.sleep(2)
+        r = redis.Redis.from_url(redis_url)
+        start_id = r.xinfo_stream("bench-fresh:recs")["last-generated-id"] if r.exists("bench-fresh:recs") else "0"
+        asyncio.run(_fill(bootstrap, topic, int(rate * seconds), rate=rate))
+        time.sleep(2)
+        lat = np.array([json.loads(f[b"payload"])["updated_at"] - json.loads(f[b"payload"])["event_ts"]
+                        for _, f in r.xrange("bench-fresh:recs", min=f"({start_id.decode() if isinstance(start_id, bytes) else start_id}")])
+        return {"rate_events_per_s": rate, "seconds": seconds, "updates": int(len(lat)),
+                "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+                "max_ms": float(lat.max())}
+    finally:
+        _stop(proc)
+        _clean_redis(redis_url, "bench-fresh")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=2000.0, help="produce rate of the freshness run")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the freshness run")
+    parser.add_argument("--out", default="results/stream_bench.json")
+    args = parser.parse_args()
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+    tansu, redis_server = start_tansu(), ensure_redis(redis_url)
+    try:
+        topic = "events-bench"
+        asyncio.run(ensure_topics(Settings(kafka_bootstrap=tansu.address, events_topic=topic)))
+        asyncio.run(_fill(tansu.address, topic, args.events))
+        runs: dict[str, list[float]] = {"raw_aiokafka": [], "noop_faust": [], "polyrec": []}
+        for rep in range(args.repeats):
+            runs["raw_aiokafka"].append(asyncio.run(_raw(tansu.address, topic, args.events)))
+            runs["noop_faust"].append(run_noop(tansu.address, topic, args.events, str(rep)))
+            runs["polyrec"].append(run_polyrec(tansu.address, redis_url, topic, args.events, str(rep)))
+            print(f"repeat {rep + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in runs.items()), flush=True)
+        med = {k: float(np.median(v)) for k, v in runs.items()}
+        fresh = freshness(tansu.address, redis_url, args.rate, args.seconds)
+    finally:
+        tansu.stop()
+        redis_server.stop()
+    result = {
+        "events": args.events, "repeats": args.repeats, "partitions": 4, "broker": "Tansu 0.6.0 (in memory)",
+        "events_per_s_runs": runs, "events_per_s_median": med,
+        "ratios": {"polyrec / noop_faust": med["polyrec"] / med["noop_faust"],
+                   "polyrec / raw_aiokafka": med["polyrec"] / med["raw_aiokafka"],
+                   "noop_faust / raw_aiokafka": med["noop_faust"] / med["raw_aiokafka"]},
+        "freshness": fresh,
+        "targets": {"polyrec >= 10000 events/s": med["polyrec"] >= 10_000,
+                    "polyrec >= 0.5 x noop_faust": med["polyrec"] >= 0.5 * med["noop_faust"],
+                    "freshness p99 < 500 ms at the fixed rate": fresh["p99_ms"] < 500},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"One worker, {args.events:,} events, median of {args.repeats}")
+    for col in ("contender", "events/s", "x no-op Faust", "x raw aiokafka"):
+        table.add_column(col, justify="left" if col == "contender" else "right")
+    for name, v in med.items():
+        table.add_row(name, f"{v:,.0f}", f"{v / med['noop_faust']:.2f}", f"{v / med['raw_aiokafka']:.3f}")
+    console = Console()
+    console.print(table)
+    console.print(f"freshness at {fresh['rate_events_per_s']:,.0f} events/s for {fresh['seconds']:.0f} s: "
+                  f"p50 {fresh['p50_ms']:.0f} ms, p99 {fresh['p99_ms']:.0f} ms ({fresh['updates']:,} updates)")
+    for name, ok in result["targets"].items():
+        console.print(f"[{'green' if ok else 'red'}]{'met' if ok else 'MISSED'}[/] {name}")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

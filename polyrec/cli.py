@@ -1,0 +1,120 @@
+"""The ``polyrec`` command line. Each sub-command imports its own module lazily."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from polyrec.movielens import ensure_movielens
+
+    print(f"MovieLens-100K ready in {ensure_movielens()}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit's advice; numpy GEMMs here are small
+    from polyrec.evaluation import report
+    from polyrec.evaluation.run import run
+
+    sweep = tuple(int(b) for b in args.batch_sizes.split(","))
+    result = run(Path(args.out), dim=args.dim, sweep=sweep, limit=args.limit, repeats=args.repeats)
+    report.print_table(result)
+    print(f"wrote {Path(args.out) / 'prequential.json'} and {Path(args.out) / 'prequential.png'} "
+          f"in {result['elapsed_s']} s")
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from polyrec.config import Settings
+    from stream.app import run_worker
+
+    run_worker(Settings.from_env(), loglevel=args.loglevel)
+    return 0
+
+
+def _cmd_recs(args: argparse.Namespace) -> int:
+    import json
+
+    from polyrec.config import Settings
+    from stream.recs import RecsReader
+
+    settings = Settings.from_env()
+    got = RecsReader.from_url(settings.redis_url, settings.redis_prefix).get(args.user_id)
+    if got is None:
+        print(f"no recommendations for user {args.user_id!r} in {settings.redis_url}", file=sys.stderr)
+        return 1
+    print(json.dumps(got, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from polyrec.demo import run_demo
+    from polyrec.embedded import EmbeddedError
+
+    try:
+        run_demo(limit=args.limit, keep_running=args.keep_running)
+    except EmbeddedError as exc:
+        print(f"polyrec demo: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from polyrec.config import Settings, markdown_table
+
+    if args.markdown:
+        print(markdown_table(), end="")
+    else:
+        for name, value in asdict(Settings.from_env()).items():
+            print(f"{name} = {value!r}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="polyrec", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    fetch = sub.add_parser("fetch", help="download the MovieLens-100K data set into the cache")
+    fetch.set_defaults(func=_cmd_fetch)
+    ev = sub.add_parser("eval", help="prequential evaluation of polyrec against peers on MovieLens-100K")
+    ev.add_argument("--out", default="results", help="folder for prequential.json and prequential.png")
+    ev.add_argument("--dim", type=int, default=32, help="factor dimension for every MF model")
+    ev.add_argument("--batch-sizes", default="1,10,100",
+                    help="micro-batch sizes to replay; the first is the headline protocol (1 = per event)")
+    ev.add_argument("--limit", type=int, default=None, help="replay only the first N events (smoke runs)")
+    ev.add_argument("--repeats", type=int, default=3, help="repeats of the throughput measurement")
+    ev.set_defaults(func=_cmd_eval)
+    wk = sub.add_parser("worker", help="run one streaming worker (configured from environment variables)")
+    wk.add_argument("--loglevel", default="info")
+    wk.set_defaults(func=_cmd_worker)
+    dm = sub.add_parser("demo", help="run the whole pipeline on embedded defaults with MovieLens-100K")
+    dm.add_argument("--limit", type=int, default=None, help="replay only the first N events")
+    dm.add_argument("--keep-running", action="store_true",
+                    help="leave the broker, Redis and worker up and print how to query them")
+    dm.set_defaults(func=_cmd_demo)
+    rc = sub.add_parser("recs", help="print a user's current recommendations from Redis")
+    rc.add_argument("user_id")
+    rc.set_defaults(func=_cmd_recs)
+    cf = sub.add_parser("config", help="print the settings read from the environment")
+    cf.add_argument("--markdown", action="store_true",
+                    help="print the configuration reference (docs/configuration.md) instead")
+    cf.set_defaults(func=_cmd_config)
+    from export.cli import add_commands as add_export_commands
+
+    add_export_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Runtime configuration from environment variables, with documented defaults.
+
+Every setting is one field of :class:`Settings`; ``docs/configuration.md`` is generated from
+this table (``polyrec config --markdown``) and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+
+def _env(name: str, default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"env": name, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092",
+                                "Kafka bootstrap servers, comma-separated host:port (a kafka:// prefix is allowed).")
+    redis_url: str = _env("REDIS_URL", "redis://127.0.0.1:6379/0",
+                          "Redis URL; the DB number in the path is honoured (redis://host:port/DB).")
+    app_id: str = _env("POLYREC_APP_ID", "polyrec",
+                       "Faust application id: the consumer group and the prefix of internal topics.")
+    events_topic: str = _env("POLYREC_EVENTS_TOPIC", "events", "Topic of user events (key: user id).")
+    items_topic: str = _env("POLYREC_ITEMS_TOPIC", "items", "Topic of new items with text (key: item id).")
+    partitions: int = _env("POLYREC_PARTITIONS", 4,
+                           "Partitions of the topics polyrec creates; the upper bound on useful workers.")
+    replication: int = _env("POLYREC_REPLICATION", 1, "Replication factor of the topics polyrec creates.")
+    session_timeout_s: float = _env("POLYREC_SESSION_TIMEOUT_S", 6.0,
+                                    "Consumer-group session timeout, seconds (short: fast failover).")
+    heartbeat_interval_s: float = _env("POLYREC_HEARTBEAT_INTERVAL_S", 1.0, "Consumer heartbeat interval, seconds.")
+    rebalance_timeout_s: float = _env("POLYREC_REBALANCE_TIMEOUT_S", 4.0,
+                                      "Consumer-group rebalance timeout, seconds.")
+    top_k: int = _env("POLYREC_TOP_K", 10, "Recommendations written per user.")
+    dim: int = _env("POLYREC_DIM", 32, "Factor dimension of the MF model.")
+    weight_view: float = _env("POLYREC_WEIGHT_VIEW", 1.0, "Implicit-feedback weight of a view.")
+    weight_click: float = _env("POLYREC_WEIGHT_CLICK", 2.0, "Implicit-feedback weight of a click.")
+    weight_purchase: float = _env("POLYREC_WEIGHT_PURCHASE", 3.0, "Implicit-feedback weight of a purchase.")
+    history_max: int = _env("POLYREC_HISTORY_MAX", 500,
+                            "Distinct recent items kept per user for seen-item exclusion.")
+    batch_max: int = _env("POLYREC_BATCH_MAX", 1000, "Most events in one micro-batch.")
+    batch_window_s: float = _env("POLYREC_BATCH_WINDOW_S", 0.1,
+                                 "Longest wait to fill a micro-batch, seconds.")
+    redis_prefix: str = _env("POLYREC_REDIS_PREFIX", "polyrec",
+                             "Prefix of every Redis key polyrec writes.")
+    recs_ttl_s: int = _env("POLYREC_RECS_TTL_S", 7 * 24 * 3600, "TTL of a user's recommendation key, seconds.")
+    stream_maxlen: int = _env("POLYREC_STREAM_MAXLEN", 100_000,
+                              "Approximate length cap of the Redis stream of recommendation updates.")
+    store: str = _env("POLYREC_STORE", "memory://",
+                      "Faust table store: memory://, or rocksdb:// for production (install polyrec[rocksdb]).")
+    commit_interval_s: float = _env("POLYREC_COMMIT_INTERVAL_S", 1.0,
+                                    "How often consumed offsets are committed, seconds (replays after a crash "
+                                    "are skipped, so this bounds re-reading, not correctness).")
+    data_dir: str = _env("POLYREC_DATA_DIR", "/tmp/polyrec-worker",
+                         "Worker data directory (table stores).")
+    metrics_port: int = _env("POLYREC_METRICS_PORT", 9108, "Port of the Prometheus /metrics endpoint (0: off).")
+    web_port: int = _env("POLYREC_WEB_PORT", 6066, "Port of Faust's own web server (health at /).")
+    items_agent: bool = _env("POLYREC_ITEMS_AGENT", True,
+                             "Run the items agent (encode new items' text for cold start); it needs the encoder.")
+    encoder_path: str = _env("POLYREC_ENCODER", "",
+                             "ONNX encoder file for item text; empty: the default model's int8 graph in the cache.")
+    encoder_provider: str = _env("POLYREC_ENCODER_PROVIDER", "auto",
+                                 "ONNX Runtime provider: auto (CUDA when available), cuda or cpu.")
+    items_batch_max: int = _env("POLYREC_ITEMS_BATCH_MAX", 64, "Most items encoded in one micro-batch.")
+    projection_alpha: float = _env("POLYREC_PROJECTION_ALPHA", 1.0,
+                                   "Ridge penalty of the text-to-factors projection (relative to the data scale).")
+    projection_min_count: int = _env("POLYREC_PROJECTION_MIN_COUNT", 5,
+                                     "Events an item needs before its factors train the projection.")
+    projection_refit_s: float = _env("POLYREC_PROJECTION_REFIT_S", 60.0,
+                                     "Age after which the projection is refitted before projecting new items, seconds.")
+    seed: int = _env("POLYREC_SEED", 42, "Seed of the model's random initialisation and sampling.")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read every field from its environment variable, falling back to the default."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            kind = type(f.default)
+            try:
+                values[f.name] = _parse_bool(raw) if kind is bool else kind(raw)
+            except ValueError as exc:
+                raise ValueError(f"{f.metadata['env']}={raw!r} is not a valid {kind.__name__}") from exc
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return {"view": self.weight_view, "click": self.weight_click, "purchase": self.weight_purchase}
+
+    @property
+    def broker_list(self) -> list[str]:
+        """Bootstrap servers as host:port strings."""
+        return [s.strip().removeprefix("kafka://") for s in self.kafka_bootstrap.split(",") if s.strip()]
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def markdown_table() -> str:
+    """The configuration reference as a Markdown table."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for f in fields(Settings):
+        lines.append(f"| `{f.metadata['env']}` | `{f.default}` | {f.metadata['doc']} |")
+    return "\n".join(lines) + "\n"

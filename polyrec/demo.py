@@ -1,0 +1,196 @@
+"""``polyrec demo``: the whole pipeline on embedded defaults, on real data.
+
+A local Tansu broker (unless ``KAFKA_BOOTSTRAP`` names one) and Redis (started if nothing
+listens at ``REDIS_URL`` and ``redis-server`` is installed), one worker, and MovieLens-100K
+replayed as events, with a live view of fresh recommendations. Each event's ``ts`` is its send
+time (the rating's own time rides along as ``rating_ts``), so freshness is exact: a payload's
+``updated_at - event_ts``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from polyrec.config import Settings
+from polyrec.embedded import LocalServer, ensure_redis, free_port, start_tansu
+from polyrec.movielens import load_interactions, load_movies
+
+
+@dataclass
+class DemoResult:
+    events: int
+    seconds: float
+    freshness_ms: np.ndarray
+    users_with_recs: int
+
+
+def _wait_ready(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the worker exited with code {proc.returncode}; its log:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/polyrec/ready", timeout=1) as r:
+                if json.loads(r.read()).get("assigned"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"the worker was not ready within {timeout:.0f} s; see {log}")
+
+
+async def _replay(bootstrap: str, topic: str, limit: int | None, progress) -> int:
+    from aiokafka import AIOKafkaProducer
+
+    x = load_interactions()
+    n = len(x) if limit is None else min(limit, len(x))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
+    await producer.start()
+    try:
+        for start in range(0, n, 1000):
+            now = int(time.time() * 1000)
+            for u, i, e, ts in zip(x.users[start:start + 1000], x.items[start:start + 1000],
+                                   x.events[start:start + 1000], x.ts[start:start + 1000]):
+                body = {"user_id": u, "item_id": i, "event": e, "ts": now, "rating_ts": int(ts) * 1000}
+                await producer.send(topic, json.dumps(body).encode(), key=u.encode())
+            progress(min(1000, n - start))
+            await asyncio.sleep(0)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return n
+
+
+def _events_processed(metrics_port: int) -> int:
+    """Events the worker has consumed so far (every outcome), from its /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0
+    return int(sum(s.value for fam in text_string_to_metric_families(text) if fam.name == "polyrec_events"
+                   for s in fam.samples if s.name == "polyrec_events_total"))
+
+
+def _sample_table(redis, prefix: str, titles: dict[str, str], n_users: int = 4):
+    from rich.table import Table
+
+    table = Table(title="Fresh recommendations (latest updates in Redis)", expand=True)
+    table.add_column("user", width=6)
+    table.add_column("top-10 (title)", ratio=1)
+    table.add_column("age", width=8, justify="right")
+    seen: set[str] = set()
+    for _, fields in redis.xrevrange(f"{prefix}:recs", count=200):
+        p = json.loads(fields[b"payload"])
+        if p["user_id"] in seen:
+            continue
+        seen.add(p["user_id"])
+        names = ", ".join(titles.get(x["item_id"], x["item_id"]) for x in p["items"])
+        table.add_row(p["user_id"], names, f"{(time.time() * 1000 - p['updated_at']) / 1000:.1f} s")
+        if len(seen) == n_users:
+            break
+    return table
+
+
+def run_demo(limit: int | None = None, keep_running: bool = False) -> DemoResult:
+    import redis as redis_lib
+    from rich.console import Console, Group
+    from rich.live import Live
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console()
+    base = Settings.from_env()
+    servers: list[LocalServer] = []
+    worker: subprocess.Popen | None = None
+    workdir = Path(tempfile.mkdtemp(prefix="polyrec-demo-"))
+    try:
+        if os.environ.get("KAFKA_BOOTSTRAP"):
+            bootstrap = base.kafka_bootstrap
+            console.print(f"broker: {bootstrap} (KAFKA_BOOTSTRAP)")
+        else:
+            servers.append(start_tansu())
+            bootstrap = servers[-1].address
+            console.print(f"broker: embedded Tansu at {bootstrap}")
+        servers.append(ensure_redis(base.redis_url))
+        console.print(f"redis:  {base.redis_url}" + (" (started for this demo)" if servers[-1].proc else ""))
+        web_port, metrics_port = free_port(), free_port()
+        prefix = "polyrec-demo"
+        env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, POLYREC_WEB_PORT=str(web_port),
+                   POLYREC_METRICS_PORT=str(metrics_port), POLYREC_REDIS_PREFIX=prefix,
+                   POLYREC_APP_ID=f"polyrec-demo-{int(time.time())}", POLYREC_DATA_DIR=str(workdir / "data"))
+        log = workdir / "worker.log"
+        worker = subprocess.Popen([sys.executable, "-m", "polyrec.cli", "worker"], env=env,
+                                  stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+        with console.status("starting the worker (joins the consumer group, recovers state)..."):
+            _wait_ready(web_port, worker, log)
+        console.print(f"worker: ready (metrics http://127.0.0.1:{metrics_port}/metrics, log {log})")
+        r = redis_lib.Redis.from_url(base.redis_url)
+        titles = {k: m.title for k, m in load_movies().items()}
+        total = len(load_interactions()) if limit is None else limit
+        progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        sent_task = progress.add_task("events produced", total=total)
+        done_task = progress.add_task("events learned", total=total)
+        started = time.time()
+
+        with Live(Group(progress, _sample_table(r, prefix, titles)), console=console, refresh_per_second=4) as live:
+            async def main() -> int:
+                producing = asyncio.create_task(_replay(bootstrap, base.events_topic, limit,
+                                                        lambda n: progress.advance(sent_task, n)))
+                while True:
+                    done = _events_processed(metrics_port)
+                    progress.update(done_task, completed=done)
+                    live.update(Group(progress, _sample_table(r, prefix, titles)))
+                    if producing.done() and done >= producing.result():
+                        return done
+                    if worker.poll() is not None:
+                        raise RuntimeError(f"the worker died; its log:\n{log.read_text()[-3000:]}")
+                    await asyncio.sleep(0.25)
+
+            n = asyncio.run(main())
+        seconds = time.time() - started
+        fresh = np.array([json.loads(f[b"payload"])["updated_at"] - json.loads(f[b"payload"])["event_ts"]
+                          for _, f in r.xrange(f"{prefix}:recs")])
+        users = sum(1 for _ in r.scan_iter(f"{prefix}:recs:*", count=1000))
+        result = DemoResult(n, seconds, fresh, users)
+        console.print(f"\n[bold]{n:,} events[/] learned in {seconds:.1f} s: [bold]{n / seconds:,.0f} events/s[/] "
+                      f"end to end (Tansu -> worker -> Redis), {users} users with recommendations")
+        console.print(f"freshness (event sent -> recommendations in Redis): p50 {np.percentile(fresh, 50):.0f} ms, "
+                      f"p99 {np.percentile(fresh, 99):.0f} ms over {len(fresh):,} updates")
+        if keep_running:
+            console.print(f"\n[bold]still running[/] (stop with: kill {worker.pid}"
+                          + "".join(f" {s.proc.pid}" for s in servers if s.proc) + ")")
+            console.print(f"  KAFKA_BOOTSTRAP={bootstrap} REDIS_URL={base.redis_url} POLYREC_REDIS_PREFIX={prefix} "
+                          f"polyrec recs 42")
+            console.print(f"  redis-cli -u {base.redis_url} GET {prefix}:recs:42")
+            console.print(f"  curl http://127.0.0.1:{metrics_port}/metrics")
+            worker, servers = None, []
+        else:
+            keys = list(r.scan_iter(f"{prefix}:*", count=1000))
+            if keys:
+                r.delete(*keys)
+        return result
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.terminate()
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        for server in reversed(servers):
+            server.stop()

@@ -1,0 +1,1 @@
+"""Offline evaluation: prequential replay of real interactions against peer recommenders."""

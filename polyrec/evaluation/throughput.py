@@ -1,0 +1,60 @@
+"""Learning throughput in the same run: polyrec's micro-batches against River's ``learn_one``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from polyrec.evaluation.protocol import Replay
+from polyrec.history import History
+from polyrec.mf import MFConfig, OnlineMF
+from polyrec.recommend import recommend_rows
+
+
+def _river_pass(replay: Replay, dim: int, lr: float) -> float:
+    from river import optim, reco
+
+    model = reco.BiasedMF(n_factors=dim, bias_optimizer=optim.SGD(lr), latent_optimizer=optim.SGD(lr), seed=42)
+    learn_one = model.learn_one
+    triples = list(zip(replay.users.tolist(), replay.items.tolist(), replay.weights.tolist()))
+    t0 = time.perf_counter()
+    for u, i, w in triples:
+        learn_one(u, i, w)
+    return time.perf_counter() - t0
+
+
+def _polyrec_pass(replay: Replay, config: MFConfig, batch: int, refresh_k: int) -> float:
+    """Seconds spent learning (and, if ``refresh_k``, refreshing touched users' top-K)."""
+    model, history = OnlineMF(config), History()
+    spent = 0.0
+    for start in range(0, len(replay), batch):
+        sl = slice(start, start + batch)
+        t0 = time.perf_counter()
+        update = model.learn_many(replay.users[sl], replay.items[sl], replay.weights[sl])
+        if refresh_k:
+            history.add(model.users.rows(replay.users[sl]), model.items.rows(replay.items[sl]))
+            recommend_rows(model, history, update.user_rows, refresh_k)
+        spent += time.perf_counter() - t0
+    return spent
+
+
+def measure(replay: Replay, config: MFConfig, river_lr: float, *, batch: int = 1000, k: int = 10,
+            repeats: int = 3, progress: Callable[[int], None] | None = None) -> dict:
+    """Median events/s over ``repeats`` full passes of each contender, and ratios to River."""
+    runs: dict[str, list[float]] = {"river_learn_one": [], "polyrec_learn_many": [], "polyrec_learn_and_top10": []}
+    for _ in range(repeats):
+        runs["river_learn_one"].append(len(replay) / _river_pass(replay, config.dim, river_lr))
+        runs["polyrec_learn_many"].append(len(replay) / _polyrec_pass(replay, config, batch, 0))
+        runs["polyrec_learn_and_top10"].append(len(replay) / _polyrec_pass(replay, config, batch, k))
+        if progress:
+            progress(1)
+    med = {name: float(np.median(v)) for name, v in runs.items()}
+    river = med["river_learn_one"]
+    return {
+        "events": len(replay), "batch_size": batch, "dim": config.dim, "repeats": repeats,
+        "events_per_s_median": med,
+        "events_per_s_runs": runs,
+        "ratio_to_river_learn_one": {name: v / river for name, v in med.items()},
+    }

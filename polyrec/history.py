@@ -1,0 +1,46 @@
+"""Bounded per-user interaction history, used to exclude seen items from recommendations."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class History:
+    """The last ``max_len`` distinct item rows each user row interacted with (oldest first)."""
+
+    def __init__(self, max_len: int = 500) -> None:
+        self.max_len = max_len
+        self._rows: list[list[int]] = []
+
+    def get(self, user_row: int) -> list[int]:
+        return self._rows[user_row] if user_row < len(self._rows) else []
+
+    def set(self, user_row: int, items: list[int]) -> None:
+        """Replace a user's history (used when state is restored)."""
+        self._grow(user_row + 1)
+        self._rows[user_row] = list(items[-self.max_len:])
+
+    def add(self, user_rows: np.ndarray, item_rows: np.ndarray) -> None:
+        """Append events in order; loops over the batch's distinct users, not its events."""
+        if len(user_rows) == 0:
+            return
+        self._grow(int(user_rows.max()) + 1)
+        order = np.argsort(user_rows, kind="stable")
+        users, starts = np.unique(user_rows[order], return_index=True)
+        for user, chunk in zip(users.tolist(), np.split(item_rows[order], starts[1:])):
+            h = self._rows[user]
+            new = chunk.tolist()
+            fresh = set(new)
+            h[:] = [i for i in h if i not in fresh] + list(dict.fromkeys(reversed(new)))[::-1]
+            del h[: max(0, len(h) - self.max_len)]
+
+    def pairs(self, user_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, item_row)`` pairs for every seen item of ``user_rows[n]`` (a mask for top-K)."""
+        lists = [self.get(u) for u in user_rows.tolist()]
+        lengths = np.fromiter((len(h) for h in lists), dtype=np.int64, count=len(lists))
+        rows = np.repeat(np.arange(len(lists)), lengths)
+        cols = np.fromiter((i for h in lists for i in h), dtype=np.int64, count=int(lengths.sum()))
+        return rows, cols
+
+    def _grow(self, n: int) -> None:
+        self._rows.extend([] for _ in range(n - len(self._rows)))

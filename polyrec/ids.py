@@ -1,0 +1,90 @@
+"""String ids to dense row numbers, growable, plus deterministic per-id random vectors."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+
+class IdIndex:
+    """A bidirectional map between arbitrary string ids and dense rows 0..n-1.
+
+    Rows are handed out in order of first appearance and never reused.
+    """
+
+    def __init__(self, ids: Iterable[str] = ()) -> None:
+        self._rows: dict[str, int] = {}
+        self._ids: list[str] = []
+        self.add_many(ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, id_: object) -> bool:
+        return id_ in self._rows
+
+    @property
+    def ids(self) -> list[str]:
+        """All ids, in row order (do not mutate)."""
+        return self._ids
+
+    def add_many(self, ids: Iterable[str]) -> np.ndarray:
+        """Rows for ``ids``, adding the unseen ones. Returns an int64 array."""
+        rows = self._rows
+        out = []
+        for id_ in ids:
+            row = rows.get(id_)
+            if row is None:
+                row = rows[id_] = len(self._ids)
+                self._ids.append(id_)
+            out.append(row)
+        return np.asarray(out, dtype=np.int64)
+
+    def rows(self, ids: Iterable[str]) -> np.ndarray:
+        """Rows for known ids; -1 for unknown ones."""
+        get = self._rows.get
+        return np.asarray([get(i, -1) for i in ids], dtype=np.int64)
+
+    def id_at(self, rows: Sequence[int] | np.ndarray) -> list[str]:
+        """Ids for rows."""
+        ids = self._ids
+        return [ids[r] for r in rows]
+
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """Vectorised splitmix64 finaliser over uint64 arrays (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        x = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
+        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+        return x ^ (x >> np.uint64(31))
+
+
+def id_hash(ids: Sequence[str], seed: int) -> np.ndarray:
+    """A stable 64-bit hash of each id (same on every machine and process)."""
+    salt = int(seed).to_bytes(8, "little", signed=False)
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(i.encode(), digest_size=8, key=salt).digest(), "little")
+         for i in ids),
+        dtype=np.uint64, count=len(ids),
+    )
+
+
+def id_normals(ids: Sequence[str], dim: int, seed: int, std: float) -> np.ndarray:
+    """Deterministic N(0, std^2) vectors, one row per id, a pure function of (id, seed).
+
+    Every worker that first meets an id draws the same starting vector for it, without
+    coordination: counter-based splitmix64 streams feed a Box-Muller transform.
+    """
+    h = id_hash(ids, seed)[:, None]
+    counters = np.arange(2 * dim, dtype=np.uint64)[None, :]
+    bits = _splitmix64(h ^ _splitmix64(counters))
+    uniform = ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / (1 << 53))
+    u1, u2 = uniform[:, :dim], uniform[:, dim:]
+    normals = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    return (std * normals).astype(np.float32)

@@ -1,0 +1,151 @@
+"""The Faust application: topics, the users table, the events agent, the item replica.
+
+Reading order: build_app() declares everything; the ``learn`` agent runs one actor per
+assigned ``events`` partition (isolated partitions), waits for the item replica to catch up,
+then feeds micro-batches (``take_events``) to :class:`stream.pipeline.EventPipeline`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict
+
+import weakref
+
+import faust
+import faust.streams as faust_streams
+import redis.asyncio as aioredis
+
+from polyrec import __version__
+from polyrec.config import Settings
+from polyrec.mf import MFConfig
+from stream import metrics
+from stream.pipeline import EventPipeline
+from stream.recs import RecsPublisher
+from stream.replica import ItemReplica
+from stream.state import UserState, WorkerModel
+from stream.offsets import install_recovery_fix
+from stream.topics import ensure_topics, item_factors_topic
+
+log = logging.getLogger(__name__)
+
+
+def model_version(config: MFConfig) -> str:
+    digest = hashlib.sha1(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:8]
+    return f"polyrec-{__version__}-{config.loss}-d{config.dim}-{digest}"
+
+
+def mf_config(settings: Settings) -> MFConfig:
+    return MFConfig(dim=settings.dim, seed=settings.seed)
+
+
+def build_app(settings: Settings) -> faust.App:
+    """A Faust app for one worker process, configured from ``settings``."""
+    install_recovery_fix()
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{h}" for h in settings.broker_list],
+        store=settings.store,
+        datadir=settings.data_dir,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        producer_acks=-1,
+        broker_commit_interval=settings.commit_interval_s,
+        web_enabled=settings.web_port != 0,
+        web_port=settings.web_port or 6066,
+        web_bind="0.0.0.0",
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    config = mf_config(settings)
+    version = model_version(config)
+    metrics.MODEL.info({"version": version, **{k: str(v) for k, v in asdict(config).items()}})
+    model = WorkerModel(config, history_max=settings.history_max, k=settings.top_k)
+
+    events = app.topic(settings.events_topic, partitions=settings.partitions)
+    users = app.Table("users", default=None, partitions=settings.partitions,
+                      schema=faust.Schema(key_serializer="json", value_serializer="json"))
+
+    def users_store(event: faust.EventT, key: str, value: dict) -> None:
+        # the RocksDB store picks its per-partition database from the current event; inside a
+        # take_events body Faust leaves that context empty, so name the batch's event explicitly
+        faust_streams._current_event.set(weakref.ref(event))
+        users.data[key] = value
+
+    async def produce(topic: str, key: bytes | None, value: bytes | None, partition: int | None,
+                      headers: list | None):
+        return await app.producer.send(topic, key, value, partition, None, headers)
+
+    redis = aioredis.from_url(settings.redis_url)
+    pipeline = EventPipeline(
+        model, settings.weights, produce, users.data.get, users_store,
+        {"items": item_factors_topic(settings), "users": users.changelog_topic.get_topic_name(),
+         "dlq": f"{settings.events_topic}.dlq"},
+        RecsPublisher(redis, settings.redis_prefix, settings.recs_ttl_s, settings.stream_maxlen), version,
+    )
+    replica = ItemReplica(settings.broker_list, item_factors_topic(settings), model.apply_item_record,
+                          model.knows, lambda ok: metrics.ITEM_RECORDS.labels("applied" if ok else "stale").inc())
+
+    @app.agent(events, isolated_partitions=True)
+    async def learn(stream: faust.StreamT) -> None:
+        await replica.wait_caught_up()
+        async for batch in stream.take_events(settings.batch_max, within=settings.batch_window_s):
+            await pipeline.process(batch)
+
+    @app.task
+    async def item_replica() -> None:
+        await replica.run()
+
+    @app.timer(5.0)
+    async def consumer_lag() -> None:
+        for tp in app.consumer.assignment():
+            if tp.topic != settings.events_topic:
+                continue
+            position = pipeline.positions.get(tp.partition)
+            if position is None:
+                position = await app.consumer.position(tp) or 0
+            metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(app.consumer.highwater(tp) - position, 0))
+
+    @app.page("/polyrec/health")
+    async def health(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return web.json({"status": "ok", "model_version": version})
+
+    @app.page("/polyrec/ready")
+    async def ready(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        ok = replica.caught_up_once and not app.rebalancing
+        return web.json({"ready": ok, "assigned": sorted(tp.partition for tp in app.consumer.assignment()
+                                                         if tp.topic == settings.events_topic)},
+                        status=200 if ok else 503)
+
+    @app.page("/polyrec/users/{user_id}")
+    async def user_state(web: faust.web.View, request: faust.web.Request, user_id: str) -> faust.web.Response:
+        """This worker's durable state of one user (404 if the user is not on this worker)."""
+        raw = users.data.get(user_id)
+        if raw is None:
+            return web.json({"error": f"user {user_id!r} has no state on this worker"}, status=404)
+        st = UserState.from_json(raw)
+        return web.json({"user_id": user_id, "factors": st.factors.tolist(), "accum": st.accum,
+                         "history": st.history, "offset": st.offset})
+
+    @app.on_before_shutdown.connect
+    async def close_redis(app: faust.App, **kwargs: object) -> None:
+        await redis.aclose()
+
+    app.polyrec = {"model": model, "pipeline": pipeline, "replica": replica, "users": users}
+    return app
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Create topics if needed, serve metrics, and run one worker until SIGTERM/SIGINT."""
+    import asyncio
+
+    asyncio.run(ensure_topics(settings, replication=settings.replication))
+    app = build_app(settings)
+    metrics.serve(settings.metrics_port)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,55 @@
+"""Prometheus metrics of a worker (names follow Prometheus conventions: base units, _total)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
+
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_FRESHNESS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+EVENTS = Counter("polyrec_events_total", "Events consumed, by event type and outcome "
+                 "(applied, duplicate: already applied before a replay, dead_lettered).", ["type", "outcome"])
+DLQ = Counter("polyrec_dlq_records_total", "Records sent to a dead-letter topic, by source topic and reason.",
+              ["topic", "reason"])
+BATCH_SIZE = Histogram("polyrec_batch_size_events", "Events per micro-batch.",
+                       buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500))
+BATCH_SECONDS = Histogram("polyrec_batch_duration_seconds",
+                          "Wall time of one micro-batch: validate, learn, persist state, write Redis.",
+                          buckets=_LATENCY)
+FRESHNESS = Histogram("polyrec_freshness_seconds",
+                      "From an event's produce time (Kafka timestamp) to its user's recommendations in Redis.",
+                      buckets=_FRESHNESS)
+REDIS_SECONDS = Histogram("polyrec_redis_write_duration_seconds", "One pipelined Redis write of a micro-batch.",
+                          buckets=_LATENCY)
+REDIS_ERRORS = Counter("polyrec_redis_write_errors_total", "Failed Redis writes (the batch is retried).")
+RECS = Counter("polyrec_recommendations_published_total", "User recommendation payloads written to Redis.")
+LOSS = Gauge("polyrec_training_loss", "Exponential moving average of the micro-batch training loss.")
+USERS = Gauge("polyrec_users_known", "Users with state on this worker.")
+ITEMS = Gauge("polyrec_items_known", "Items known to this worker (all partitions).")
+ITEM_RECORDS = Counter("polyrec_item_records_total", "Item-factor records read from the shared topic, "
+                       "by outcome (applied, stale).", ["outcome"])
+LAG = Gauge("polyrec_consumer_lag_records", "Records between the consumer position and the end of a partition.",
+            ["topic", "partition"])
+ENCODER_SECONDS = Histogram("polyrec_encoder_batch_duration_seconds", "One encoder batch (tokenise + ONNX run).",
+                            buckets=_LATENCY)
+ENCODER_ITEMS = Counter("polyrec_encoder_items_total", "Item texts encoded.")
+ENCODER_PROVIDER = Gauge("polyrec_encoder_provider_info", "The ONNX Runtime execution provider in use (value 1).",
+                         ["provider"])
+MODEL = Info("polyrec_model", "The model version and its hyper-parameters.")
+
+
+class LossTracker:
+    """Running loss as an exponential moving average, exported to :data:`LOSS`."""
+
+    def __init__(self, alpha: float = 0.05) -> None:
+        self.alpha, self.value = alpha, None
+
+    def update(self, loss: float) -> None:
+        self.value = loss if self.value is None else (1 - self.alpha) * self.value + self.alpha * loss
+        LOSS.set(self.value)
+
+
+def serve(port: int) -> None:
+    """Expose /metrics on ``port`` (0 disables it)."""
+    if port:
+        start_http_server(port)

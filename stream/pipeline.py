@@ -1,0 +1,145 @@
+"""One micro-batch of one ``events`` partition, start to finish.
+
+The batch's item records and user records are sent together and all acknowledged by the broker
+(and the recommendations written to Redis, concurrently) before the agent returns; only then does
+Faust acknowledge, and later commit, the batch's offsets. Their relative order does not matter:
+each user state and each item contribution carries the offset it is complete to, so a replay
+applies exactly the side that was lost (see stream/state.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from stream import metrics
+from stream.records import Rejected, parse_event
+from stream.recs import RecsPublisher, payload
+from stream.state import UserState, WorkerModel
+
+log = logging.getLogger(__name__)
+
+# (topic, key, value, partition, headers) -> a future that resolves on the broker's ack.
+# In the worker this is Faust's own producer (``app.producer.send``), lifecycle and all; the
+# Topic/Channel layer above it costs ~4x more per record and buffers changelog writes.
+Produce = Callable[[str, bytes | None, bytes | None, int | None, list | None], Awaitable[Awaitable[Any]]]
+
+
+def _json(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def dlq_headers(reason: str, detail: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
+    """Kafka headers of a dead-letter record (its key and value are the original bytes)."""
+    return [("polyrec-reason", reason.encode()), ("polyrec-detail", detail[:500].encode("utf-8", "replace")),
+            ("polyrec-source-topic", topic.encode()), ("polyrec-source-partition", str(partition).encode()),
+            ("polyrec-source-offset", str(offset).encode())]
+
+
+async def delivered(sends: Sequence[Awaitable[Awaitable[Any]]]) -> None:
+    """Await a group of sends (queued in order), then all their broker acknowledgements."""
+    futures = [await send for send in sends]
+    await asyncio.gather(*futures)
+
+
+class EventPipeline:
+    def __init__(self, model: WorkerModel, weights: dict[str, float], produce: Produce,
+                 users_get: Callable[[str], Any], users_store: Callable[[Any, str, dict], None],
+                 topics: dict[str, str], publisher: RecsPublisher, model_version: str,
+                 redis_retries: int = 5) -> None:
+        """``topics`` names the ``items`` (item factors), ``users`` (changelog) and ``dlq`` topics;
+        ``users_store(event, key, value)`` updates the local table store without I/O."""
+        self.model, self.weights, self.produce = model, weights, produce
+        self.users_get, self.users_store, self.topics = users_get, users_store, topics
+        self.publisher, self.model_version = publisher, model_version
+        self.redis_retries = redis_retries
+        self.loss = metrics.LossTracker()
+        self.positions: dict[int, int] = {}  # partition -> next offset to consume (for lag)
+
+    async def process(self, events: Sequence[Any]) -> None:
+        """Process Faust events of one partition, in offset order."""
+        if not events:
+            return
+        started = time.perf_counter()
+        partition = events[0].message.partition
+        good, offsets, produced, rejected = [], [], [], []
+        for ev in events:
+            msg = ev.message
+            try:
+                good.append(parse_event(ev.value, msg.key))
+                offsets.append(msg.offset)
+                produced.append(msg.timestamp)
+            except Rejected as exc:
+                rejected.append((ev, exc))
+        if rejected:
+            await self._dead_letter(rejected)
+        if good:
+            await self._learn(events[-1], good, np.array(offsets, np.int64), np.array(produced, float))
+        self.positions[partition] = events[-1].message.offset + 1
+        metrics.BATCH_SIZE.observe(len(events))
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    async def _dead_letter(self, rejected: list[tuple[Any, Rejected]]) -> None:
+        sends = []
+        for ev, exc in rejected:
+            msg = ev.message
+            sends.append(self.produce(self.topics["dlq"], msg.key, ev.value, None, dlq_headers(
+                exc.reason, exc.detail, msg.topic, msg.partition, msg.offset)))
+            metrics.DLQ.labels(msg.topic, exc.reason).inc()
+            metrics.EVENTS.labels("invalid", "dead_lettered").inc()
+            log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
+        await delivered(sends)
+
+    async def _learn(self, last: Any, events: list, offsets: np.ndarray, produced: np.ndarray) -> None:
+        """Learn the valid events; ``last`` is the batch's last Faust event (its partition's)."""
+        partition = last.message.partition
+        users = [e.user_id for e in events]
+        states = {}
+        for u in dict.fromkeys(users):
+            raw = self.users_get(u)
+            states[u] = None if raw is None else UserState.from_json(raw)
+        weights = np.array([self.weights[e.event] for e in events], np.float32)
+        result = self.model.process(partition, users, [e.item_id for e in events], weights, offsets,
+                                    np.array([e.ts_ms for e in events]), states)
+        # durability order: item contributions, then user states (both acknowledged by the broker)
+        sends = [self.produce(self.topics["items"], rec.key.encode(), _json(rec.to_json()), None, rec.headers())
+                 for rec in result.items]
+        for user, st in result.users.items():
+            value = st.to_json()
+            self.users_store(last, user, value)
+            sends.append(self.produce(self.topics["users"], _json(user), _json(value), partition, None))
+        payloads = [payload(u, items, scores, self.model_version, ts) for u, items, scores, ts in result.recs]
+        await asyncio.gather(delivered(sends), self._publish(payloads))
+        now_ms = time.time() * 1000.0
+        for delay in np.maximum(now_ms - produced, 0.0) / 1000.0:
+            metrics.FRESHNESS.observe(delay)
+        outcomes = Counter((e.event, "duplicate" if dup else "applied")
+                           for e, dup in zip(events, result.duplicate.tolist()))
+        for (kind, outcome), n in outcomes.items():
+            metrics.EVENTS.labels(kind, outcome).inc(n)
+        if result.applied_user or result.applied_item:
+            self.loss.update(result.loss)
+        metrics.USERS.set(len(self.model.mf.users))
+        metrics.ITEMS.set(len(self.model.mf.items))
+
+    async def _publish(self, payloads: list[dict]) -> None:
+        for attempt in range(self.redis_retries):
+            t0 = time.perf_counter()
+            try:
+                await self.publisher.publish(payloads)
+                metrics.REDIS_SECONDS.observe(time.perf_counter() - t0)
+                metrics.RECS.inc(len(payloads))
+                return
+            except Exception as exc:  # redis errors are many classes; all are retried the same way
+                metrics.REDIS_ERRORS.inc()
+                log.warning("redis write failed (attempt %d/%d): %s", attempt + 1, self.redis_retries, exc)
+                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+        log.error("giving up on %d recommendation payloads after %d attempts; state is saved and the "
+                  "next event of each user rewrites them", len(payloads), self.redis_retries)

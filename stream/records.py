@@ -1,0 +1,175 @@
+"""Parsing and validating the JSON records on the ``events`` and ``items`` topics. Pure logic.
+
+A record that fails raises :class:`Rejected` with one of :data:`REASONS`; the worker sends the
+original bytes to the topic's dead-letter topic with that reason, and moves on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from polyrec.events import EVENT_TYPES
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_ID_BYTES = 256
+
+REASONS = (
+    "payload_too_large",  # over 64 KiB
+    "malformed_json",  # not UTF-8 JSON, or not a JSON object
+    "missing_field",  # a required field is absent or null
+    "invalid_type",  # a field has the wrong JSON type
+    "invalid_id",  # an id is empty or longer than 256 bytes
+    "unknown_event_type",  # event is not view, click or purchase
+    "non_finite_number",  # NaN or +-Infinity anywhere in the record
+    "invalid_timestamp",  # ts is neither epoch milliseconds nor ISO-8601
+    "key_mismatch",  # the Kafka key is not the record's id (breaks per-key ordering)
+    "empty_text",  # an item whose text is empty after normalisation
+)
+
+
+class Rejected(ValueError):
+    """A record that cannot be processed; ``reason`` is one of :data:`REASONS`."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        assert reason in REASONS, reason
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Event:
+    user_id: str
+    item_id: str
+    event: str
+    ts_ms: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Item:
+    item_id: str
+    title: str
+    description: str
+    lang: str | None
+    ts_ms: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def text(self) -> str:
+        return f"{self.title}. {self.description}" if self.description else self.title
+
+
+def _reject_constant(name: str) -> float:
+    raise Rejected("non_finite_number", f"{name} is not a finite number")
+
+
+def _load_object(raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        raise Rejected("malformed_json", "empty message value")
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise Rejected("payload_too_large", f"{len(raw)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        obj = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Rejected("malformed_json", str(exc)) from None
+    if not isinstance(obj, dict):
+        raise Rejected("malformed_json", f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _require(obj: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = obj.get(name)
+    if value is None:
+        raise Rejected("missing_field", f"{name!r} is required")
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise Rejected("invalid_type", f"{name!r} must be {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
+    return value
+
+
+def _id(obj: dict[str, Any], name: str) -> str:
+    value = _require(obj, name, str)
+    size = len(value.encode("utf-8"))
+    if size == 0 or not value.strip():
+        raise Rejected("invalid_id", f"{name!r} is empty")
+    if size > MAX_ID_BYTES:
+        raise Rejected("invalid_id", f"{name!r} is {size} bytes > {MAX_ID_BYTES}")
+    return value
+
+
+def parse_ts(value: Any) -> float:
+    """Epoch milliseconds from epoch milliseconds (int/float) or an ISO-8601 string."""
+    if isinstance(value, bool):
+        raise Rejected("invalid_timestamp", "ts must be epoch milliseconds or ISO-8601")
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise Rejected("non_finite_number", "ts is not finite")
+        return float(value)
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise Rejected("invalid_timestamp", f"cannot parse {value[:40]!r} as ISO-8601") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        return dt.timestamp() * 1000.0
+    raise Rejected("invalid_timestamp", "ts must be epoch milliseconds or ISO-8601")
+
+
+def _check_finite(obj: Any, path: str = "$") -> None:
+    """Reject NaN/Infinity wherever they hide (the JSON parser catches bare literals too)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise Rejected("non_finite_number", f"{path} is not finite")
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_finite(v, f"{path}.{k}")
+    elif isinstance(obj, list):
+        for n, v in enumerate(obj):
+            _check_finite(v, f"{path}[{n}]")
+
+
+def _check_key(key: bytes | None, value: str, name: str) -> None:
+    if key is not None and key.decode("utf-8", "replace") != value:
+        raise Rejected("key_mismatch", f"Kafka key {key[:64]!r} is not the record's {name}")
+    if key is None:
+        raise Rejected("key_mismatch", f"the Kafka key must be the {name}; it is missing")
+
+
+def parse_event(raw: bytes | None, key: bytes | None) -> Event:
+    """Validate one ``events`` record: ``{user_id, item_id, event, ts}`` plus extra fields."""
+    obj = _load_object(raw)
+    _check_finite(obj)
+    user_id, item_id = _id(obj, "user_id"), _id(obj, "item_id")
+    kind = _require(obj, "event", str)
+    if kind not in EVENT_TYPES:
+        raise Rejected("unknown_event_type", f"{kind[:40]!r} is not one of {', '.join(EVENT_TYPES)}")
+    if obj.get("ts") is None:
+        raise Rejected("missing_field", "'ts' is required")
+    ts_ms = parse_ts(obj["ts"])
+    _check_key(key, user_id, "user_id")
+    extra = {k: v for k, v in obj.items() if k not in ("user_id", "item_id", "event", "ts")}
+    return Event(user_id, item_id, kind, ts_ms, extra)
+
+
+def parse_item(raw: bytes | None, key: bytes | None) -> Item:
+    """Validate one ``items`` record: ``{item_id, title, description?, lang?, ts}``."""
+    obj = _load_object(raw)
+    _check_finite(obj)
+    item_id = _id(obj, "item_id")
+    title = _require(obj, "title", str)
+    description = obj.get("description") or ""
+    if not isinstance(description, str):
+        raise Rejected("invalid_type", "'description' must be str")
+    lang = obj.get("lang")
+    if lang is not None and not isinstance(lang, str):
+        raise Rejected("invalid_type", "'lang' must be str")
+    if obj.get("ts") is None:
+        raise Rejected("missing_field", "'ts' is required")
+    ts_ms = parse_ts(obj["ts"])
+    _check_key(key, item_id, "item_id")
+    extra = {k: v for k, v in obj.items() if k not in ("item_id", "title", "description", "lang", "ts")}
+    return Item(item_id, title, description, lang, ts_ms, extra)

@@ -1,0 +1,88 @@
+"""Recommendations in Redis: the key layout, the payload, pipelined publishing and reading.
+
+Layout (``{prefix}`` is ``POLYREC_REDIS_PREFIX``, default ``polyrec``):
+
+* ``SET {prefix}:recs:{user_id}`` -> JSON payload, with a TTL (``POLYREC_RECS_TTL_S``);
+* ``XADD {prefix}:recs MAXLEN ~ N`` -> fields ``user_id`` and ``payload`` (the same JSON):
+  the change feed downstream services subscribe to.
+
+Payload: ``{"user_id", "items": [{"item_id", "score"}], "model_version", "updated_at",
+"event_ts"}``; both times are epoch milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+
+def recs_key(prefix: str, user_id: str) -> str:
+    return f"{prefix}:recs:{user_id}"
+
+
+def stream_key(prefix: str) -> str:
+    return f"{prefix}:recs"
+
+
+def payload(user_id: str, items: list[str], scores: list[float], model_version: str,
+            event_ts: float, updated_at: float | None = None) -> dict[str, Any]:
+    """The documented recommendation payload for one user."""
+    return {
+        "user_id": user_id,
+        "items": [{"item_id": i, "score": round(float(s), 6)} for i, s in zip(items, scores)],
+        "model_version": model_version,
+        "updated_at": time.time() * 1000.0 if updated_at is None else updated_at,
+        "event_ts": event_ts,
+    }
+
+
+class RecsPublisher:
+    """Writes a micro-batch of payloads in one pipelined round trip (``redis.asyncio``)."""
+
+    def __init__(self, redis: Any, prefix: str, ttl_s: int, maxlen: int) -> None:
+        self.redis, self.prefix, self.ttl_s, self.maxlen = redis, prefix, ttl_s, maxlen
+
+    async def publish(self, payloads: list[dict[str, Any]]) -> None:
+        if not payloads:
+            return
+        stream = stream_key(self.prefix)
+        pipe = self.redis.pipeline(transaction=False)
+        for p in payloads:
+            body = json.dumps(p, separators=(",", ":"))
+            pipe.set(recs_key(self.prefix, p["user_id"]), body, ex=self.ttl_s)
+            pipe.xadd(stream, {"user_id": p["user_id"], "payload": body}, maxlen=self.maxlen, approximate=True)
+        await pipe.execute()
+
+
+class RecsReader:
+    """The read side for downstream Python services (a synchronous ``redis.Redis``)."""
+
+    def __init__(self, redis: Any, prefix: str = "polyrec") -> None:
+        self.redis, self.prefix = redis, prefix
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "polyrec") -> "RecsReader":
+        import redis
+
+        return cls(redis.Redis.from_url(url), prefix)
+
+    def get(self, user_id: str) -> dict[str, Any] | None:
+        """The latest recommendations of one user, or ``None``."""
+        raw = self.redis.get(recs_key(self.prefix, user_id))
+        return None if raw is None else json.loads(raw)
+
+    def get_many(self, user_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """Several users in one round trip."""
+        raws = self.redis.mget([recs_key(self.prefix, u) for u in user_ids]) if user_ids else []
+        return {u: (None if r is None else json.loads(r)) for u, r in zip(user_ids, raws)}
+
+    def follow(self, last_id: str = "$", block_ms: int = 5000) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield ``(stream_id, payload)`` for every update after ``last_id``, forever."""
+        stream = stream_key(self.prefix)
+        while True:
+            for _, entries in self.redis.xread({stream: last_id}, block=block_ms, count=500) or []:
+                for entry_id, fields in entries:
+                    last_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    yield last_id, json.loads(fields[b"payload"] if b"payload" in fields else fields["payload"])

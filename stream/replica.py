@@ -1,0 +1,92 @@
+"""Every worker's copy of the shared item factors: the compacted item-factor topic, read whole.
+
+A plain ``aiokafka`` consumer without a group is assigned every partition, reads from the
+beginning and keeps tailing. ``wait_caught_up()`` is the barrier a partition's actor passes
+before it learns: the replica has then read every item record that existed when it was called,
+so contributions written by a partition's previous owner are known before they are extended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from stream.offsets import fetch_end_offsets
+from stream.state import ItemRecord
+
+log = logging.getLogger(__name__)
+
+
+class ItemReplica:
+    def __init__(self, bootstrap: list[str], topic: str, apply: Callable[[ItemRecord], bool],
+                 known: Callable[[str, int, str], bool],
+                 on_applied: Callable[[bool], None] | None = None) -> None:
+        """``apply`` folds a record in; ``known(source, offset, item_id)`` spots echoes of records
+        this worker wrote itself from their headers, before any decoding."""
+        self.bootstrap, self.topic, self.apply, self.known = bootstrap, topic, apply, known
+        self.on_applied = on_applied
+        self._consumer: AIOKafkaConsumer | None = None
+        self._positions: dict[TopicPartition, int] = {}
+        self._progress = asyncio.Condition()
+        self._started = asyncio.Event()
+        self.caught_up_once = False
+
+    async def run(self) -> None:
+        """Consume forever (until cancelled); each record is applied in the event loop thread."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                    group_id=None, auto_offset_reset="earliest")
+        await consumer.start()
+        self._consumer = consumer
+        try:
+            parts = await self._partitions(consumer)
+            tps = [TopicPartition(self.topic, p) for p in parts]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            self._positions = {tp: 0 for tp in tps}
+            self._started.set()
+            while True:
+                batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+                for records in batches.values():
+                    for r in records:
+                        h = dict(r.headers)
+                        if "src" in h and self.known(h["src"].decode(), int(h["off"]), h["item"].decode()):
+                            ok = False
+                        else:
+                            ok = self.apply(ItemRecord.from_json(json.loads(r.value)))
+                        if self.on_applied:
+                            self.on_applied(ok)
+                for tp in self._positions:  # the fetch position also skips compaction gaps
+                    self._positions[tp] = await consumer.position(tp)
+                async with self._progress:
+                    self._progress.notify_all()
+        finally:
+            self._started.set()
+            await consumer.stop()
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[int]:
+        for _ in range(100):
+            parts = consumer.partitions_for_topic(self.topic)
+            if parts:
+                return sorted(parts)
+            await consumer.force_metadata_update()
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"topic {self.topic!r} has no partitions: was it created?")
+
+    async def wait_caught_up(self, timeout: float = 120.0) -> None:
+        """Return once every record that exists now has been applied."""
+        await asyncio.wait_for(self._started.wait(), timeout)
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("the item replica is not running")
+        ends = await fetch_end_offsets(self.bootstrap, list(self._positions))
+
+        def done() -> bool:
+            return all(self._positions[tp] >= end for tp, end in ends.items())
+
+        async with self._progress:
+            await asyncio.wait_for(self._progress.wait_for(done), timeout)
+        self.caught_up_once = True

@@ -1,0 +1,273 @@
+"""The worker's model state, and the bookkeeping that makes replays harmless. No I/O here.
+
+Ownership (docs/architecture.md has the full argument):
+
+* **Users** are sharded with the ``events`` partitions. A user's state (factors, AdaGrad
+  accumulator, bounded history, and the offset of the last event applied to it) lives in a
+  changelogged table, co-partitioned with ``events``.
+* **Items** are shared. An item's vector is ``base + sum over partitions p of C[p][item]``:
+  ``base`` is its deterministic random start (or, once its text arrives, the projection of its
+  text embedding), and ``C[p][item]`` is everything partition p's events ever added to it. Each
+  ``C[p][item]`` has exactly one writer (the owner of partition p), is written whole (so a
+  compacted topic keeps only the latest), and carries the offset of p through which it is
+  complete. Every worker reads all of them and so scores against the same item vectors.
+
+Exactly-once effect: an event at offset ``o`` of partition ``p`` is applied to its user only
+if ``o > user.offset``, and to its item only if ``o > C[p][item].offset``. A batch's user and
+item records are durable before its offsets are committed; if a crash keeps one side and loses
+the other, the replay re-applies only the lost side. (The negatives an interrupted batch pushed
+are re-drawn on replay: sampling is random either way.)
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from polyrec.history import History
+from polyrec.mf import MFConfig, OnlineMF
+from polyrec.recommend import recommend_rows
+
+TEXT_SOURCE = "text"
+
+
+def encode_vector(v: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(v, "<f4").tobytes()).decode("ascii")
+
+
+def decode_vector(s: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(s), dtype="<f4").astype(np.float32)
+
+
+@dataclass
+class UserState:
+    """One user's durable state: the value of the users table."""
+
+    factors: np.ndarray
+    accum: float
+    history: list[str]
+    offset: int  # last applied offset in the user's partition of ``events``
+
+    def to_json(self) -> dict:
+        return {"f": encode_vector(self.factors), "g": float(self.accum), "h": self.history, "o": self.offset}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "UserState":
+        return cls(decode_vector(d["f"]), float(d["g"]), list(d["h"]), int(d["o"]))
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """One record of the item-factor topic: a partition's contribution, or a text base.
+
+    ``vector`` holds the factors followed by the bias (length dim + 1).
+    """
+
+    item_id: str
+    source: str  # "p<partition>" or "text"
+    vector: np.ndarray
+    offset: int
+    embedding: np.ndarray | None = None  # text records only: the item's text embedding
+    count: int = 0  # partition records: how many of the partition's events had this item
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}/{self.item_id}"
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        """Kafka headers that let a reader skip a record it already has without decoding it."""
+        return [("src", self.source.encode()), ("off", str(self.offset).encode()), ("item", self.item_id.encode())]
+
+    def to_json(self) -> dict:
+        d = {"item_id": self.item_id, "source": self.source, "v": encode_vector(self.vector), "o": self.offset,
+             "n": self.count}
+        if self.embedding is not None:
+            d["e"] = encode_vector(self.embedding)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ItemRecord":
+        emb = d.get("e")
+        return cls(d["item_id"], d["source"], decode_vector(d["v"]), int(d["o"]),
+                   None if emb is None else decode_vector(emb), int(d.get("n", 0)))
+
+
+@dataclass
+class BatchResult:
+    users: dict[str, UserState]  # states to persist (users whose state changed)
+    items: list[ItemRecord]  # contributions to persist
+    recs: list[tuple[str, list[str], list[float], float]]  # (user, items, scores, latest event ts)
+    applied_user: int
+    applied_item: int
+    duplicate: np.ndarray  # bool per event: already fully applied before (a replay)
+    loss: float
+
+    @property
+    def duplicates(self) -> int:
+        return int(self.duplicate.sum())
+
+
+class _Contributions:
+    """``C[p][item]`` of one partition for every item row, with the offset each is complete to.
+
+    Dense (rows x (dim+1) float32): memory is partitions x items x (dim+1) x 4 bytes per worker.
+    """
+
+    def __init__(self, dim: int) -> None:
+        self.vectors = np.zeros((64, dim + 1), np.float32)
+        self.offsets = np.full(64, -1, np.int64)
+        self.counts = np.zeros(64, np.int64)
+
+    def _fit(self, n: int) -> None:
+        if n > len(self.offsets):
+            size = max(n, 2 * len(self.offsets))
+            self.vectors = np.pad(self.vectors, ((0, size - len(self.vectors)), (0, 0)))
+            self.offsets = np.pad(self.offsets, (0, size - len(self.offsets)), constant_values=-1)
+            self.counts = np.pad(self.counts, (0, size - len(self.counts)))
+
+    def offset_of(self, rows: np.ndarray) -> np.ndarray:
+        if len(rows):
+            self._fit(int(rows.max()) + 1)
+        return self.offsets[rows]
+
+
+@dataclass
+class WorkerModel:
+    """A worker's view of the model: local users of its partitions, every item."""
+
+    config: MFConfig
+    history_max: int = 500
+    k: int = 10
+    mf: OnlineMF = field(init=False)
+    history: History = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.mf = OnlineMF(self.config)
+        self.history = History(self.history_max)
+        self._contrib: dict[int, _Contributions] = {}
+        self._text_base: dict[int, np.ndarray] = {}
+        self.embeddings: dict[str, np.ndarray] = {}  # item id -> text embedding (text records)
+
+    # -- items ---------------------------------------------------------------------------
+    def item_vector(self, item_id: str) -> np.ndarray:
+        """Factors followed by bias, as this worker currently sees them."""
+        row = self.mf.add_items([item_id])[0]
+        return np.r_[self.mf.item_factors[row], self.mf.item_bias[row]].astype(np.float32)
+
+    def apply_item_record(self, rec: ItemRecord) -> bool:
+        """Fold a replicated record into the local item vectors; False if it was stale."""
+        dim = self.config.dim
+        if len(rec.vector) != dim + 1:
+            raise ValueError(f"item record {rec.key!r} has dimension {len(rec.vector) - 1}, the model {dim}")
+        row = int(self.mf.add_items([rec.item_id])[0])
+        if rec.source == TEXT_SOURCE:
+            old = self._text_base.get(row)
+            if old is None:
+                old = np.r_[self.mf.initial_factors([rec.item_id], salt=1)[0], 0.0]
+            self._shift(row, rec.vector - old)
+            self._text_base[row] = rec.vector.copy()
+            if rec.embedding is not None:
+                self.embeddings[rec.item_id] = rec.embedding
+            return True
+        part = self._partition(_partition(rec.source))
+        if rec.offset <= part.offset_of(np.array([row]))[0]:
+            return False
+        self._shift(row, rec.vector - part.vectors[row])
+        part.vectors[row], part.offsets[row], part.counts[row] = rec.vector, rec.offset, rec.count
+        return True
+
+    def item_counts(self) -> np.ndarray:
+        """Events seen per item row, summed over every partition's contribution."""
+        total = np.zeros(len(self.mf.items), np.int64)
+        for part in self._contrib.values():
+            n = min(len(total), len(part.counts))
+            total[:n] += part.counts[:n]
+        return total
+
+    def _partition(self, partition: int) -> _Contributions:
+        part = self._contrib.get(partition)
+        if part is None:
+            part = self._contrib[partition] = _Contributions(self.config.dim)
+        return part
+
+    def knows(self, source: str, offset: int, item_id: str) -> bool:
+        """True if a record (source, offset) for ``item_id`` is already applied (an echo)."""
+        row = self.mf.items.rows([item_id])[0]
+        part = self._contrib.get(_partition(source)) if source != TEXT_SOURCE else None
+        return row >= 0 and part is not None and offset <= part.offset_of(np.array([row]))[0]
+
+    def _shift(self, row: int, delta: np.ndarray) -> None:
+        self.mf.item_factors[row] += delta[:-1]
+        self.mf.item_bias[row] += delta[-1]
+
+    # -- users ---------------------------------------------------------------------------
+    def _load_users(self, user_ids: list[str], states: dict[str, UserState | None]) -> dict[str, int]:
+        """Put the table's states into the local rows; return each user's applied offset."""
+        rows = self.mf.add_users(user_ids)
+        offsets: dict[str, int] = {}
+        for user, row in zip(user_ids, rows.tolist()):
+            st = states.get(user)
+            if st is None:
+                self.mf.user_factors[row] = self.mf.initial_factors([user], salt=0)[0]
+                self.mf.user_accum[row] = 0.0
+                self.history.set(row, [])
+                offsets[user] = -1
+            else:
+                self.mf.user_factors[row] = st.factors
+                self.mf.user_accum[row] = st.accum
+                self.history.set(row, self.mf.add_items(st.history).tolist())
+                offsets[user] = st.offset
+        return offsets
+
+    def user_state(self, user_id: str, offset: int) -> UserState:
+        row = self.mf.users.rows([user_id])[0]
+        return UserState(self.mf.user_factors[row].copy(), float(self.mf.user_accum[row]),
+                         self.mf.items.id_at(self.history.get(row)), offset)
+
+    # -- the batch step ------------------------------------------------------------------
+    def process(self, partition: int, users: list[str], items: list[str], weights: np.ndarray,
+                offsets: np.ndarray, ts_ms: np.ndarray, states: dict[str, UserState | None]) -> BatchResult:
+        """Learn one micro-batch of one partition (events in offset order) and refresh top-K."""
+        distinct = list(dict.fromkeys(users))
+        applied_offset = self._load_users(distinct, states)
+        u = self.mf.add_users(users)
+        i = self.mf.add_items(items)
+        part = self._partition(partition)
+        distinct_rows, inverse = np.unique(u, return_inverse=True)
+        applied = np.array([applied_offset[x] for x in self.mf.users.id_at(distinct_rows)], np.int64)
+        user_mask = offsets > applied[inverse]
+        item_mask = offsets > part.offset_of(i)
+        loss, result_items = 0.0, []
+        if user_mask.any() or item_mask.any():
+            upd = self.mf.learn_rows(u, i, np.asarray(weights, np.float32), user_mask, item_mask)
+            loss = upd.loss
+            last = int(offsets.max())
+            rows = upd.item_rows
+            part.offset_of(rows)
+            part.vectors[rows] += np.column_stack([upd.item_delta, upd.bias_delta])
+            part.offsets[rows] = last
+            np.add.at(part.counts, i[item_mask], 1)
+            source, ids = f"p{partition}", self.mf.items.id_at(rows)
+            result_items = [ItemRecord(item, source, vec, last, count=int(n))
+                            for item, vec, n in zip(ids, part.vectors[rows], part.counts[rows])]
+            self.history.add(u[user_mask], i[user_mask])
+        # events of one user are in offset order: the last one is new iff any of them is
+        last_offset = dict(zip(users, offsets.tolist()))
+        new_users = {x for x, m in zip(users, user_mask.tolist()) if m}
+        changed = {x: self.user_state(x, last_offset[x]) for x in new_users}
+        top, scores = recommend_rows(self.mf, self.history, self.mf.users.rows(distinct), self.k)
+        latest = {x: t for x, t in zip(users, ts_ms.tolist())}
+        recs = []
+        for user, idx, sc in zip(distinct, top, scores):
+            keep = idx >= 0
+            recs.append((user, self.mf.items.id_at(idx[keep]), sc[keep].tolist(), latest[user]))
+        return BatchResult(changed, result_items, recs, int(user_mask.sum()), int(item_mask.sum()),
+                           ~user_mask & ~item_mask, loss)
+
+
+def _partition(source: str) -> int:
+    if not source.startswith("p") or not source[1:].isdigit():
+        raise ValueError(f"unknown item-record source {source!r}")
+    return int(source[1:])

@@ -1,0 +1,89 @@
+"""Shared fixtures: a real Tansu broker, real Redis, worker processes, and the real encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import redis
+
+from encoders.artifacts import default_onnx_path
+from polyrec.embedded import start_tansu
+from tests.support import REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def broker():
+    """A real Kafka-wire broker (Tansu, in memory) for the whole session."""
+    server = start_tansu()
+    yield server.address
+    server.stop()
+
+
+@pytest.fixture
+def redis_client():
+    client = redis.Redis.from_url(REDIS_URL)
+    client.ping()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def workers(tmp_path, redis_client):
+    """Start workers with ``workers.new(env)``; all are stopped and their Redis keys removed at the end."""
+    from tests.support import Worker
+
+    started: list[Worker] = []
+
+    class Pool:
+        def new(self, env: dict) -> Worker:
+            w = Worker(env, tmp_path / f"worker{len(started)}.log")
+            started.append(w)
+            return w.start()
+
+    yield Pool()
+    prefixes = {w.env["POLYREC_REDIS_PREFIX"] for w in started}
+    for w in started:
+        w.stop()
+    for prefix in prefixes:
+        keys = list(redis_client.scan_iter(f"{prefix}:*"))
+        if keys:
+            redis_client.delete(*keys)
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The real multilingual-e5-small folder; built here only if ``make setup`` did not."""
+    from export.build_model import build_model
+
+    return build_model().path
+
+
+@pytest.fixture(scope="session")
+def onnx_paths(model_dir: Path) -> dict[str, Path]:
+    """The exported fp32 and int8 graphs of the real model, keyed by variant."""
+    from export.onnx_export import export_onnx
+
+    paths = {v: default_onnx_path(v) for v in ("fp32", "int8")}
+    for variant, path in paths.items():
+        if not path.with_suffix(".json").exists():
+            export_onnx(str(model_dir), path, variant=variant)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide random BertModel with the real XLM-R tokenizer: exports in seconds."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from export.assets import xlmr_tokenizer_json
+    from export.build_model import write_tokenizer_files
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    config = BertConfig(vocab_size=250037, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=512, pad_token_id=1)
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    write_tokenizer_files(folder, xlmr_tokenizer_json())
+    return folder

@@ -1,0 +1,179 @@
+"""Helpers for integration tests: real Tansu broker, real Redis, real worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import murmur2
+
+from polyrec.embedded import free_port
+
+REDIS_URL = os.environ.get("POLYREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for ``key`` (murmur2, as the JVM client)."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+def keys_in_partition(prefix: str, partition: int, partitions: int, n: int) -> list[str]:
+    out, i = [], 0
+    while len(out) < n:
+        k = f"{prefix}{i}"
+        if partition_of(k, partitions) == partition:
+            out.append(k)
+        i += 1
+    return out
+
+
+def event(user: str, item: str, kind: str = "click", ts: int | None = None, **extra) -> tuple[bytes, bytes]:
+    body = {"user_id": user, "item_id": item, "event": kind, "ts": ts or int(time.time() * 1000), **extra}
+    return user.encode(), json.dumps(body).encode()
+
+
+async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list:
+    """Every record currently in ``topic`` (all partitions, from the beginning)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            positions = [await consumer.position(tp) for tp in tps]
+            if all(pos >= ends[tp] for pos, tp in zip(positions, tps)):
+                break
+            for recs in (await consumer.getmany(timeout_ms=200)).values():
+                out.extend(recs)
+        return out
+    finally:
+        await consumer.stop()
+
+
+def http_json(url: str, timeout: float = 2.0) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        return r.read().decode()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of a metric's samples whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name) or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        if head.split("{")[0] != name:
+            continue
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = predicate()
+        if got:
+            return got
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@dataclass
+class Worker:
+    """A ``polyrec worker`` child process with its own ports."""
+
+    env: dict
+    log: Path
+    web_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> "Worker":
+        env = dict(self.env, POLYREC_WEB_PORT=str(self.web_port), POLYREC_METRICS_PORT=str(self.metrics_port))
+        self.proc = subprocess.Popen([sys.executable, "-m", "polyrec.cli", "worker", "--loglevel", "info"],
+                                     env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        return self
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.web_port}{path}"
+
+    def ready(self) -> bool:
+        try:
+            code, body = http_json(self.url("/polyrec/ready"))
+            return code == 200 and bool(body.get("assigned"))
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        wait_for(lambda: self.alive() and self.ready(), timeout, what=f"worker ready (log: {self.log})")
+
+    def alive(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise AssertionError(f"worker exited ({self.proc and self.proc.returncode}); log:\n"
+                                 + self.log.read_text()[-3000:])
+        return True
+
+    def metrics(self) -> str:
+        return scrape(self.metrics_port)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def worker_env(bootstrap: str, tmp: Path, **extra: str) -> dict:
+    """A worker's environment with its own app id, Redis prefix and topics, so tests sharing the
+    session broker never read each other's events."""
+    app_id = f"t{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, REDIS_URL=REDIS_URL, POLYREC_APP_ID=app_id,
+               POLYREC_REDIS_PREFIX=app_id, POLYREC_DATA_DIR=str(tmp / "data"),
+               POLYREC_EVENTS_TOPIC=f"{app_id}-events", POLYREC_ITEMS_TOPIC=f"{app_id}-items",
+               POLYREC_BATCH_WINDOW_S="0.05")
+    return env | extra
+
+
+def run(coro):
+    return asyncio.run(coro)

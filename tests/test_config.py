@@ -1,0 +1,32 @@
+"""Settings from the environment, and the generated configuration reference."""
+
+from pathlib import Path
+
+import pytest
+
+from polyrec.config import Settings, markdown_table
+
+DOC = Path(__file__).parent.parent / "docs" / "configuration.md"
+
+
+def test_defaults_and_overrides_from_the_environment():
+    s = Settings.from_env({"KAFKA_BOOTSTRAP": "kafka://a:1, b:2", "POLYREC_TOP_K": "20",
+                           "POLYREC_WEIGHT_VIEW": "0.5", "POLYREC_ITEMS_AGENT": "off", "POLYREC_DIM": ""})
+    assert s.broker_list == ["a:1", "b:2"] and s.top_k == 20 and s.weights["view"] == 0.5
+    assert s.items_agent is False and s.dim == Settings().dim
+
+
+@pytest.mark.parametrize("raw,value", [("1", True), ("TRUE", True), ("yes", True), ("0", False), ("no", False)])
+def test_booleans_parse_words_not_truthiness(raw, value):
+    assert Settings.from_env({"POLYREC_ITEMS_AGENT": raw}).items_agent is value
+
+
+@pytest.mark.parametrize("env", [{"POLYREC_TOP_K": "ten"}, {"POLYREC_ITEMS_AGENT": "maybe"}])
+def test_a_bad_value_names_its_variable(env):
+    with pytest.raises(ValueError, match=next(iter(env))):
+        Settings.from_env(env)
+
+
+def test_the_configuration_reference_matches_the_code():
+    text = DOC.read_text()
+    assert markdown_table() in text, "docs/configuration.md is stale: regenerate it with `polyrec config --markdown`"

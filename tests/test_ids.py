@@ -1,0 +1,18 @@
+import numpy as np
+
+from polyrec.ids import IdIndex, id_normals
+
+
+def test_index_assigns_rows_in_first_seen_order():
+    idx = IdIndex()
+    assert idx.add_many(["b", "a", "b", "c"]).tolist() == [0, 1, 0, 2]
+    assert idx.rows(["c", "zz"]).tolist() == [2, -1]
+    assert idx.id_at([1, 0]) == ["a", "b"] and "a" in idx and len(idx) == 3
+
+
+def test_id_normals_are_a_pure_function_of_id_and_seed():
+    a = id_normals(["x", "y"], 16, seed=3, std=0.5)
+    assert np.array_equal(a, id_normals(["y", "x"], 16, seed=3, std=0.5)[::-1])
+    assert not np.allclose(a, id_normals(["x", "y"], 16, seed=4, std=0.5))
+    big = id_normals([str(n) for n in range(4000)], 8, seed=0, std=0.5)
+    assert abs(big.mean()) < 0.02 and abs(big.std() - 0.5) < 0.02

@@ -1,0 +1,122 @@
+"""The runtime encoder: provider choice, batching, prefixes, real-model quality, thread-safety."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from encoders import onnx_encoder
+from encoders.onnx_encoder import CPU, CUDA, OnnxEncoder, select_provider
+from export.probes import PARALLEL, VALIDATION
+
+# Short texts in many scripts (the probes' 500+ token text is left to the truncation test).
+TEXTS = [t.split(": ", 1)[1] for t in VALIDATION[:-1]] + [s for lang in PARALLEL.values() for s in lang]
+
+
+@pytest.fixture(scope="module")
+def fp32(onnx_paths: dict[str, Path]) -> OnnxEncoder:
+    with OnnxEncoder(onnx_paths["fp32"], provider="cpu", intra_op_threads=2) as encoder:
+        yield encoder
+
+
+def test_select_provider() -> None:
+    assert select_provider("auto", [CUDA, CPU]) == (CUDA, None)
+    assert select_provider("auto", [CPU]) == (CPU, None)
+    assert select_provider("cpu", [CUDA, CPU]) == (CPU, None)
+    provider, warning = select_provider("cuda", [CPU])
+    assert provider == CPU and "falling back to CPU" in warning
+    with pytest.raises(ValueError):
+        select_provider("tpu", [CPU])
+
+
+def test_cuda_request_falls_back_to_cpu(onnx_paths: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(onnx_encoder.ort, "get_available_providers", lambda: [CPU])
+    with caplog.at_level(logging.INFO, logger=onnx_encoder.__name__):
+        with OnnxEncoder(onnx_paths["int8"], provider="cuda") as encoder:
+            assert encoder.provider == CPU
+            assert encoder.encode_passages(["still works"]).shape == (1, 384)
+    assert any(r.levelno == logging.WARNING and "falling back to CPU" in r.message for r in caplog.records)
+    assert any("on CPUExecutionProvider" in r.message for r in caplog.records)
+
+
+def test_output_is_normalised_float32_in_input_order(fp32: OnnxEncoder) -> None:
+    out = fp32.encode_passages(TEXTS)
+    assert out.dtype == np.float32 and out.shape == (len(TEXTS), 384)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    one_by_one = np.concatenate([fp32.encode_passages([t]) for t in TEXTS[:6]])
+    np.testing.assert_allclose(out[:6], one_by_one, atol=1e-5)
+    assert fp32.encode([]).shape == (0, 384)
+
+
+def test_bucketing_does_not_change_results(onnx_paths: dict[str, Path], fp32: OnnxEncoder) -> None:
+    with OnnxEncoder(onnx_paths["fp32"], provider="cpu", batch_size=3) as small:
+        np.testing.assert_allclose(small.encode_passages(TEXTS), fp32.encode_passages(TEXTS), atol=1e-5)
+
+
+def test_prefixes_come_from_the_sidecar(fp32: OnnxEncoder) -> None:
+    text = ["Heavy rain tomorrow"]
+    np.testing.assert_array_equal(fp32.encode_queries(text), fp32.encode(text, prefix="query: "))
+    np.testing.assert_array_equal(fp32.encode_passages(text), fp32.encode(text, prefix="passage: "))
+    assert not np.allclose(fp32.encode_queries(text), fp32.encode_passages(text))
+
+
+def test_long_text_is_truncated_not_rejected(fp32: OnnxEncoder) -> None:
+    long = VALIDATION[-1]
+    assert len(fp32._tokenize([long])[0][0]) == fp32.sidecar.max_length == 512
+    out = fp32.encode([long, long + " more words past the cap", "short"])
+    np.testing.assert_allclose(out[0], out[1], atol=1e-6)  # the extra words fall past the cap
+
+
+def test_matches_torch(fp32: OnnxEncoder, model_dir: Path) -> None:
+    from export.pooling import embed_texts, load_embedder
+
+    embedder, tokenizer = load_embedder(str(model_dir))
+    texts = TEXTS[::3]
+    reference = embed_texts(embedder, tokenizer, ["passage: " + t for t in texts], 512)
+    assert np.abs(fp32.encode_passages(texts) - reference).max() <= 1e-4
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_german_and_english_twins_are_nearest_neighbours(onnx_paths: dict[str, Path], variant: str) -> None:
+    with OnnxEncoder(onnx_paths[variant], provider="cpu") as encoder:
+        english = encoder.encode_queries(list(PARALLEL["en"]))
+        german = encoder.encode_passages(list(PARALLEL["de"]))
+    sims = english @ german.T
+    assert (sims.argmax(axis=1) == np.arange(len(english))).all()
+    assert (sims.argmax(axis=0) == np.arange(len(english))).all()
+
+
+def test_concurrent_encodes_equal_serial(fp32: OnnxEncoder) -> None:
+    chunks = [TEXTS[i::5] for i in range(5)] * 4
+    serial = [fp32.encode_passages(c) for c in chunks]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        concurrent = list(pool.map(fp32.encode_passages, chunks))
+    for a, b in zip(serial, concurrent):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_encode_async_runs_in_the_encoder_pool(fp32: OnnxEncoder) -> None:
+    async def main() -> list[np.ndarray]:
+        return await asyncio.gather(fp32.encode_async(TEXTS[:4]), fp32.encode_async(TEXTS[:4], kind="query"))
+
+    passages, queries = asyncio.run(main())
+    np.testing.assert_allclose(passages, fp32.encode_passages(TEXTS[:4]), atol=1e-6)
+    np.testing.assert_allclose(queries, fp32.encode_queries(TEXTS[:4]), atol=1e-6)
+
+
+def test_runtime_imports_neither_torch_nor_transformers(onnx_paths: dict[str, Path]) -> None:
+    code = (
+        "import sys; from encoders.onnx_encoder import OnnxEncoder; "
+        f"e = OnnxEncoder({str(onnx_paths['int8'])!r}); e.encode_passages(['x']); e.close(); "
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,93 @@
+"""The export's validation gate and sidecar, on a tiny random BERT (seconds) and the real graphs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from encoders.sidecar import OUTPUT_NAME, Sidecar, file_sha256, sidecar_path
+from export import onnx_export
+from export.validate import Tolerance, ValidationError, compare
+
+
+def test_compare_metrics() -> None:
+    a = np.eye(3, dtype=np.float32)
+    b = a.copy()
+    b[2] = [0, 0.6, 0.8]
+    m = compare(a, b)
+    assert m.max_abs_diff == pytest.approx(0.6) and m.min_cos == pytest.approx(0.8)
+    assert m.mean_cos == pytest.approx((2 + 0.8) / 3)
+
+
+def test_tiny_export_writes_graph_sidecar_and_tokenizer(tiny_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tiny.fp32.onnx"
+    sidecar = onnx_export.export_onnx(str(tiny_model), out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.fp32.json", "tiny.fp32.onnx", "tokenizer.json"]
+    on_disk = Sidecar.read(sidecar_path(out))
+    assert on_disk == sidecar
+    assert (on_disk.variant, on_disk.dim, on_disk.max_length, on_disk.opset) == ("fp32", 32, 512, 17)
+    assert on_disk.sha256 == file_sha256(out)
+    assert on_disk.prefixes == {"query": "query: ", "passage": "passage: "}
+    assert on_disk.pooling == "mean" and on_disk.normalized and on_disk.output == OUTPUT_NAME
+    assert on_disk.validation["status"] == "passed" and on_disk.validation["tokenizer_match"]
+    assert on_disk.validation["max_abs_diff"] <= 1e-4 and on_disk.validation["min_cos"] >= 0.9999
+    graph = onnx.load(str(out))
+    assert [o.name for o in graph.graph.output] == [OUTPUT_NAME]
+    dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.graph.input]
+    assert dims == [["batch", "sequence"], ["batch", "sequence"]]
+    assert graph.opset_import[0].version == 17
+
+
+def test_impossible_tolerance_is_refused_and_leaves_nothing(tiny_model: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from polyrec.cli import main
+
+    out = tmp_path / "tiny.onnx"
+    argv = ["export", "--model", str(tiny_model), "--out", str(out), "--max-abs-diff", "0", "--min-cos", "1.01"]
+    assert main(argv) == 2
+    assert "EXPORT REFUSED" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_perturbed_graph_is_refused(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A graph whose weights drift from torch's (a broken conversion) must not be installed."""
+    real_trace = onnx_export._trace
+
+    def perturbed_trace(embedder, tokenizer, path: Path) -> None:
+        real_trace(embedder, tokenizer, path)
+        model = onnx.load(str(path))
+        for init in model.graph.initializer:
+            if init.data_type == onnx.TensorProto.FLOAT and len(init.dims) == 2 and init.dims[0] == init.dims[1]:
+                w = onnx.numpy_helper.to_array(init)
+                init.CopyFrom(onnx.numpy_helper.from_array(w + 0.05 * np.sign(w), init.name))
+        onnx.save(model, str(path))
+
+    monkeypatch.setattr(onnx_export, "_trace", perturbed_trace)
+    with pytest.raises(ValidationError, match="failed validation"):
+        onnx_export.export_onnx(str(tiny_model), tmp_path / "tiny.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_is_gated_on_cosine_only(tiny_model: Path, tmp_path: Path) -> None:
+    sidecar = onnx_export.export_onnx(str(tiny_model), tmp_path / "tiny.int8.onnx", variant="int8",
+                                      tolerance=Tolerance(min_cos=0.5))
+    assert sidecar.variant == "int8" and sidecar.validation["tolerance"]["max_abs_diff"] is None
+    assert 0.5 <= sidecar.validation["min_cos"] <= 1.0
+
+
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_real_sidecars(onnx_paths: dict[str, Path], variant: str) -> None:
+    path = onnx_paths[variant]
+    sidecar = Sidecar.read(sidecar_path(path))
+    assert (sidecar.variant, sidecar.dim, sidecar.max_length) == (variant, 384, 512)
+    assert sidecar.sha256 == file_sha256(path)
+    assert (path.parent / sidecar.tokenizer).is_file()
+    v = sidecar.validation
+    assert v["status"] == "passed" and v["tokenizer_match"]
+    if variant == "fp32":
+        assert v["max_abs_diff"] <= 1e-4 and v["min_cos"] >= 0.9999
+    else:
+        assert v["min_cos"] >= 0.95

@@ -1,0 +1,140 @@
+"""The worker's state engine: replays are harmless, partitions agree on item vectors."""
+
+import numpy as np
+import pytest
+
+from polyrec.mf import MFConfig
+from stream.state import TEXT_SOURCE, ItemRecord, UserState, WorkerModel
+
+CFG = MFConfig(dim=8, seed=3)
+
+
+def _batch(n=40, users=6, items=25, start=0, seed=0):
+    rng = np.random.default_rng(seed)
+    u = [f"u{x}" for x in rng.integers(0, users, n)]
+    i = [f"i{x}" for x in rng.integers(0, items, n)]
+    return u, i, np.ones(n, np.float32), np.arange(start, start + n), np.arange(n, dtype=float) * 1000.0
+
+
+def _worker():
+    w = WorkerModel(CFG, history_max=50, k=5)
+    w.mf.add_items([f"i{x}" for x in range(25)])  # a shared catalog so negatives match
+    return w
+
+
+def test_exact_replay_changes_nothing():
+    w = _worker()
+    u, i, wt, off, ts = _batch()
+    first = w.process(0, u, i, wt, off, ts, {})
+    items_after = w.mf.item_factors.copy()
+    again = w.process(0, u, i, wt, off, ts, dict(first.users))
+    assert again.duplicates == len(u) and again.applied_user == 0 and again.applied_item == 0
+    assert again.users == {} and again.items == []
+    np.testing.assert_array_equal(w.mf.item_factors, items_after)
+    for user, st in first.users.items():
+        np.testing.assert_array_equal(w.user_state(user, st.offset).factors, st.factors)
+
+
+def test_replay_after_lost_user_writes_applies_only_the_user_side():
+    a = _worker()
+    u, i, wt, off, ts = _batch()
+    res = a.process(0, u, i, wt, off, ts, {})
+    # a new owner of partition 0 saw the item records (durable) but none of the user records
+    b = _worker()
+    for rec in res.items:
+        b.apply_item_record(rec)
+    np.testing.assert_allclose(b.mf.item_factors, a.mf.item_factors, atol=1e-6)
+    again = b.process(0, u, i, wt, off, ts, {})
+    assert again.applied_user == len(u) and again.applied_item == 0
+    np.testing.assert_allclose(b.mf.item_factors, a.mf.item_factors, atol=1e-6)  # not applied twice
+    assert set(again.users) == set(u)
+    assert {st.offset for st in again.users.values()} <= set(off.tolist())
+
+
+def test_partial_batch_resumes_where_each_piece_stopped():
+    a = _worker()
+    u, i, wt, off, ts = _batch(n=60)
+    a.process(0, u[:30], i[:30], wt[:30], off[:30], ts[:30], {})
+    # replay from the start: the first 30 are duplicates for users and items alike
+    res = a.process(0, u, i, wt, off, ts, {x: a.user_state(x, int(max(o for y, o in zip(u[:30], off[:30]) if y == x)))
+                                           for x in set(u[:30])})
+    assert res.duplicates == 30 and res.applied_user == 30 and res.applied_item == 30
+
+
+def test_two_partitions_on_two_workers_see_the_same_item_vectors():
+    a, b = _worker(), _worker()
+    ra = a.process(0, *_batch_states(_batch(seed=1, start=0)))
+    rb = b.process(1, *_batch_states(_batch(seed=2, start=0)))
+    for rec in rb.items:
+        a.apply_item_record(rec)
+    for rec in ra.items:
+        b.apply_item_record(rec)
+    # echoes of a worker's own records are ignored
+    for rec in ra.items:
+        assert a.apply_item_record(rec) is False
+    np.testing.assert_allclose(a.mf.item_factors, b.mf.item_factors, atol=1e-6)
+    np.testing.assert_allclose(a.mf.item_bias, b.mf.item_bias, atol=1e-6)
+    # event counts per item add up across partitions, the same on both workers
+    expected = np.bincount(a.mf.items.rows(_batch(seed=1)[1] + _batch(seed=2)[1]), minlength=len(a.mf.items))
+    np.testing.assert_array_equal(a.item_counts(), expected)
+    np.testing.assert_array_equal(b.item_counts()[b.mf.items.rows(a.mf.items.ids)], expected)
+    # and an item learned only in partition 1 moved on worker a too
+    only_b = {r.item_id for r in rb.items} - {r.item_id for r in ra.items}
+    fresh = _worker()
+    for item in only_b:
+        assert not np.allclose(a.item_vector(item), fresh.item_vector(item))
+
+
+def _batch_states(batch):
+    u, i, wt, off, ts = batch
+    return u, i, wt, off, ts, {}
+
+
+def test_text_base_replaces_the_random_start_and_keeps_learned_contributions():
+    w = _worker()
+    res = w.process(0, *_batch_states(_batch()))
+    item = res.items[0].item_id
+    learned = w.item_vector(item) - _worker().item_vector(item)
+    text = np.linspace(-1, 1, CFG.dim + 1).astype(np.float32)
+    w.apply_item_record(ItemRecord(item, TEXT_SOURCE, text, 0, embedding=np.ones(4, np.float32)))
+    np.testing.assert_allclose(w.item_vector(item), text + learned, atol=1e-6)
+    assert item in w.embeddings
+
+
+def test_recommendations_cover_every_user_of_the_batch_and_skip_seen_items():
+    w = _worker()
+    u, i, wt, off, ts = _batch()
+    res = w.process(0, u, i, wt, off, ts, {})
+    assert {r[0] for r in res.recs} == set(u)
+    for user, items, scores, latest in res.recs:
+        seen = {b for a, b in zip(u, i) if a == user}
+        assert not seen & set(items) and len(items) == 5
+        assert scores == sorted(scores, reverse=True)
+        assert latest == max(t for a, t in zip(u, ts) if a == user)
+
+
+def test_records_round_trip_through_json():
+    st = UserState(np.arange(8, dtype=np.float32), 1.5, ["a", "b"], 41)
+    back = UserState.from_json(st.to_json())
+    np.testing.assert_array_equal(back.factors, st.factors)
+    assert (back.accum, back.history, back.offset) == (1.5, ["a", "b"], 41)
+    rec = ItemRecord("x/y", "p3", np.ones(9, np.float32), 7, np.zeros(3, np.float32))
+    back_rec = ItemRecord.from_json(rec.to_json())
+    assert back_rec.key == "p3/x/y" and back_rec.offset == 7
+    np.testing.assert_array_equal(back_rec.embedding, rec.embedding)
+    with pytest.raises(ValueError, match="dimension"):
+        _worker().apply_item_record(ItemRecord("i1", "p0", np.ones(3, np.float32), 1))
+
+
+def test_replay_after_lost_item_writes_applies_only_the_item_side():
+    a = _worker()
+    u, i, wt, off, ts = _batch()
+    res = a.process(0, u, i, wt, off, ts, {})
+    # a new owner got every user record but none of the item records
+    b = _worker()
+    again = b.process(0, u, i, wt, off, ts, dict(res.users))
+    assert again.applied_user == 0 and again.applied_item == len(u)
+    assert again.users == {}  # user states were already complete
+    for user, st in res.users.items():
+        np.testing.assert_array_equal(b.user_state(user, st.offset).factors, st.factors)
+    assert {r.item_id for r in again.items} >= set(i)

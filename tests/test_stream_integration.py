@@ -1,0 +1,148 @@
+"""The streaming worker against a real Kafka-wire broker (Tansu) and a real Redis."""
+
+import json
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from tests.support import (event, http_json, keys_in_partition, metric_value, produce, read_topic, run,
+                           wait_for, worker_env)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+PARTITIONS = 4
+
+
+def _recs(redis_client, env, user):
+    raw = redis_client.get(f"{env['POLYREC_REDIS_PREFIX']}:recs:{user}")
+    return None if raw is None else json.loads(raw)
+
+
+def test_events_in_recommendations_out(broker, tmp_path, workers, redis_client):
+    env = worker_env(broker, tmp_path)
+    w = workers.new(env)
+    w.wait_ready()
+    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event("seed", f"item{n}", "view") for n in range(30)]))
+    wait_for(lambda: _recs(redis_client, env, "seed"), 15, what="the catalog seeded")
+    users = [f"alice{n}" for n in range(8)]
+    records = [event(u, f"item{(3 * n + k) % 30}") for n, u in enumerate(users) for k in range(6)]
+    sent = time.time() * 1000
+    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], records))
+    got = wait_for(lambda: all(_recs(redis_client, env, u) for u in users) and
+                   {u: _recs(redis_client, env, u) for u in users}, 15, what="recs for every user")
+    for n, u in enumerate(users):
+        p = got[u]
+        assert set(p) == {"user_id", "items", "model_version", "updated_at", "event_ts"}
+        assert p["user_id"] == u and len(p["items"]) == 10
+        assert all(set(x) == {"item_id", "score"} for x in p["items"])
+        seen = {f"item{(3 * n + k) % 30}" for k in range(6)}
+        assert not seen & {x["item_id"] for x in p["items"]}, "a seen item was recommended"
+        assert p["updated_at"] - sent < 15_000
+    # the same payload is on the Redis stream
+    entries = redis_client.xrange(f"{env['POLYREC_REDIS_PREFIX']}:recs")
+    assert {json.loads(f[b"payload"])["user_id"] for _, f in entries} == set(users) | {"seed"}
+
+
+def test_two_workers_four_partitions_share_item_factors(broker, tmp_path, workers, redis_client):
+    env = worker_env(broker, tmp_path, POLYREC_PARTITIONS=str(PARTITIONS))
+    a, b = workers.new(env), workers.new(env)
+    for w in (a, b):
+        w.wait_ready()
+    wait_for(lambda: len(http_json(a.url("/polyrec/ready"))[1]["assigned"]) == 2
+             and len(http_json(b.url("/polyrec/ready"))[1]["assigned"]) == 2, 30, what="2+2 assignment")
+    owners = {p: w for w in (a, b) for p in http_json(w.url("/polyrec/ready"))[1]["assigned"]}
+    # a "blockbuster" is learned only from partition 0's users, on partition 0's worker
+    fans = keys_in_partition("fan", 0, PARTITIONS, 40)
+    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(u, "blockbuster", "purchase") for u in fans]))
+    wait_for(lambda: all(_recs(redis_client, env, u) for u in fans), 20, what="fans' recs")
+    time.sleep(1.0)  # let the item-factor records reach the other worker's replica
+    # users of the other worker's partitions see it first, though no one there touched it
+    others = [p for p in range(PARTITIONS) if owners[p] is not owners[0]]
+    targets = [keys_in_partition("viewer", p, PARTITIONS, 1)[0] for p in others]
+    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(u, f"niche{n}", "view") for n, u in enumerate(targets)]))
+    got = wait_for(lambda: all(_recs(redis_client, env, u) for u in targets) and
+                   [_recs(redis_client, env, u) for u in targets], 20, what="targets' recs")
+    for p in got:
+        assert p["items"][0]["item_id"] == "blockbuster", p
+    # every active user got recommendations
+    assert all(_recs(redis_client, env, u) for u in fans + targets)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_user_state_survives_a_restart(broker, tmp_path, workers, redis_client, sig):
+    env = worker_env(broker, tmp_path)
+    w = workers.new(env)
+    w.wait_ready()
+    users = [f"bob{n}" for n in range(6)]
+    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(u, f"thing{(n * 7 + k) % 20}") for n, u in enumerate(users)
+                                   for k in range(5)]))
+    wait_for(lambda: metric_value(w.metrics(), "polyrec_events_total", outcome="applied") == 30, 15,
+             what="all 30 events applied")
+    wait_for(lambda: all(_recs(redis_client, env, u) for u in users), 15, what="recs")
+    before = {u: http_json(w.url(f"/polyrec/users/{u}"))[1] for u in users}
+    assert all(len(s["history"]) == 5 for s in before.values())
+    time.sleep(3.5)  # past one commit interval, so the restart replays little
+    w.stop(sig)
+    w2 = workers.new(env)
+    w2.wait_ready(90)
+    for u in users:
+        code, after = http_json(w2.url(f"/polyrec/users/{u}"))
+        assert code == 200, after
+        np.testing.assert_allclose(after["factors"], before[u]["factors"], rtol=1e-5, atol=1e-6)
+        assert after["history"] == before[u]["history"]
+        assert after["offset"] == before[u]["offset"]
+        assert after["accum"] == pytest.approx(before[u]["accum"], rel=1e-6)
+
+
+BAD = [
+    (b"{not json", "malformed_json"),
+    (b"[1, 2]", "malformed_json"),
+    (json.dumps({"item_id": "x", "event": "click", "ts": 1}).encode(), "missing_field"),
+    (json.dumps({"user_id": 5, "item_id": "x", "event": "click", "ts": 1}).encode(), "invalid_type"),
+    (json.dumps({"user_id": "u", "item_id": "x", "event": "like", "ts": 1}).encode(), "unknown_event_type"),
+    (json.dumps({"user_id": "u", "item_id": "", "event": "click", "ts": 1}).encode(), "invalid_id"),
+    (json.dumps({"user_id": "u", "item_id": "x" * 300, "event": "click", "ts": 1}).encode(), "invalid_id"),
+    (b'{"user_id": "u", "item_id": "x", "event": "click", "ts": NaN}', "non_finite_number"),
+    (b'{"user_id": "u", "item_id": "x", "event": "click", "ts": 1, "price": Infinity}', "non_finite_number"),
+    (json.dumps({"user_id": "u", "item_id": "x", "event": "click", "ts": "yesterday"}).encode(), "invalid_timestamp"),
+    (json.dumps({"user_id": "u", "item_id": "x", "event": "click", "ts": 1, "pad": "y" * 70000}).encode(),
+     "payload_too_large"),
+    (b"\xff\xfe not utf-8", "malformed_json"),
+]
+
+
+def test_bad_input_goes_to_the_dlq_and_valid_events_around_it_are_applied(broker, tmp_path, workers, redis_client):
+    env = worker_env(broker, tmp_path, POLYREC_EVENTS_TOPIC="events-bad")
+    w = workers.new(env)
+    w.wait_ready()
+    valid, records = [], []
+    for n, (value, _) in enumerate(BAD):
+        good = event("carol", f"film{n}", "view", extra_field="kept")
+        valid.append(good)
+        records += [good, (b"u", value)]
+    records.append((b"someone-else", event("carol", "film-x")[1]))  # key is not the user id
+    run(produce(broker, "events-bad", records))
+    time.sleep(0.5)
+    run(produce(broker, "events-bad", [event("carol", "after-the-storm")]))  # the worker is still alive
+    wait_for(lambda: (_recs(redis_client, env, "carol") or {}).get("event_ts") and
+             metric_value(w.metrics(), "polyrec_events_total", outcome="applied") == len(valid) + 1,
+             20, what="all valid events applied")
+    state = http_json(w.url("/polyrec/users/carol"))[1]
+    assert set(state["history"]) == {f"film{n}" for n in range(len(BAD))} | {"after-the-storm"}
+    dlq = run(read_topic(broker, "events-bad.dlq"))
+    reasons = [dict(r.headers)["polyrec-reason"].decode() for r in dlq]
+    assert sorted(reasons) == sorted([reason for _, reason in BAD] + ["key_mismatch"])
+    for r in dlq:
+        h = dict(r.headers)
+        assert h["polyrec-source-topic"] == b"events-bad"
+        originals = [v for v, reason in BAD if reason == h["polyrec-reason"].decode()]
+        if h["polyrec-reason"] == b"key_mismatch":
+            assert r.key == b"someone-else" and json.loads(r.value)["item_id"] == "film-x"
+        else:
+            assert r.value in originals, (h, r.value[:200])  # the original bytes
+        assert int(h["polyrec-source-offset"]) >= 0
+    text = w.metrics()
+    assert metric_value(text, "polyrec_dlq_records_total") == len(BAD) + 1
+    assert metric_value(text, "polyrec_dlq_records_total", reason="invalid_id") == 2
+    w.alive()

@@ -1,0 +1,34 @@
+"""Item text normalisation."""
+
+from __future__ import annotations
+
+import pytest
+
+from encoders.text import EmptyTextError, item_text, normalize_text
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("  Toy   Story\n(1995)\t", "Toy Story (1995)"),
+    ("<p>Caf&eacute; &amp; <b>Bar</b></p>", "Café & Bar"),
+    ("&lt;b&gt;not a tag&lt;/b&gt;", "<b>not a tag</b>"),  # escaped markup is text, not a tag
+    ("1 < 2 and 3 > 2", "1 < 2 and 3 > 2"),
+    ("ＦＵＬＬ　ｗｉｄｔｈ ﬁle ①", "FULL width file 1"),  # NFKC
+    ("zero\u200bwidth soft\u00adhyphen", "zerowidth softhyphen"),
+    ("line\u2028break&nbsp;nbsp", "line break nbsp"),
+    ("Mitt liv som hund", "Mitt liv som hund"),
+])
+def test_normalize(raw: str, expected: str) -> None:
+    assert normalize_text(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "   ", "<br/><p></p>", "&nbsp;\u200b\ufeff", "<!-- only a comment -->"])
+def test_empty_raises_with_dead_letter_reason(raw: str) -> None:
+    with pytest.raises(EmptyTextError) as info:
+        normalize_text(raw)
+    assert info.value.reason == "empty_text"
+
+
+def test_item_text_joins_fields() -> None:
+    assert item_text("Heat (1995)", ("Action", "Crime"), None, " ") == "Heat (1995) Action Crime"
+    with pytest.raises(EmptyTextError):
+        item_text(None, (), "<i></i>")
