@@ -17,3 +17,14 @@ def default_model_dir() -> Path:
 def default_onnx_path(variant: str = "int8") -> Path:
     """``model.<variant>.onnx`` for the default model (its sidecar and tokenizer.json beside it)."""
     return cache_dir("onnx", DEFAULT_MODEL) / f"model.{variant}.onnx"
+
+
+def resolve_onnx_path(configured: str = "") -> Path:
+    """The encoder file to load: ``configured`` if set, else the default int8 graph; it must exist."""
+    path = Path(configured) if configured else default_onnx_path("int8")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no ONNX encoder at {path}: build the default one with `make setup` (or `polyrec model build` "
+            f"then `polyrec export --int8`), point POLYREC_ENCODER at an exported .onnx file, "
+            f"or run without cold start by setting POLYREC_ITEMS_AGENT=0")
+    return path

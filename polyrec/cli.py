@@ -33,7 +33,12 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from polyrec.config import Settings
     from stream.app import run_worker
 
-    run_worker(Settings.from_env(), loglevel=args.loglevel)
+    try:
+        settings = Settings.from_env()
+        run_worker(settings, loglevel=args.loglevel)
+    except (FileNotFoundError, ValueError) as exc:  # a bad setting, a missing encoder file at start-up
+        print(f"polyrec worker: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -10,18 +10,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict
-
 import weakref
+from dataclasses import asdict
 
 import faust
 import faust.streams as faust_streams
 import redis.asyncio as aioredis
 
+from encoders.artifacts import resolve_onnx_path
+from encoders.onnx_encoder import OnnxEncoder
 from polyrec import __version__
 from polyrec.config import Settings
 from polyrec.mf import MFConfig
 from stream import metrics
+from stream.items import ItemPipeline
 from stream.pipeline import EventPipeline
 from stream.recs import RecsPublisher
 from stream.replica import ItemReplica
@@ -39,6 +41,11 @@ def model_version(config: MFConfig) -> str:
 
 def mf_config(settings: Settings) -> MFConfig:
     return MFConfig(dim=settings.dim, seed=settings.seed)
+
+
+def open_encoder(settings: Settings) -> OnnxEncoder:
+    """The item-text encoder, or a clear error at start-up if its file is missing."""
+    return OnnxEncoder(resolve_onnx_path(settings.encoder_path), provider=settings.encoder_provider)
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -96,6 +103,23 @@ def build_app(settings: Settings) -> faust.App:
         await replica.wait_caught_up()
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_window_s):
             await pipeline.process(batch)
+
+    if settings.items_agent:
+        item_pipeline = ItemPipeline(
+            model, open_encoder(settings), produce,
+            {"items": item_factors_topic(settings), "dlq": f"{settings.items_topic}.dlq"},
+            settings.projection_alpha, settings.projection_min_count, settings.projection_refit_s)
+        items = app.topic(settings.items_topic, partitions=settings.partitions)
+
+        @app.agent(items)
+        async def encode_items(stream: faust.StreamT) -> None:
+            await replica.wait_caught_up()
+            async for batch in stream.take_events(settings.items_batch_max, within=settings.batch_window_s):
+                await item_pipeline.process(batch)
+
+        @app.on_before_shutdown.connect
+        async def close_encoder(app: faust.App, **kwargs: object) -> None:
+            item_pipeline.encoder.close()
 
     @app.task
     async def item_replica() -> None:

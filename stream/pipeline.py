@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 Produce = Callable[[str, bytes | None, bytes | None, int | None, list | None], Awaitable[Awaitable[Any]]]
 
 
-def _json(obj: Any) -> bytes:
+def encode_json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
@@ -47,6 +47,18 @@ async def delivered(sends: Sequence[Awaitable[Awaitable[Any]]]) -> None:
     """Await a group of sends (queued in order), then all their broker acknowledgements."""
     futures = [await send for send in sends]
     await asyncio.gather(*futures)
+
+
+async def dead_letter(produce: Produce, dlq_topic: str, rejected: Sequence[tuple[Any, Rejected]]) -> None:
+    """Send rejected Faust events' original bytes to ``dlq_topic`` with the reason, and count them."""
+    sends = []
+    for ev, exc in rejected:
+        msg = ev.message
+        sends.append(produce(dlq_topic, msg.key, ev.value, None, dlq_headers(
+            exc.reason, exc.detail, msg.topic, msg.partition, msg.offset)))
+        metrics.DLQ.labels(msg.topic, exc.reason).inc()
+        log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
+    await delivered(sends)
 
 
 class EventPipeline:
@@ -79,23 +91,13 @@ class EventPipeline:
             except Rejected as exc:
                 rejected.append((ev, exc))
         if rejected:
-            await self._dead_letter(rejected)
+            await dead_letter(self.produce, self.topics["dlq"], rejected)
+            metrics.EVENTS.labels("invalid", "dead_lettered").inc(len(rejected))
         if good:
             await self._learn(events[-1], good, np.array(offsets, np.int64), np.array(produced, float))
         self.positions[partition] = events[-1].message.offset + 1
         metrics.BATCH_SIZE.observe(len(events))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-
-    async def _dead_letter(self, rejected: list[tuple[Any, Rejected]]) -> None:
-        sends = []
-        for ev, exc in rejected:
-            msg = ev.message
-            sends.append(self.produce(self.topics["dlq"], msg.key, ev.value, None, dlq_headers(
-                exc.reason, exc.detail, msg.topic, msg.partition, msg.offset)))
-            metrics.DLQ.labels(msg.topic, exc.reason).inc()
-            metrics.EVENTS.labels("invalid", "dead_lettered").inc()
-            log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
-        await delivered(sends)
 
     async def _learn(self, last: Any, events: list, offsets: np.ndarray, produced: np.ndarray) -> None:
         """Learn the valid events; ``last`` is the batch's last Faust event (its partition's)."""
@@ -109,12 +111,12 @@ class EventPipeline:
         result = self.model.process(partition, users, [e.item_id for e in events], weights, offsets,
                                     np.array([e.ts_ms for e in events]), states)
         # durability order: item contributions, then user states (both acknowledged by the broker)
-        sends = [self.produce(self.topics["items"], rec.key.encode(), _json(rec.to_json()), None, rec.headers())
+        sends = [self.produce(self.topics["items"], rec.key.encode(), encode_json(rec.to_json()), None, rec.headers())
                  for rec in result.items]
         for user, st in result.users.items():
             value = st.to_json()
             self.users_store(last, user, value)
-            sends.append(self.produce(self.topics["users"], _json(user), _json(value), partition, None))
+            sends.append(self.produce(self.topics["users"], encode_json(user), encode_json(value), partition, None))
         payloads = [payload(u, items, scores, self.model_version, ts) for u, items, scores, ts in result.recs]
         await asyncio.gather(delivered(sends), self._publish(payloads))
         now_ms = time.time() * 1000.0

@@ -42,6 +42,12 @@ def event(user: str, item: str, kind: str = "click", ts: int | None = None, **ex
     return user.encode(), json.dumps(body).encode()
 
 
+def item(item_id: str, title: str, **fields) -> tuple[bytes, bytes]:
+    """An ``items`` record: key and JSON value."""
+    body = {"item_id": item_id, "title": title, "ts": int(time.time() * 1000), **fields}
+    return item_id.encode(), json.dumps(body, ensure_ascii=False).encode()
+
+
 async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     await producer.start()

@@ -52,7 +52,9 @@ def test_two_workers_four_partitions_share_item_factors(broker, tmp_path, worker
     wait_for(lambda: len(http_json(a.url("/polyrec/ready"))[1]["assigned"]) == 2
              and len(http_json(b.url("/polyrec/ready"))[1]["assigned"]) == 2, 30, what="2+2 assignment")
     owners = {p: w for w in (a, b) for p in http_json(w.url("/polyrec/ready"))[1]["assigned"]}
-    # a "blockbuster" is learned only from partition 0's users, on partition 0's worker
+    # a catalogue, then a "blockbuster" learned only from partition 0's users, on partition 0's worker
+    seed = keys_in_partition("seed", 0, PARTITIONS, 1)[0]
+    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(seed, f"filler{n}", "view") for n in range(30)]))
     fans = keys_in_partition("fan", 0, PARTITIONS, 40)
     run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(u, "blockbuster", "purchase") for u in fans]))
     wait_for(lambda: all(_recs(redis_client, env, u) for u in fans), 20, what="fans' recs")

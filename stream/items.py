@@ -1,0 +1,113 @@
+"""One micro-batch of the ``items`` topic: validate, encode the text, project, share.
+
+A new item's starting vector is the projection of its text embedding into the MF item space
+(:mod:`polyrec.projection`), fitted on the items this worker already knows both the text and
+the learned factors of. The result is a ``text`` record on the shared item-factor topic: every
+worker's replica replaces the item's random start with it (and keeps the embedding, so every
+worker can refit the projection), so the item is recommendable everywhere at once. The
+interactions that follow add to it as for any item (see stream/state.py).
+
+Encoding runs in the encoder's own thread pool and the refit in the default executor: the event
+loop never blocks on either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from encoders.onnx_encoder import OnnxEncoder
+from encoders.text import EmptyTextError, normalize_text
+from polyrec.projection import Projection, count_weights, fit_projection, mf_targets
+from stream import metrics
+from stream.pipeline import Produce, dead_letter, delivered, encode_json
+from stream.records import Item, Rejected, parse_item
+from stream.state import TEXT_SOURCE, ItemRecord, WorkerModel
+
+log = logging.getLogger(__name__)
+
+
+def projection_data(model: WorkerModel, min_count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(embeddings, targets, weights) of the items with text and enough events; None if < 2."""
+    ids = list(model.embeddings)
+    if len(ids) < 2:
+        return None
+    rows = model.mf.items.rows(ids)
+    weights = count_weights(model.item_counts()[rows], min_count)
+    keep = np.flatnonzero(weights > 0)
+    if len(keep) < 2:
+        return None
+    emb = np.stack([model.embeddings[ids[k]] for k in keep])
+    targets = mf_targets(model.mf.item_factors[rows[keep]], model.mf.item_bias[rows[keep]])
+    return emb, targets, weights[keep]
+
+
+def parse_items(events: Sequence[Any]) -> tuple[list[tuple[Any, Item, str]], list[tuple[Any, Rejected]]]:
+    """Split Faust events into (event, item, normalised text) and (event, rejection)."""
+    good, rejected = [], []
+    for ev in events:
+        try:
+            item = parse_item(ev.value, ev.message.key)
+            good.append((ev, item, normalize_text(item.text)))
+        except Rejected as exc:
+            rejected.append((ev, exc))
+        except EmptyTextError as exc:
+            rejected.append((ev, Rejected(exc.reason, str(exc))))
+    return good, rejected
+
+
+class ItemPipeline:
+    def __init__(self, model: WorkerModel, encoder: OnnxEncoder, produce: Produce, topics: dict[str, str],
+                 alpha: float = 1.0, min_count: int = 5, refit_s: float = 60.0) -> None:
+        """``topics`` names the ``items`` (item-factor) and ``dlq`` topics to write."""
+        self.model, self.encoder, self.produce, self.topics = model, encoder, produce, topics
+        self.alpha, self.min_count, self.refit_s = alpha, min_count, refit_s
+        self.projection: Projection | None = None
+        self._fitted_at = -float("inf")
+        metrics.ENCODER_PROVIDER.labels(encoder.provider).set(1)
+
+    async def process(self, events: Sequence[Any]) -> None:
+        """Process a batch of Faust events from ``items``."""
+        good, rejected = parse_items(events)
+        if rejected:
+            await dead_letter(self.produce, self.topics["dlq"], rejected)
+        if not good:
+            return
+        started = time.perf_counter()
+        embeddings = await self.encoder.encode_async([text for _, _, text in good])
+        metrics.ENCODER_SECONDS.observe(time.perf_counter() - started)
+        metrics.ENCODER_ITEMS.inc(len(good))
+        projection = await self._current_projection()
+        ids = [item.item_id for _, item, _ in good]
+        if projection is None:  # nothing learned yet: keep the random start, share the embedding
+            start = self.model.mf.initial_factors(ids, salt=1)
+            vectors = np.column_stack([start, np.zeros(len(ids), np.float32)])
+        else:
+            vectors = projection.project(embeddings)
+        records = [ItemRecord(item_id, TEXT_SOURCE, vec, ev.message.offset, embedding=emb)
+                   for item_id, vec, emb, (ev, _, _) in zip(ids, vectors, embeddings, good)]
+        for rec in records:
+            self.model.apply_item_record(rec)
+        await delivered([self.produce(self.topics["items"], rec.key.encode(), encode_json(rec.to_json()), None,
+                                      rec.headers()) for rec in records])
+        metrics.ITEMS.set(len(self.model.mf.items))
+        log.info("encoded %d new items (%s)", len(records),
+                 "random start: no projection yet" if projection is None
+                 else f"projected; fitted on {projection.n_items} items")
+
+    async def _current_projection(self) -> Projection | None:
+        """The projection, refitted first if it is older than ``refit_s`` (or missing)."""
+        if time.monotonic() - self._fitted_at < self.refit_s and self.projection is not None:
+            return self.projection
+        data = projection_data(self.model, self.min_count)  # gathers copy: safe to fit off the loop
+        if data is not None:
+            emb, targets, weights = data
+            loop = asyncio.get_running_loop()
+            self.projection = await loop.run_in_executor(None, fit_projection, emb, targets, self.alpha, weights)
+            self._fitted_at = time.monotonic()
+        return self.projection

@@ -1,0 +1,142 @@
+"""Cold start in the stream: a new item's text puts it next to its neighbours, whatever the language."""
+
+import json
+import random
+import time
+
+import numpy as np
+import pytest
+
+from stream.state import ItemRecord
+from tests.support import event, http_json, item, metric_value, produce, read_topic, run, wait_for, worker_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SPACE = [
+    "Rocket launch to Mars: a documentary about the first crewed mission",
+    "The astronauts of the International Space Station",
+    "Voyager probes leaving the solar system",
+    "How black holes bend light and time",
+    "Apollo 11: landing on the Moon",
+    "Building a telescope to watch distant galaxies",
+    "The life of stars, from nebula to supernova",
+    "SpaceX and the new race to orbit",
+    "Exoplanets: searching for another Earth",
+    "A journey through the rings of Saturn",
+    "Comets and asteroids that could hit the Earth",
+    "Training to become an astronaut",
+    "The Hubble space telescope and its greatest images",
+    "Life on Mars: what the rovers found",
+    "The Big Bang and the birth of the universe",
+    "Spacewalk: repairing a satellite in orbit",
+    "Jupiter and its moons",
+    "The dark side of the Moon",
+    "Living in zero gravity for a year",
+    "The science of rocket engines",
+]
+COOKING = [
+    "Italian pasta recipes from grandmother's kitchen",
+    "Baking sourdough bread at home",
+    "Thirty-minute vegetarian dinners",
+    "The secrets of French pastry",
+    "Grilling the perfect steak",
+    "Homemade pizza dough and tomato sauce",
+    "Spicy Thai curries step by step",
+    "Chocolate cakes and desserts",
+    "A beginner's guide to sushi",
+    "Soups and stews for winter evenings",
+    "Mexican street food tacos",
+    "Healthy breakfast smoothies and bowls",
+    "Roasting vegetables with herbs",
+    "Classic Indian dal and rice",
+    "Cookies for the holidays",
+    "Knife skills for home cooks",
+    "Summer salads with fresh fruit",
+    "Slow-cooked barbecue ribs",
+    "Making fresh cheese at home",
+    "Spanish paella with seafood",
+]
+# new items described in German only, each the twin of an English one; nobody has touched them yet
+GERMAN = {"space": ("weltraum-de", "Raketenstart zum Mars: eine Dokumentation über die erste bemannte Mission"),
+          "cook": ("kochen-de", "Hausgemachter Pizzateig und Tomatensoße")}
+
+
+def _recs(redis_client, env, user):
+    raw = redis_client.get(f"{env['POLYREC_REDIS_PREFIX']}:recs:{user}")
+    return None if raw is None else json.loads(raw)
+
+
+def _item_vectors(broker: str, env: dict) -> dict[str, np.ndarray]:
+    """Every item's vector (factors + bias) as the workers see it: text base + partition contributions."""
+    latest = {}
+    for r in run(read_topic(broker, f"{env['POLYREC_APP_ID']}-item-factors")):
+        latest[r.key] = ItemRecord.from_json(json.loads(r.value))  # compaction semantics: last one wins
+    vectors: dict[str, np.ndarray] = {}
+    for rec in latest.values():
+        vectors[rec.item_id] = vectors.get(rec.item_id, 0) + rec.vector
+    return vectors
+
+
+def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(broker, tmp_path, workers,
+                                                                                 redis_client):
+    env = worker_env(broker, tmp_path, POLYREC_PROJECTION_MIN_COUNT="3", POLYREC_PROJECTION_REFIT_S="0")
+    w = workers.new(env)
+    w.wait_ready(90)
+    topics = {"space": [f"space{n:02d}" for n in range(len(SPACE))],
+              "cook": [f"cook{n:02d}" for n in range(len(COOKING))]}
+    run(produce(broker, env["POLYREC_ITEMS_TOPIC"], [item(i, t, lang="en") for i, t in
+                                                    zip(topics["space"] + topics["cook"], SPACE + COOKING)]))
+    wait_for(lambda: metric_value(w.metrics(), "polyrec_encoder_items_total") == 40, 60, what="40 items encoded")
+
+    # fans of each topic interact with most of its items: collaborative factors for every item
+    rng = random.Random(7)
+    fans = {kind: [f"{kind}-fan{n}" for n in range(12)] for kind in topics}
+    history = [event(u, i, "purchase") for kind, items in topics.items() for u in fans[kind]
+               for i in rng.sample(items, 12)]
+    rng.shuffle(history)
+    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], history))
+    wait_for(lambda: metric_value(w.metrics(), "polyrec_events_total", outcome="applied") == len(history), 60,
+             what="the history applied")
+
+    published = time.time()
+    run(produce(broker, env["POLYREC_ITEMS_TOPIC"], [item(i, t, lang="de") for i, t in GERMAN.values()]))
+    wait_for(lambda: metric_value(w.metrics(), "polyrec_encoder_items_total") == 42, 30, what="the German items")
+
+    # 1. the projection places each German item with its English neighbours: over every fan, it
+    # separates the two new items about as the learned factors separate the two topics. A random
+    # start (what an item gets without its text) separates them by ~0 on average.
+    vectors = _item_vectors(broker, env)
+    for own, other in (("space", "cook"), ("cook", "space")):
+        users = np.array([http_json(w.url(f"/polyrec/users/{u}"))[1]["factors"] for u in fans[own]])
+
+        def score(item_ids: list[str]) -> np.ndarray:
+            v = np.array([vectors[i] for i in item_ids])
+            return users @ v[:, :-1].T + v[:, -1]
+
+        topic_gap = score(topics[own]).mean() - score(topics[other]).mean()
+        new_gap = (score([GERMAN[own][0]]) - score([GERMAN[other][0]])).mean()
+        assert new_gap > 0.5 * topic_gap > 0, (own, new_gap, topic_gap)
+
+    # 2. end to end: the next event of a space fan refreshes their recommendations with it
+    user = fans["space"][0]
+    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(user, topics["space"][0], "view")]))
+    recs = wait_for(lambda: (r := _recs(redis_client, env, user)) and r["updated_at"] / 1000 > published and r,
+                    30, what=f"{user}'s fresh recs")
+    elapsed = time.time() - published
+    ranked = [x["item_id"] for x in recs["items"]]
+    assert GERMAN["space"][0] in ranked, f"the German space item is not in {user}'s top-10: {ranked}"
+    assert elapsed < 15, f"{elapsed:.1f} s from publishing the items to recommending them"
+
+
+def test_bad_items_go_to_the_dlq(broker, tmp_path, workers, redis_client):
+    env = worker_env(broker, tmp_path)
+    w = workers.new(env)
+    w.wait_ready(90)
+    topic = env["POLYREC_ITEMS_TOPIC"]
+    bad = [item("blank", " <p>&nbsp;</p> "), (b"broken", b"{oops"), (b"notitle", b'{"item_id": "notitle", "ts": 1}')]
+    run(produce(broker, topic, bad + [item("fine", "A perfectly good item")]))
+    wait_for(lambda: metric_value(w.metrics(), "polyrec_encoder_items_total") == 1, 30, what="the good item")
+    dlq = wait_for(lambda: len(r := run(read_topic(broker, f"{topic}.dlq"))) == 3 and r, 15, what="3 dead letters")
+    reasons = sorted(dict(r.headers)["polyrec-reason"].decode() for r in dlq)
+    assert reasons == ["empty_text", "malformed_json", "missing_field"]
+    assert metric_value(w.metrics(), "polyrec_dlq_records_total", topic=topic) == 3
