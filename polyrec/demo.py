@@ -2,7 +2,9 @@
 
 A local Tansu broker (unless ``KAFKA_BOOTSTRAP`` names one) and Redis (started if nothing
 listens at ``REDIS_URL`` and ``redis-server`` is installed), one worker, and MovieLens-100K
-replayed as events, with a live view of fresh recommendations. Each event's ``ts`` is its send
+replayed through Kafka: first the catalogue through ``items`` (titles and genres, encoded by the
+worker's items agent), then the ratings as events, with a live view of fresh recommendations.
+Each event's ``ts`` is its send
 time (the rating's own time rides along as ``rating_ts``), so freshness is exact: a payload's
 ``updated_at - event_ts``.
 """
@@ -23,7 +25,7 @@ import numpy as np
 
 from polyrec.config import Settings
 from polyrec.embedded import LocalServer, ensure_redis, free_port, start_tansu
-from polyrec.movielens import load_interactions, load_movies
+from polyrec.movielens import Movie, load_interactions, load_movies
 
 
 @dataclass
@@ -73,8 +75,25 @@ async def _replay(bootstrap: str, topic: str, limit: int | None, progress) -> in
     return n
 
 
-def _events_processed(metrics_port: int) -> int:
-    """Events the worker has consumed so far (every outcome), from its /metrics."""
+async def _publish_items(bootstrap: str, topic: str, movies: list[Movie]) -> None:
+    """The catalogue as ``items`` records: the title, the genres as the description."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        now = int(time.time() * 1000)
+        for m in movies:
+            body = {"item_id": m.item_id, "title": m.title, "description": ", ".join(m.genres), "lang": "en",
+                    "ts": now}
+            await producer.send(topic, json.dumps(body).encode(), key=m.item_id.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def _counter(metrics_port: int, sample: str) -> int:
+    """A counter's total over all labels (``sample`` is e.g. ``polyrec_events_total``), from /metrics."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -84,8 +103,8 @@ def _events_processed(metrics_port: int) -> int:
             text = r.read().decode()
     except OSError:
         return 0
-    return int(sum(s.value for fam in text_string_to_metric_families(text) if fam.name == "polyrec_events"
-                   for s in fam.samples if s.name == "polyrec_events_total"))
+    return int(sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+                   if s.name == sample))
 
 
 def _sample_table(redis, prefix: str, titles: dict[str, str], n_users: int = 4):
@@ -141,9 +160,19 @@ def run_demo(limit: int | None = None, keep_running: bool = False) -> DemoResult
             _wait_ready(web_port, worker, log)
         console.print(f"worker: ready (metrics http://127.0.0.1:{metrics_port}/metrics, log {log})")
         r = redis_lib.Redis.from_url(base.redis_url)
-        titles = {k: m.title for k, m in load_movies().items()}
+        movies = load_movies()
+        titles = {k: m.title for k, m in movies.items()}
         total = len(load_interactions()) if limit is None else limit
         progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        items_task = progress.add_task("items encoded", total=len(movies))
+        with Live(progress, console=console, refresh_per_second=4):
+            asyncio.run(_publish_items(bootstrap, base.items_topic, list(movies.values())))
+            while (encoded := _counter(metrics_port, "polyrec_encoder_items_total")) < len(movies):
+                progress.update(items_task, completed=encoded)
+                if worker.poll() is not None:
+                    raise RuntimeError(f"the worker died; its log:\n{log.read_text()[-3000:]}")
+                time.sleep(0.25)
+            progress.update(items_task, completed=len(movies))
         sent_task = progress.add_task("events produced", total=total)
         done_task = progress.add_task("events learned", total=total)
         started = time.time()
@@ -153,7 +182,7 @@ def run_demo(limit: int | None = None, keep_running: bool = False) -> DemoResult
                 producing = asyncio.create_task(_replay(bootstrap, base.events_topic, limit,
                                                         lambda n: progress.advance(sent_task, n)))
                 while True:
-                    done = _events_processed(metrics_port)
+                    done = _counter(metrics_port, "polyrec_events_total")
                     progress.update(done_task, completed=done)
                     live.update(Group(progress, _sample_table(r, prefix, titles)))
                     if producing.done() and done >= producing.result():
