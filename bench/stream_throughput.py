@@ -191,6 +191,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rate", type=float, default=2000.0, help="produce rate of the freshness run")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the freshness run")
+    parser.add_argument("--freshness-only", action="store_true", help="skip the throughput runs (quick check)")
     parser.add_argument("--out", default="results/stream_bench.json")
     args = parser.parse_args()
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -199,6 +200,10 @@ def main() -> None:
         topic = "events-bench"
         asyncio.run(ensure_topics(Settings(kafka_bootstrap=tansu.address, events_topic=topic)))
         asyncio.run(_fill(tansu.address, topic, args.events))
+        if args.freshness_only:
+            fresh = freshness(tansu.address, redis_url, args.rate, args.seconds)
+            print(json.dumps(fresh))
+            return
         runs: dict[str, list[float]] = {"raw_aiokafka": [], "noop_faust": [], "polyrec": []}
         for rep in range(args.repeats):
             runs["raw_aiokafka"].append(asyncio.run(_raw(tansu.address, topic, args.events)))

@@ -50,6 +50,9 @@ class Settings:
                               "Approximate length cap of the Redis stream of recommendation updates.")
     store: str = _env("POLYREC_STORE", "memory://",
                       "Faust table store: memory://, or rocksdb:// for production (install polyrec[rocksdb]).")
+    fetch_max_wait_ms: int = _env("POLYREC_FETCH_MAX_WAIT_MS", 20,
+                                  "Longest a consumer fetch may wait at the broker for new records, ms "
+                                  "(part of every event's freshness).")
     commit_interval_s: float = _env("POLYREC_COMMIT_INTERVAL_S", 1.0,
                                     "How often consumed offsets are committed, seconds (replays after a crash "
                                     "are skipped, so this bounds re-reading, not correctness).")

@@ -23,6 +23,7 @@ from polyrec import __version__
 from polyrec.config import Settings
 from polyrec.mf import MFConfig
 from stream import metrics
+from stream.fetch_wait import install_fetch_max_wait
 from stream.items import ItemPipeline
 from stream.pipeline import EventPipeline
 from stream.recs import RecsPublisher
@@ -51,6 +52,7 @@ def open_encoder(settings: Settings) -> OnnxEncoder:
 def build_app(settings: Settings) -> faust.App:
     """A Faust app for one worker process, configured from ``settings``."""
     install_recovery_fix()
+    install_fetch_max_wait(settings.fetch_max_wait_ms)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{h}" for h in settings.broker_list],
@@ -96,7 +98,8 @@ def build_app(settings: Settings) -> faust.App:
         RecsPublisher(redis, settings.redis_prefix, settings.recs_ttl_s, settings.stream_maxlen), version,
     )
     replica = ItemReplica(settings.broker_list, item_factors_topic(settings), model.apply_item_record,
-                          model.knows, lambda ok: metrics.ITEM_RECORDS.labels("applied" if ok else "stale").inc())
+                          model.knows, lambda ok: metrics.ITEM_RECORDS.labels("applied" if ok else "stale").inc(),
+                          fetch_max_wait_ms=settings.fetch_max_wait_ms)
 
     @app.agent(events, isolated_partitions=True)
     async def learn(stream: faust.StreamT) -> None:

@@ -24,11 +24,11 @@ log = logging.getLogger(__name__)
 class ItemReplica:
     def __init__(self, bootstrap: list[str], topic: str, apply: Callable[[ItemRecord], bool],
                  known: Callable[[str, int, str], bool],
-                 on_applied: Callable[[bool], None] | None = None) -> None:
+                 on_applied: Callable[[bool], None] | None = None, fetch_max_wait_ms: int = 500) -> None:
         """``apply`` folds a record in; ``known(source, offset, item_id)`` spots echoes of records
         this worker wrote itself from their headers, before any decoding."""
         self.bootstrap, self.topic, self.apply, self.known = bootstrap, topic, apply, known
-        self.on_applied = on_applied
+        self.on_applied, self.fetch_max_wait_ms = on_applied, fetch_max_wait_ms
         self._consumer: AIOKafkaConsumer | None = None
         self._positions: dict[TopicPartition, int] = {}
         self._progress = asyncio.Condition()
@@ -38,7 +38,8 @@ class ItemReplica:
     async def run(self) -> None:
         """Consume forever (until cancelled); each record is applied in the event loop thread."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-                                    group_id=None, auto_offset_reset="earliest")
+                                    group_id=None, auto_offset_reset="earliest",
+                                    fetch_max_wait_ms=self.fetch_max_wait_ms)
         await consumer.start()
         self._consumer = consumer
         try:
