@@ -1,0 +1,146 @@
+"""The Kubernetes manifests: every kustomization renders, every resource is schema-valid, and the
+ports, probes, settings and scaling bounds agree with each other and with polyrec's settings."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import fields
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from polyrec.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "k8s"
+KUSTOMIZATIONS = ["base", "overlays/keda-lag", "overlays/gpu"]
+KUBERNETES_VERSION = "1.32.0"
+CRD_SCHEMAS = {("keda.sh/v1alpha1", "ScaledObject"): "scaledobject_v1alpha1.json",
+               ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor_v1.json"}
+KUBECTL = shutil.which("kubectl")
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl (with kustomize) is not installed")
+
+
+def render(path: Path) -> list[dict]:
+    """``kubectl kustomize`` output, as resources."""
+    out = subprocess.run([KUBECTL, "kustomize", str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"kubectl kustomize {path} failed:\n{out.stderr}"
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def validate(resource: dict) -> None:
+    """Schema-check one resource: built-in kinds strictly, the custom ones with k8s/schemas/."""
+    key = (resource["apiVersion"], resource["kind"])
+    if key in CRD_SCHEMAS:
+        schema = json.loads((K8S / "schemas" / CRD_SCHEMAS[key]).read_text())
+        jsonschema.validate(resource, schema, cls=jsonschema.Draft7Validator)
+    else:
+        kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+
+
+def one(resources: list[dict], kind: str) -> dict:
+    found = [r for r in resources if r["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def settings_of(resources: list[dict], container: dict) -> dict[str, str]:
+    """The environment a container gets from its ConfigMaps and literal values."""
+    maps = {r["metadata"]["name"]: r.get("data", {}) for r in resources if r["kind"] == "ConfigMap"}
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        name = source["configMapRef"]["name"]
+        assert name in maps, f"envFrom names ConfigMap {name!r}, which is not rendered"
+        env.update(maps[name])
+    env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+    return env
+
+
+def port_number(container: dict, port: int | str) -> int:
+    """A probe's or Service's target port, resolved by name against the container."""
+    if isinstance(port, int):
+        return port
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert port in named, f"port {port!r} is not a port of container {container['name']}"
+    return named[port]
+
+
+@pytest.fixture(scope="module", params=KUSTOMIZATIONS)
+def rendered(request) -> tuple[str, list[dict]]:
+    return request.param, render(K8S / request.param)
+
+
+def test_every_resource_is_schema_valid(rendered):
+    name, resources = rendered
+    assert resources, f"{name} rendered nothing"
+    for resource in resources:
+        try:
+            validate(resource)
+        except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as exc:
+            pytest.fail(f"{name}: {resource['kind']}/{resource['metadata']['name']} is invalid: {exc}")
+
+
+def test_ports_probes_and_settings_agree(rendered):
+    name, resources = rendered
+    deployment = one(resources, "Deployment")
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    env = settings_of(resources, container)
+    known = {f.metadata["env"] for f in fields(Settings)}
+    assert not set(env) - known, f"{name}: unknown settings {sorted(set(env) - known)}"
+    secrets = {e["name"] for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+    assert {"KAFKA_BOOTSTRAP", "REDIS_URL"} <= secrets, "broker and Redis credentials come from a Secret"
+
+    settings = Settings.from_env(env)
+    assert port_number(container, "web") == settings.web_port
+    assert port_number(container, "metrics") == settings.metrics_port
+    assert container["livenessProbe"]["httpGet"]["path"] == "/polyrec/health"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/polyrec/ready"
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert port_number(container, container[probe]["httpGet"]["port"]) == settings.web_port, probe
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert pod["spec"]["terminationGracePeriodSeconds"] >= 30
+    assert deployment["spec"].get("replicas", 1) <= settings.partitions, "more workers than partitions idle"
+
+    labels = pod["metadata"]["labels"]
+    service = one(resources, "Service")
+    assert service["spec"]["selector"].items() <= labels.items(), "the Service selects no worker pod"
+    service_ports = {p["name"]: port_number(container, p["targetPort"]) for p in service["spec"]["ports"]}
+    assert service_ports["metrics"] == settings.metrics_port
+    monitor = one(resources, "ServiceMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= set(service_ports)
+    pdb = one(resources, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items(), "the PDB protects no worker pod"
+
+
+def test_keda_scales_on_the_workers_consumer_group():
+    resources = render(K8S / "overlays/keda-lag")
+    deployment = one(resources, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    settings = Settings.from_env(settings_of(resources, container))
+    scaled = one(resources, "ScaledObject")["spec"]
+    assert scaled["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
+    assert scaled["maxReplicaCount"] == settings.partitions, "one worker per partition at most"
+    (trigger,) = scaled["triggers"]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["consumerGroup"] == settings.app_id
+    assert trigger["metadata"]["topic"] == settings.events_topic
+    assert trigger["metadata"]["bootstrapServersFromEnv"] in {e["name"] for e in container["env"]}
+
+
+def test_gpu_overlay_puts_the_encoder_on_a_gpu_node():
+    resources = render(K8S / "overlays/gpu")
+    pod = one(resources, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert Settings.from_env(settings_of(resources, container)).encoder_provider == "cuda"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] >= 1
+    assert container["image"].endswith("-gpu"), "the GPU image variant has onnxruntime-gpu"
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    assert pod["nodeSelector"]
