@@ -60,7 +60,9 @@ def mounted_file(service: dict, container_path: str) -> Path:
 
 
 def test_compose_file_matches_the_compose_spec():
-    jsonschema.validate(compose(), compose_schema(), cls=jsonschema.Draft7Validator)
+    errors = jsonschema.Draft7Validator(compose_schema()).iter_errors(compose())
+    lines = [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors]
+    assert not lines, "docker-compose.yml does not match the Compose Specification:\n" + "\n".join(lines)
 
 
 def test_compose_references_existing_files():

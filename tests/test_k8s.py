@@ -33,14 +33,20 @@ def render(path: Path) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
 
 
-def validate(resource: dict) -> None:
-    """Schema-check one resource: built-in kinds strictly, the custom ones with k8s/schemas/."""
+def schema_errors(resource: dict) -> list[str]:
+    """Schema-check one resource (built-in kinds strictly, the custom ones with k8s/schemas/):
+    one line per error, ``path: message``."""
     key = (resource["apiVersion"], resource["kind"])
     if key in CRD_SCHEMAS:
         schema = json.loads((K8S / "schemas" / CRD_SCHEMAS[key]).read_text())
-        jsonschema.validate(resource, schema, cls=jsonschema.Draft7Validator)
+        errors = list(jsonschema.Draft7Validator(schema).iter_errors(resource))
     else:
-        kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+        try:
+            kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+            errors = []
+        except kubernetes_validate.ValidationError as exc:
+            errors = [exc]  # a jsonschema.ValidationError
+    return [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors]
 
 
 def one(resources: list[dict], kind: str) -> dict:
@@ -78,11 +84,9 @@ def rendered(request) -> tuple[str, list[dict]]:
 def test_every_resource_is_schema_valid(rendered):
     name, resources = rendered
     assert resources, f"{name} rendered nothing"
-    for resource in resources:
-        try:
-            validate(resource)
-        except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as exc:
-            pytest.fail(f"{name}: {resource['kind']}/{resource['metadata']['name']} is invalid: {exc}")
+    errors = [f"{resource['kind']}/{resource['metadata']['name']}: {line}"
+              for resource in resources for line in schema_errors(resource)]
+    assert not errors, f"{name}: invalid resources:\n" + "\n".join(errors)
 
 
 def test_ports_probes_and_settings_agree(rendered):
@@ -97,8 +101,9 @@ def test_ports_probes_and_settings_agree(rendered):
     assert {"KAFKA_BOOTSTRAP", "REDIS_URL"} <= secrets, "broker and Redis credentials come from a Secret"
 
     settings = Settings.from_env(env)
-    assert port_number(container, "web") == settings.web_port
-    assert port_number(container, "metrics") == settings.metrics_port
+    assert port_number(container, "web") == settings.web_port, "container port `web` is not POLYREC_WEB_PORT"
+    assert port_number(container, "metrics") == settings.metrics_port, \
+        "container port `metrics` is not POLYREC_METRICS_PORT"
     assert container["livenessProbe"]["httpGet"]["path"] == "/polyrec/health"
     assert container["readinessProbe"]["httpGet"]["path"] == "/polyrec/ready"
     for probe in ("livenessProbe", "readinessProbe"):
