@@ -8,6 +8,8 @@ import importlib.resources
 import json
 import re
 import shlex
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -51,6 +53,11 @@ def bind_mounts(service: dict) -> dict[str, str]:
     return out
 
 
+def prometheus_args(service: dict) -> dict[str, str]:
+    """The ``--flag=value`` arguments of the prometheus service's command."""
+    return dict(a.removeprefix("--").split("=", 1) for a in service["command"])
+
+
 def mounted_file(service: dict, container_path: str) -> Path:
     """The host file behind ``container_path`` in a service, through its bind mounts."""
     for target, source in bind_mounts(service).items():
@@ -86,7 +93,7 @@ def test_compose_ports_and_settings_agree():
     assert services["topics"]["command"] == ["topics"]
 
     # Prometheus scrapes every worker replica on its metrics port
-    args = dict(a.removeprefix("--").split("=", 1) for a in prometheus["command"])
+    args = prometheus_args(prometheus)
     config = yaml.safe_load(mounted_file(prometheus, args["config.file"]).read_text())
     targets = set()
     for job in config["scrape_configs"]:
@@ -106,6 +113,15 @@ def test_compose_ports_and_settings_agree():
     for provider in yaml.safe_load((provisioning / "dashboards" / "polyrec.yml").read_text())["providers"]:
         folder = mounted_file(grafana, provider["options"]["path"])
         assert (folder / "polyrec.json").is_file(), f"Grafana's dashboard folder {folder} has no polyrec.json"
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian package prometheus) is not installed")
+def test_prometheus_config_and_alert_rules_are_valid():
+    prometheus = compose()["services"]["prometheus"]
+    config = mounted_file(prometheus, prometheus_args(prometheus)["config.file"])
+    out = subprocess.run(["promtool", "check", "config", str(config)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 class Dockerfile:

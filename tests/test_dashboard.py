@@ -1,8 +1,9 @@
-"""The Grafana dashboard against the metrics a worker really exports.
+"""The Grafana dashboard and the suggested alerts against the metrics a worker really exports.
 
-Static: every metric a panel names is defined in ``stream/metrics.py`` (or is a standard
-process/platform metric). Integration: a real Prometheus scrapes a loaded worker, then evaluates
-every expression of the dashboard; each must parse and return data.
+Static: every metric a panel or an alert names is defined in ``stream/metrics.py`` (or is a
+standard process/platform metric). Integration: a real Prometheus scrapes a loaded worker, then
+evaluates every expression of the dashboard (each must parse and return data) and of the alerts
+(each must parse).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
+import yaml
 
 from polyrec.embedded import free_port
 from tests.support import event, http_json, produce, run, wait_for, worker_env
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "polyrec.json"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 JOB = "polyrec"
 # Grafana's built-in variables, as Grafana would expand them for a 1 s scrape interval over a short
 # time range (rate windows of at least 4 scrapes), and each dashboard variable: its "All" value,
@@ -44,6 +47,12 @@ def panel_exprs(dash: dict) -> list[tuple[str, str]]:
         for sub in [panel, *panel.get("panels", [])]:
             out.extend((sub["title"], t["expr"]) for t in sub.get("targets", []))
     return out
+
+
+def alert_exprs() -> list[tuple[str, str]]:
+    """(alert name, expression) of every rule in deploy/prometheus/alerts.yml."""
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    return [(rule["alert"], rule["expr"]) for group in groups for rule in group["rules"]]
 
 
 def variable_queries(dash: dict) -> list[tuple[str, str, str]]:
@@ -95,12 +104,12 @@ def exported_names() -> set[str]:
     return {family.name + s for family in REGISTRY.collect() for s in suffixes.get(family.type, [""])}
 
 
-def test_dashboard_uses_only_defined_metrics():
+def test_dashboard_and_alerts_use_only_defined_metrics():
     dash = dashboard()
     known = exported_names() | {"up"}  # `up` is Prometheus' own per-target series
-    exprs = panel_exprs(dash) + [(f"${v}", sel) for v, sel, _ in variable_queries(dash)]
+    exprs = panel_exprs(dash) + [(f"${v}", sel) for v, sel, _ in variable_queries(dash)] + alert_exprs()
     unknown = {(title, name) for title, expr in exprs for name in metric_names(expr) if name not in known}
-    assert not unknown, f"panels use metrics that stream/metrics.py does not define: {sorted(unknown)}"
+    assert not unknown, f"queries use metrics that stream/metrics.py does not define: {sorted(unknown)}"
 
 
 def test_dashboard_structure():
@@ -218,4 +227,8 @@ def test_every_dashboard_query_returns_data(broker, workers, prometheus, tmp_pat
         code, body = prom.query(expand(selector, values))
         if code != 200 or not any(label in r["metric"] for r in body.get("data", {}).get("result", [])):
             failures.append(f"variable ${name}: no series {selector} with label {label!r}")
+    for alert, expr in alert_exprs():  # alerts are normally silent: they must only evaluate
+        code, body = prom.query(expr)
+        if code != 200 or body.get("status") != "success":
+            failures.append(f"alert {alert}: {expr}\n    -> HTTP {code}: {body.get('error')}")
     assert not failures, f"{len(failures)} dashboard queries failed:\n" + "\n".join(failures)
