@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -23,11 +25,12 @@ KUBERNETES_VERSION = "1.32.0"
 CRD_SCHEMAS = {("keda.sh/v1alpha1", "ScaledObject"): "scaledobject_v1alpha1.json",
                ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor_v1.json"}
 KUBECTL = shutil.which("kubectl")
-pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl (with kustomize) is not installed")
 
 
 def render(path: Path) -> list[dict]:
-    """``kubectl kustomize`` output, as resources."""
+    """``kubectl kustomize`` output, as resources (skips the test where kubectl is missing)."""
+    if KUBECTL is None:
+        pytest.skip("kubectl (with kustomize) is not installed")
     out = subprocess.run([KUBECTL, "kustomize", str(path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, f"kubectl kustomize {path} failed:\n{out.stderr}"
     return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
@@ -149,3 +152,42 @@ def test_gpu_overlay_puts_the_encoder_on_a_gpu_node():
     assert container["image"].endswith("-gpu"), "the GPU image variant has onnxruntime-gpu"
     assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
     assert pod["nodeSelector"]
+
+
+@pytest.mark.integration
+def test_sigterm_within_the_grace_period_commits_offsets_and_writes_redis(broker, workers, redis_client, tmp_path):
+    """What the pod's grace period relies on: on SIGTERM a worker finishes, commits the offsets of
+    everything it processed, has written every processed user's recommendations, and exits 0 in time."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from tests.support import event, metric_value, produce, run, wait_for, worker_env
+
+    grace = yaml.safe_load((K8S / "base" / "deployment.yaml").read_text())["spec"]["template"]["spec"][
+        "terminationGracePeriodSeconds"]
+    env = worker_env(broker, tmp_path)
+    worker = workers.new(env)
+    worker.wait_ready(90)
+    users = [f"u{i}" for i in range(300)]
+    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(u, f"i{n % 13}") for n, u in enumerate(users * 2)]))
+    wait_for(lambda: metric_value(worker.metrics(), "polyrec_events_total") >= 2 * len(users), 60,
+             what="all events processed")
+
+    started = time.monotonic()
+    assert worker.stop(signal.SIGTERM, timeout=grace) == 0
+    assert time.monotonic() - started < grace
+
+    async def committed() -> int:
+        """The group's committed offsets over all events partitions (= events consumed)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=env["POLYREC_APP_ID"],
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            settings = Settings.from_env(env)
+            tps = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
+            return sum([await consumer.committed(tp) or 0 for tp in tps])
+        finally:
+            await consumer.stop()
+
+    assert run(committed()) == 2 * len(users), "offsets of processed events were not committed on SIGTERM"
+    keys = list(redis_client.scan_iter(f"{env['POLYREC_REDIS_PREFIX']}:recs:*", count=1000))
+    assert len([k for k in keys if b":recs:u" in k]) == len(users), "some users' recommendations are missing"
