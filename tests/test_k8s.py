@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from polyrec.config import Settings
+from tests.test_compose import Dockerfile, onnx_graphs
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
@@ -111,6 +112,9 @@ def test_ports_probes_and_settings_agree(rendered):
     assert container["readinessProbe"]["httpGet"]["path"] == "/polyrec/ready"
     for probe in ("livenessProbe", "readinessProbe"):
         assert port_number(container, container[probe]["httpGet"]["port"]) == settings.web_port, probe
+    docker = Dockerfile(ROOT / "Dockerfile")
+    assert Path(settings.encoder_path) in onnx_graphs(docker, docker.final), \
+        f"POLYREC_ENCODER={settings.encoder_path} is not a graph the image builds"
     assert container["resources"]["requests"] and container["resources"]["limits"]
     assert pod["spec"]["terminationGracePeriodSeconds"] >= 30
     assert deployment["spec"].get("replicas", 1) <= settings.partitions, "more workers than partitions idle"
