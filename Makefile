@@ -24,7 +24,7 @@ ONNX_DIR := $(CACHE)/onnx/multilingual-e5-small
 # The export recipe's version (encoders/sidecar.py FORMAT): a new one makes the graphs stale.
 ONNX_RECIPE := $(ONNX_DIR)/.recipe-$(shell sed -n 's|^FORMAT = "\(.*\)"|\1|p' encoders/sidecar.py | tr / -)
 
-.PHONY: setup encoder demo test eval clean FORCE
+.PHONY: setup encoder prometheus demo test eval clean FORCE
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,7 +57,13 @@ demo: setup
 eval: setup
 	$(BIN)/polyrec eval
 
-test: setup
+# The real Prometheus server that tests/test_dashboard.py queries (Debian's package; sudo only if not root).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+prometheus:
+	@command -v prometheus >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+
+test: setup prometheus
 	$(BIN)/python -m pytest -q
 
 clean:

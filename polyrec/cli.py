@@ -42,6 +42,19 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_topics(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from polyrec.config import Settings
+    from stream.topics import ensure_topics, topic_specs
+
+    settings = Settings.from_env()
+    asyncio.run(ensure_topics(settings, replication=settings.replication))
+    for spec in topic_specs(settings):
+        print(f"{spec.name}: {spec.partitions} partitions{', compacted' if spec.compacted else ''}")
+    return 0
+
+
 def _cmd_recs(args: argparse.Namespace) -> int:
     import json
 
@@ -110,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     cf.add_argument("--markdown", action="store_true",
                     help="print the configuration reference (docs/configuration.md) instead")
     cf.set_defaults(func=_cmd_config)
+    tp = sub.add_parser("topics", help="create polyrec's topics (partitions, compaction) if missing, then exit")
+    tp.set_defaults(func=_cmd_topics)
     from export.cli import add_commands as add_export_commands
 
     add_export_commands(sub)

@@ -142,9 +142,14 @@ def build_app(settings: Settings) -> faust.App:
     async def health(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return web.json({"status": "ok", "model_version": version})
 
+    def is_ready() -> bool:
+        return replica.caught_up_once and not app.rebalancing
+
+    metrics.READY.set_function(lambda: float(is_ready()))
+
     @app.page("/polyrec/ready")
     async def ready(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        ok = replica.caught_up_once and not app.rebalancing
+        ok = is_ready()
         return web.json({"ready": ok, "assigned": sorted(tp.partition for tp in app.consumer.assignment()
                                                          if tp.topic == settings.events_topic)},
                         status=200 if ok else 503)

@@ -1,0 +1,197 @@
+"""The Kubernetes manifests: every kustomization renders, every resource is schema-valid, and the
+ports, probes, settings and scaling bounds agree with each other and with polyrec's settings."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from polyrec.config import Settings
+from tests.test_compose import Dockerfile, onnx_graphs
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "k8s"
+KUSTOMIZATIONS = ["base", "overlays/keda-lag", "overlays/gpu"]
+KUBERNETES_VERSION = "1.32.0"
+CRD_SCHEMAS = {("keda.sh/v1alpha1", "ScaledObject"): "scaledobject_v1alpha1.json",
+               ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor_v1.json"}
+KUBECTL = shutil.which("kubectl")
+
+
+def render(path: Path) -> list[dict]:
+    """``kubectl kustomize`` output, as resources (skips the test where kubectl is missing)."""
+    if KUBECTL is None:
+        pytest.skip("kubectl (with kustomize) is not installed")
+    out = subprocess.run([KUBECTL, "kustomize", str(path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"kubectl kustomize {path} failed:\n{out.stderr}"
+    return [doc for doc in yaml.safe_load_all(out.stdout) if doc]
+
+
+def schema_errors(resource: dict) -> list[str]:
+    """Schema-check one resource (built-in kinds strictly, the custom ones with k8s/schemas/):
+    one line per error, ``path: message``."""
+    key = (resource["apiVersion"], resource["kind"])
+    if key in CRD_SCHEMAS:
+        schema = json.loads((K8S / "schemas" / CRD_SCHEMAS[key]).read_text())
+        errors = list(jsonschema.Draft7Validator(schema).iter_errors(resource))
+    else:
+        try:
+            kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+            errors = []
+        except kubernetes_validate.ValidationError as exc:
+            errors = [exc]  # a jsonschema.ValidationError
+    return [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors]
+
+
+def one(resources: list[dict], kind: str) -> dict:
+    found = [r for r in resources if r["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def settings_of(resources: list[dict], container: dict) -> dict[str, str]:
+    """The environment a container gets from its ConfigMaps and literal values."""
+    maps = {r["metadata"]["name"]: r.get("data", {}) for r in resources if r["kind"] == "ConfigMap"}
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        name = source["configMapRef"]["name"]
+        assert name in maps, f"envFrom names ConfigMap {name!r}, which is not rendered"
+        env.update(maps[name])
+    env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+    return env
+
+
+def port_number(container: dict, port: int | str) -> int:
+    """A probe's or Service's target port, resolved by name against the container."""
+    if isinstance(port, int):
+        return port
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert port in named, f"port {port!r} is not a port of container {container['name']}"
+    return named[port]
+
+
+@pytest.fixture(scope="module", params=KUSTOMIZATIONS)
+def rendered(request) -> tuple[str, list[dict]]:
+    return request.param, render(K8S / request.param)
+
+
+def test_every_resource_is_schema_valid(rendered):
+    name, resources = rendered
+    assert resources, f"{name} rendered nothing"
+    errors = [f"{resource['kind']}/{resource['metadata']['name']}: {line}"
+              for resource in resources for line in schema_errors(resource)]
+    assert not errors, f"{name}: invalid resources:\n" + "\n".join(errors)
+
+
+def test_ports_probes_and_settings_agree(rendered):
+    name, resources = rendered
+    deployment = one(resources, "Deployment")
+    pod = deployment["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    env = settings_of(resources, container)
+    known = {f.metadata["env"] for f in fields(Settings)}
+    assert not set(env) - known, f"{name}: unknown settings {sorted(set(env) - known)}"
+    secrets = {e["name"] for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+    assert {"KAFKA_BOOTSTRAP", "REDIS_URL"} <= secrets, "broker and Redis credentials come from a Secret"
+
+    settings = Settings.from_env(env)
+    assert port_number(container, "web") == settings.web_port, "container port `web` is not POLYREC_WEB_PORT"
+    assert port_number(container, "metrics") == settings.metrics_port, \
+        "container port `metrics` is not POLYREC_METRICS_PORT"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/polyrec/health"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/polyrec/ready"
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert port_number(container, container[probe]["httpGet"]["port"]) == settings.web_port, probe
+    docker = Dockerfile(ROOT / "Dockerfile")
+    assert Path(settings.encoder_path) in onnx_graphs(docker, docker.final), \
+        f"POLYREC_ENCODER={settings.encoder_path} is not a graph the image builds"
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert pod["spec"]["terminationGracePeriodSeconds"] >= 30
+    assert deployment["spec"].get("replicas", 1) <= settings.partitions, "more workers than partitions idle"
+
+    labels = pod["metadata"]["labels"]
+    service = one(resources, "Service")
+    assert service["spec"]["selector"].items() <= labels.items(), "the Service selects no worker pod"
+    service_ports = {p["name"]: port_number(container, p["targetPort"]) for p in service["spec"]["ports"]}
+    assert service_ports["metrics"] == settings.metrics_port
+    monitor = one(resources, "ServiceMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= set(service_ports)
+    pdb = one(resources, "PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items(), "the PDB protects no worker pod"
+
+
+def test_keda_scales_on_the_workers_consumer_group():
+    resources = render(K8S / "overlays/keda-lag")
+    deployment = one(resources, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    settings = Settings.from_env(settings_of(resources, container))
+    scaled = one(resources, "ScaledObject")["spec"]
+    assert scaled["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert "replicas" not in deployment["spec"], "KEDA owns the replica count"
+    assert scaled["maxReplicaCount"] == settings.partitions, "one worker per partition at most"
+    (trigger,) = scaled["triggers"]
+    assert trigger["type"] == "kafka"
+    assert trigger["metadata"]["consumerGroup"] == settings.app_id
+    assert trigger["metadata"]["topic"] == settings.events_topic
+    assert trigger["metadata"]["bootstrapServersFromEnv"] in {e["name"] for e in container["env"]}
+
+
+def test_gpu_overlay_puts_the_encoder_on_a_gpu_node():
+    resources = render(K8S / "overlays/gpu")
+    pod = one(resources, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert Settings.from_env(settings_of(resources, container)).encoder_provider == "cuda"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] >= 1
+    assert container["image"].endswith("-gpu"), "the GPU image variant has onnxruntime-gpu"
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    assert pod["nodeSelector"]
+
+
+@pytest.mark.integration
+def test_sigterm_within_the_grace_period_commits_offsets_and_writes_redis(broker, workers, redis_client, tmp_path):
+    """What the pod's grace period relies on: on SIGTERM a worker finishes, commits the offsets of
+    everything it processed, has written every processed user's recommendations, and exits 0 in time."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from tests.support import event, metric_value, produce, run, wait_for, worker_env
+
+    grace = yaml.safe_load((K8S / "base" / "deployment.yaml").read_text())["spec"]["template"]["spec"][
+        "terminationGracePeriodSeconds"]
+    env = worker_env(broker, tmp_path)
+    worker = workers.new(env)
+    worker.wait_ready(90)
+    users = [f"u{i}" for i in range(300)]
+    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(u, f"i{n % 13}") for n, u in enumerate(users * 2)]))
+    wait_for(lambda: metric_value(worker.metrics(), "polyrec_events_total") >= 2 * len(users), 60,
+             what="all events processed")
+
+    started = time.monotonic()
+    assert worker.stop(signal.SIGTERM, timeout=grace) == 0
+    assert time.monotonic() - started < grace
+
+    async def committed() -> int:
+        """The group's committed offsets over all events partitions (= events consumed)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=env["POLYREC_APP_ID"],
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            settings = Settings.from_env(env)
+            tps = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
+            return sum([await consumer.committed(tp) or 0 for tp in tps])
+        finally:
+            await consumer.stop()
+
+    assert run(committed()) == 2 * len(users), "offsets of processed events were not committed on SIGTERM"
+    keys = list(redis_client.scan_iter(f"{env['POLYREC_REDIS_PREFIX']}:recs:*", count=1000))
+    assert len([k for k in keys if b":recs:u" in k]) == len(users), "some users' recommendations are missing"
