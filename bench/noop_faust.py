@@ -32,4 +32,6 @@ async def noop(stream):
 
 if __name__ == "__main__":
     start_http_server(int(os.environ["BENCH_METRICS_PORT"]))
-    faust.Worker(app, loglevel="warn", quiet=True).execute_from_commandline()
+    worker = faust.Worker(app, loglevel="warn", quiet=True)
+    worker.spinner = None  # as polyrec's worker: the spinner forces DEBUG logging (stream/app.py)
+    worker.execute_from_commandline()

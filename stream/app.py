@@ -125,6 +125,13 @@ def build_app(settings: Settings) -> faust.App:
             item_pipeline.encoder.close()
 
     @app.task
+    async def drop_faust_monitor() -> None:
+        """polyrec exports its own metrics; Faust's Monitor sensor is per-message overhead."""
+        import os
+        if not os.environ.get("X_KEEP_MONITOR") and app.monitor in set(app.sensors):
+            app.sensors.remove(app.monitor)
+
+    @app.task
     async def item_replica() -> None:
         await replica.run()
 

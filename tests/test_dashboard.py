@@ -181,17 +181,17 @@ def prometheus(tmp_path):
 
 
 def load(bootstrap: str, env: dict, rounds: int, pause: float) -> None:
-    """Valid events of every type, bad records (for the DLQ series) and new items, in ``rounds``."""
-    items_topic = env["POLYREC_ITEMS_TOPIC"]
+    """The demo's own load (MovieLens items, then rating events, by the demo's producers), plus
+    bad records for the DLQ series, in ``rounds``."""
+    from polyrec.demo import _publish_items, _replay
+    from polyrec.movielens import load_movies
+
+    movies = list(load_movies().values())
     for r in range(rounds):
-        events = [event(f"u{u}", f"i{(u * 7 + r) % 30}", kind) for u in range(40)
-                  for kind in ("view", "click", "purchase")]
+        run(_publish_items(bootstrap, env["POLYREC_ITEMS_TOPIC"], movies[r * 20:(r + 1) * 20]))
+        run(_replay(bootstrap, env["POLYREC_EVENTS_TOPIC"], 500, lambda n: None))
         bad = [(b"u1", b"not json"), event("u2", "i1", "like"), (b"someone-else", event("u3", "i2")[1])]
-        run(produce(bootstrap, env["POLYREC_EVENTS_TOPIC"], events + bad))
-        items = [(f"new{r}-{i}".encode(), json.dumps({"item_id": f"new{r}-{i}", "title": title,
-                                                         "ts": int(time.time() * 1000)}).encode())
-                 for i, title in enumerate(["Mitt liv som hund", "My Life as a Dog", "Il Postino"])]
-        run(produce(bootstrap, items_topic, items))
+        run(produce(bootstrap, env["POLYREC_EVENTS_TOPIC"], bad))
         time.sleep(pause)
 
 
