@@ -183,3 +183,14 @@ def worker_env(bootstrap: str, tmp: Path, **extra: str) -> dict:
 
 def run(coro):
     return asyncio.run(coro)
+
+
+def two_workers(pool, env: dict, partitions: int = 4) -> tuple[list["Worker"], dict[int, "Worker"]]:
+    """Start two workers on ``env`` and wait for an even split; return them and partition -> owner."""
+    a, b = pool.new(env), pool.new(env)
+    for w in (a, b):
+        w.wait_ready(90)
+    half = partitions // 2
+    wait_for(lambda: len(http_json(a.url("/polyrec/ready"))[1]["assigned"]) == half
+             and len(http_json(b.url("/polyrec/ready"))[1]["assigned"]) == half, 30, what="an even assignment")
+    return [a, b], {p: w for w in (a, b) for p in http_json(w.url("/polyrec/ready"))[1]["assigned"]}

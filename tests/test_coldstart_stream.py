@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from stream.state import ItemRecord
-from tests.support import event, http_json, item, metric_value, produce, read_topic, run, wait_for, worker_env
+from tests.support import (event, http_json, item, metric_value, partition_of, produce, read_topic, run, two_workers,
+                           wait_for, worker_env)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -80,13 +81,16 @@ def _item_vectors(broker: str, env: dict) -> dict[str, np.ndarray]:
 def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(broker, tmp_path, workers,
                                                                                  redis_client):
     env = worker_env(broker, tmp_path, POLYREC_PROJECTION_MIN_COUNT="3", POLYREC_PROJECTION_REFIT_S="0")
-    w = workers.new(env)
-    w.wait_ready(90)
+    pool, owners = two_workers(workers, env)
+
+    def total(name: str, **labels: str) -> float:
+        return sum(metric_value(w.metrics(), name, **labels) for w in pool)
+
     topics = {"space": [f"space{n:02d}" for n in range(len(SPACE))],
               "cook": [f"cook{n:02d}" for n in range(len(COOKING))]}
     run(produce(broker, env["POLYREC_ITEMS_TOPIC"], [item(i, t, lang="en") for i, t in
                                                     zip(topics["space"] + topics["cook"], SPACE + COOKING)]))
-    wait_for(lambda: metric_value(w.metrics(), "polyrec_encoder_items_total") == 40, 60, what="40 items encoded")
+    wait_for(lambda: total("polyrec_encoder_items_total") == 40, 60, what="40 items encoded")
 
     # fans of each topic interact with most of its items: collaborative factors for every item
     rng = random.Random(7)
@@ -95,19 +99,19 @@ def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(
                for i in rng.sample(items, 12)]
     rng.shuffle(history)
     run(produce(broker, env["POLYREC_EVENTS_TOPIC"], history))
-    wait_for(lambda: metric_value(w.metrics(), "polyrec_events_total", outcome="applied") == len(history), 60,
+    wait_for(lambda: total("polyrec_events_total", outcome="applied") == len(history), 60,
              what="the history applied")
 
     published = time.time()
     run(produce(broker, env["POLYREC_ITEMS_TOPIC"], [item(i, t, lang="de") for i, t in GERMAN.values()]))
-    wait_for(lambda: metric_value(w.metrics(), "polyrec_encoder_items_total") == 42, 30, what="the German items")
+    wait_for(lambda: total("polyrec_encoder_items_total") == 42, 30, what="the German items")
 
     # 1. the projection places each German item with its English neighbours: over every fan, it
     # separates the two new items about as the learned factors separate the two topics. A random
     # start (what an item gets without its text) separates them by ~0 on average.
     vectors = _item_vectors(broker, env)
     for own, other in (("space", "cook"), ("cook", "space")):
-        users = np.array([http_json(w.url(f"/polyrec/users/{u}"))[1]["factors"] for u in fans[own]])
+        users = np.array([_user_state(pool, u)["factors"] for u in fans[own]])
 
         def score(item_ids: list[str]) -> np.ndarray:
             v = np.array([vectors[i] for i in item_ids])
@@ -117,8 +121,10 @@ def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(
         new_gap = (score([GERMAN[own][0]]) - score([GERMAN[other][0]])).mean()
         assert new_gap > 0.5 * topic_gap > 0, (own, new_gap, topic_gap)
 
-    # 2. end to end: the next event of a space fan refreshes their recommendations with it
-    user = fans["space"][0]
+    # 2. end to end, across workers: the next event of a space fan whose partition the *other*
+    # worker owns (not the one that encoded the item) refreshes their recommendations with it
+    encoder_worker = owners[partition_of(GERMAN["space"][0], 4)]  # items and events are co-partitioned
+    user = next(u for u in fans["space"] if owners[partition_of(u, 4)] is not encoder_worker)
     run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(user, topics["space"][0], "view")]))
     recs = wait_for(lambda: (r := _recs(redis_client, env, user)) and r["updated_at"] / 1000 > published and r,
                     30, what=f"{user}'s fresh recs")
@@ -126,6 +132,15 @@ def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(
     ranked = [x["item_id"] for x in recs["items"]]
     assert GERMAN["space"][0] in ranked, f"the German space item is not in {user}'s top-10: {ranked}"
     assert elapsed < 15, f"{elapsed:.1f} s from publishing the items to recommending them"
+
+
+def _user_state(pool: list, user: str) -> dict:
+    """A user's state from whichever worker holds it."""
+    for w in pool:
+        code, body = http_json(w.url(f"/polyrec/users/{user}"))
+        if code == 200:
+            return body
+    raise AssertionError(f"no worker holds {user!r}")
 
 
 def test_bad_items_go_to_the_dlq(broker, tmp_path, workers, redis_client):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.support import (event, http_json, keys_in_partition, metric_value, produce, read_topic, run,
-                           wait_for, worker_env)
+                           two_workers, wait_for, worker_env)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PARTITIONS = 4
@@ -46,12 +46,7 @@ def test_events_in_recommendations_out(broker, tmp_path, workers, redis_client):
 
 def test_two_workers_four_partitions_share_item_factors(broker, tmp_path, workers, redis_client):
     env = worker_env(broker, tmp_path, POLYREC_PARTITIONS=str(PARTITIONS))
-    a, b = workers.new(env), workers.new(env)
-    for w in (a, b):
-        w.wait_ready()
-    wait_for(lambda: len(http_json(a.url("/polyrec/ready"))[1]["assigned"]) == 2
-             and len(http_json(b.url("/polyrec/ready"))[1]["assigned"]) == 2, 30, what="2+2 assignment")
-    owners = {p: w for w in (a, b) for p in http_json(w.url("/polyrec/ready"))[1]["assigned"]}
+    _, owners = two_workers(workers, env, PARTITIONS)
     # a catalogue, then a "blockbuster" learned only from partition 0's users, on partition 0's worker
     seed = keys_in_partition("seed", 0, PARTITIONS, 1)[0]
     run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(seed, f"filler{n}", "view") for n in range(30)]))
