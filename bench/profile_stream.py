@@ -1,0 +1,126 @@
+"""Where a consumer spends its time: py-spy on a polyrec worker or the no-op Faust agent.
+
+Starts Tansu, fills a 4-partition topic with MovieLens events, starts the contender, attaches
+``py-spy record --nonblocking`` once it is consuming, stops at 95% of the events, and prints the
+functions with the largest inclusive and self shares of the samples. Writes the raw collapsed
+stacks to ``results/profile_<contender>.txt`` (open them in speedscope or a flame-graph tool).
+
+    python bench/profile_stream.py polyrec|noop [--events 30000] [--rate 200] [--top 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stream_throughput import ROOT, _clean_redis, _events_total, _fill  # noqa: E402
+
+from polyrec.config import Settings  # noqa: E402
+from polyrec.embedded import free_port, start_tansu  # noqa: E402
+from stream.topics import ensure_topics  # noqa: E402
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+_FRAME = re.compile(r"^(?P<name>.*?) \((?P<file>.*?)(?::\d+)?\)$")
+
+
+def _label(frame: str) -> str:
+    m = _FRAME.match(frame)
+    if not m:
+        return frame
+    return f"{m['name']} {m['file'].split('site-packages/')[-1]}"
+
+
+def shares(raw: Path) -> tuple[int, collections.Counter, collections.Counter]:
+    """(samples, inclusive counts, self counts) per function from py-spy's raw output."""
+    inclusive: collections.Counter = collections.Counter()
+    own: collections.Counter = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack:
+            continue
+        frames = [_label(f) for f in stack.split(";")]
+        total += int(n)
+        for f in set(frames):
+            inclusive[f] += int(n)
+        own[frames[-1]] += int(n)
+    return total, inclusive, own
+
+
+def _contender(kind: str, bootstrap: str, topic: str, port: int) -> subprocess.Popen:
+    data = tempfile.mkdtemp(prefix="polyrec-profile-")
+    if kind == "noop":
+        env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, BENCH_APP_ID="profile-noop", BENCH_TOPIC=topic,
+                   BENCH_METRICS_PORT=str(port), BENCH_DATA_DIR=data)
+        cmd = [sys.executable, str(ROOT / "bench" / "noop_faust.py"), "worker"]
+    else:
+        env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, REDIS_URL=REDIS_URL,
+                   POLYREC_APP_ID="profile-polyrec", POLYREC_REDIS_PREFIX="profile-polyrec", POLYREC_EVENTS_TOPIC=topic,
+                   POLYREC_METRICS_PORT=str(port), POLYREC_WEB_PORT=str(free_port()), POLYREC_DATA_DIR=data,
+                   POLYREC_ITEMS_AGENT="0")
+        cmd = [sys.executable, "-m", "polyrec.cli", "worker", "--loglevel", "warn"]
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("contender", choices=("polyrec", "noop"))
+    parser.add_argument("--events", type=int, default=30_000)
+    parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
+    parser.add_argument("--top", type=int, default=40)
+    args = parser.parse_args()
+    out = ROOT / "results" / f"profile_{args.contender}.txt"
+    out.parent.mkdir(exist_ok=True)
+    tansu = start_tansu()
+    try:
+        topic = f"events-profile-{args.contender}"
+        asyncio.run(ensure_topics(Settings(kafka_bootstrap=tansu.address, events_topic=topic)))
+        asyncio.run(_fill(tansu.address, topic, args.events))
+        port = free_port()
+        proc = _contender(args.contender, tansu.address, topic, port)
+        try:
+            while _events_total(port) < 0.05 * args.events:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{args.contender} exited with {proc.returncode}")
+                time.sleep(0.2)
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking",
+                                    "-p", str(proc.pid), "-r", str(args.rate), "-f", "raw", "-o", str(out)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            t0, n0 = time.perf_counter(), _events_total(port)
+            while _events_total(port) < 0.95 * args.events:
+                time.sleep(0.5)
+            rate = (_events_total(port) - n0) / (time.perf_counter() - t0)
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            if args.contender == "polyrec":
+                _clean_redis(REDIS_URL, "profile-polyrec")
+    finally:
+        tansu.stop()
+    total, inclusive, own = shares(out)
+    print(f"{args.contender}: {rate:,.0f} events/s while profiled (py-spy at {args.rate} Hz, {total:,} samples); "
+          f"raw stacks in {out}")
+    print("\ninclusive share")
+    for f, n in inclusive.most_common(args.top):
+        print(f"{100 * n / total:6.1f}%  {f}")
+    print("\nself share")
+    for f, n in own.most_common(args.top // 2):
+        print(f"{100 * n / total:6.1f}%  {f}")
+
+
+if __name__ == "__main__":
+    main()
