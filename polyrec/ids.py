@@ -42,6 +42,10 @@ class IdIndex:
             out.append(row)
         return np.asarray(out, dtype=np.int64)
 
+    def row(self, id_: str) -> int:
+        """The row of one id; -1 if unknown."""
+        return self._rows.get(id_, -1)
+
     def rows(self, ids: Iterable[str]) -> np.ndarray:
         """Rows for known ids; -1 for unknown ones."""
         get = self._rows.get

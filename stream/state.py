@@ -194,9 +194,11 @@ class WorkerModel:
 
     def knows(self, source: str, offset: int, item_id: str) -> bool:
         """True if a record (source, offset) for ``item_id`` is already applied (an echo)."""
-        row = self.mf.items.rows([item_id])[0]
-        part = self._contrib.get(_partition(source)) if source != TEXT_SOURCE else None
-        return row >= 0 and part is not None and offset <= part.offset_of(np.array([row]))[0]
+        if source == TEXT_SOURCE:
+            return False
+        row = self.mf.items.row(item_id)  # called once per replicated record: scalar lookups only
+        part = self._contrib.get(_partition(source))
+        return 0 <= row < (0 if part is None else len(part.offsets)) and offset <= int(part.offsets[row])
 
     def _shift(self, row: int, delta: np.ndarray) -> None:
         self.mf.item_factors[row] += delta[:-1]

@@ -138,3 +138,15 @@ def test_replay_after_lost_item_writes_applies_only_the_item_side():
     for user, st in res.users.items():
         np.testing.assert_array_equal(b.user_state(user, st.offset).factors, st.factors)
     assert {r.item_id for r in again.items} >= set(i)
+
+
+def test_knows_spots_echoes_of_records_already_applied():
+    w = _worker()
+    u, i, wt, off, ts = _batch(n=10, start=100)
+    result = w.process(0, u, i, wt, off, ts, {})
+    rec = result.items[0]
+    assert w.knows("p0", rec.offset, rec.item_id)  # our own record coming back
+    assert not w.knows("p0", rec.offset + 1, rec.item_id)  # a newer one (a later owner of p0)
+    assert not w.knows("p1", 1, rec.item_id)  # another partition's contribution
+    assert not w.knows(TEXT_SOURCE, 0, rec.item_id)  # text records are always applied
+    assert not w.knows("p0", 0, "never-seen")
