@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from polyrec.evaluation.coldstart import (ColdStartMF, ItemTexts, ProjectionSettings, first_events,
-                                          holdout_items, occurrence, overlap_at_k, top1_retrieval)
+                                          holdout_items, occurrence, overlap_at_k, top1_hits)
 from polyrec.evaluation.protocol import Replay, run_prequential
 from polyrec.mf import MFConfig
 
@@ -31,7 +31,8 @@ def _texts(informative: bool, seed: int = 1) -> ItemTexts:
     if not informative:
         cluster = rng.permutation(cluster)
     x = np.eye(8)[cluster] + 0.05 * rng.normal(size=(N_ITEMS, 8))
-    return ItemTexts([f"i{i}" for i in range(N_ITEMS)], x, x)
+    ids = [f"i{i}" for i in range(N_ITEMS)]
+    return ItemTexts(ids, x, ids, x)
 
 
 def _recall(replay: Replay, texts: ItemTexts | None) -> float:
@@ -82,5 +83,5 @@ def test_overlap_and_retrieval():
     assert overlap_at_k(users, a, a, k=10).tolist() == [1.0] * 20
     assert overlap_at_k(users, a, -a, k=10).mean() < 0.5
     x = np.eye(5)
-    assert top1_retrieval(x, x) == 1.0
-    assert top1_retrieval(x, x[::-1]) == pytest.approx(0.2)
+    assert top1_hits(x, x).all()
+    assert top1_hits(x, x[::-1]).tolist() == [False, False, True, False, False]

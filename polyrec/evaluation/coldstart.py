@@ -43,11 +43,12 @@ def first_events(items: np.ndarray, new_items: np.ndarray, n_first: int = 20) ->
 
 @dataclass(frozen=True)
 class ItemTexts:
-    """Text embeddings, one row per id: the catalogue's (fits the projection) and the new items'."""
+    """Text embeddings: the catalogue's (they fit the projection) and the new items' (projected)."""
 
-    ids: Sequence[str]
-    catalog: np.ndarray  # (n, d), the language the projection is fitted on
-    new: np.ndarray  # (n, d), the language new items arrive in
+    catalog_ids: Sequence[str]
+    catalog: np.ndarray  # one row per catalog id, in the catalogue's language
+    new_ids: Sequence[str]
+    new: np.ndarray  # one row per new id, in the language new items arrive in
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ class ColdStartMF(PolyrecMF):
         super().__init__(config, name=name)
         self.new_items = frozenset(new_items)
         self.texts, self.settings = texts, settings
-        self._text_rows = IdIndex(texts.ids) if texts else IdIndex()
+        self._catalog_rows = IdIndex(texts.catalog_ids if texts else ())
+        self._new_rows = IdIndex(texts.new_ids if texts else ())
         self.projection: Projection | None = None
         self.counts = np.zeros(0, np.int64)
         self._since_fit = 0
@@ -92,7 +94,7 @@ class ColdStartMF(PolyrecMF):
         if self.texts is not None and len(new):
             self._refit_if_stale()
             if self.projection is not None:
-                vectors = self.projection.project(self.texts.new[self._text_rows.rows(mf.items.id_at(new))])
+                vectors = self.projection.project(self.texts.new[self._new_rows.rows(mf.items.id_at(new))])
                 mf.item_factors[new], mf.item_bias[new] = vectors[:, :-1], vectors[:, -1]
         return rows
 
@@ -106,7 +108,7 @@ class ColdStartMF(PolyrecMF):
         rows = np.flatnonzero(weights > 0)
         if len(rows) < 2:
             return
-        x = self.texts.catalog[self._text_rows.rows(mf.items.id_at(rows))]
+        x = self.texts.catalog[self._catalog_rows.rows(mf.items.id_at(rows))]
         y = mf_targets(mf.item_factors[rows], mf.item_bias[rows])
         self.projection = fit_projection(x, y, s.alpha, weights[rows])
         self._since_fit = 0
@@ -123,6 +125,6 @@ def overlap_at_k(users: np.ndarray, a: np.ndarray, b: np.ndarray, k: int = 10) -
     return (ta[:, :, None] == tb[:, None, :]).any(axis=2).sum(axis=1) / k
 
 
-def top1_retrieval(queries: np.ndarray, targets: np.ndarray) -> float:
-    """Share of query rows whose nearest target row (dot product) is the row with the same index."""
-    return float(np.mean(np.argmax(queries @ targets.T, axis=1) == np.arange(len(queries))))
+def top1_hits(queries: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per query row: is its nearest target row (dot product) the row with the same index?"""
+    return np.argmax(queries @ targets.T, axis=1) == np.arange(len(queries))
