@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from polyrec.evaluation.coldstart import (ColdStartMF, ItemTexts, ProjectionSettings, first_events,
-                                          holdout_items, occurrence, overlap_at_k, top1_hits)
+                                          holdout_items, occurrence, overlap_at_k, recall_by_occurrence,
+                                          top1_hits)
 from polyrec.evaluation.protocol import Replay, run_prequential
 from polyrec.mf import MFConfig
 
@@ -85,3 +86,32 @@ def test_overlap_and_retrieval():
     x = np.eye(5)
     assert top1_hits(x, x).all()
     assert top1_hits(x, x[::-1]).tolist() == [False, False, True, False, False]
+
+
+@pytest.mark.integration
+def test_the_real_encoder_aligns_translated_movielens_titles():
+    """Real multilingual-e5-small (int8) on the real ML-100K title pairs; skips without the cache."""
+    from encoders.artifacts import default_onnx_path
+    from polyrec.evaluation.coldstart_run import TRANSLATED
+    from polyrec.movielens_i18n import bilingual_pairs
+    from polyrec.paths import cache_dir
+
+    onnx, item_file = default_onnx_path("int8"), cache_dir("data", "ml-100k") / "ml-100k.item"
+    if not (onnx.exists() and onnx.with_suffix(".json").exists() and item_file.exists()):
+        pytest.skip("needs the exported encoder and MovieLens-100K in the cache (make setup)")
+    from encoders.onnx_encoder import OnnxEncoder
+    from polyrec.movielens import load_movies
+
+    pairs = [p for p in bilingual_pairs({i: m.title for i, m in load_movies().items()}) if p[1] in TRANSLATED]
+    with OnnxEncoder(onnx, provider="cpu") as encoder:
+        english = encoder.encode_passages([p[2] for p in pairs])
+        foreign = encoder.encode_passages([p[3] for p in pairs])
+    assert len(pairs) >= 50
+    assert top1_hits(english, foreign).mean() >= 0.6  # chance is 1/len(pairs)
+    assert top1_hits(foreign, english).mean() >= 0.6
+
+
+def test_recall_by_occurrence():
+    hits = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
+    occ = np.array([0, 0, 3, 7, 19])
+    assert recall_by_occurrence(hits, occ) == {"1": 0.5, "2-5": 1.0, "6-20": 0.5}

@@ -41,6 +41,17 @@ def first_events(items: np.ndarray, new_items: np.ndarray, n_first: int = 20) ->
     return np.isin(np.asarray(items, dtype=str), new_items) & (occurrence(items) < n_first)
 
 
+def recall_by_occurrence(hits: np.ndarray, occ: np.ndarray,
+                         buckets: tuple[tuple[int, int], ...] = ((0, 1), (1, 5), (5, 20))) -> dict[str, float]:
+    """Mean of per-event ``hits`` grouped by the item's earlier events ``occ``: ``[lo, hi)`` buckets,
+    labelled by 1-based event numbers ("1", "2-5", "6-20")."""
+    out = {}
+    for lo, hi in buckets:
+        sel = (occ >= lo) & (occ < hi)
+        out[f"{lo + 1}" if hi == lo + 1 else f"{lo + 1}-{hi}"] = float(hits[sel].mean()) if sel.any() else 0.0
+    return out
+
+
 @dataclass(frozen=True)
 class ItemTexts:
     """Text embeddings: the catalogue's (they fit the projection) and the new items' (projected)."""

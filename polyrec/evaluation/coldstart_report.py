@@ -82,6 +82,13 @@ def print_table(result: dict) -> None:
     console.print(table)
     console.print("overlap: mean top-10 overlap with English among the new items only; "
                   "proj/rand: projection recall@10 / random-init recall@10")
+    by_event = Table(title="recall@10 by the new item's event number")
+    buckets = list(random["recall@10_by_event"])
+    for col in ["contender"] + [f"event {b}" for b in buckets]:
+        by_event.add_column(col, justify="left" if col == "contender" else "right")
+    for name, summary in result["contenders"].items():
+        by_event.add_row(name, *(f"{summary['recall@10_by_event'][b]:.4f}" for b in buckets))
+    console.print(by_event)
     a, sub = result["alignment"], result["alignment"]["translated_subset"]
     console.print(f"alignment, top-1 among {a['pairs']} real title pairs: en->other {a['top1_en_to_other']:.3f}, "
                   f"other->en {a['top1_other_to_en']:.3f}; the {sub['pairs']} translated pairs "

@@ -18,7 +18,8 @@ from encoders.text import item_text
 from polyrec.evaluation import coldstart_report, report
 from polyrec.evaluation.baselines import Popularity
 from polyrec.evaluation.coldstart import (ColdStartMF, ItemTexts, ProjectionSettings, first_events,
-                                          holdout_items, overlap_at_k, top1_hits)
+                                          holdout_items, occurrence, overlap_at_k, recall_by_occurrence,
+                                          top1_hits)
 from polyrec.evaluation.protocol import Replay, run_prequential
 from polyrec.evaluation.run import MAPPING, movielens_replay
 from polyrec.evaluation.tuning import _grid
@@ -31,6 +32,7 @@ GRID = _grid(alpha=(0.3, 3.0, 30.0), min_count=(3, 10), refit_every=(250, 2000))
 # Real translations in a language the encoder was trained on, Latin script (the romanised ones are not).
 TRANSLATED = ("de", "es", "fr", "it", "pl", "pt", "sv")
 ENCODE_CHUNK = 256
+SCORED_EVENTS = ("click", "purchase")  # run_prequential's default
 
 
 def variant_texts(movies: dict[str, Movie], ids: list[str], language: str) -> list[str]:
@@ -54,7 +56,7 @@ def _subset(replay: Replay, keep: np.ndarray) -> Replay:
 
 def _replay_new(replay: Replay, models: list, new: np.ndarray, n_first: int, batch_size: int,
                 progress: Callable[[int], None]) -> list:
-    return run_prequential(replay, models, batch_size=batch_size, announce=True,
+    return run_prequential(replay, models, batch_size=batch_size, announce=True, scored_events=SCORED_EVENTS,
                            score_mask=first_events(replay.items, new, n_first), progress=progress)
 
 
@@ -134,7 +136,10 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
                    for lang in languages]
         t = bar.add_task("cold-start replay", total=len(replay))
         results = _replay_new(replay, models, new, n_first, batch_size, lambda n: bar.advance(t, n))
-    summaries = {r.name: r.summary() for r in results}
+    scored = first_events(replay.items, new, n_first) & np.isin(replay.events, SCORED_EVENTS)
+    occ = occurrence(replay.items)[scored]  # the order in which the protocol scored them
+    summaries = {r.name: {**r.summary(), "recall@10_by_event": recall_by_occurrence(np.concatenate(r.hits), occ)}
+                 for r in results}
     base = models[2]  # projection-en: its users and its last projection rank the new items
     users = base.model.user_factors
     project = base.projection.project
