@@ -29,6 +29,9 @@ def plot(result: dict, path: Path) -> None:
         bars = ax.bar(x + (n - 1) * width, values, width, label=contender)
         if contender == "projection":
             ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    control = result["contenders"].get("projection-en-shuffled")
+    if control:
+        ax.axhline(control["recall@10"], color="black", ls=":", lw=1.2, label="projection, shuffled texts (control)")
     p = result["protocol"]
     ax.set_xticks(x, langs)
     ax.set_xlabel("language of the new items' text")

