@@ -37,7 +37,8 @@ def plot(result: dict, path: Path) -> None:
     ax.set_xlabel("language of the new items' text")
     ax.set_ylabel("recall@10")
     ax.set_title(f"New items ({p['new_items']}), their first {p['first_events']} events")
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 1.35 * max(r["recall@10"] for r in result["contenders"].values()))
+    ax.legend(fontsize=8, ncol=2, loc="upper left")
     ax.grid(axis="y", alpha=0.3)
     others = [lang for lang in langs if lang != "en"]
     overlap = [result["per_language"][lang]["overlap@10_vs_en"] for lang in others]
@@ -58,7 +59,7 @@ def plot(result: dict, path: Path) -> None:
     ax3.set_xticks([0.2, 1.2], ["en→other", "other→en"])
     ax3.axhline(0.8, color="red", ls="--", lw=1)
     ax3.set_ylim(0, 1.05)
-    ax3.set_title("Real title pairs: top-1 retrieval")
+    ax3.set_title("Title pairs: top-1 retrieval")
     ax3.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
