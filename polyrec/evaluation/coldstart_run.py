@@ -117,8 +117,8 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
     ids = sorted({str(i) for i in replay.items}, key=int)
     new = holdout_items(replay.items, frac, seed)
     config = MFConfig(dim=dim)
-    encoder = OnnxEncoder(default_onnx_path("int8"))
-    with Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
+    columns = TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
+    with OnnxEncoder(default_onnx_path("int8")) as encoder, Progress(*columns) as bar:
         t = bar.add_task("encoding item texts (en, every item)", total=len(ids))
         catalog = encode(encoder, variant_texts(movies, ids, "en"), lambda n: bar.advance(t, n))
         emb = {"en": catalog[IdIndex(ids).rows(new)]}  # language -> the new items' embeddings
@@ -127,10 +127,12 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
             emb[lang] = encode(encoder, variant_texts(movies, list(new), lang), lambda n, t=t: bar.advance(t, n))
         t = bar.add_task("encoding bilingual title pairs", total=None)
         aligned = alignment(encoder, movies, lambda n: bar.advance(t, n))
+        bar.stop_task(t)  # open-ended tasks: freeze their clocks
         english = ItemTexts(ids, catalog, ids, catalog)
         t = bar.add_task("tuning the projection (validation split)", total=None)
         tuned = tune(replay, new, english, config, frac=frac, seed=seed, n_first=n_first, batch_size=batch_size,
                      progress=lambda n: bar.advance(t, n))
+        bar.stop_task(t)
         settings = ProjectionSettings(**tuned["chosen"])
         models = [Popularity(), ColdStartMF(config, new, name="random-init")]
         models += [ColdStartMF(config, new, ItemTexts(ids, catalog, new, emb[lang]), settings, name=f"projection-{lang}")
