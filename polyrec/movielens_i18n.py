@@ -92,6 +92,8 @@ def front_article(title: str) -> str:
 
 @dataclass(frozen=True)
 class ParsedTitle:
+    """A title split into its main part and its parenthesised second title, articles in front."""
+
     main: str
     alternate: str | None  # the parenthesised second title, articles in front
 

@@ -64,6 +64,8 @@ class ItemTexts:
 
 @dataclass(frozen=True)
 class ProjectionSettings:
+    """The projection's hyper-parameters: ridge penalty, events an item needs to train it, refit age."""
+
     alpha: float = 1.0
     min_count: int = 5
     refit_every: int = 1000  # events
