@@ -18,6 +18,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit's advice; numpy GEMMs here are small
+    if args.cold_start:
+        from polyrec.evaluation import coldstart_report
+        from polyrec.evaluation.coldstart_run import run as run_cold_start
+
+        result = run_cold_start(Path(args.out), limit=args.limit, dim=args.dim)
+        coldstart_report.print_table(result)
+        print(f"wrote {Path(args.out) / 'coldstart.json'} and {Path(args.out) / 'coldstart.png'} "
+              f"in {result['elapsed_s']} s")
+        return 0
     from polyrec.evaluation import report
     from polyrec.evaluation.run import run
 
@@ -107,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="micro-batch sizes to replay; the first is the headline protocol (1 = per event)")
     ev.add_argument("--limit", type=int, default=None, help="replay only the first N events (smoke runs)")
     ev.add_argument("--repeats", type=int, default=3, help="repeats of the throughput measurement")
+    ev.add_argument("--cold-start", action="store_true",
+                    help="evaluate new-item start from multilingual text instead (coldstart.json, coldstart.png)")
     ev.set_defaults(func=_cmd_eval)
     wk = sub.add_parser("worker", help="run one streaming worker (configured from environment variables)")
     wk.add_argument("--loglevel", default="info")

@@ -90,22 +90,31 @@ def run_prequential(
     warmup: int = 0,
     scored_events: tuple[str, ...] = ("click", "purchase"),
     sample_every: int = 1,
+    score_mask: np.ndarray | None = None,
+    announce: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> list[ModelResult]:
     """Replay ``replay`` through ``models``; return each model's per-event hits and NDCG.
 
     ``sample_every`` > 1 scores a fixed 1-in-N sample of the scorable events, for all models alike.
+    ``score_mask`` (bool per event) further restricts which events are scored. With ``announce``
+    an item joins the catalog just before the batch of its first event (as if its metadata had
+    arrived then), so its first interaction is scorable; models then meet unknown catalog items.
     """
     users_idx, catalog, seen = IdIndex(), IdIndex(), _Seen()
     results = [ModelResult(m.name) for m in models]
     discount = 1.0 / np.log2(np.arange(2, k + 2))
     scorable_all = np.isin(replay.events, scored_events) & (np.arange(len(replay)) >= warmup)
+    if score_mask is not None:
+        scorable_all &= score_mask
     if sample_every > 1:
         scorable_all &= np.cumsum(scorable_all) % sample_every == 0
     for start in range(0, len(replay), batch_size):
         stop = min(start + batch_size, len(replay))
         b_users, b_items, b_w = replay.users[start:stop], replay.items[start:stop], replay.weights[start:stop]
         u_rows = users_idx.add_many(b_users)
+        if announce:
+            catalog.add_many(b_items)
         n_known = len(catalog)
         scorable = np.flatnonzero(scorable_all[start:stop])
         if len(scorable) and not n_known:  # nothing is known yet: every model misses

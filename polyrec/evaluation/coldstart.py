@@ -1,0 +1,143 @@
+"""The cold-start protocol: new items' first events, with only the new items' start differing.
+
+Pure numpy, no encoder: text embeddings come in as arrays. A seeded share of the items is held
+out as *new*; every contender is polyrec's ``OnlineMF`` with the same config, and a new item
+starts either from its deterministic random vector (polyrec's default) or from the ridge
+projection of its text embedding (``polyrec.projection``), refitted the way the stream does it:
+lazily, when a new item arrives and the projection is ``refit_every`` events old.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from polyrec.evaluation.baselines import PolyrecMF
+from polyrec.ids import IdIndex
+from polyrec.mf import MFConfig
+from polyrec.projection import Projection, count_weights, fit_projection, mf_targets
+
+
+def holdout_items(items: np.ndarray, frac: float = 0.2, seed: int = 0) -> np.ndarray:
+    """A seeded random ``frac`` of the distinct ``items`` (sorted)."""
+    distinct = np.unique(np.asarray(items, dtype=str))
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(distinct, size=round(frac * len(distinct)), replace=False))
+
+
+def occurrence(items: np.ndarray) -> np.ndarray:
+    """For each event, how many earlier events its item had (0 for its first)."""
+    _, inverse, counts = np.unique(np.asarray(items, dtype=str), return_inverse=True, return_counts=True)
+    order = np.argsort(inverse, kind="stable")
+    out = np.empty(len(inverse), np.int64)
+    out[order] = np.arange(len(inverse)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return out
+
+
+def first_events(items: np.ndarray, new_items: np.ndarray, n_first: int = 20) -> np.ndarray:
+    """True for the events of a new item that are among its first ``n_first``."""
+    return np.isin(np.asarray(items, dtype=str), new_items) & (occurrence(items) < n_first)
+
+
+def recall_by_occurrence(hits: np.ndarray, occ: np.ndarray,
+                         buckets: tuple[tuple[int, int], ...] = ((0, 1), (1, 5), (5, 20))) -> dict[str, float]:
+    """Mean of per-event ``hits`` grouped by the item's earlier events ``occ``: ``[lo, hi)`` buckets,
+    labelled by 1-based event numbers ("1", "2-5", "6-20")."""
+    out = {}
+    for lo, hi in buckets:
+        sel = (occ >= lo) & (occ < hi)
+        out[f"{lo + 1}" if hi == lo + 1 else f"{lo + 1}-{hi}"] = float(hits[sel].mean()) if sel.any() else 0.0
+    return out
+
+
+@dataclass(frozen=True)
+class ItemTexts:
+    """Text embeddings: the catalogue's (they fit the projection) and the new items' (projected)."""
+
+    catalog_ids: Sequence[str]
+    catalog: np.ndarray  # one row per catalog id, in the catalogue's language
+    new_ids: Sequence[str]
+    new: np.ndarray  # one row per new id, in the language new items arrive in
+
+
+@dataclass(frozen=True)
+class ProjectionSettings:
+    """The projection's hyper-parameters: ridge penalty, events an item needs to train it, refit age."""
+
+    alpha: float = 1.0
+    min_count: int = 5
+    refit_every: int = 1000  # events
+
+
+class ColdStartMF(PolyrecMF):
+    """``OnlineMF`` whose ``new_items`` start from their projected text (random without ``texts``)."""
+
+    def __init__(self, config: MFConfig, new_items: Collection[str], texts: ItemTexts | None = None,
+                 settings: ProjectionSettings = ProjectionSettings(), name: str = "random-init") -> None:
+        super().__init__(config, name=name)
+        self.new_items = frozenset(new_items)
+        self.texts, self.settings = texts, settings
+        self._catalog_rows = IdIndex(texts.catalog_ids if texts else ())
+        self._new_rows = IdIndex(texts.new_ids if texts else ())
+        self.projection: Projection | None = None
+        self.counts = np.zeros(0, np.int64)
+        self._since_fit = 0
+        self._catalog_len = 0
+
+    def scores(self, users: Sequence[str], catalog: Sequence[str]) -> np.ndarray:
+        self._add_items(catalog[self._catalog_len:])  # announced items the model has not met
+        self._catalog_len = len(catalog)
+        return super().scores(users, catalog)
+
+    def learn(self, users: Sequence[str], items: Sequence[str], weights: np.ndarray) -> None:
+        rows = self._add_items(items)
+        self.counts += np.bincount(rows, minlength=len(self.counts))
+        self._since_fit += len(rows)
+        super().learn(users, items, weights)
+
+    def _add_items(self, items: Sequence[str]) -> np.ndarray:
+        mf = self.model
+        before = len(mf.items)
+        rows = mf.add_items(items)
+        self.counts = np.pad(self.counts, (0, len(mf.items) - len(self.counts)))
+        fresh = np.arange(before, len(mf.items))
+        new = fresh[[i in self.new_items for i in mf.items.id_at(fresh)]]
+        if self.texts is not None and len(new):
+            self._refit_if_stale()
+            if self.projection is not None:
+                vectors = self.projection.project(self.texts.new[self._new_rows.rows(mf.items.id_at(new))])
+                mf.item_factors[new], mf.item_bias[new] = vectors[:, :-1], vectors[:, -1]
+        return rows
+
+    def _refit_if_stale(self) -> None:
+        """Refit on every item with ``min_count`` events, as the stream does before projecting."""
+        s = self.settings
+        if self.projection is not None and self._since_fit < s.refit_every:
+            return
+        mf = self.model
+        weights = count_weights(self.counts, s.min_count)
+        rows = np.flatnonzero(weights > 0)
+        if len(rows) < 2:
+            return
+        x = self.texts.catalog[self._catalog_rows.rows(mf.items.id_at(rows))]
+        y = mf_targets(mf.item_factors[rows], mf.item_bias[rows])
+        self.projection = fit_projection(x, y, s.alpha, weights[rows])
+        self._since_fit = 0
+
+
+def overlap_at_k(users: np.ndarray, a: np.ndarray, b: np.ndarray, k: int = 10) -> np.ndarray:
+    """Per user row, the share of the top-``k`` items under item vectors ``a`` also in the top-``k``
+    under ``b`` (item vectors: factors with the bias as last column)."""
+    def top(v: np.ndarray) -> np.ndarray:
+        s = users @ v[:, :-1].T + v[:, -1]
+        return np.argpartition(-s, k - 1, axis=1)[:, :k]
+
+    ta, tb = top(a), top(b)
+    return (ta[:, :, None] == tb[:, None, :]).any(axis=2).sum(axis=1) / k
+
+
+def top1_hits(queries: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Per query row: is its nearest target row (dot product) the row with the same index?"""
+    return np.argmax(queries @ targets.T, axis=1) == np.arange(len(queries))

@@ -1,0 +1,103 @@
+"""Writing the cold-start evaluation: a PNG (recall per language, overlap, alignment) and a table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+CONTENDERS = ("popularity", "random-init", "projection")
+
+
+def _recall(result: dict, lang: str, contender: str) -> float:
+    name = f"projection-{lang}" if contender == "projection" else contender
+    return result["contenders"][name]["recall@10"]
+
+
+def plot(result: dict, path: Path) -> None:
+    """Left: recall@10 per language and contender. Middle: overlap@10 vs English. Right: alignment."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    langs = list(result["per_language"])
+    fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.8), gridspec_kw={"width_ratios": [3, 2, 1]})
+    x, width = np.arange(len(langs)), 0.27
+    for n, contender in enumerate(CONTENDERS):
+        values = [_recall(result, lang, contender) for lang in langs]
+        bars = ax.bar(x + (n - 1) * width, values, width, label=contender)
+        if contender == "projection":
+            ax.bar_label(bars, fmt="%.3f", fontsize=7)
+    control = result["contenders"].get("projection-en-shuffled")
+    if control:
+        ax.axhline(control["recall@10"], color="black", ls=":", lw=1.2, label="projection, shuffled texts (control)")
+    p = result["protocol"]
+    ax.set_xticks(x, langs)
+    ax.set_xlabel("language of the new items' text")
+    ax.set_ylabel("recall@10")
+    ax.set_title(f"New items ({p['new_items']}), their first {p['first_events']} events")
+    ax.set_ylim(0, 1.35 * max(r["recall@10"] for r in result["contenders"].values()))
+    ax.legend(fontsize=8, ncol=2, loc="upper left")
+    ax.grid(axis="y", alpha=0.3)
+    others = [lang for lang in langs if lang != "en"]
+    overlap = [result["per_language"][lang]["overlap@10_vs_en"] for lang in others]
+    ax2.bar(others, overlap, color="tab:purple")
+    ax2.bar_label(ax2.containers[0], fmt="%.2f", fontsize=8)
+    ax2.axhline(0.8, color="red", ls="--", lw=1, label="target 0.8")
+    ax2.set_ylim(0, 1.05)
+    ax2.set_title("Top-10 among new items: overlap with English")
+    ax2.set_ylabel("mean overlap@10")
+    ax2.legend(fontsize=8, loc="lower right")
+    a, sub = result["alignment"], result["alignment"]["translated_subset"]
+    ax3.bar([0, 1], [a["top1_en_to_other"], a["top1_other_to_en"]], 0.4, color="tab:gray",
+            label=f"all {a['pairs']} pairs")
+    ax3.bar([0.4, 1.4], [sub["top1_en_to_other"], sub["top1_other_to_en"]], 0.4, color="tab:olive",
+            label=f"{sub['pairs']} translated pairs")
+    for bars in ax3.containers:
+        ax3.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax3.set_xticks([0.2, 1.2], ["en→other", "other→en"])
+    ax3.axhline(0.8, color="red", ls="--", lw=1)
+    ax3.set_ylim(0, 1.05)
+    ax3.set_title("Title pairs: top-1 retrieval")
+    ax3.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    p = result["protocol"]
+    table = Table(title=f"Cold start on MovieLens-100K: {p['new_items']} new items, first {p['first_events']} "
+                        f"events, batches of {p['batch_size']}")
+    for col in ("lang", "proj r@10", "proj ndcg", "rand r@10", "pop r@10", "proj/rand", "overlap", "scored"):
+        table.add_column(col, justify="left" if col == "lang" else "right")
+    random, pop = result["contenders"]["random-init"], result["contenders"]["popularity"]
+    for lang, row in result["per_language"].items():
+        proj = row["projection"]
+        table.add_row(lang, f"{proj['recall@10']:.4f}", f"{proj['ndcg@10']:.4f}", f"{random['recall@10']:.4f}",
+                      f"{pop['recall@10']:.4f}", f"{row['ratio_to_random']:.2f}",
+                      "-" if lang == "en" else f"{row['overlap@10_vs_en']:.3f}", str(proj["scored_events"]))
+    console = Console(width=max(Console().width, 100))
+    console.print(table)
+    console.print("overlap: mean top-10 overlap with English among the new items only; "
+                  "proj/rand: projection recall@10 / random-init recall@10")
+    by_event = Table(title="recall@10 by the new item's event number")
+    buckets = list(random["recall@10_by_event"])
+    for col in ["contender"] + [f"event {b}" for b in buckets]:
+        by_event.add_column(col, justify="left" if col == "contender" else "right")
+    for name, summary in result["contenders"].items():
+        by_event.add_row(name, *(f"{summary['recall@10_by_event'][b]:.4f}" for b in buckets))
+    console.print(by_event)
+    a, sub = result["alignment"], result["alignment"]["translated_subset"]
+    console.print(f"alignment, top-1 among {a['pairs']} real title pairs: en->other {a['top1_en_to_other']:.3f}, "
+                  f"other->en {a['top1_other_to_en']:.3f}; the {sub['pairs']} translated pairs "
+                  f"({', '.join(sub['languages'])}): {sub['top1_en_to_other']:.3f}, {sub['top1_other_to_en']:.3f}")
+    console.print(f"projection: {result['projection']} (chosen on a validation split)")
+    for check, ok in result["acceptance"].items():
+        console.print(f"[{'green' if ok['pass'] else 'red'}]{'PASS' if ok['pass'] else 'FAIL'}[/] {check}: "
+                      f"{ok['value']:.3f} (needs >= {ok['needs']})")

@@ -1,0 +1,117 @@
+"""The cold-start protocol on a tiny synthetic stream whose item texts reveal the item's taste cluster."""
+
+import numpy as np
+import pytest
+
+from polyrec.evaluation.coldstart import (ColdStartMF, ItemTexts, ProjectionSettings, first_events,
+                                          holdout_items, occurrence, overlap_at_k, recall_by_occurrence,
+                                          top1_hits)
+from polyrec.evaluation.protocol import Replay, run_prequential
+from polyrec.mf import MFConfig
+
+N_USERS, N_ITEMS, N_CLUSTERS = 60, 600, 4
+
+
+def _stream(n: int = 12000, seed: int = 0) -> Replay:
+    """Each user clicks items of one cluster; item i becomes available at a point proportional to i."""
+    rng = np.random.default_rng(seed)
+    user = rng.integers(0, N_USERS, n)
+    available = np.maximum(1, (np.arange(n) + 1) * N_ITEMS // n)  # items 0..available-1 exist
+    picks = rng.integers(0, N_ITEMS, n) % available
+    # snap the pick to the user's cluster: cluster of item i is i % N_CLUSTERS
+    item = picks - picks % N_CLUSTERS + user % N_CLUSTERS
+    item = np.where(item < available, item, item - N_CLUSTERS).clip(0)
+    users = np.array([f"u{u}" for u in user], dtype=object)
+    items = np.array([f"i{i}" for i in item], dtype=object)
+    return Replay(users, items, np.full(n, "click", dtype=object), np.ones(n, np.float32))
+
+
+def _texts(informative: bool, seed: int = 1) -> ItemTexts:
+    rng = np.random.default_rng(seed)
+    cluster = np.arange(N_ITEMS) % N_CLUSTERS
+    if not informative:
+        cluster = rng.permutation(cluster)
+    x = np.eye(8)[cluster] + 0.05 * rng.normal(size=(N_ITEMS, 8))
+    ids = [f"i{i}" for i in range(N_ITEMS)]
+    return ItemTexts(ids, x, ids, x)
+
+
+def _recall(replay: Replay, texts: ItemTexts | None) -> float:
+    new = holdout_items(replay.items, 0.2, seed=0)
+    model = ColdStartMF(MFConfig(dim=8), new, texts, ProjectionSettings(alpha=0.1, min_count=3, refit_every=200))
+    result = run_prequential(replay, [model], batch_size=10, announce=True,
+                             score_mask=first_events(replay.items, new, 3))
+    return result[0].summary()["recall@10"]
+
+
+def test_an_informative_projection_beats_random_init_and_a_shuffled_one_does_not():
+    replay = _stream()
+    informative, random_init, shuffled = (_recall(replay, t) for t in (_texts(True), None, _texts(False)))
+    assert informative > 2 * random_init
+    assert informative > 2 * shuffled
+
+
+def test_occurrence_and_first_events():
+    items = np.array(["a", "b", "a", "c", "a", "b"], dtype=object)
+    assert occurrence(items).tolist() == [0, 0, 1, 0, 2, 1]
+    assert first_events(items, np.array(["a", "c"]), 2).tolist() == [True, False, True, True, False, False]
+
+
+def test_holdout_is_seeded_and_sized():
+    items = np.array([f"i{i}" for i in range(100)] * 3, dtype=object)
+    a, b = holdout_items(items, 0.2, seed=3), holdout_items(items, 0.2, seed=3)
+    assert len(a) == 20 and a.tolist() == b.tolist()
+    assert holdout_items(items, 0.2, seed=4).tolist() != a.tolist()
+
+
+def test_new_items_start_from_the_projection_and_old_ones_from_random():
+    texts = _texts(True)
+    model = ColdStartMF(MFConfig(dim=8), ["i9"], texts, ProjectionSettings(min_count=1, refit_every=1))
+    model.learn(["u0"] * 4, ["i0", "i1", "i2", "i3"], np.ones(4, np.float32))
+    model.learn(["u1", "u1"], ["i8", "i9"], np.ones(2, np.float32))  # i8 old, i9 new
+    assert model.projection is not None and model.projection.n_items == 4
+    rows = model.model.items.rows(["i8", "i9"])
+    start = model.model.initial_factors(["i8", "i9"], salt=1)
+    assert not np.allclose(model.model.item_factors[rows[1]], start[1], atol=0.05)
+    random_only = ColdStartMF(MFConfig(dim=8), ["i9"])
+    random_only.scores(["u0"], ["i9"])  # announced, not learned yet
+    np.testing.assert_allclose(random_only.model.item_factors[0], start[1])
+
+
+def test_overlap_and_retrieval():
+    rng = np.random.default_rng(0)
+    users, a = rng.normal(size=(20, 4)), rng.normal(size=(30, 5))
+    assert overlap_at_k(users, a, a, k=10).tolist() == [1.0] * 20
+    assert overlap_at_k(users, a, -a, k=10).mean() < 0.5
+    x = np.eye(5)
+    assert top1_hits(x, x).all()
+    assert top1_hits(x, x[::-1]).tolist() == [False, False, True, False, False]
+
+
+@pytest.mark.integration
+def test_the_real_encoder_aligns_translated_movielens_titles():
+    """Real multilingual-e5-small (int8) on the real ML-100K title pairs; skips without the cache."""
+    from encoders.artifacts import default_onnx_path
+    from polyrec.evaluation.coldstart_run import TRANSLATED
+    from polyrec.movielens_i18n import bilingual_pairs
+    from polyrec.paths import cache_dir
+
+    onnx, item_file = default_onnx_path("int8"), cache_dir("data", "ml-100k") / "ml-100k.item"
+    if not (onnx.exists() and onnx.with_suffix(".json").exists() and item_file.exists()):
+        pytest.skip("needs the exported encoder and MovieLens-100K in the cache (make setup)")
+    from encoders.onnx_encoder import OnnxEncoder
+    from polyrec.movielens import load_movies
+
+    pairs = [p for p in bilingual_pairs({i: m.title for i, m in load_movies().items()}) if p[1] in TRANSLATED]
+    with OnnxEncoder(onnx, provider="cpu") as encoder:
+        english = encoder.encode_passages([p[2] for p in pairs])
+        foreign = encoder.encode_passages([p[3] for p in pairs])
+    assert len(pairs) >= 50
+    assert top1_hits(english, foreign).mean() >= 0.6  # chance is 1/len(pairs)
+    assert top1_hits(foreign, english).mean() >= 0.6
+
+
+def test_recall_by_occurrence():
+    hits = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
+    occ = np.array([0, 0, 3, 7, 19])
+    assert recall_by_occurrence(hits, occ) == {"1": 0.5, "2-5": 1.0, "6-20": 0.5}
