@@ -72,11 +72,14 @@ def _fuse(traced: Path, dest: Path, config) -> dict[str, int]:
 def _convert(fp32: Path, variant: str, dest: Path) -> str:
     """Derive the fp16 or int8 graph from the fp32 one; return how, for the sidecar."""
     if variant == "int8":
+        from onnx import TensorProto
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         # Per-channel, 7-bit range weights: same speed on AVX2 and min cosine to fp32 0.975 -> 0.99
         # on MovieLens titles (u8s8 without VNNI can saturate; reduce_range avoids it).
-        quantize_dynamic(str(fp32), str(dest), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
+        # Shape inference cannot type the outputs of fused contrib ops (Attention, ...): they are fp32.
+        quantize_dynamic(str(fp32), str(dest), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
+                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
         return "onnxruntime quantize_dynamic: QInt8 weights, per-channel, reduce_range; uint8 activations"
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
