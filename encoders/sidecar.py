@@ -11,8 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 # Bump when the sidecar schema or the export recipe changes: the Makefile then re-exports.
-# 3: fp32/int8 graphs carry onnxruntime's transformer fusions (Attention, SkipLayerNormalization, ...).
-FORMAT = "polyrec-onnx/3"
+FORMAT = "polyrec-onnx/2"
 OUTPUT_NAME = "sentence_embedding"  # onnxruntime refused a graph whose output was "embedding"
 INPUT_NAMES = ("input_ids", "attention_mask")
 TOKENIZER_FILE = "tokenizer.json"
@@ -32,7 +31,6 @@ class Sidecar:
     prefixes: dict[str, str]  # {"query": "query: ", "passage": "passage: "}
     validation: dict
     conversion: str  # how the graph was produced
-    fusion: dict[str, int] = field(default_factory=dict)  # fused op -> count; empty when not fused
     pooling: str = "mean"
     normalized: bool = True
     inputs: tuple[str, ...] = INPUT_NAMES

@@ -44,42 +44,14 @@ def _trace(embedder, tokenizer, path: Path) -> None:
         )
 
 
-FUSED_OPS = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu")
-
-
-def _fuse(traced: Path, dest: Path, config) -> dict[str, int]:
-    """Fuse the traced fp32 graph with onnxruntime's transformer optimizer; return fused-op counts.
-
-    Only the portable, numerics-preserving fusions run (``opt_level=0``: no hardware-specific
-    layouts baked into the file): word/position/type embeddings + LayerNorm -> EmbedLayerNormalization,
-    Q/K/V + softmax attention -> Attention, residual + LayerNorm -> SkipLayerNormalization,
-    bias + erf GELU -> BiasGelu. The pooling + L2 tail is left as it is; the gate proves the result.
-    onnxruntime's session-time optimiser does not recognise the tracer's attention pattern, so without
-    this step every layer runs ~20 small ops (reshape/transpose/softmax/...) instead of one kernel.
-    """
-    import logging
-
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    logging.getLogger("onnxruntime.transformers").setLevel(logging.WARNING)
-    model = optimize_model(str(traced), model_type="bert", num_heads=int(config.num_attention_heads),
-                           hidden_size=int(config.hidden_size), opt_level=0, use_gpu=False)
-    stats = model.get_fused_operator_statistics()
-    model.save_model_to_file(str(dest), use_external_data_format=False)
-    return {op: int(stats.get(op, 0)) for op in FUSED_OPS}
-
-
 def _convert(fp32: Path, variant: str, dest: Path) -> str:
     """Derive the fp16 or int8 graph from the fp32 one; return how, for the sidecar."""
     if variant == "int8":
-        from onnx import TensorProto
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         # Per-channel, 7-bit range weights: same speed on AVX2 and min cosine to fp32 0.975 -> 0.99
         # on MovieLens titles (u8s8 without VNNI can saturate; reduce_range avoids it).
-        # Shape inference cannot type the outputs of fused contrib ops (Attention, ...): they are fp32.
-        quantize_dynamic(str(fp32), str(dest), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True,
-                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
+        quantize_dynamic(str(fp32), str(dest), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
         return "onnxruntime quantize_dynamic: QInt8 weights, per-channel, reduce_range; uint8 activations"
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -109,13 +81,8 @@ def _model_id(model: str) -> str:
 
 
 def export_onnx(model: str, out: Path, *, variant: str = "fp32", tolerance: Tolerance | None = None,
-                prefixes: dict[str, str] = E5_PREFIXES, max_length: int | None = None,
-                fuse: bool | None = None) -> Sidecar:
+                prefixes: dict[str, str] = E5_PREFIXES, max_length: int | None = None) -> Sidecar:
     """Export, validate and install ``out`` (+ sidecar + tokenizer.json); return the sidecar.
-
-    ``fuse`` (default: on for fp32 and int8) runs onnxruntime's transformer fusions on the traced
-    graph before validation; int8 is quantised from the fused graph. fp16 stays unfused by default
-    (it targets CUDA, where the fused fp16 graph has not been validated).
 
     Raises ``export.validate.ValidationError`` (leaving no file behind) when the graph fails.
     """
@@ -123,7 +90,6 @@ def export_onnx(model: str, out: Path, *, variant: str = "fp32", tolerance: Tole
 
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    fuse = variant != "fp16" if fuse is None else fuse
     tolerance = tolerance or DEFAULT_TOLERANCE[variant]
     out = Path(out)
     embedder, tokenizer = load_embedder(model, attention="eager")
@@ -142,12 +108,6 @@ def export_onnx(model: str, out: Path, *, variant: str = "fp32", tolerance: Tole
         graph = work / "fp32.onnx"
         _trace(embedder, tokenizer, graph)
         conversion = f"torch.onnx.export (TorchScript tracer, opset {OPSET})"
-        fusion: dict[str, int] = {}
-        if fuse:
-            fusion = _fuse(graph, work / "fused.onnx", config)
-            graph = work / "fused.onnx"
-            conversion += "; onnxruntime.transformers optimize_model (bert, opt_level 0): " + ", ".join(
-                f"{n} {op}" for op, n in fusion.items())
         if variant != "fp32":
             conversion += "; " + _convert(graph, variant, work / f"{variant}.onnx")
             graph = work / f"{variant}.onnx"
@@ -159,7 +119,7 @@ def export_onnx(model: str, out: Path, *, variant: str = "fp32", tolerance: Tole
             model_id=_model_id(model), variant=variant, dim=int(config.hidden_size), max_length=int(max_length),
             opset=OPSET, sha256=file_sha256(graph), pad_token_id=int(tokenizer.pad_token_id or 0),
             prefixes=dict(prefixes), validation=report, conversion=conversion,
-            fusion=fusion, versions=_versions(),
+            versions=_versions(),
         )
         sidecar.write(work / "sidecar.json")
         (work / TOKENIZER_FILE).write_text(tokenizer_json, encoding="utf-8")

@@ -64,18 +64,9 @@ def onnx_paths(model_dir: Path) -> dict[str, Path]:
     """The exported fp32 and int8 graphs of the real model, keyed by variant."""
     from export.onnx_export import export_onnx
 
-    from encoders.sidecar import Sidecar, sidecar_path
-
-    def current(path: Path) -> bool:  # exported, by this version of the recipe (sidecar FORMAT)
-        try:
-            Sidecar.read(sidecar_path(path))
-        except (FileNotFoundError, ValueError):
-            return False
-        return True
-
     paths = {v: default_onnx_path(v) for v in ("fp32", "int8")}
     for variant, path in paths.items():
-        if not current(path):
+        if not path.with_suffix(".json").exists():
             export_onnx(str(model_dir), path, variant=variant)
     return paths
 
