@@ -126,9 +126,8 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.task
     async def drop_faust_monitor() -> None:
-        """polyrec exports its own metrics; Faust's Monitor sensor is per-message overhead."""
-        import os
-        if not os.environ.get("X_KEEP_MONITOR") and app.monitor in set(app.sensors):
+        """polyrec exports its own metrics; Faust's Monitor sensor is per-message bookkeeping."""
+        if app.monitor in set(app.sensors):
             app.sensors.remove(app.monitor)
 
     @app.task
