@@ -26,6 +26,7 @@ from stream import metrics
 from stream.fetch_wait import install_fetch_max_wait
 from stream.items import ItemPipeline
 from stream.pipeline import EventPipeline
+from stream.records import REASONS
 from stream.recs import RecsPublisher
 from stream.replica import ItemReplica
 from stream.state import UserState, WorkerModel
@@ -76,6 +77,9 @@ def build_app(settings: Settings) -> faust.App:
     metrics.MODEL.info({"version": version, **{k: str(v) for k, v in asdict(config).items()}})
     model = WorkerModel(config, history_max=settings.history_max, k=settings.top_k)
 
+    for topic in (settings.events_topic, settings.items_topic):  # export zeros, not "no data"
+        for reason in REASONS:
+            metrics.DLQ.labels(topic, reason)
     events = app.topic(settings.events_topic, partitions=settings.partitions)
     users = app.Table("users", default=None, partitions=settings.partitions,
                       schema=faust.Schema(key_serializer="json", value_serializer="json"))
