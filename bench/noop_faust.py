@@ -1,14 +1,20 @@
 """The framework ceiling: a no-op Faust agent over ``stream.take`` (JSON decoding only).
 
 Run as ``python bench/noop_faust.py`` with KAFKA_BOOTSTRAP, BENCH_APP_ID, BENCH_TOPIC and
-BENCH_METRICS_PORT set; it counts events on a Prometheus counter named like polyrec's.
+BENCH_METRICS_PORT set; it counts events on a Prometheus counter named like polyrec's. It runs on
+the event loop a polyrec worker would (``POLYREC_EVENT_LOOP``).
 """
 
 import json
 import os
 
-import faust
-from prometheus_client import Counter, start_http_server
+from polyrec.config import Settings
+from stream.event_loop import use_event_loop
+
+use_event_loop(Settings.from_env().event_loop)
+
+import faust  # noqa: E402
+from prometheus_client import Counter, start_http_server  # noqa: E402
 
 EVENTS = Counter("polyrec_events_total", "Events consumed by the no-op agent.", ["type", "outcome"])
 

@@ -5,7 +5,10 @@ broker), each contender consumes everything with a fresh consumer group:
 
 * ``raw_aiokafka``: a plain aiokafka consumer decoding JSON (the raw ceiling);
 * ``noop_faust``: a no-op Faust agent over ``stream.take`` (the framework ceiling);
-* ``polyrec``: a real worker (validate, learn, persist state, write Redis).
+* ``polyrec``: a real worker (validate, learn, persist state, write Redis);
+* ``polyrec_asyncio``: the same worker on asyncio's default event loop instead of uvloop.
+
+The no-op agent and ``polyrec`` run on the worker's default loop (``POLYREC_EVENT_LOOP``, uvloop).
 
 Rates are measured between 10% and 90% of the events (ramp-up and tail excluded); each
 contender runs ``--repeats`` times and the median is reported, with ratios between them. Then
@@ -110,9 +113,11 @@ def run_noop(bootstrap: str, topic: str, n: int, tag: str) -> float:
         _stop(proc)
 
 
-def _worker(bootstrap: str, redis_url: str, app_id: str, topic: str) -> tuple[subprocess.Popen, int]:
+def _worker(bootstrap: str, redis_url: str, app_id: str, topic: str,
+            loop: str = "uvloop") -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, REDIS_URL=redis_url, POLYREC_APP_ID=app_id,
+               POLYREC_EVENT_LOOP=loop,
                POLYREC_REDIS_PREFIX=app_id, POLYREC_EVENTS_TOPIC=topic, POLYREC_METRICS_PORT=str(port),
                POLYREC_WEB_PORT=str(free_port()), POLYREC_DATA_DIR=tempfile.mkdtemp(prefix="polyrec-bench-"))
     proc = subprocess.Popen([sys.executable, "-m", "polyrec.cli", "worker", "--loglevel", "warn"], env=env,
@@ -120,8 +125,8 @@ def _worker(bootstrap: str, redis_url: str, app_id: str, topic: str) -> tuple[su
     return proc, port
 
 
-def run_polyrec(bootstrap: str, redis_url: str, topic: str, n: int, tag: str) -> float:
-    proc, port = _worker(bootstrap, redis_url, f"bench-{tag}", topic)
+def run_polyrec(bootstrap: str, redis_url: str, topic: str, n: int, tag: str, loop: str = "uvloop") -> float:
+    proc, port = _worker(bootstrap, redis_url, f"bench-{tag}", topic, loop)
     try:
         return _rate_from_counter(port, n, proc, timeout=900)
     finally:
@@ -204,11 +209,13 @@ def main() -> None:
             fresh = freshness(tansu.address, redis_url, args.rate, args.seconds)
             print(json.dumps(fresh))
             return
-        runs: dict[str, list[float]] = {"raw_aiokafka": [], "noop_faust": [], "polyrec": []}
+        runs: dict[str, list[float]] = {"raw_aiokafka": [], "noop_faust": [], "polyrec": [], "polyrec_asyncio": []}
         for rep in range(args.repeats):
             runs["raw_aiokafka"].append(asyncio.run(_raw(tansu.address, topic, args.events)))
             runs["noop_faust"].append(run_noop(tansu.address, topic, args.events, str(rep)))
             runs["polyrec"].append(run_polyrec(tansu.address, redis_url, topic, args.events, str(rep)))
+            runs["polyrec_asyncio"].append(run_polyrec(tansu.address, redis_url, topic, args.events, f"{rep}-aio",
+                                                       loop="asyncio"))
             print(f"repeat {rep + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in runs.items()), flush=True)
         med = {k: float(np.median(v)) for k, v in runs.items()}
         fresh = freshness(tansu.address, redis_url, args.rate, args.seconds)
@@ -220,7 +227,8 @@ def main() -> None:
         "events_per_s_runs": runs, "events_per_s_median": med,
         "ratios": {"polyrec / noop_faust": med["polyrec"] / med["noop_faust"],
                    "polyrec / raw_aiokafka": med["polyrec"] / med["raw_aiokafka"],
-                   "noop_faust / raw_aiokafka": med["noop_faust"] / med["raw_aiokafka"]},
+                   "noop_faust / raw_aiokafka": med["noop_faust"] / med["raw_aiokafka"],
+                   "polyrec (uvloop) / polyrec_asyncio": med["polyrec"] / med["polyrec_asyncio"]},
         "freshness": fresh,
         "targets": {"polyrec >= 10000 events/s": med["polyrec"] >= 10_000,
                     "polyrec >= 0.5 x noop_faust": med["polyrec"] >= 0.5 * med["noop_faust"],

@@ -56,6 +56,9 @@ class Settings:
     commit_interval_s: float = _env("POLYREC_COMMIT_INTERVAL_S", 1.0,
                                     "How often consumed offsets are committed, seconds (replays after a crash "
                                     "are skipped, so this bounds re-reading, not correctness).")
+    event_loop: str = _env("POLYREC_EVENT_LOOP", "uvloop",
+                           "Worker event loop: uvloop (faster; falls back to asyncio where it is not installed) "
+                           "or asyncio.")
     data_dir: str = _env("POLYREC_DATA_DIR", "/tmp/polyrec-worker",
                          "Worker data directory (table stores).")
     metrics_port: int = _env("POLYREC_METRICS_PORT", 9108, "Port of the Prometheus /metrics endpoint (0: off).")

@@ -23,6 +23,7 @@ from polyrec import __version__
 from polyrec.config import Settings
 from polyrec.mf import MFConfig
 from stream import metrics
+from stream.event_loop import use_event_loop
 from stream.fetch_wait import install_fetch_max_wait
 from stream.items import ItemPipeline
 from stream.pipeline import EventPipeline
@@ -186,8 +187,14 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Create topics if needed, serve metrics, and run one worker until SIGTERM/SIGINT."""
     import asyncio
 
+    loop = use_event_loop(settings.event_loop)
     asyncio.run(ensure_topics(settings, replication=settings.replication))
     app = build_app(settings)
+
+    @app.task
+    async def log_event_loop() -> None:
+        log.info("event loop: %s", loop)
+
     metrics.serve(settings.metrics_port)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     # Faust's terminal spinner sets the root logger to DEBUG (to spin on every record) whenever the
