@@ -27,13 +27,13 @@ def stream_key(prefix: str) -> str:
 
 
 def payload(user_id: str, items: list[str], scores: list[float], model_version: str,
-            event_ts: float, updated_at: float | None = None) -> dict[str, Any]:
-    """The documented recommendation payload for one user."""
+            event_ts: float) -> dict[str, Any]:
+    """The documented recommendation payload for one user (``updated_at`` is stamped when written)."""
     return {
         "user_id": user_id,
         "items": [{"item_id": i, "score": round(float(s), 6)} for i, s in zip(items, scores)],
         "model_version": model_version,
-        "updated_at": time.time() * 1000.0 if updated_at is None else updated_at,
+        "updated_at": None,
         "event_ts": event_ts,
     }
 
@@ -45,11 +45,14 @@ class RecsPublisher:
         self.redis, self.prefix, self.ttl_s, self.maxlen = redis, prefix, ttl_s, maxlen
 
     async def publish(self, payloads: list[dict[str, Any]]) -> None:
+        """Stamp ``updated_at`` (now) on every payload and write them all in one round trip."""
         if not payloads:
             return
         stream = stream_key(self.prefix)
         pipe = self.redis.pipeline(transaction=False)
+        now_ms = time.time() * 1000.0
         for p in payloads:
+            p["updated_at"] = now_ms
             body = json.dumps(p, separators=(",", ":"))
             pipe.set(recs_key(self.prefix, p["user_id"]), body, ex=self.ttl_s)
             pipe.xadd(stream, {"user_id": p["user_id"], "payload": body}, maxlen=self.maxlen, approximate=True)
