@@ -10,8 +10,9 @@ broker), each contender consumes everything with a fresh consumer group:
 
 The no-op agent and ``polyrec`` run on the worker's default loop (``POLYREC_EVENT_LOOP``, uvloop).
 
-Rates are measured between 10% and 90% of the events (ramp-up and tail excluded); each
-contender runs ``--repeats`` times and the median is reported, with ratios between them. Then
+Rates are measured between 10% and 90% of the events (ramp-up and tail excluded), and over the
+same span each Faust process's CPU use (``process_cpu_seconds_total``, all threads) and mean
+micro-batch size; each contender runs ``--repeats`` times and the median is reported, with ratios between them. Then
 freshness: events produced at a fixed rate, with ``ts`` = send time; each event's delay runs to
 the first write of its user's recommendations that had learned it (``polyrec/freshness.py``),
 p50/p99 over all events. Writes results/stream_bench.json and prints a table.
@@ -42,7 +43,8 @@ from stream.topics import ensure_topics  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _events_total(port: int) -> float:
+def _scrape(port: int) -> dict[str, float]:
+    """A process's /metrics, each sample name summed over its labels (empty if it does not answer)."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -51,9 +53,16 @@ def _events_total(port: int) -> float:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
             text = r.read().decode()
     except OSError:
-        return 0.0
-    return sum(s.value for f in text_string_to_metric_families(text) if f.name == "polyrec_events"
-               for s in f.samples if s.name == "polyrec_events_total")
+        return {}
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
+
+
+def _events_total(port: int) -> float:
+    return _scrape(port).get("polyrec_events_total", 0.0)
 
 
 async def _fill(bootstrap: str, topic: str, n: int, rate: float | None = None) -> tuple[list[str], list[int]]:
@@ -83,19 +92,25 @@ async def _fill(bootstrap: str, topic: str, n: int, rate: float | None = None) -
     return users, stamps
 
 
-def _rate_from_counter(port: int, n: int, proc: subprocess.Popen, timeout: float) -> float:
-    """Events/s between 10% and 90% of ``n``, read from a process's /metrics."""
-    lo, hi, t_lo = 0.1 * n, 0.9 * n, None
+def _rate_from_counter(port: int, n: int, proc: subprocess.Popen, timeout: float) -> tuple[float, dict]:
+    """Events/s between 10% and 90% of ``n``, read from a process's /metrics, and over the same
+    span its CPU use (cores, all threads) and mean micro-batch size (where it exports one)."""
+    lo, hi, first = 0.1 * n, 0.9 * n, None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"contender exited with {proc.returncode}")
-        done = _events_total(port)
-        now = time.perf_counter()
-        if t_lo is None and done >= lo:
-            t_lo, c_lo = now, done
-        if t_lo is not None and done >= hi:
-            return (done - c_lo) / (now - t_lo)
+        m, now = _scrape(port), time.perf_counter()
+        done = m.get("polyrec_events_total", 0.0)
+        if first is None and done >= lo:
+            first = (now, m)
+        if first is not None and done >= hi:
+            t0, m0 = first
+            d = {k: v - m0.get(k, 0.0) for k, v in m.items()}
+            batches = d.get("polyrec_batch_size_events_count", 0.0)
+            return d["polyrec_events_total"] / (now - t0), {
+                "cpu_cores": d.get("process_cpu_seconds_total", float("nan")) / (now - t0),
+                "batch_events": d["polyrec_batch_size_events_sum"] / batches if batches else None}
         time.sleep(0.25)  # each scrape costs the contender CPU: poll gently
     raise TimeoutError(f"only {_events_total(port):.0f} of {n} events within {timeout:.0f} s")
 
@@ -108,7 +123,7 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def run_noop(bootstrap: str, topic: str, n: int, tag: str) -> float:
+def run_noop(bootstrap: str, topic: str, n: int, tag: str) -> tuple[float, dict]:
     port = free_port()
     env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, BENCH_APP_ID=f"noop-{tag}", BENCH_TOPIC=topic,
                BENCH_METRICS_PORT=str(port), BENCH_DATA_DIR=tempfile.mkdtemp(prefix="polyrec-bench-"))
@@ -132,7 +147,8 @@ def _worker(bootstrap: str, redis_url: str, app_id: str, topic: str,
     return proc, port
 
 
-def run_polyrec(bootstrap: str, redis_url: str, topic: str, n: int, tag: str, loop: str = "uvloop") -> float:
+def run_polyrec(bootstrap: str, redis_url: str, topic: str, n: int, tag: str,
+                loop: str = "uvloop") -> tuple[float, dict]:
     proc, port = _worker(bootstrap, redis_url, f"bench-{tag}", topic, loop)
     try:
         return _rate_from_counter(port, n, proc, timeout=900)
@@ -221,21 +237,28 @@ def main() -> None:
             print(json.dumps(fresh))
             return
         runs: dict[str, list[float]] = {"raw_aiokafka": [], "noop_faust": [], "polyrec": [], "polyrec_asyncio": []}
+        stats: dict[str, list[dict]] = {k: [] for k in runs if k != "raw_aiokafka"}
         for rep in range(args.repeats):
             runs["raw_aiokafka"].append(asyncio.run(_raw(tansu.address, topic, args.events)))
-            runs["noop_faust"].append(run_noop(tansu.address, topic, args.events, str(rep)))
-            runs["polyrec"].append(run_polyrec(tansu.address, redis_url, topic, args.events, str(rep)))
-            runs["polyrec_asyncio"].append(run_polyrec(tansu.address, redis_url, topic, args.events, f"{rep}-aio",
-                                                       loop="asyncio"))
+            for name, run in (("noop_faust", lambda: run_noop(tansu.address, topic, args.events, str(rep))),
+                              ("polyrec", lambda: run_polyrec(tansu.address, redis_url, topic, args.events, str(rep))),
+                              ("polyrec_asyncio", lambda: run_polyrec(tansu.address, redis_url, topic, args.events,
+                                                                      f"{rep}-aio", loop="asyncio"))):
+                rate, st = run()
+                runs[name].append(rate)
+                stats[name].append(st)
             print(f"repeat {rep + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in runs.items()), flush=True)
         med = {k: float(np.median(v)) for k, v in runs.items()}
+        cores = {k: float(np.median([st["cpu_cores"] for st in v])) for k, v in stats.items()}
         fresh = freshness(tansu.address, redis_url, args.rate, args.seconds)
     finally:
         tansu.stop()
         redis_server.stop()
     result = {
         "events": args.events, "repeats": args.repeats, "partitions": 4, "broker": "Tansu 0.6.0 (in memory)",
-        "events_per_s_runs": runs, "events_per_s_median": med,
+        "events_per_s_runs": runs, "events_per_s_median": med, "process_stats_runs": stats,
+        "cpu_cores_median": cores,
+        "cpu_us_per_event_median": {k: 1e6 * cores[k] / med[k] for k in cores},
         "ratios": {"polyrec / noop_faust": med["polyrec"] / med["noop_faust"],
                    "polyrec / raw_aiokafka": med["polyrec"] / med["raw_aiokafka"],
                    "noop_faust / raw_aiokafka": med["noop_faust"] / med["raw_aiokafka"],
@@ -252,11 +275,12 @@ def main() -> None:
     from rich.table import Table
 
     table = Table(title=f"One worker, {args.events:,} events, median of {args.repeats}")
-    for col in ("contender", "events/s", "x no-op Faust", "x raw aiokafka"):
+    for col in ("contender", "events/s", "x no-op Faust", "x raw aiokafka", "CPU cores", "CPU µs/event"):
         table.add_column(col, justify="left" if col == "contender" else "right")
     for name, v in med.items():
-        table.add_row(name, f"{v:,.0f}", f"{v / med['noop_faust']:.2f}", f"{v / med['raw_aiokafka']:.3f}")
-    console = Console()
+        cpu = (f"{cores[name]:.2f}", f"{1e6 * cores[name] / v:.0f}") if name in cores else ("-", "-")
+        table.add_row(name, f"{v:,.0f}", f"{v / med['noop_faust']:.2f}", f"{v / med['raw_aiokafka']:.3f}", *cpu)
+    console = Console(width=max(Console().width, 110))
     console.print(table)
     console.print(f"freshness at {fresh['rate_events_per_s']:,.0f} events/s for {fresh['seconds']:.0f} s: "
                   f"p50 {fresh['p50_ms']:.0f} ms, p99 {fresh['p99_ms']:.0f} ms over {fresh['events']:,} events "
