@@ -1,8 +1,9 @@
 """The framework ceiling: a no-op Faust agent over ``stream.take`` (JSON decoding only).
 
 Run as ``python bench/noop_faust.py`` with KAFKA_BOOTSTRAP, BENCH_APP_ID, BENCH_TOPIC and
-BENCH_METRICS_PORT set; it counts events on a Prometheus counter named like polyrec's. It runs on
-the event loop a polyrec worker would (``POLYREC_EVENT_LOOP``).
+BENCH_METRICS_PORT set; it counts events on a Prometheus counter named like polyrec's. Its Faust
+process is set up as a polyrec worker's: the same event loop (``POLYREC_EVENT_LOOP``), no terminal
+spinner, no Monitor sensor.
 """
 
 import json
@@ -26,6 +27,13 @@ app = faust.App(
 )
 topic = app.topic(os.environ["BENCH_TOPIC"])
 counter = EVENTS.labels("any", "applied")
+
+
+@app.task
+async def drop_faust_monitor() -> None:
+    """As polyrec's worker does (stream/app.py): no per-message Monitor sensor."""
+    if app.monitor in set(app.sensors):
+        app.sensors.remove(app.monitor)
 
 
 @app.agent(topic)
