@@ -9,13 +9,13 @@ spinner, no Monitor sensor.
 import json
 import os
 
+import faust
+from prometheus_client import Counter, start_http_server
+
 from polyrec.config import Settings
-from stream.event_loop import use_event_loop
+from stream.faust_process import drop_monitor, quiet_worker, use_event_loop
 
-use_event_loop(Settings.from_env().event_loop)
-
-import faust  # noqa: E402
-from prometheus_client import Counter, start_http_server  # noqa: E402
+use_event_loop(Settings.from_env().event_loop)  # before the app exists, as in stream/app.py
 
 EVENTS = Counter("polyrec_events_total", "Events consumed by the no-op agent.", ["type", "outcome"])
 
@@ -27,13 +27,7 @@ app = faust.App(
 )
 topic = app.topic(os.environ["BENCH_TOPIC"])
 counter = EVENTS.labels("any", "applied")
-
-
-@app.task
-async def drop_faust_monitor() -> None:
-    """As polyrec's worker does (stream/app.py): no per-message Monitor sensor."""
-    if app.monitor in set(app.sensors):
-        app.sensors.remove(app.monitor)
+drop_monitor(app)
 
 
 @app.agent(topic)
@@ -46,6 +40,4 @@ async def noop(stream):
 
 if __name__ == "__main__":
     start_http_server(int(os.environ["BENCH_METRICS_PORT"]))
-    worker = faust.Worker(app, loglevel="warn", quiet=True)
-    worker.spinner = None  # as polyrec's worker: the spinner forces DEBUG logging (stream/app.py)
-    worker.execute_from_commandline()
+    quiet_worker(app, "warn").execute_from_commandline()

@@ -23,7 +23,7 @@ from polyrec import __version__
 from polyrec.config import Settings
 from polyrec.mf import MFConfig
 from stream import metrics
-from stream.event_loop import use_event_loop
+from stream.faust_process import drop_monitor, quiet_worker, use_event_loop
 from stream.fetch_wait import install_fetch_max_wait
 from stream.items import ItemPipeline
 from stream.pipeline import EventPipeline
@@ -129,11 +129,7 @@ def build_app(settings: Settings) -> faust.App:
         async def close_encoder(app: faust.App, **kwargs: object) -> None:
             item_pipeline.encoder.close()
 
-    @app.task
-    async def drop_faust_monitor() -> None:
-        """polyrec exports its own metrics; Faust's Monitor sensor is per-message bookkeeping."""
-        if app.monitor in set(app.sensors):
-            app.sensors.remove(app.monitor)
+    drop_monitor(app)
 
     @app.task
     async def item_replica() -> None:
@@ -196,9 +192,4 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         log.info("event loop: %s", loop)
 
     metrics.serve(settings.metrics_port)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
-    # Faust's terminal spinner sets the root logger to DEBUG (to spin on every record) whenever the
-    # level is WARN or above: every aiokafka debug call then builds a LogRecord (~6% of a busy
-    # worker's time). A service has no terminal to spin on.
-    worker.spinner = None
-    worker.execute_from_commandline()
+    quiet_worker(app, loglevel).execute_from_commandline()

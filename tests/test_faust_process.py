@@ -5,11 +5,11 @@ import sys
 
 import pytest
 
-from stream.event_loop import use_event_loop
+from stream.faust_process import use_event_loop
 
 
 def _loop_in_fresh_process(setup: str, name: str) -> str:
-    code = (f"{setup}\nimport asyncio\nfrom stream.event_loop import use_event_loop\n"
+    code = (f"{setup}\nimport asyncio\nfrom stream.faust_process import use_event_loop\n"
             f"used = use_event_loop({name!r})\nloop = asyncio.new_event_loop()\n"
             "print(used, type(loop).__module__.split('.')[0])")
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
