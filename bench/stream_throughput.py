@@ -38,31 +38,14 @@ from polyrec.config import Settings  # noqa: E402
 from polyrec.embedded import ensure_redis, free_port, start_tansu  # noqa: E402
 from polyrec.freshness import event_freshness  # noqa: E402
 from polyrec.movielens import load_interactions  # noqa: E402
+from stream.metrics import scrape_totals  # noqa: E402
 from stream.topics import ensure_topics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _scrape(port: int) -> dict[str, float]:
-    """A process's /metrics, each sample name summed over its labels (empty if it does not answer)."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return {}
-    totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
-    return totals
-
-
 def _events_total(port: int) -> float:
-    return _scrape(port).get("polyrec_events_total", 0.0)
+    return scrape_totals(port).get("polyrec_events_total", 0.0)
 
 
 async def _fill(bootstrap: str, topic: str, n: int, rate: float | None = None) -> tuple[list[str], list[int]]:
@@ -100,7 +83,7 @@ def _rate_from_counter(port: int, n: int, proc: subprocess.Popen, timeout: float
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"contender exited with {proc.returncode}")
-        m, now = _scrape(port), time.perf_counter()
+        m, now = scrape_totals(port), time.perf_counter()
         done = m.get("polyrec_events_total", 0.0)
         if first is None and done >= lo:
             first = (now, m)
@@ -139,9 +122,8 @@ def _worker(bootstrap: str, redis_url: str, app_id: str, topic: str,
             loop: str = "uvloop") -> tuple[subprocess.Popen, int]:
     port = free_port()
     env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, REDIS_URL=redis_url, POLYREC_APP_ID=app_id,
-               POLYREC_EVENT_LOOP=loop,
-               POLYREC_REDIS_PREFIX=app_id, POLYREC_EVENTS_TOPIC=topic, POLYREC_METRICS_PORT=str(port),
-               POLYREC_WEB_PORT=str(free_port()), POLYREC_DATA_DIR=tempfile.mkdtemp(prefix="polyrec-bench-"))
+               POLYREC_EVENT_LOOP=loop, POLYREC_REDIS_PREFIX=app_id, POLYREC_EVENTS_TOPIC=topic,
+               POLYREC_METRICS_PORT=str(port), POLYREC_WEB_PORT=str(free_port()), POLYREC_DATA_DIR=tempfile.mkdtemp(prefix="polyrec-bench-"))
     proc = subprocess.Popen([sys.executable, "-m", "polyrec.cli", "worker", "--loglevel", "warn"], env=env,
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return proc, port
@@ -236,15 +218,18 @@ def main() -> None:
             fresh = freshness(tansu.address, redis_url, args.rate, args.seconds)
             print(json.dumps(fresh))
             return
-        runs: dict[str, list[float]] = {"raw_aiokafka": [], "noop_faust": [], "polyrec": [], "polyrec_asyncio": []}
-        stats: dict[str, list[dict]] = {k: [] for k in runs if k != "raw_aiokafka"}
+        processes = {  # contenders in a process of their own, each run given a tag
+            "noop_faust": lambda tag: run_noop(tansu.address, topic, args.events, tag),
+            "polyrec": lambda tag: run_polyrec(tansu.address, redis_url, topic, args.events, tag),
+            "polyrec_asyncio": lambda tag: run_polyrec(tansu.address, redis_url, topic, args.events, f"{tag}-aio",
+                                                       loop="asyncio"),
+        }
+        runs: dict[str, list[float]] = {"raw_aiokafka": [], **{k: [] for k in processes}}
+        stats: dict[str, list[dict]] = {k: [] for k in processes}
         for rep in range(args.repeats):
             runs["raw_aiokafka"].append(asyncio.run(_raw(tansu.address, topic, args.events)))
-            for name, run in (("noop_faust", lambda: run_noop(tansu.address, topic, args.events, str(rep))),
-                              ("polyrec", lambda: run_polyrec(tansu.address, redis_url, topic, args.events, str(rep))),
-                              ("polyrec_asyncio", lambda: run_polyrec(tansu.address, redis_url, topic, args.events,
-                                                                      f"{rep}-aio", loop="asyncio"))):
-                rate, st = run()
+            for name, run in processes.items():
+                rate, st = run(str(rep))
                 runs[name].append(rate)
                 stats[name].append(st)
             print(f"repeat {rep + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in runs.items()), flush=True)

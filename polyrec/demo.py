@@ -4,10 +4,9 @@ A local Tansu broker (unless ``KAFKA_BOOTSTRAP`` names one) and Redis (started i
 listens at ``REDIS_URL`` and ``redis-server`` is installed), one worker, and MovieLens-100K
 replayed through Kafka: first the catalogue through ``items`` (titles and genres, encoded by the
 worker's items agent), then the ratings as events, with a live view of fresh recommendations.
-Each event's ``ts`` is its send
-time (the rating's own time rides along as ``rating_ts``), so freshness is exact: from each
-event's ``ts`` to the first write of its user's recommendations that had learned it
-(``polyrec/freshness.py``).
+Each event's ``ts`` is its send time (the rating's own time rides along as ``rating_ts``), so
+freshness is exact: from each event's ``ts`` to the first write of its user's recommendations
+that had learned it (``polyrec/freshness.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from polyrec.config import Settings
 from polyrec.embedded import LocalServer, ensure_redis, free_port, start_tansu
 from polyrec.freshness import event_freshness
 from polyrec.movielens import Movie, load_interactions, load_movies
+from stream.metrics import scrape_totals
 
 
 @dataclass
@@ -97,21 +97,6 @@ async def _publish_items(bootstrap: str, topic: str, movies: list[Movie]) -> Non
         await producer.stop()
 
 
-def _counter(metrics_port: int, sample: str) -> int:
-    """A counter's total over all labels (``sample`` is e.g. ``polyrec_events_total``), from /metrics."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
-        return 0
-    return int(sum(s.value for fam in text_string_to_metric_families(text) for s in fam.samples
-                   if s.name == sample))
-
-
 def _sample_table(redis, prefix: str, titles: dict[str, str], n_users: int = 4):
     from rich.table import Table
 
@@ -172,7 +157,7 @@ def run_demo(limit: int | None = None, keep_running: bool = False) -> DemoResult
         items_task = progress.add_task("items encoded", total=len(movies))
         with Live(progress, console=console, refresh_per_second=4):
             asyncio.run(_publish_items(bootstrap, base.items_topic, list(movies.values())))
-            while (encoded := _counter(metrics_port, "polyrec_encoder_items_total")) < len(movies):
+            while (encoded := scrape_totals(metrics_port).get("polyrec_encoder_items_total", 0)) < len(movies):
                 progress.update(items_task, completed=encoded)
                 if worker.poll() is not None:
                     raise RuntimeError(f"the worker died; its log:\n{log.read_text()[-3000:]}")
@@ -187,7 +172,7 @@ def run_demo(limit: int | None = None, keep_running: bool = False) -> DemoResult
                 producing = asyncio.create_task(_replay(bootstrap, base.events_topic, limit,
                                                         lambda n: progress.advance(sent_task, n)))
                 while True:
-                    done = _counter(metrics_port, "polyrec_events_total")
+                    done = scrape_totals(metrics_port).get("polyrec_events_total", 0)
                     progress.update(done_task, completed=done)
                     live.update(Group(progress, _sample_table(r, prefix, titles)))
                     if producing.done() and done >= len(producing.result()[0]):
@@ -206,9 +191,9 @@ def run_demo(limit: int | None = None, keep_running: bool = False) -> DemoResult
         console.print(f"\n[bold]{n:,} events[/] learned in {seconds:.1f} s: [bold]{n / seconds:,.0f} events/s[/] "
                       f"end to end (Tansu -> worker -> Redis), {users} users with recommendations")
         console.print(f"freshness (event sent -> recommendations in Redis): p50 {np.percentile(fresh, 50):.0f} ms, "
-                      f"p99 {np.percentile(fresh, 99):.0f} ms over {len(fresh):,} events ({missing} without an update; the "
-                      f"replay sends as fast as it can, so this includes queueing; bench/stream_throughput.py "
-                      f"measures a fixed rate)")
+                      f"p99 {np.percentile(fresh, 99):.0f} ms over {len(fresh):,} events ({missing} without an "
+                      f"update; the replay sends as fast as it can, so this includes queueing; "
+                      f"bench/stream_throughput.py measures a fixed rate)")
         if keep_running:
             last = r.xrevrange(f"{prefix}:recs", count=1)
             user = json.loads(last[0][1][b"payload"])["user_id"] if last else "42"

@@ -55,3 +55,21 @@ def serve(port: int) -> None:
     """Expose /metrics on ``port`` (0 disables it)."""
     if port:
         start_http_server(port)
+
+
+def scrape_totals(port: int, host: str = "127.0.0.1") -> dict[str, float]:
+    """Read a process's /metrics: each sample name summed over its labels (empty if nothing answers)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
