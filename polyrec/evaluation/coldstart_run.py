@@ -22,13 +22,13 @@ from polyrec.evaluation.coldstart import (ColdStartMF, ItemTexts, ProjectionSett
                                           top1_hits)
 from polyrec.evaluation.protocol import Replay, run_prequential
 from polyrec.evaluation.run import MAPPING, movielens_replay
-from polyrec.evaluation.tuning import _grid
+from polyrec.evaluation.tuning import grid
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig
 from polyrec.movielens import Movie, load_movies
 from polyrec.movielens_i18n import LANGUAGES, bilingual_pairs, render
 
-GRID = _grid(alpha=(0.3, 3.0, 30.0), min_count=(3, 10), refit_every=(250, 2000))
+GRID = grid(alpha=(0.3, 3.0, 30.0), min_count=(3, 10), refit_every=(250, 2000))
 # Real translations in a language the encoder was trained on, Latin script (the romanised ones are not).
 TRANSLATED = ("de", "es", "fr", "it", "pl", "pt", "sv")
 ENCODE_CHUNK = 256
@@ -94,10 +94,6 @@ def alignment(encoder, movies: dict[str, Movie], advance: Callable[[int], None])
                                       "top1_other_to_en": float(to_en[lang == l].mean())}
                              for l in np.unique(lang)},
             "misses_en_to_other": [list(p) for p, hit in zip(pairs, to_other) if not hit]}
-
-
-def _check(value: float, needs: float) -> dict:
-    return {"value": value, "needs": needs, "pass": bool(value >= needs)}
 
 
 def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] = LANGUAGES, frac: float = 0.2,
@@ -176,11 +172,11 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
         "per_language": per_language,
         "alignment": aligned,
         "acceptance": {
-            **{f"projection-{lang} / random-init recall@10": _check(per_language[lang]["ratio_to_random"], 2.0)
+            **{f"projection-{lang} / random-init recall@10": report.check(per_language[lang]["ratio_to_random"], 2.0)
                for lang in languages},
-            **{f"overlap@10 {lang} vs en": _check(v, 0.8) for lang, v in overlap.items()},
-            "alignment top-1 en -> other": _check(aligned["top1_en_to_other"], 0.8),
-            "alignment top-1 other -> en": _check(aligned["top1_other_to_en"], 0.8),
+            **{f"overlap@10 {lang} vs en": report.check(v, 0.8) for lang, v in overlap.items()},
+            "alignment top-1 en -> other": report.check(aligned["top1_en_to_other"], 0.8),
+            "alignment top-1 other -> en": report.check(aligned["top1_other_to_en"], 0.8),
         },
         "elapsed_s": round(time.perf_counter() - started, 1),
     }

@@ -17,6 +17,11 @@ def moving_average(x: np.ndarray, window: int) -> np.ndarray:
     return (c[1:] - c[np.arange(1, len(x) + 1) - n]) / n
 
 
+def check(value: float, needs: float) -> dict:
+    """One acceptance line of a result JSON: the value, the bound it must reach, and whether it does."""
+    return {"value": value, "needs": needs, "pass": bool(value >= needs)}
+
+
 def write_json(result: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, sort_keys=False) + "\n")

@@ -37,10 +37,6 @@ def _models(tuned: dict[str, dict], dim: int) -> list:
     ]
 
 
-def _check(value: float, needs: float) -> dict:
-    return {"value": value, "needs": needs, "pass": bool(value >= needs)}
-
-
 def run(out_dir: Path, *, dim: int = 32, warmup_frac: float = 0.1, sweep: tuple[int, ...] = (1, 10, 100),
         limit: int | None = None, repeats: int = 3) -> dict:
     """Run the whole evaluation; write ``prequential.json`` and ``prequential.png`` in ``out_dir``."""
@@ -65,6 +61,7 @@ def run(out_dir: Path, *, dim: int = 32, warmup_frac: float = 0.1, sweep: tuple[
     main = runs[sweep[0]]
     models = {r.name: r.summary() for r in main}
     pr = models["polyrec"]["recall@10"]
+    to_river = tp["ratio_to_river_learn_one"]
     result = {
         "dataset": {"name": "MovieLens-100K (recbole 1.2.1 wheel)", "events": len(replay),
                     "mapping": MAPPING, "weights": DEFAULT_WEIGHTS,
@@ -78,12 +75,12 @@ def run(out_dir: Path, *, dim: int = 32, warmup_frac: float = 0.1, sweep: tuple[
         "batch_size_sweep": {str(b): {r.name: r.summary()["recall@10"] for r in rs} for b, rs in runs.items()},
         "throughput": tp,
         "acceptance": {
-            "polyrec / popularity recall@10": _check(pr / models["popularity"]["recall@10"], 1.2),
-            "polyrec / popularity-recent recall@10": _check(pr / models["popularity-recent"]["recall@10"], 1.2),
-            "polyrec / river-biasedmf recall@10": _check(pr / models["river-biasedmf"]["recall@10"], 1.2),
-            "polyrec / implicit-als recall@10": _check(pr / models["implicit-als"]["recall@10"], 0.9),
-            "polyrec learn_many / river learn_one": _check(tp["ratio_to_river_learn_one"]["polyrec_learn_many"], 5.0),
-            "polyrec learn + top-10 / river learn_one": _check(tp["ratio_to_river_learn_one"]["polyrec_learn_and_top10"], 2.0),
+            "polyrec / popularity recall@10": report.check(pr / models["popularity"]["recall@10"], 1.2),
+            "polyrec / popularity-recent recall@10": report.check(pr / models["popularity-recent"]["recall@10"], 1.2),
+            "polyrec / river-biasedmf recall@10": report.check(pr / models["river-biasedmf"]["recall@10"], 1.2),
+            "polyrec / implicit-als recall@10": report.check(pr / models["implicit-als"]["recall@10"], 0.9),
+            "polyrec learn_many / river learn_one": report.check(to_river["polyrec_learn_many"], 5.0),
+            "polyrec learn + top-10 / river learn_one": report.check(to_river["polyrec_learn_and_top10"], 2.0),
         },
         "elapsed_s": round(time.perf_counter() - started, 1),
     }

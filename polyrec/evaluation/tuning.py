@@ -18,7 +18,8 @@ class Candidate:
     build: Callable[[str], Recommender]  # name -> fresh model
 
 
-def _grid(**axes: tuple) -> list[dict]:
+def grid(**axes: tuple) -> list[dict]:
+    """Every combination of the axes' values, as keyword dicts."""
     keys = list(axes)
     return [dict(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]
 
@@ -26,13 +27,13 @@ def _grid(**axes: tuple) -> list[dict]:
 def candidates(dim: int) -> list[Candidate]:
     """The grids searched for each model family (all at the same factor dimension)."""
     out = [Candidate("polyrec", p, lambda name, p=p: PolyrecMF(MFConfig(dim=dim, **p), name=name))
-           for p in _grid(user_lr=(0.05, 0.15, 0.5), item_lr=(0.02, 0.05, 0.1), reg=(0.01, 0.03))]
+           for p in grid(user_lr=(0.05, 0.15, 0.5), item_lr=(0.02, 0.05, 0.1), reg=(0.01, 0.03))]
     out += [Candidate("implicit-als", p, lambda name, p=p: ImplicitALS(name=name, **p))
-            for p in _grid(factors=(dim, 2 * dim), regularization=(0.1, 1.0), alpha=(1.0, 10.0))]
+            for p in grid(factors=(dim, 2 * dim), regularization=(0.1, 1.0), alpha=(1.0, 10.0))]
     out += [Candidate("river-biasedmf", p, lambda name, p=p: _river(name, dim, **p))
-            for p in _grid(lr=(0.005, 0.02, 0.05))]
+            for p in grid(lr=(0.005, 0.02, 0.05))]
     out += [Candidate("popularity-recent", p, lambda name, p=p: Popularity(name=name, **p))
-            for p in _grid(window=(1000, 2000, 5000))]
+            for p in grid(window=(1000, 2000, 5000))]
     return out
 
 
