@@ -11,8 +11,9 @@ broker), each contender consumes everything with a fresh consumer group:
 The no-op agent and ``polyrec`` run on the worker's default loop (``POLYREC_EVENT_LOOP``, uvloop).
 
 Rates are measured between 10% and 90% of the events (ramp-up and tail excluded), and over the
-same span each Faust process's CPU use (``process_cpu_seconds_total``, all threads) and mean
-micro-batch size; each contender runs ``--repeats`` times and the median is reported, with ratios between them. Then
+same span each Faust process's CPU use (``process_cpu_seconds_total``, all threads), mean
+micro-batch size and (workers) item-factor records written per event; each contender runs
+``--repeats`` times and the median is reported, with ratios between them. Then
 freshness: events produced at a fixed rate, with ``ts`` = send time; each event's delay runs to
 the first write of its user's recommendations that had learned it (``polyrec/freshness.py``),
 p50/p99 over all events. Writes results/stream_bench.json and prints a table.
@@ -93,7 +94,9 @@ def _rate_from_counter(port: int, n: int, proc: subprocess.Popen, timeout: float
             batches = d.get("polyrec_batch_size_events_count", 0.0)
             return d["polyrec_events_total"] / (now - t0), {
                 "cpu_cores": d.get("process_cpu_seconds_total", float("nan")) / (now - t0),
-                "batch_events": d["polyrec_batch_size_events_sum"] / batches if batches else None}
+                "batch_events": d["polyrec_batch_size_events_sum"] / batches if batches else None,
+                "item_records_per_event": (d["polyrec_item_records_written_total"] / d["polyrec_events_total"]
+                                           if "polyrec_item_records_written_total" in d else None)}
         time.sleep(0.25)  # each scrape costs the contender CPU: poll gently
     raise TimeoutError(f"only {_events_total(port):.0f} of {n} events within {timeout:.0f} s")
 
@@ -267,6 +270,10 @@ def main() -> None:
         table.add_row(name, f"{v:,.0f}", f"{v / med['noop_faust']:.2f}", f"{v / med['raw_aiokafka']:.3f}", *cpu)
     console = Console(width=max(Console().width, 110))
     console.print(table)
+    records = {k: float(np.median([st["item_records_per_event"] for st in v]))
+               for k, v in stats.items() if all(st.get("item_records_per_event") is not None for st in v)}
+    console.print("item-factor records written per event (median): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in records.items()))
     console.print(f"freshness at {fresh['rate_events_per_s']:,.0f} events/s for {fresh['seconds']:.0f} s: "
                   f"p50 {fresh['p50_ms']:.0f} ms, p99 {fresh['p99_ms']:.0f} ms over {fresh['events']:,} events "
                   f"({fresh['events_without_update']} without an update; produced at "

@@ -55,7 +55,9 @@ class Settings:
                                   "(part of every event's freshness).")
     commit_interval_s: float = _env("POLYREC_COMMIT_INTERVAL_S", 1.0,
                                     "How often consumed offsets are committed, seconds (replays after a crash "
-                                    "are skipped, so this bounds re-reading, not correctness).")
+                                    "are skipped, so this bounds re-reading, not correctness). Item contributions "
+                                    "are written just before each commit, so it is also how far other workers lag "
+                                    "behind a partition's item updates; longer intervals write fewer item records.")
     event_loop: str = _env("POLYREC_EVENT_LOOP", "uvloop",
                            "Worker event loop: uvloop (faster; falls back to asyncio where it is not installed) "
                            "or asyncio.")

@@ -169,6 +169,10 @@ class OnlineMF:
         pool = min(c.n_negatives * len(u), c.negative_pool)
         j = self._rng.integers(0, len(self.items), size=pool)
         pu, qi, qj = self._p[u], self._q[i], self._q[j]  # (B,k) (B,k) (P,k)
+        if item_mask is not None and item_mask.all():
+            item_mask = None  # the common case: nothing to leave out, one gradient pass
+        if user_mask is not None and user_mask.all():
+            user_mask = None
         if item_mask is None:
             g = batch_gradients(c, pu, qi, qj, self._b[i], self._b[j], w, c.n_negatives / pool)
         else:  # events without their item side push no negatives either

@@ -16,13 +16,14 @@ from dataclasses import asdict
 import faust
 import faust.streams as faust_streams
 import redis.asyncio as aioredis
+from faust.exceptions import ConsumerNotStarted
 
 from encoders.artifacts import resolve_onnx_path
 from encoders.onnx_encoder import OnnxEncoder
 from polyrec import __version__
 from polyrec.config import Settings
 from polyrec.mf import MFConfig
-from stream import metrics
+from stream import commits, metrics
 from stream.faust_process import drop_monitor, quiet_worker, use_event_loop
 from stream.fetch_wait import install_fetch_max_wait
 from stream.items import ItemPipeline
@@ -129,6 +130,14 @@ def build_app(settings: Settings) -> faust.App:
         async def close_encoder(app: faust.App, **kwargs: object) -> None:
             item_pipeline.encoder.close()
 
+    commits.install(app, settings.events_topic, pipeline.flush_items)
+
+    @app.on_partitions_revoked.connect
+    async def hand_over(app: faust.App, revoked: set, **kwargs: object) -> None:
+        """Before a partition's next owner starts: its contributions written, users reloaded later."""
+        await pipeline.flush_items({tp.partition for tp in revoked if tp.topic == settings.events_topic})
+        model.forget_loaded_users()
+
     drop_monitor(app)
 
     @app.task
@@ -157,9 +166,11 @@ def build_app(settings: Settings) -> faust.App:
     @app.page("/polyrec/ready")
     async def ready(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         ok = is_ready()
-        return web.json({"ready": ok, "assigned": sorted(tp.partition for tp in app.consumer.assignment()
-                                                         if tp.topic == settings.events_topic)},
-                        status=200 if ok else 503)
+        try:
+            assigned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == settings.events_topic)
+        except ConsumerNotStarted:  # the web server answers before the consumer thread is up
+            ok, assigned = False, []
+        return web.json({"ready": ok, "assigned": assigned}, status=200 if ok else 503)
 
     @app.page("/polyrec/users/{user_id}")
     async def user_state(web: faust.web.View, request: faust.web.Request, user_id: str) -> faust.web.Response:

@@ -28,6 +28,8 @@ USERS = Gauge("polyrec_users_known", "Users with state on this worker.")
 ITEMS = Gauge("polyrec_items_known", "Items known to this worker (all partitions).")
 ITEM_RECORDS = Counter("polyrec_item_records_total", "Item-factor records read from the shared topic, "
                        "by outcome (applied, stale).", ["outcome"])
+ITEM_RECORDS_WRITTEN = Counter("polyrec_item_records_written_total", "Item-factor records this worker wrote: "
+                               "one per item its partitions touched since the previous commit.")
 LAG = Gauge("polyrec_consumer_lag_records", "Records between the consumer position and the end of a partition.",
             ["topic", "partition"])
 ENCODER_SECONDS = Histogram("polyrec_encoder_batch_duration_seconds", "One encoder batch (tokenise + ONNX run).",

@@ -1,30 +1,34 @@
 """One micro-batch of one ``events`` partition, start to finish.
 
-The batch's item records and user records are sent together and all acknowledged by the broker
-(and the recommendations written to Redis, concurrently) before the agent returns; only then does
-Faust acknowledge, and later commit, the batch's offsets. Their relative order does not matter:
-each user state and each item contribution carries the offset it is complete to, so a replay
-applies exactly the side that was lost (see stream/state.py).
+The batch's user records are sent and acknowledged by the broker (and the recommendations written
+to Redis, concurrently) before the agent returns; only then does Faust acknowledge the batch's
+offsets. Item contributions are not sent per batch: ``flush_items`` writes one record per item
+touched since the last flush, and Faust calls it (stream/commits.py) before it commits a
+partition's offsets, so a popular item costs one record per commit interval instead of one per
+batch. Their relative order does not matter: each user state and each item contribution carries
+the offset it is complete to, so a replay applies exactly the side that was lost (see
+stream/state.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from stream import metrics
-from stream.records import Rejected, parse_event
+from stream.records import Rejected, compact_json, parse_event
 from stream.recs import RecsPublisher, payload
 from stream.state import UserState, WorkerModel
 
 log = logging.getLogger(__name__)
+
+FLUSH_CHUNK = 100  # item records encoded and queued between two yields to the event loop
 
 # (topic, key, value, partition, headers) -> a future that resolves on the broker's ack.
 # In the worker this is Faust's own producer (``app.producer.send``), lifecycle and all; the
@@ -33,7 +37,7 @@ Produce = Callable[[str, bytes | None, bytes | None, int | None, list | None], A
 
 
 def encode_json(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+    return compact_json(obj).encode()
 
 
 def dlq_headers(reason: str, detail: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
@@ -110,9 +114,7 @@ class EventPipeline:
         weights = np.array([self.weights[e.event] for e in events], np.float32)
         result = self.model.process(partition, users, [e.item_id for e in events], weights, offsets,
                                     np.array([e.ts_ms for e in events]), states)
-        # durability order: item contributions, then user states (both acknowledged by the broker)
-        sends = [self.produce(self.topics["items"], rec.key.encode(), encode_json(rec.to_json()), None, rec.headers())
-                 for rec in result.items]
+        sends = []
         for user, st in result.users.items():
             value = st.to_json()
             self.users_store(last, user, value)
@@ -130,6 +132,24 @@ class EventPipeline:
             self.loss.update(result.loss)
         metrics.USERS.set(len(self.model.mf.users))
         metrics.ITEMS.set(len(self.model.mf.items))
+
+    async def flush_items(self, partitions: Iterable[int] | None = None) -> None:
+        """Write the item contributions of ``partitions`` (default: all) learned since the last
+        flush and wait for the broker's acknowledgements. If that fails they stay pending, and
+        this raises (so a commit waiting on it does not happen)."""
+        records = self.model.take_item_records(partitions)
+        try:
+            acks = []
+            for start in range(0, len(records), FLUSH_CHUNK):
+                for rec in records[start:start + FLUSH_CHUNK]:
+                    acks.append(await self.produce(self.topics["items"], rec.key.encode(), encode_json(rec.to_json()),
+                                                   None, rec.headers()))
+                await asyncio.sleep(0)  # let micro-batches run between chunks: a flush is no stall
+            await asyncio.gather(*acks)
+        except BaseException:
+            self.model.keep_unsent(records)
+            raise
+        metrics.ITEM_RECORDS_WRITTEN.inc(len(records))
 
     async def _publish(self, payloads: list[dict]) -> None:
         for attempt in range(self.redis_retries):

@@ -17,6 +17,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from stream.records import compact_json
+
 
 def recs_key(prefix: str, user_id: str) -> str:
     return f"{prefix}:recs:{user_id}"
@@ -53,7 +55,7 @@ class RecsPublisher:
         now_ms = time.time() * 1000.0
         for p in payloads:
             p["updated_at"] = now_ms
-            body = json.dumps(p, separators=(",", ":"))
+            body = compact_json(p)
             pipe.set(recs_key(self.prefix, p["user_id"]), body, ex=self.ttl_s)
             pipe.xadd(stream, {"user_id": p["user_id"], "payload": body}, maxlen=self.maxlen, approximate=True)
         await pipe.execute()

@@ -13,15 +13,18 @@ Ownership (docs/architecture.md has the full argument):
   complete. Every worker reads all of them and so scores against the same item vectors.
 
 Exactly-once effect: an event at offset ``o`` of partition ``p`` is applied to its user only
-if ``o > user.offset``, and to its item only if ``o > C[p][item].offset``. A batch's user and
-item records are durable before its offsets are committed; if a crash keeps one side and loses
-the other, the replay re-applies only the lost side. (The negatives an interrupted batch pushed
-are re-drawn on replay: sampling is random either way.)
+if ``o > user.offset``, and to its item only if ``o > C[p][item].offset``. User records are
+written every batch; item contributions are coalesced (``take_item_records``: one record per item
+touched since the last write) and written before Faust commits the offsets they cover
+(stream/commits.py). Both are durable before their offsets are committed; if a crash keeps one
+side and loses the other, the replay re-applies only the lost side. (The negatives an interrupted
+batch pushed are re-drawn on replay: sampling is random either way.)
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,7 +100,6 @@ class ItemRecord:
 @dataclass
 class BatchResult:
     users: dict[str, UserState]  # states to persist (users whose state changed)
-    items: list[ItemRecord]  # contributions to persist
     recs: list[tuple[str, list[str], list[float], float]]  # (user, items, scores, latest event ts)
     applied_user: int
     applied_item: int
@@ -113,12 +115,14 @@ class _Contributions:
     """``C[p][item]`` of one partition for every item row, with the offset each is complete to.
 
     Dense (rows x (dim+1) float32): memory is partitions x items x (dim+1) x 4 bytes per worker.
+    ``unsent`` marks the rows learned since their record was last handed out for writing.
     """
 
     def __init__(self, dim: int) -> None:
         self.vectors = np.zeros((64, dim + 1), np.float32)
         self.offsets = np.full(64, -1, np.int64)
         self.counts = np.zeros(64, np.int64)
+        self.unsent = np.zeros(64, bool)
 
     def _fit(self, n: int) -> None:
         if n > len(self.offsets):
@@ -126,6 +130,7 @@ class _Contributions:
             self.vectors = np.pad(self.vectors, ((0, size - len(self.vectors)), (0, 0)))
             self.offsets = np.pad(self.offsets, (0, size - len(self.offsets)), constant_values=-1)
             self.counts = np.pad(self.counts, (0, size - len(self.counts)))
+            self.unsent = np.pad(self.unsent, (0, size - len(self.unsent)))
 
     def offset_of(self, rows: np.ndarray) -> np.ndarray:
         if len(rows):
@@ -149,6 +154,7 @@ class WorkerModel:
         self._contrib: dict[int, _Contributions] = {}
         self._text_base: dict[int, np.ndarray] = {}
         self.embeddings: dict[str, np.ndarray] = {}  # item id -> text embedding (text records)
+        self._loaded: dict[str, int] = {}  # user id -> offset of the table state its local row holds
 
     # -- items ---------------------------------------------------------------------------
     def item_vector(self, item_id: str) -> np.ndarray:
@@ -177,6 +183,26 @@ class WorkerModel:
         self._shift(row, rec.vector - part.vectors[row])
         part.vectors[row], part.offsets[row], part.counts[row] = rec.vector, rec.offset, rec.count
         return True
+
+    def take_item_records(self, partitions: Iterable[int] | None = None) -> list[ItemRecord]:
+        """The contributions of ``partitions`` (default: all) learned since they were last taken,
+        one record per item with its whole ``C[p][item]``; they count as sent from now on."""
+        records = []
+        for p in self._contrib if partitions is None else partitions:
+            part = self._contrib.get(p)
+            if part is None:
+                continue
+            rows = np.flatnonzero(part.unsent)
+            part.unsent[rows] = False
+            source = f"p{p}"
+            records += [ItemRecord(item, source, vec, int(o), count=int(n)) for item, vec, o, n in zip(
+                self.mf.items.id_at(rows), part.vectors[rows], part.offsets[rows].tolist(), part.counts[rows])]
+        return records
+
+    def keep_unsent(self, records: Iterable[ItemRecord]) -> None:
+        """Put taken records back to pending (their write failed)."""
+        for rec in records:
+            self._partition(_partition(rec.source)).unsent[self.mf.items.row(rec.item_id)] = True
 
     def item_counts(self) -> np.ndarray:
         """Events seen per item row, summed over every partition's contribution."""
@@ -216,12 +242,20 @@ class WorkerModel:
                 self.mf.user_accum[row] = 0.0
                 self.history.set(row, [])
                 offsets[user] = -1
+            elif self._loaded.get(user) == st.offset:  # the row already holds this state
+                offsets[user] = st.offset
             else:
                 self.mf.user_factors[row] = st.factors
                 self.mf.user_accum[row] = st.accum
                 self.history.set(row, self.mf.add_items(st.history).tolist())
-                offsets[user] = st.offset
+                offsets[user] = self._loaded[user] = st.offset
         return offsets
+
+    def forget_loaded_users(self) -> None:
+        """Reload every user from the table next time (call when partitions move: while a worker
+        owns a partition only it writes those users' states, so an unchanged offset means an
+        unchanged state; after a hand-over another worker may have replayed the same offsets)."""
+        self._loaded.clear()
 
     def user_state(self, user_id: str, offset: int) -> UserState:
         row = self.mf.users.rows([user_id])[0]
@@ -241,7 +275,7 @@ class WorkerModel:
         applied = np.array([applied_offset[x] for x in self.mf.users.id_at(distinct_rows)], np.int64)
         user_mask = offsets > applied[inverse]
         item_mask = offsets > part.offset_of(i)
-        loss, result_items = 0.0, []
+        loss = 0.0
         if user_mask.any() or item_mask.any():
             upd = self.mf.learn_rows(u, i, np.asarray(weights, np.float32), user_mask, item_mask)
             loss = upd.loss
@@ -251,21 +285,20 @@ class WorkerModel:
             part.vectors[rows] += np.column_stack([upd.item_delta, upd.bias_delta])
             part.offsets[rows] = last
             np.add.at(part.counts, i[item_mask], 1)
-            source, ids = f"p{partition}", self.mf.items.id_at(rows)
-            result_items = [ItemRecord(item, source, vec, last, count=int(n))
-                            for item, vec, n in zip(ids, part.vectors[rows], part.counts[rows])]
+            part.unsent[rows] = True
             self.history.add(u[user_mask], i[user_mask])
         # events of one user are in offset order: the last one is new iff any of them is
         last_offset = dict(zip(users, offsets.tolist()))
         new_users = {x for x, m in zip(users, user_mask.tolist()) if m}
         changed = {x: self.user_state(x, last_offset[x]) for x in new_users}
+        self._loaded.update((x, st.offset) for x, st in changed.items())
         top, scores = recommend_rows(self.mf, self.history, self.mf.users.rows(distinct), self.k)
         latest = {x: t for x, t in zip(users, ts_ms.tolist())}
         recs = []
         for user, idx, sc in zip(distinct, top, scores):
             keep = idx >= 0
             recs.append((user, self.mf.items.id_at(idx[keep]), sc[keep].tolist(), latest[user]))
-        return BatchResult(changed, result_items, recs, int(user_mask.sum()), int(item_mask.sum()),
+        return BatchResult(changed, recs, int(user_mask.sum()), int(item_mask.sum()),
                            ~user_mask & ~item_mask, loss)
 
 

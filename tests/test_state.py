@@ -26,10 +26,11 @@ def test_exact_replay_changes_nothing():
     w = _worker()
     u, i, wt, off, ts = _batch()
     first = w.process(0, u, i, wt, off, ts, {})
+    assert w.take_item_records()
     items_after = w.mf.item_factors.copy()
     again = w.process(0, u, i, wt, off, ts, dict(first.users))
     assert again.duplicates == len(u) and again.applied_user == 0 and again.applied_item == 0
-    assert again.users == {} and again.items == []
+    assert again.users == {} and w.take_item_records() == []
     np.testing.assert_array_equal(w.mf.item_factors, items_after)
     for user, st in first.users.items():
         np.testing.assert_array_equal(w.user_state(user, st.offset).factors, st.factors)
@@ -38,10 +39,10 @@ def test_exact_replay_changes_nothing():
 def test_replay_after_lost_user_writes_applies_only_the_user_side():
     a = _worker()
     u, i, wt, off, ts = _batch()
-    res = a.process(0, u, i, wt, off, ts, {})
+    a.process(0, u, i, wt, off, ts, {})
     # a new owner of partition 0 saw the item records (durable) but none of the user records
     b = _worker()
-    for rec in res.items:
+    for rec in a.take_item_records():
         b.apply_item_record(rec)
     np.testing.assert_allclose(b.mf.item_factors, a.mf.item_factors, atol=1e-6)
     again = b.process(0, u, i, wt, off, ts, {})
@@ -63,14 +64,15 @@ def test_partial_batch_resumes_where_each_piece_stopped():
 
 def test_two_partitions_on_two_workers_see_the_same_item_vectors():
     a, b = _worker(), _worker()
-    ra = a.process(0, *_batch_states(_batch(seed=1, start=0)))
-    rb = b.process(1, *_batch_states(_batch(seed=2, start=0)))
-    for rec in rb.items:
+    a.process(0, *_batch_states(_batch(seed=1, start=0)))
+    b.process(1, *_batch_states(_batch(seed=2, start=0)))
+    ra, rb = a.take_item_records(), b.take_item_records()
+    for rec in rb:
         a.apply_item_record(rec)
-    for rec in ra.items:
+    for rec in ra:
         b.apply_item_record(rec)
     # echoes of a worker's own records are ignored
-    for rec in ra.items:
+    for rec in ra:
         assert a.apply_item_record(rec) is False
     np.testing.assert_allclose(a.mf.item_factors, b.mf.item_factors, atol=1e-6)
     np.testing.assert_allclose(a.mf.item_bias, b.mf.item_bias, atol=1e-6)
@@ -79,7 +81,7 @@ def test_two_partitions_on_two_workers_see_the_same_item_vectors():
     np.testing.assert_array_equal(a.item_counts(), expected)
     np.testing.assert_array_equal(b.item_counts()[b.mf.items.rows(a.mf.items.ids)], expected)
     # and an item learned only in partition 1 moved on worker a too
-    only_b = {r.item_id for r in rb.items} - {r.item_id for r in ra.items}
+    only_b = {r.item_id for r in rb} - {r.item_id for r in ra}
     fresh = _worker()
     for item in only_b:
         assert not np.allclose(a.item_vector(item), fresh.item_vector(item))
@@ -92,8 +94,8 @@ def _batch_states(batch):
 
 def test_text_base_replaces_the_random_start_and_keeps_learned_contributions():
     w = _worker()
-    res = w.process(0, *_batch_states(_batch()))
-    item = res.items[0].item_id
+    w.process(0, *_batch_states(_batch()))
+    item = w.take_item_records()[0].item_id
     learned = w.item_vector(item) - _worker().item_vector(item)
     text = np.linspace(-1, 1, CFG.dim + 1).astype(np.float32)
     w.apply_item_record(ItemRecord(item, TEXT_SOURCE, text, 0, embedding=np.ones(4, np.float32)))
@@ -137,16 +139,92 @@ def test_replay_after_lost_item_writes_applies_only_the_item_side():
     assert again.users == {}  # user states were already complete
     for user, st in res.users.items():
         np.testing.assert_array_equal(b.user_state(user, st.offset).factors, st.factors)
-    assert {r.item_id for r in again.items} >= set(i)
+    assert {r.item_id for r in b.take_item_records()} >= set(i)
 
 
 def test_knows_spots_echoes_of_records_already_applied():
     w = _worker()
     u, i, wt, off, ts = _batch(n=10, start=100)
-    result = w.process(0, u, i, wt, off, ts, {})
-    rec = result.items[0]
+    w.process(0, u, i, wt, off, ts, {})
+    rec = w.take_item_records()[0]
     assert w.knows("p0", rec.offset, rec.item_id)  # our own record coming back
     assert not w.knows("p0", rec.offset + 1, rec.item_id)  # a newer one (a later owner of p0)
     assert not w.knows("p1", 1, rec.item_id)  # another partition's contribution
     assert not w.knows(TEXT_SOURCE, 0, rec.item_id)  # text records are always applied
     assert not w.knows("p0", 0, "never-seen")
+
+
+def _run(w, table, batches, forget_each_time):
+    """Feed batches through ``w`` with ``table`` as the users table, as the pipeline does."""
+    out = []
+    for u, i, wt, off, ts in batches:
+        if forget_each_time:
+            w.forget_loaded_users()
+        res = w.process(0, u, i, wt, off, ts, {x: table.get(x) for x in set(u)})
+        table.update(res.users)
+        out.append((res, w.take_item_records()))
+    return out
+
+
+def test_skipping_the_reload_of_unchanged_users_changes_no_result():
+    batches = [_batch(start=40 * n, seed=n) for n in range(6)]
+    cached, table_c = _worker(), {}
+    reloaded, table_r = _worker(), {}
+    for (a, items_a), (b, items_b) in zip(_run(cached, table_c, batches, False),
+                                          _run(reloaded, table_r, batches, True)):
+        assert [r.vector.tolist() for r in items_a] == [r.vector.tolist() for r in items_b]
+        assert a.recs == b.recs
+    for user in table_c:
+        np.testing.assert_array_equal(table_c[user].factors, table_r[user].factors)
+        assert table_c[user].history == table_r[user].history
+
+
+def test_a_state_from_the_table_replaces_the_row_when_its_offset_differs_or_after_a_hand_over():
+    w = _worker()
+    u, i, wt, off, ts = _batch()
+    first = w.process(0, u, i, wt, off, ts, {})
+    user, st = next(iter(first.users.items()))
+    other = UserState(np.full(CFG.dim, 0.5, np.float32), st.accum, ["i1"], st.offset)
+    # same offset as the row's own state: the row is trusted while this worker owns the partition
+    w.process(0, [user], ["i2"], np.ones(1, np.float32), np.array([st.offset]), np.zeros(1), {user: other})
+    assert w.user_state(user, st.offset).history != ["i1"]
+    # after partitions moved, the table wins even at the same offset (another owner replayed it)
+    w.forget_loaded_users()
+    w.process(0, [user], ["i2"], np.ones(1, np.float32), np.array([st.offset]), np.zeros(1), {user: other})
+    np.testing.assert_array_equal(w.user_state(user, st.offset).factors, other.factors)
+    assert w.user_state(user, st.offset).history == ["i1"]
+    # a different offset always reloads
+    newer = UserState(np.full(CFG.dim, -0.5, np.float32), st.accum, ["i3"], st.offset + 1000)
+    w.process(0, [user], ["i2"], np.ones(1, np.float32), np.array([st.offset + 1000]), np.zeros(1), {user: newer})
+    np.testing.assert_array_equal(w.user_state(user, newer.offset).factors, newer.factors)
+
+
+def test_item_contributions_are_coalesced_until_taken():
+    w = _worker()
+    b1, b2 = _batch(n=30, seed=1, start=0), _batch(n=30, seed=2, start=30)
+    w.process(0, *_batch_states(b1))
+    w.process(0, *_batch_states(b2))
+    records = w.take_item_records()
+    assert len(records) == len({r.item_id for r in records})  # one record per item
+    assert set(b1[1]) | set(b2[1]) <= {r.item_id for r in records}
+    # each carries its whole contribution: applied on a fresh worker, the item vectors agree
+    fresh = _worker()
+    for rec in records:
+        fresh.apply_item_record(rec)
+    np.testing.assert_allclose(fresh.mf.item_factors, w.mf.item_factors, atol=1e-6)
+    # and the offset of the last batch that touched the item (as a positive or a sampled negative)
+    for rec in records:
+        assert rec.offset in (29, 59)
+        if rec.item_id in b2[1]:
+            assert rec.offset == 59
+    assert w.take_item_records() == []
+    w.keep_unsent(records[:3])  # a failed write puts them back
+    assert [r.item_id for r in w.take_item_records()] == [r.item_id for r in records[:3]]
+
+
+def test_take_item_records_by_partition():
+    w = _worker()
+    w.process(0, *_batch_states(_batch(seed=1)))
+    w.process(1, *_batch_states(_batch(seed=2)))
+    assert {r.source for r in w.take_item_records([1])} == {"p1"}
+    assert {r.source for r in w.take_item_records()} == {"p0"}
