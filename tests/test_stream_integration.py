@@ -115,6 +115,25 @@ def test_user_state_survives_a_restart(broker, tmp_path, workers, redis_client, 
              what="item counts: every event exactly once")
 
 
+def test_pending_item_contributions_are_written_when_partitions_move(broker, tmp_path, workers, redis_client):
+    # no periodic commit during the test: only a hand-over can write the contributions
+    env = worker_env(broker, tmp_path, POLYREC_COMMIT_INTERVAL_S="300")
+    a = workers.new(env)
+    a.wait_ready()
+    things = [f"gadget{n % 7}" for n in range(40)]
+    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(f"dana{n % 10}", t) for n, t in enumerate(things)]))
+    wait_for(lambda: metric_value(a.metrics(), "polyrec_events_total", outcome="applied") == len(things), 15,
+             what="all events applied")
+    time.sleep(1.0)
+    assert _durable_item_counts(broker, env) == Counter(), "contributions are coalesced until a commit or hand-over"
+    b = workers.new(env)  # joining moves partitions away from a
+    b.wait_ready(90)
+    wait_for(lambda: _durable_item_counts(broker, env) == Counter(things), 10,
+             what="every contribution written at the hand-over, each event counted once")
+    log = a.log.read_text()  # (Faust logs the cancelled actors of revoked partitions as crashes: expected)
+    assert "hand_over" not in log and "flush_items" not in log, "the hand-over flush failed"
+
+
 BAD = [
     (b"{not json", "malformed_json"),
     (b"[1, 2]", "malformed_json"),
