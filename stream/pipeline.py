@@ -78,6 +78,7 @@ class EventPipeline:
         self.redis_retries = redis_retries
         self.loss = metrics.LossTracker()
         self.positions: dict[int, int] = {}  # partition -> next offset to consume (for lag)
+        self._flushing = asyncio.Lock()
 
     async def process(self, events: Sequence[Any]) -> None:
         """Process Faust events of one partition, in offset order."""
@@ -133,23 +134,25 @@ class EventPipeline:
         metrics.USERS.set(len(self.model.mf.users))
         metrics.ITEMS.set(len(self.model.mf.items))
 
-    async def flush_items(self, partitions: Iterable[int] | None = None) -> None:
-        """Write the item contributions of ``partitions`` (default: all) learned since the last
-        flush and wait for the broker's acknowledgements. If that fails they stay pending, and
-        this raises (so a commit waiting on it does not happen)."""
-        records = self.model.take_item_records(partitions)
-        try:
-            acks = []
-            for start in range(0, len(records), FLUSH_CHUNK):
-                for rec in records[start:start + FLUSH_CHUNK]:
-                    acks.append(await self.produce(self.topics["items"], rec.key.encode(), encode_json(rec.to_json()),
-                                                   None, rec.headers()))
-                await asyncio.sleep(0)  # let micro-batches run between chunks: a flush is no stall
-            await asyncio.gather(*acks)
-        except BaseException:
-            self.model.keep_unsent(records)
-            raise
-        metrics.ITEM_RECORDS_WRITTEN.inc(len(records))
+    async def flush_items(self, partitions: Iterable[int]) -> None:
+        """Write the item contributions of ``partitions`` learned since the last flush and wait for
+        the broker's acknowledgements. If that fails they stay pending, and this raises (so a commit
+        waiting on it does not happen). One flush at a time (a commit and a revocation can overlap):
+        an older record of an item must never land after a newer one, or compaction keeps it."""
+        async with self._flushing:
+            records = self.model.take_item_records(partitions)
+            try:
+                acks = []
+                for start in range(0, len(records), FLUSH_CHUNK):
+                    for rec in records[start:start + FLUSH_CHUNK]:
+                        acks.append(await self.produce(self.topics["items"], rec.key.encode(),
+                                                       encode_json(rec.to_json()), None, rec.headers()))
+                    await asyncio.sleep(0)  # let micro-batches run between chunks: a flush is no stall
+                await asyncio.gather(*acks)
+            except BaseException:
+                self.model.keep_unsent(records)
+                raise
+            metrics.ITEM_RECORDS_WRITTEN.inc(len(records))
 
     async def _publish(self, payloads: list[dict]) -> None:
         for attempt in range(self.redis_retries):
