@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,6 +184,19 @@ def worker_env(bootstrap: str, tmp: Path, **extra: str) -> dict:
 
 def run(coro):
     return asyncio.run(coro)
+
+
+def durable_item_counts(bootstrap: str, env: dict) -> Counter:
+    """Events per item as the item-factor topic holds them: the latest contribution of each
+    partition (a compacted topic keeps only that), summed over partitions."""
+    latest = {}
+    for r in run(read_topic(bootstrap, f"{env['POLYREC_APP_ID']}-item-factors")):
+        latest[r.key] = json.loads(r.value)  # one key lives in one partition, read in offset order
+    counts = Counter()
+    for rec in latest.values():
+        if rec["source"] != "text":
+            counts[rec["item_id"]] += rec["n"]
+    return counts
 
 
 def two_workers(pool, env: dict, partitions: int = 4) -> tuple[list["Worker"], dict[int, "Worker"]]:

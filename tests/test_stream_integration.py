@@ -8,8 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from tests.support import (event, http_json, keys_in_partition, metric_value, produce, read_topic, run,
-                           two_workers, wait_for, worker_env)
+from tests.support import (durable_item_counts, event, http_json, keys_in_partition, metric_value, produce,
+                           read_topic, run, two_workers, wait_for, worker_env)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PARTITIONS = 4
@@ -18,19 +18,6 @@ PARTITIONS = 4
 def _recs(redis_client, env, user):
     raw = redis_client.get(f"{env['POLYREC_REDIS_PREFIX']}:recs:{user}")
     return None if raw is None else json.loads(raw)
-
-
-def _durable_item_counts(broker, env) -> Counter:
-    """Events per item as the item-factor topic holds them: the latest contribution of each
-    partition (a compacted topic keeps only that), summed over partitions."""
-    latest = {}
-    for r in run(read_topic(broker, f"{env['POLYREC_APP_ID']}-item-factors")):
-        latest[r.key] = json.loads(r.value)  # one key lives in one partition, read in offset order
-    counts = Counter()
-    for rec in latest.values():
-        if rec["source"] != "text":
-            counts[rec["item_id"]] += rec["n"]
-    return counts
 
 
 def test_events_in_recommendations_out(broker, tmp_path, workers, redis_client):
@@ -97,7 +84,7 @@ def test_user_state_survives_a_restart(broker, tmp_path, workers, redis_client, 
     time.sleep(3.5)  # past one commit interval, so the restart replays little
     w.stop(sig)
     # the item contributions were written before the offsets were committed, SIGKILL or not
-    assert _durable_item_counts(broker, env) == Counter(things)
+    assert durable_item_counts(broker, env) == Counter(things)
     w2 = workers.new(env)
     w2.wait_ready(90)
     for u in users:
@@ -111,7 +98,7 @@ def test_user_state_survives_a_restart(broker, tmp_path, workers, redis_client, 
     run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(u, "thing0") for u in users]))
     wait_for(lambda: metric_value(w2.metrics(), "polyrec_events_total", outcome="applied") == len(users), 15,
              what="the new events applied")
-    wait_for(lambda: _durable_item_counts(broker, env) == Counter(things) + Counter({"thing0": len(users)}), 10,
+    wait_for(lambda: durable_item_counts(broker, env) == Counter(things) + Counter({"thing0": len(users)}), 10,
              what="item counts: every event exactly once")
 
 
@@ -125,10 +112,10 @@ def test_pending_item_contributions_are_written_when_partitions_move(broker, tmp
     wait_for(lambda: metric_value(a.metrics(), "polyrec_events_total", outcome="applied") == len(things), 15,
              what="all events applied")
     time.sleep(1.0)
-    assert _durable_item_counts(broker, env) == Counter(), "contributions are coalesced until a commit or hand-over"
+    assert durable_item_counts(broker, env) == Counter(), "contributions are coalesced until a commit or hand-over"
     b = workers.new(env)  # joining moves partitions away from a
     b.wait_ready(90)
-    wait_for(lambda: _durable_item_counts(broker, env) == Counter(things), 10,
+    wait_for(lambda: durable_item_counts(broker, env) == Counter(things), 10,
              what="every contribution written at the hand-over, each event counted once")
     log = a.log.read_text()  # (Faust logs the cancelled actors of revoked partitions as crashes: expected)
     assert "hand_over" not in log and "flush_items" not in log, "the hand-over flush failed"
