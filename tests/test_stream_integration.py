@@ -54,7 +54,11 @@ def test_two_workers_four_partitions_share_item_factors(broker, tmp_path, worker
     fans = keys_in_partition("fan", 0, PARTITIONS, 40)
     run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(u, "blockbuster", "purchase") for u in fans]))
     wait_for(lambda: all(_recs(redis_client, env, u) for u in fans), 20, what="fans' recs")
-    time.sleep(1.0)  # let the item-factor records reach the other worker's replica
+    # item contributions are shared at each offset commit (every POLYREC_COMMIT_INTERVAL_S = 1 s): wait
+    # until the blockbuster's are in the item-factor topic, then let the other worker's replica read them
+    wait_for(lambda: durable_item_counts(broker, env)["blockbuster"] == len(fans), 10,
+             what="the blockbuster's contributions written")
+    time.sleep(0.5)
     # users of the other worker's partitions see it first, though no one there touched it
     others = [p for p in range(PARTITIONS) if owners[p] is not owners[0]]
     targets = [keys_in_partition("viewer", p, PARTITIONS, 1)[0] for p in others]
