@@ -124,9 +124,13 @@ def parse_ts(value: Any) -> float:
     if isinstance(value, bool):
         raise Rejected("invalid_timestamp", "ts must be epoch milliseconds or ISO-8601")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value):
+        try:
+            ts = float(value)
+        except OverflowError:  # an integer beyond any double (JSON integers have no size limit)
+            raise Rejected("non_finite_number", "ts is too large to be a number") from None
+        if not math.isfinite(ts):
             raise Rejected("non_finite_number", "ts is not finite")
-        return float(value)
+        return ts
     if isinstance(value, str):
         try:
             dt = datetime.fromisoformat(value.replace("Z", "+00:00"))

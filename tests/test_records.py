@@ -25,6 +25,7 @@ def test_a_valid_event_keeps_its_extra_fields_and_reads_iso_timestamps():
     (b'{"user_id": "u", "item_id": "x", "event": "click", "ts": 1, "a": {"b": [1, Infinity]}}', "non_finite_number"),
     (b'{"user_id": "u", "item_id": "x", "event": "click", "ts": 1e999}', "non_finite_number"),
     (b'{"user_id": "u", "item_id": "x", "event": "click", "ts": 1, "a": [-1e400]}', "non_finite_number"),
+    (b'{"user_id": "u", "item_id": "x", "event": "click", "ts": 1' + b"0" * 400 + b"}", "non_finite_number"),
     (b"{not json", "malformed_json"),
     (b"[1, 2]", "malformed_json"),
     (b"\xff\xfe", "malformed_json"),
