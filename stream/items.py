@@ -25,7 +25,7 @@ from encoders.onnx_encoder import OnnxEncoder
 from encoders.text import EmptyTextError, normalize_text
 from polyrec.projection import Projection, count_weights, fit_projection, mf_targets
 from stream import metrics
-from stream.pipeline import Produce, dead_letter, delivered, encode_json
+from stream.pipeline import Produce, dead_letter, delivered, send_item_record
 from stream.records import Item, Rejected, parse_item
 from stream.state import TEXT_SOURCE, ItemRecord, WorkerModel
 
@@ -93,8 +93,7 @@ class ItemPipeline:
                    for item_id, vec, emb, (ev, _, _) in zip(ids, vectors, embeddings, good)]
         for rec in records:
             self.model.apply_item_record(rec)
-        await delivered([self.produce(self.topics["items"], rec.key.encode(), encode_json(rec.to_json()), None,
-                                      rec.headers()) for rec in records])
+        await delivered([send_item_record(self.produce, self.topics["items"], rec) for rec in records])
         metrics.ITEMS.set(len(self.model.mf.items))
         log.info("encoded %d new items (%s)", len(records),
                  "random start: no projection yet" if projection is None

@@ -24,11 +24,11 @@ import numpy as np
 from stream import metrics
 from stream.records import Rejected, compact_json, parse_event
 from stream.recs import RecsPublisher, payload
-from stream.state import UserState, WorkerModel
+from stream.state import ItemRecord, UserState, WorkerModel
 
 log = logging.getLogger(__name__)
 
-FLUSH_CHUNK = 100  # item records encoded and queued between two yields to the event loop
+SEND_CHUNK = 100  # records encoded and queued between two yields to the event loop
 
 # (topic, key, value, partition, headers) -> a future that resolves on the broker's ack.
 # In the worker this is Faust's own producer (``app.producer.send``), lifecycle and all; the
@@ -48,9 +48,20 @@ def dlq_headers(reason: str, detail: str, topic: str, partition: int, offset: in
 
 
 async def delivered(sends: Sequence[Awaitable[Awaitable[Any]]]) -> None:
-    """Await a group of sends (queued in order), then all their broker acknowledgements."""
-    futures = [await send for send in sends]
+    """Await a group of sends (queued in order), then all their broker acknowledgements. Yields to
+    the event loop every ``SEND_CHUNK`` sends, so that a large group is no stall."""
+    futures = []
+    for n, send in enumerate(sends, 1):
+        futures.append(await send)
+        if n % SEND_CHUNK == 0:
+            await asyncio.sleep(0)
     await asyncio.gather(*futures)
+
+
+async def send_item_record(produce: Produce, topic: str, rec: ItemRecord) -> Awaitable[Any]:
+    """Queue one record of the item-factor topic (key, JSON value, skip-without-decoding headers);
+    return its acknowledgement. Encoding happens when awaited, inside ``delivered``'s chunks."""
+    return await produce(topic, rec.key.encode(), encode_json(rec.to_json()), None, rec.headers())
 
 
 async def dead_letter(produce: Produce, dlq_topic: str, rejected: Sequence[tuple[Any, Rejected]]) -> None:
@@ -142,13 +153,7 @@ class EventPipeline:
         async with self._flushing:
             records = self.model.take_item_records(partitions)
             try:
-                acks = []
-                for start in range(0, len(records), FLUSH_CHUNK):
-                    for rec in records[start:start + FLUSH_CHUNK]:
-                        acks.append(await self.produce(self.topics["items"], rec.key.encode(),
-                                                       encode_json(rec.to_json()), None, rec.headers()))
-                    await asyncio.sleep(0)  # let micro-batches run between chunks: a flush is no stall
-                await asyncio.gather(*acks)
+                await delivered([send_item_record(self.produce, self.topics["items"], rec) for rec in records])
             except BaseException:
                 self.model.keep_unsent(records)
                 raise

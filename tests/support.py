@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from polyrec.embedded import free_port
+from stream.state import TEXT_SOURCE, ItemRecord
 
 REDIS_URL = os.environ.get("POLYREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -186,16 +187,21 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def durable_item_counts(bootstrap: str, env: dict) -> Counter:
-    """Events per item as the item-factor topic holds them: the latest contribution of each
-    partition (a compacted topic keeps only that), summed over partitions."""
+def latest_item_records(bootstrap: str, env: dict) -> list[ItemRecord]:
+    """The item-factor topic as compaction leaves it: the last record of every key."""
     latest = {}
     for r in run(read_topic(bootstrap, f"{env['POLYREC_APP_ID']}-item-factors")):
-        latest[r.key] = json.loads(r.value)  # one key lives in one partition, read in offset order
+        latest[r.key] = r.value  # one key lives in one partition, read in offset order
+    return [ItemRecord.from_json(json.loads(v)) for v in latest.values()]
+
+
+def durable_item_counts(bootstrap: str, env: dict) -> Counter:
+    """Events per item as the item-factor topic holds them: the latest contribution of each
+    partition, summed over partitions."""
     counts = Counter()
-    for rec in latest.values():
-        if rec["source"] != "text":
-            counts[rec["item_id"]] += rec["n"]
+    for rec in latest_item_records(bootstrap, env):
+        if rec.source != TEXT_SOURCE:
+            counts[rec.item_id] += rec.count
     return counts
 
 

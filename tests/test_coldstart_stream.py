@@ -7,9 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from stream.state import ItemRecord
-from tests.support import (durable_item_counts, event, http_json, item, metric_value, partition_of, produce,
-                           read_topic, run, two_workers, wait_for, worker_env)
+from tests.support import (durable_item_counts, event, http_json, item, latest_item_records, metric_value,
+                           partition_of, produce, read_topic, run, two_workers, wait_for, worker_env)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -69,11 +68,8 @@ def _recs(redis_client, env, user):
 
 def _item_vectors(broker: str, env: dict) -> dict[str, np.ndarray]:
     """Every item's vector (factors + bias) as the workers see it: text base + partition contributions."""
-    latest = {}
-    for r in run(read_topic(broker, f"{env['POLYREC_APP_ID']}-item-factors")):
-        latest[r.key] = ItemRecord.from_json(json.loads(r.value))  # compaction semantics: last one wins
     vectors: dict[str, np.ndarray] = {}
-    for rec in latest.values():
+    for rec in latest_item_records(broker, env):
         vectors[rec.item_id] = vectors.get(rec.item_id, 0) + rec.vector
     return vectors
 
