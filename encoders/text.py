@@ -14,9 +14,9 @@ from collections.abc import Iterable
 
 _TAG = re.compile(r"<[a-zA-Z/!?][^>]*>")  # "<b>", "</p>", "<!-- -->"; not "1 < 2 > 0"
 _SPACE = re.compile(r"\s+")
-# Control characters and invisible format characters (soft hyphen, zero-width space, word joiner,
-# BOM); zero-width (non-)joiners stay, some scripts need them.
-_INVISIBLE = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u00ad\u200b\u2060\ufeff]")
+# Control characters, and blank "letters" that render as nothing (Hangul fillers, braille blank).
+_INVISIBLE = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u115f\u1160\u2800\u3164\uffa0]")
+_JOINERS = "\u200c\u200d"  # zero-width (non-)joiners: format characters some scripts need
 
 
 class EmptyTextError(ValueError):
@@ -25,20 +25,40 @@ class EmptyTextError(ValueError):
     reason = "empty_text"
 
 
+def _visible(text: str) -> str:
+    """``text`` without control and format characters (soft hyphen, zero-width space, bidi marks,
+    BOM, tag characters...), keeping the joiners."""
+    text = _INVISIBLE.sub("", text)
+    if text.isascii():
+        return text
+    return "".join(ch for ch in text if ch in _JOINERS or unicodedata.category(ch) != "Cf")
+
+
 def normalize_text(text: str) -> str:
-    """Return ``text`` NFKC-normalised, without HTML markup, with single spaces; never empty."""
+    """Return ``text`` NFKC-normalised, without HTML markup, with single spaces; raise
+    ``EmptyTextError`` unless a letter, digit, symbol or punctuation mark is left."""
     text = _TAG.sub(" ", text)  # tags before unescaping, so "&lt;b&gt;" stays literal text
     text = unicodedata.normalize("NFKC", html.unescape(text))
-    text = _SPACE.sub(" ", _INVISIBLE.sub("", text)).strip()
-    if not text:
+    text = _SPACE.sub(" ", _visible(text)).strip()
+    if not any(unicodedata.category(ch)[0] in "LNSP" for ch in text):
         raise EmptyTextError("text is empty after normalisation")
     return text
 
 
-def item_text(*fields: str | Iterable[str] | None) -> str:
+def item_text(*fields: str | Iterable[str] | None, sep: str = " ") -> str:
     """Join item fields (title, genres, description...) into one normalised text.
 
-    Iterable fields (e.g. a genre tuple) are space-joined; None and blank fields are skipped.
+    Iterable fields (e.g. a genre tuple) are space-joined; each field is normalised on its own
+    and skipped if nothing is left (None, blank, only markup), the rest joined with ``sep``.
     """
-    parts = [f if isinstance(f, str) else " ".join(f) for f in fields if f is not None]
-    return normalize_text(" ".join(parts))
+    parts = []
+    for f in fields:
+        if f is None:
+            continue
+        try:
+            parts.append(normalize_text(f if isinstance(f, str) else " ".join(f)))
+        except EmptyTextError:
+            continue
+    if not parts:
+        raise EmptyTextError("every text field is empty after normalisation")
+    return sep.join(parts)

@@ -22,19 +22,22 @@ from typing import Any
 import numpy as np
 
 from encoders.onnx_encoder import OnnxEncoder
-from encoders.text import EmptyTextError, normalize_text
+from encoders.text import EmptyTextError, item_text
 from polyrec.projection import Projection, count_weights, fit_projection, mf_targets
 from stream import metrics
 from stream.pipeline import Produce, dead_letter, delivered, send_item_record
-from stream.records import Item, Rejected, parse_item
+from stream.records import Item, Rejected, parse_item, validate_all
 from stream.state import TEXT_SOURCE, ItemRecord, WorkerModel
 
 log = logging.getLogger(__name__)
 
 
-def projection_data(model: WorkerModel, min_count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(embeddings, targets, weights) of the items with text and enough events; None if < 2."""
-    ids = list(model.embeddings)
+def projection_data(model: WorkerModel, min_count: int,
+                    dim: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray] | None:
+    """(embeddings, targets, weights) of the items with a ``dim``-wide text embedding (records of
+    another encoder are left out) and enough events; None if < 2. The embeddings are a list of
+    the model's own (never mutated) arrays: stack them off the event loop."""
+    ids = [item for item, emb in model.embeddings.items() if emb.shape == (dim,)]
     if len(ids) < 2:
         return None
     rows = model.mf.items.rows(ids)
@@ -42,23 +45,23 @@ def projection_data(model: WorkerModel, min_count: int) -> tuple[np.ndarray, np.
     keep = np.flatnonzero(weights > 0)
     if len(keep) < 2:
         return None
-    emb = np.stack([model.embeddings[ids[k]] for k in keep])
     targets = mf_targets(model.mf.item_factors[rows[keep]], model.mf.item_bias[rows[keep]])
-    return emb, targets, weights[keep]
+    return [model.embeddings[ids[k]] for k in keep], targets, weights[keep]
+
+
+def item_with_text(raw: bytes | None, key: bytes | None) -> tuple[Item, str]:
+    """A valid ``items`` record and the text to encode: "title. description", each normalised."""
+    item = parse_item(raw, key)
+    try:
+        return item, item_text(item.title, item.description, sep=". ")
+    except EmptyTextError as exc:
+        raise Rejected(exc.reason, str(exc)) from None
 
 
 def parse_items(events: Sequence[Any]) -> tuple[list[tuple[Any, Item, str]], list[tuple[Any, Rejected]]]:
     """Split Faust events into (event, item, normalised text) and (event, rejection)."""
-    good, rejected = [], []
-    for ev in events:
-        try:
-            item = parse_item(ev.value, ev.message.key)
-            good.append((ev, item, normalize_text(item.text)))
-        except Rejected as exc:
-            rejected.append((ev, exc))
-        except EmptyTextError as exc:
-            rejected.append((ev, Rejected(exc.reason, str(exc))))
-    return good, rejected
+    good, rejected = validate_all(events, lambda ev: item_with_text(ev.value, ev.message.key))
+    return [(ev, item, text) for ev, (item, text) in good], rejected
 
 
 class ItemPipeline:
@@ -103,10 +106,14 @@ class ItemPipeline:
         """The projection, refitted first if it is older than ``refit_s`` (or missing)."""
         if time.monotonic() - self._fitted_at < self.refit_s and self.projection is not None:
             return self.projection
-        data = projection_data(self.model, self.min_count)  # gathers copy: safe to fit off the loop
+        data = projection_data(self.model, self.min_count, self.encoder.dim)  # copies: safe off the loop
         if data is not None:
-            emb, targets, weights = data
+            vectors, targets, weights = data
             loop = asyncio.get_running_loop()
-            self.projection = await loop.run_in_executor(None, fit_projection, emb, targets, self.alpha, weights)
+            try:
+                self.projection = await loop.run_in_executor(
+                    None, lambda: fit_projection(np.stack(vectors), targets, self.alpha, weights))
+            except ValueError as exc:  # e.g. every candidate holds a non-finite number
+                log.warning("projection not refitted, keeping the previous one: %s", exc)
             self._fitted_at = time.monotonic()
         return self.projection

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from stream import metrics
-from stream.records import Rejected, compact_json, parse_event
+from stream.records import Rejected, compact_json, parse_event, validate_all
 from stream.recs import RecsPublisher, payload
 from stream.state import ItemRecord, UserState, WorkerModel
 
@@ -97,20 +97,14 @@ class EventPipeline:
             return
         started = time.perf_counter()
         partition = events[0].message.partition
-        good, offsets, produced, rejected = [], [], [], []
-        for ev in events:
-            msg = ev.message
-            try:
-                good.append(parse_event(ev.value, msg.key))
-                offsets.append(msg.offset)
-                produced.append(msg.timestamp)
-            except Rejected as exc:
-                rejected.append((ev, exc))
+        parsed, rejected = validate_all(events, lambda ev: parse_event(ev.value, ev.message.key))
         if rejected:
             await dead_letter(self.produce, self.topics["dlq"], rejected)
             metrics.EVENTS.labels("invalid", "dead_lettered").inc(len(rejected))
-        if good:
-            await self._learn(events[-1], good, np.array(offsets, np.int64), np.array(produced, float))
+        if parsed:
+            await self._learn(events[-1], [e for _, e in parsed],
+                              np.array([ev.message.offset for ev, _ in parsed], np.int64),
+                              np.array([ev.message.timestamp for ev, _ in parsed], float))
         self.positions[partition] = events[-1].message.offset + 1
         metrics.BATCH_SIZE.observe(len(events))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)

@@ -7,19 +7,26 @@ original bytes to the topic's dead-letter topic with that reason, and moves on.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 from polyrec.events import EVENT_TYPES
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_ID_BYTES = 256
 
 REASONS = (
     "payload_too_large",  # over 64 KiB
-    "malformed_json",  # not UTF-8 JSON, or not a JSON object
+    "malformed_json",  # not UTF-8 JSON, not a JSON object, nested too deeply, or lone surrogates
     "missing_field",  # a required field is absent or null
     "invalid_type",  # a field has the wrong JSON type
     "invalid_id",  # an id is empty or longer than 256 bytes
@@ -28,6 +35,7 @@ REASONS = (
     "invalid_timestamp",  # ts is neither epoch milliseconds nor ISO-8601
     "key_mismatch",  # the Kafka key is not the record's id (breaks per-key ordering)
     "empty_text",  # an item whose text is empty after normalisation
+    "unexpected_error",  # validation itself failed on this record (a polyrec bug: please report it)
 )
 
 
@@ -59,10 +67,6 @@ class Item:
     ts_ms: float
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def text(self) -> str:
-        return f"{self.title}. {self.description}" if self.description else self.title
-
 
 def _reject_constant(name: str) -> float:
     raise Rejected("non_finite_number", f"{name} is not a finite number")
@@ -79,6 +83,11 @@ def _finite_float(text: str) -> float:
 # non-finite number is rejected while parsing: NaN/Infinity literals and overflowing floats.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+# A \uD800-\uDFFF escape that is not half of a pair decodes to a lone surrogate: a str that
+# cannot be encoded as UTF-8 (ids, Redis payloads) nor tokenised. Rare, so only records that
+# contain such an escape are re-encoded to look for one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_UTF8_CHECK = json.JSONEncoder(ensure_ascii=False)
 
 
 def compact_json(obj: Any) -> str:
@@ -92,9 +101,18 @@ def _load_object(raw: bytes | None) -> dict[str, Any]:
     if len(raw) > MAX_PAYLOAD_BYTES:
         raise Rejected("payload_too_large", f"{len(raw)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
-        obj = _DECODER.decode(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Rejected("malformed_json", str(exc)) from None
+        text = raw.decode("utf-8")
+        obj = _DECODER.decode(text)
+        if _SURROGATE_ESCAPE.search(text):
+            _UTF8_CHECK.encode(obj).encode("utf-8")
+    except Rejected:
+        raise
+    except UnicodeEncodeError:
+        raise Rejected("malformed_json", "a \\u escape is a lone UTF-16 surrogate, not a character") from None
+    except RecursionError:
+        raise Rejected("malformed_json", "nested too deeply") from None
+    except ValueError as exc:  # not UTF-8, not JSON, or an integer of more than 4300 digits
+        raise Rejected("malformed_json", str(exc)[:200]) from None
     if not isinstance(obj, dict):
         raise Rejected("malformed_json", f"expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -143,10 +161,10 @@ def parse_ts(value: Any) -> float:
 
 
 def _check_key(key: bytes | None, value: str, name: str) -> None:
-    if key is not None and key.decode("utf-8", "replace") != value:
-        raise Rejected("key_mismatch", f"Kafka key {key[:64]!r} is not the record's {name}")
     if key is None:
         raise Rejected("key_mismatch", f"the Kafka key must be the {name}; it is missing")
+    if key != value.encode("utf-8"):  # bytes, not decoded: two keys must never map to one id
+        raise Rejected("key_mismatch", f"Kafka key {key[:64]!r} is not the record's {name}")
 
 
 def parse_event(raw: bytes | None, key: bytes | None) -> Event:
@@ -169,9 +187,11 @@ def parse_item(raw: bytes | None, key: bytes | None) -> Item:
     obj = _load_object(raw)
     item_id = _id(obj, "item_id")
     title = _require(obj, "title", str)
-    description = obj.get("description") or ""
-    if not isinstance(description, str):
-        raise Rejected("invalid_type", "'description' must be str")
+    description = obj.get("description")
+    if description is None:
+        description = ""
+    elif not isinstance(description, str):
+        raise Rejected("invalid_type", f"'description' must be str, got {type(description).__name__}")
     lang = obj.get("lang")
     if lang is not None and not isinstance(lang, str):
         raise Rejected("invalid_type", "'lang' must be str")
@@ -181,3 +201,22 @@ def parse_item(raw: bytes | None, key: bytes | None) -> Item:
     _check_key(key, item_id, "item_id")
     extra = {k: v for k, v in obj.items() if k not in ("item_id", "title", "description", "lang", "ts")}
     return Item(item_id, title, description, lang, ts_ms, extra)
+
+
+def validate_all(records: Iterable[T], check: Callable[[T], R]) -> tuple[list[tuple[T, R]], list[tuple[T, Rejected]]]:
+    """Apply ``check`` to every record: ``(record, result)`` pairs and ``(record, Rejected)`` pairs.
+
+    An exception other than :class:`Rejected` is a bug in validation, not in the record's
+    producer; it is logged with its traceback and the record rejected as ``unexpected_error``, so
+    that one record can never stop a batch.
+    """
+    good, rejected = [], []
+    for record in records:
+        try:
+            good.append((record, check(record)))
+        except Rejected as exc:
+            rejected.append((record, exc))
+        except Exception as exc:  # noqa: BLE001 - the catch-all that keeps the worker alive
+            log.exception("validating a record failed unexpectedly")
+            rejected.append((record, Rejected("unexpected_error", f"{type(exc).__name__}: {exc}")))
+    return good, rejected

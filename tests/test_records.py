@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from stream.records import MAX_PAYLOAD_BYTES, Rejected, compact_json, parse_event, parse_item
+from stream.records import MAX_PAYLOAD_BYTES, Rejected, compact_json, parse_event, parse_item, validate_all
 
 
 def raw(**fields) -> bytes:
@@ -29,6 +29,12 @@ def test_a_valid_event_keeps_its_extra_fields_and_reads_iso_timestamps():
     (b"{not json", "malformed_json"),
     (b"[1, 2]", "malformed_json"),
     (b"\xff\xfe", "malformed_json"),
+    (b'{"user_id": "\\ud800", "item_id": "x", "event": "click", "ts": 1}', "malformed_json"),  # lone surrogate
+    (b'{"user_id": "u", "item_id": "x\\uDC00", "event": "click", "ts": 1}', "malformed_json"),
+    (b'{"user_id": "u", "item_id": "x", "event": "click", "ts": 1, "a": ' + b"[" * 30_000 + b"]" * 30_000 + b"}",
+     "malformed_json"),  # deeper than the decoder's recursion limit, well under 64 KiB
+    (b'{"user_id": "u", "item_id": "x", "event": "click", "ts": 1, "n": 1' + b"0" * 5000 + b"}",
+     "malformed_json"),  # an integer beyond Python's 4300-digit conversion limit
     (None, "malformed_json"),
     (raw(item_id="x", event="click", ts=1), "missing_field"),
     (raw(user_id="u", item_id="x", event="click"), "missing_field"),
@@ -47,8 +53,13 @@ def test_bad_events_are_rejected_with_their_reason(value, reason):
     assert exc.value.reason == reason
 
 
+def test_a_surrogate_pair_is_one_character_not_a_rejection():
+    ev = parse_event(b'{"user_id": "u", "item_id": "\\ud83c\\udf7f", "event": "view", "ts": 1}', b"u")
+    assert ev.item_id == "\U0001f37f"
+
+
 def test_the_key_must_be_the_user_id():
-    for key in (b"someone-else", None):
+    for key in (b"someone-else", None, b"\xfe"):
         with pytest.raises(Rejected) as exc:
             parse_event(raw(user_id="u", item_id="x", event="view", ts=1), key)
         assert exc.value.reason == "key_mismatch"
@@ -60,6 +71,29 @@ def test_items_are_checked_for_non_finite_numbers_too():
     with pytest.raises(Rejected) as exc:
         parse_item(b'{"item_id": "m1", "title": "t", "ts": 1, "rating": 1e999}', b"m1")
     assert exc.value.reason == "non_finite_number"
+
+
+@pytest.mark.parametrize("value, reason", [
+    (b'{"item_id": "m1", "title": "Am\\ud800lie", "ts": 1}', "malformed_json"),  # cannot be tokenised
+    (b'{"item_id": "m1", "title": "t", "description": false, "ts": 1}', "invalid_type"),
+    (b'{"item_id": "m1", "title": "t", "description": 0, "ts": 1}', "invalid_type"),
+])
+def test_bad_items_are_rejected_with_their_reason(value, reason):
+    with pytest.raises(Rejected) as exc:
+        parse_item(value, b"m1")
+    assert exc.value.reason == reason
+
+
+def test_validate_all_turns_an_unexpected_error_into_a_rejection():
+    def check(n: int) -> int:
+        if n == 2:
+            raise Rejected("invalid_id", "two")
+        return 10 // n  # n == 0: ZeroDivisionError, a bug in the check, not in the record
+
+    good, rejected = validate_all([1, 2, 0, 5], check)
+    assert good == [(1, 10), (5, 2)]
+    assert [(n, exc.reason) for n, exc in rejected] == [(2, "invalid_id"), (0, "unexpected_error")]
+    assert "ZeroDivisionError" in rejected[1][1].detail
 
 
 def test_compact_json_has_no_spaces_and_round_trips():
