@@ -7,6 +7,7 @@ then feeds micro-batches (``take_events``) to :class:`stream.pipeline.EventPipel
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -49,7 +50,8 @@ def mf_config(settings: Settings) -> MFConfig:
 
 def open_encoder(settings: Settings) -> OnnxEncoder:
     """The item-text encoder, or a clear error at start-up if its file is missing."""
-    return OnnxEncoder(resolve_onnx_path(settings.encoder_path), provider=settings.encoder_provider)
+    return OnnxEncoder(resolve_onnx_path(settings.encoder_path), provider=settings.encoder_provider,
+                       intra_op_threads=settings.encoder_threads)
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -104,7 +106,7 @@ def build_app(settings: Settings) -> faust.App:
         RecsPublisher(redis, settings.redis_prefix, settings.recs_ttl_s, settings.stream_maxlen), version,
     )
     replica = ItemReplica(settings.broker_list, item_factors_topic(settings), model.apply_item_record,
-                          model.knows, lambda ok: metrics.ITEM_RECORDS.labels("applied" if ok else "stale").inc(),
+                          model.knows, lambda outcome: metrics.ITEM_RECORDS.labels(outcome).inc(),
                           fetch_max_wait_ms=settings.fetch_max_wait_ms)
 
     @app.agent(events, isolated_partitions=True)
@@ -135,8 +137,12 @@ def build_app(settings: Settings) -> faust.App:
     @app.on_partitions_revoked.connect
     async def hand_over(app: faust.App, revoked: set, **kwargs: object) -> None:
         """Before a partition's next owner starts: its contributions written, users reloaded later."""
-        await pipeline.flush_items({tp.partition for tp in revoked if tp.topic == settings.events_topic})
+        partitions = {tp.partition for tp in revoked if tp.topic == settings.events_topic}
+        await pipeline.flush_items(partitions)
         model.forget_loaded_users()
+        for p in partitions:  # the next owner reports their lag; a stale value here would add to it
+            with contextlib.suppress(KeyError):
+                metrics.LAG.remove(settings.events_topic, str(p))
 
     drop_monitor(app)
 
@@ -146,13 +152,20 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.timer(5.0)
     async def consumer_lag() -> None:
+        """A metric only: never let it crash the worker (timers that raise stop the app)."""
         for tp in app.consumer.assignment():
             if tp.topic != settings.events_topic:
                 continue
-            position = pipeline.positions.get(tp.partition)
-            if position is None:
-                position = await app.consumer.position(tp) or 0
-            metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(app.consumer.highwater(tp) - position, 0))
+            try:
+                highwater = app.consumer.highwater(tp)  # None until the partition's first fetch
+                position = pipeline.positions.get(tp.partition)
+                if position is None:
+                    position = await app.consumer.position(tp) or 0
+            except Exception as exc:  # noqa: BLE001 - e.g. revoked while awaiting position()
+                log.debug("no lag for %s: %r", tp, exc)
+                continue
+            if highwater is not None:
+                metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
 
     @app.page("/polyrec/health")
     async def health(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
@@ -194,6 +207,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Create topics if needed, serve metrics, and run one worker until SIGTERM/SIGINT."""
     import asyncio
 
+    if settings.items_agent:
+        resolve_onnx_path(settings.encoder_path)  # a missing encoder fails before anything connects
     loop = use_event_loop(settings.event_loop)
     asyncio.run(ensure_topics(settings, replication=settings.replication))
     app = build_app(settings)

@@ -21,13 +21,15 @@ FRESHNESS = Histogram("polyrec_freshness_seconds",
                       buckets=_FRESHNESS)
 REDIS_SECONDS = Histogram("polyrec_redis_write_duration_seconds", "One pipelined Redis write of a micro-batch.",
                           buckets=_LATENCY)
-REDIS_ERRORS = Counter("polyrec_redis_write_errors_total", "Failed Redis writes (the batch is retried).")
+REDIS_ERRORS = Counter("polyrec_redis_write_errors_total", "Failed Redis write attempts (a batch is tried 5 times, then "
+                        "its payloads are dropped until the users' next events).")
 RECS = Counter("polyrec_recommendations_published_total", "User recommendation payloads written to Redis.")
 LOSS = Gauge("polyrec_training_loss", "Exponential moving average of the micro-batch training loss.")
-USERS = Gauge("polyrec_users_known", "Users with state on this worker.")
+USERS = Gauge("polyrec_users_known", "Users this worker has held state for since it started (it keeps those of "
+              "partitions that moved away: not additive across workers after a rebalance).")
 ITEMS = Gauge("polyrec_items_known", "Items known to this worker (all partitions).")
 ITEM_RECORDS = Counter("polyrec_item_records_total", "Item-factor records read from the shared topic, "
-                       "by outcome (applied, stale).", ["outcome"])
+                       "by outcome (applied, stale, invalid: skipped, see the log).", ["outcome"])
 ITEM_RECORDS_WRITTEN = Counter("polyrec_item_records_written_total", "Item-factor records this worker wrote: "
                                "one per item its partitions touched since the previous commit.")
 LAG = Gauge("polyrec_consumer_lag_records", "Records between the consumer position and the end of a partition.",

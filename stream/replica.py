@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from stream.offsets import fetch_end_offsets
 from stream.state import ItemRecord
@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class ItemReplica:
     def __init__(self, bootstrap: list[str], topic: str, apply: Callable[[ItemRecord], bool],
                  known: Callable[[str, int, str], bool],
-                 on_applied: Callable[[bool], None] | None = None, fetch_max_wait_ms: int = 500) -> None:
+                 on_applied: Callable[[str], None] | None = None, fetch_max_wait_ms: int = 500) -> None:
         """``apply`` folds a record in; ``known(source, offset, item_id)`` spots echoes of records
         this worker wrote itself from their headers, before any decoding."""
         self.bootstrap, self.topic, self.apply, self.known = bootstrap, topic, apply, known
@@ -34,6 +34,7 @@ class ItemReplica:
         self._progress = asyncio.Condition()
         self._started = asyncio.Event()
         self.caught_up_once = False
+        self.invalid = 0
 
     async def run(self) -> None:
         """Consume forever (until cancelled); each record is applied in the event loop thread."""
@@ -53,13 +54,9 @@ class ItemReplica:
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
                 for records in batches.values():
                     for r in records:
-                        h = dict(r.headers)
-                        if "src" in h and self.known(h["src"].decode(), int(h["off"]), h["item"].decode()):
-                            ok = False
-                        else:
-                            ok = self.apply(ItemRecord.from_json(json.loads(r.value)))
+                        outcome = self._apply(r)
                         if self.on_applied:
-                            self.on_applied(ok)
+                            self.on_applied(outcome)
                 for tp in self._positions:  # the fetch position also skips compaction gaps
                     self._positions[tp] = await consumer.position(tp)
                 async with self._progress:
@@ -67,6 +64,22 @@ class ItemReplica:
         finally:
             self._started.set()
             await consumer.stop()
+
+    def _apply(self, r: ConsumerRecord) -> str:
+        """Fold one record in: "applied", "stale" (an echo or an older offset), or "invalid" (a
+        record this worker cannot use: logged and skipped, since the topic is read from the start
+        on every restart and a crash would repeat forever)."""
+        try:
+            h = dict(r.headers)
+            if "src" in h and self.known(h["src"].decode(), int(h["off"]), h["item"].decode()):
+                return "stale"
+            return "applied" if self.apply(ItemRecord.from_json(json.loads(r.value))) else "stale"
+        except Exception as exc:  # noqa: BLE001 - a tombstone, another model's dimension, bad JSON...
+            self.invalid += 1
+            if self.invalid <= 10 or self.invalid % 1000 == 0:
+                log.error("skipping item-factor record %s[%d]@%d (%d skipped so far): %r",
+                          r.topic, r.partition, r.offset, self.invalid, exc)
+            return "invalid"
 
     async def _partitions(self, consumer: AIOKafkaConsumer) -> list[int]:
         for _ in range(100):

@@ -167,6 +167,8 @@ class WorkerModel:
         dim = self.config.dim
         if len(rec.vector) != dim + 1:
             raise ValueError(f"item record {rec.key!r} has dimension {len(rec.vector) - 1}, the model {dim}")
+        if not np.isfinite(rec.vector).all():
+            raise ValueError(f"item record {rec.key!r} holds a non-finite number")
         row = int(self.mf.add_items([rec.item_id])[0])
         if rec.source == TEXT_SOURCE:
             old = self._text_base.get(row)
