@@ -41,11 +41,15 @@ def fit_projection(embeddings: np.ndarray, targets: np.ndarray, alpha: float = 1
     y = np.asarray(targets, np.float64)
     if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
         raise ValueError(f"embeddings {x.shape} and targets {y.shape} must be 2-D with one row per item")
-    if len(x) < 2:
-        raise ValueError("a projection needs at least two items")
+    if not alpha > 0:
+        raise ValueError(f"alpha must be positive, got {alpha}")
     w = np.ones(len(x)) if sample_weight is None else np.asarray(sample_weight, np.float64)
-    if w.shape != (len(x),) or (w < 0).any() or w.sum() <= 0:
-        raise ValueError("sample_weight must be non-negative, one per item, and not all zero")
+    if w.shape != (len(x),) or (w < 0).any():
+        raise ValueError("sample_weight must be non-negative, one per item")
+    finite = np.isfinite(x).all(1) & np.isfinite(y).all(1)  # one NaN row would poison every projection
+    x, y, w = x[finite], y[finite], w[finite]
+    if len(x) < 2 or w.sum() <= 0:
+        raise ValueError("a projection needs at least two items with finite values and positive weight")
     w = w / w.sum()
     x_mean, y_mean = w @ x, w @ y
     sw = np.sqrt(w)[:, None]

@@ -64,10 +64,24 @@ def test_nearby_embeddings_land_near_their_neighbours_targets():
     dict(embeddings=np.zeros((4, 3)), targets=np.zeros((3, 2))),
     dict(embeddings=np.zeros((4, 3)), targets=np.zeros((4, 2)), sample_weight=np.zeros(4)),
     dict(embeddings=np.zeros((4, 3)), targets=np.zeros((4, 2)), sample_weight=-np.ones(4)),
+    dict(embeddings=np.zeros((4, 3)), targets=np.zeros((4, 2)), alpha=0.0),
+    dict(embeddings=np.full((4, 3), np.nan), targets=np.zeros((4, 2))),  # nothing finite left
 ])
 def test_bad_inputs_raise(bad):
     with pytest.raises(ValueError):
         fit_projection(**bad)
+
+
+def test_rows_with_non_finite_numbers_are_left_out_of_the_fit():
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(40, 6)), rng.normal(size=(40, 3))
+    clean = fit_projection(x, y, alpha=0.5)
+    x_bad, y_bad = np.vstack([x, np.full((1, 6), np.nan)]), np.vstack([y, np.zeros((1, 3))])
+    y_bad2 = np.vstack([y, [[np.inf, 0, 0]]])
+    for xs, ys in ((x_bad, y_bad), (np.vstack([x, x[:1]]), y_bad2)):
+        p = fit_projection(xs, ys, alpha=0.5)
+        assert np.isfinite(p.project(x)).all()
+        np.testing.assert_allclose(p.project(x), clean.project(x), rtol=1e-5, atol=1e-6)
 
 
 def test_count_weights_and_targets():

@@ -58,3 +58,22 @@ def test_recommendations_exclude_seen_items():
     idx, _ = recommend_rows(m, h, users, 4)
     assert m.items.id_at(idx[0]) == ["i2", "i3", "i4", "i6"]
     assert m.items.id_at(idx[1]) == ["i0", "i1", "i2", "i3"]
+
+
+def test_chunked_scoring_gives_the_same_recommendations(monkeypatch):
+    import polyrec.recommend as recommend
+
+    rng = np.random.default_rng(3)
+    m = OnlineMF(MFConfig(dim=4, seed=0))
+    m.add_items([f"i{n}" for n in range(50)])
+    users = m.add_users([f"u{n}" for n in range(7)])
+    m.user_factors[:] = rng.normal(size=m.user_factors.shape)
+    h = History()
+    h.add(np.repeat(users, 3), rng.integers(0, 50, 21))
+    whole = recommend_rows(m, h, users, 5)
+    monkeypatch.setattr(recommend, "SCORE_CELLS", 2 * 50)  # two users per chunk: 4 chunks
+    chunked = recommend_rows(m, h, users, 5)
+    np.testing.assert_array_equal(whole[0], chunked[0])
+    np.testing.assert_array_equal(whole[1], chunked[1])
+    empty = recommend_rows(m, h, users[:0], 5)
+    assert empty[0].shape == (0, 5)
