@@ -25,6 +25,7 @@ def resolve_onnx_path(configured: str = "") -> Path:
     if not path.is_file():
         raise FileNotFoundError(
             f"no ONNX encoder at {path}: build the default one with `make setup` (or `polyrec model build` "
-            f"then `polyrec export --int8`), point POLYREC_ENCODER at an exported .onnx file, "
+            f"then `polyrec export --model {cache_dir('models', DEFAULT_MODEL)} --out {default_onnx_path('int8')} "
+            f"--int8`), point POLYREC_ENCODER at an exported .onnx file, "
             f"or run without cold start by setting POLYREC_ITEMS_AGENT=0")
     return path

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,16 +37,36 @@ def select_provider(requested: str, available: Sequence[str]) -> tuple[str, str 
     return (CUDA if has_cuda and requested != "cpu" else CPU), None
 
 
+def available_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPUs this process may use: its affinity, capped by a cgroup v2 quota (a container's CPU
+    limit), which onnxruntime's own default ignores: it would start a thread per host core."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = cgroup_cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, math.ceil(int(quota) / int(period))))
+
+
 class OnnxEncoder:
     """Thread-safe encoder over one exported graph; ``provider`` says where it runs."""
 
     def __init__(self, onnx_path: Path | str, *, provider: str = "auto", batch_size: int = 32,
                  intra_op_threads: int = 0, workers: int = 1) -> None:
-        """``intra_op_threads`` 0 lets onnxruntime choose; ``workers`` sizes the async pool."""
+        """``intra_op_threads`` 0: :func:`available_cpus`; ``workers`` sizes the async pool."""
         path = Path(onnx_path)
         self.sidecar = Sidecar.read(sidecar_path(path))
+        if self.sidecar.validation.get("status") != "passed":
+            log.warning("%s was not validated against torch (%s): its numbers are unchecked", path.name,
+                        self.sidecar.validation.get("status"))
         self.batch_size = batch_size
-        self._tokenizer = Tokenizer.from_file(str(path.parent / self.sidecar.tokenizer))
+        tokenizer_path = path.parent / self.sidecar.tokenizer
+        if not tokenizer_path.is_file():
+            raise FileNotFoundError(f"{tokenizer_path} is missing: export writes it next to the graph; "
+                                    f"re-run `polyrec export` for {path}")
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(self.sidecar.max_length)
         self._tokenizer_lock = threading.Lock()  # never share the Rust tokenizer between threads
@@ -53,7 +75,7 @@ class OnnxEncoder:
         if warning:
             log.warning(warning)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
+        options.intra_op_num_threads = intra_op_threads or available_cpus()
         providers = [CUDA, CPU] if chosen == CUDA else [CPU]
         self._session = ort.InferenceSession(str(path), options, providers=providers)
         self.provider = self._session.get_providers()[0]
@@ -81,6 +103,8 @@ class OnnxEncoder:
 
     def encode(self, texts: Sequence[str], *, prefix: str = "") -> np.ndarray:
         """Encode ``prefix + text`` for each text; float32 ``[len(texts), dim]``, L2-normalised."""
+        if isinstance(texts, str):
+            raise TypeError("encode takes a sequence of texts, not one str")
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out

@@ -47,8 +47,11 @@ class Sidecar:
         data = json.loads(Path(path).read_text())
         if data.get("format") != FORMAT:
             raise ValueError(f"{path}: sidecar format {data.get('format')!r}, expected {FORMAT!r}: re-export it")
-        data["inputs"] = tuple(data["inputs"])
-        return cls(**data)
+        try:
+            data["inputs"] = tuple(data["inputs"])
+            return cls(**data)
+        except (KeyError, TypeError) as exc:  # a missing or unknown field: written by another version
+            raise ValueError(f"{path}: not a {FORMAT} sidecar ({exc}): re-export it") from None
 
 
 def sidecar_path(onnx_path: Path) -> Path:

@@ -18,6 +18,10 @@ from encoders.sidecar import INPUT_NAMES, OUTPUT_NAME, TOKENIZER_FILE, Sidecar, 
 from export.probes import VALIDATION
 from export.validate import DEFAULT_TOLERANCE, Tolerance, ValidationError, validate
 
+# Files any one of which makes a folder's tokenizer loadable by AutoTokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "sentencepiece.bpe.model", "spiece.model",
+                   "vocab.txt")
+
 OPSET = 17
 VARIANTS = ("fp32", "fp16", "int8")
 E5_PREFIXES = {"query": "query: ", "passage": "passage: "}
@@ -80,6 +84,17 @@ def _model_id(model: str) -> str:
     return path.resolve().name if path.is_dir() else model
 
 
+def _check_model_folder(model: str) -> None:
+    """A local folder must exist and hold its tokenizer (a hub id is checked by transformers)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not any((path / name).is_file() for name in TOKENIZER_FILES):
+            raise FileNotFoundError(f"{path} has no tokenizer ({', '.join(TOKENIZER_FILES)}): "
+                                    f"copy the model's tokenizer files into the folder")
+    elif path.exists() or model.startswith(("/", ".", "~")) or model.count("/") > 1:
+        raise FileNotFoundError(f"no model folder at {path} (give a Hugging Face model folder or a hub id)")
+
+
 def export_onnx(model: str, out: Path, *, variant: str = "fp32", tolerance: Tolerance | None = None,
                 prefixes: dict[str, str] = E5_PREFIXES, max_length: int | None = None) -> Sidecar:
     """Export, validate and install ``out`` (+ sidecar + tokenizer.json); return the sidecar.
@@ -92,9 +107,16 @@ def export_onnx(model: str, out: Path, *, variant: str = "fp32", tolerance: Tole
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     tolerance = tolerance or DEFAULT_TOLERANCE[variant]
     out = Path(out)
+    _check_model_folder(model)
     embedder, tokenizer = load_embedder(model, attention="eager")
     config = embedder.encoder.config
-    max_length = max_length or min(tokenizer.model_max_length, config.max_position_embeddings)
+    if len(tokenizer) < config.vocab_size // 2:  # transformers falls back to a stub tokenizer
+        raise ValidationError(f"the tokenizer has {len(tokenizer)} tokens, the model's embedding table "
+                              f"{config.vocab_size}: they do not belong together")
+    limit = min(tokenizer.model_max_length, config.max_position_embeddings)
+    if max_length is not None and not 0 < max_length <= limit:
+        raise ValueError(f"--max-length must be between 1 and the model's {limit}, got {max_length}")
+    max_length = max_length or limit
     probes = tokenizer(list(VALIDATION), padding=True, truncation=True, max_length=max_length, return_tensors="np")
     input_ids, mask = probes["input_ids"].astype(np.int64), probes["attention_mask"].astype(np.int64)
     reference = embed_texts(embedder, tokenizer, list(VALIDATION), max_length, batch_size=len(VALIDATION))

@@ -42,12 +42,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from polyrec.config import Settings
     from stream.app import run_worker
 
-    try:
-        settings = Settings.from_env()
-        run_worker(settings, loglevel=args.loglevel)
-    except (FileNotFoundError, ValueError) as exc:  # a bad setting, a missing encoder file at start-up
-        print(f"polyrec worker: {exc}", file=sys.stderr)
-        return 2
+    run_worker(Settings.from_env(), loglevel=args.loglevel)
     return 0
 
 
@@ -67,13 +62,13 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 def _cmd_recs(args: argparse.Namespace) -> int:
     import json
 
-    from polyrec.config import Settings
+    from polyrec.config import Settings, redact_url
     from stream.recs import RecsReader
 
     settings = Settings.from_env()
     got = RecsReader.from_url(settings.redis_url, settings.redis_prefix).get(args.user_id)
     if got is None:
-        print(f"no recommendations for user {args.user_id!r} in {settings.redis_url}", file=sys.stderr)
+        print(f"no recommendations for user {args.user_id!r} in {redact_url(settings.redis_url)}", file=sys.stderr)
         return 1
     print(json.dumps(got, indent=2, ensure_ascii=False))
     return 0
@@ -81,26 +76,15 @@ def _cmd_recs(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from polyrec.demo import run_demo
-    from polyrec.embedded import EmbeddedError
 
-    try:
-        run_demo(limit=args.limit, keep_running=args.keep_running)
-    except EmbeddedError as exc:
-        print(f"polyrec demo: {exc}", file=sys.stderr)
-        return 2
+    run_demo(limit=args.limit, keep_running=args.keep_running)
     return 0
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
     from polyrec.config import Settings, markdown_table
 
-    if args.markdown:
-        print(markdown_table(), end="")
-    else:
-        for name, value in asdict(Settings.from_env()).items():
-            print(f"{name} = {value!r}")
+    print(markdown_table(), end="") if args.markdown else print("\n".join(Settings.from_env().describe()))
     return 0
 
 
@@ -142,9 +126,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that a bad setting or an unreachable service causes: a one-line message, not a
+    traceback. Library error types count only if their library is loaded (imports stay lazy)."""
+    kinds: list[type[BaseException]] = [ValueError, OSError]
+    for module, name in (("redis.exceptions", "RedisError"), ("aiokafka.errors", "KafkaError"),
+                         ("polyrec.embedded", "EmbeddedError")):
+        if module in sys.modules:
+            kinds.append(getattr(sys.modules[module], name))
+    return tuple(kinds)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as exc:
+        if not isinstance(exc, _user_errors()):
+            raise
+        print(f"polyrec {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

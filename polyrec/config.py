@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 
 def _env(name: str, default: Any, doc: str) -> Any:
@@ -64,13 +65,17 @@ class Settings:
     data_dir: str = _env("POLYREC_DATA_DIR", "/tmp/polyrec-worker",
                          "Worker data directory (table stores).")
     metrics_port: int = _env("POLYREC_METRICS_PORT", 9108, "Port of the Prometheus /metrics endpoint (0: off).")
-    web_port: int = _env("POLYREC_WEB_PORT", 6066, "Port of Faust's own web server (health at /).")
+    web_port: int = _env("POLYREC_WEB_PORT", 6066,
+                         "Port of the worker's web server (/polyrec/health, /polyrec/ready); 0: off.")
     items_agent: bool = _env("POLYREC_ITEMS_AGENT", True,
                              "Run the items agent (encode new items' text for cold start); it needs the encoder.")
     encoder_path: str = _env("POLYREC_ENCODER", "",
                              "ONNX encoder file for item text; empty: the default model's int8 graph in the cache.")
     encoder_provider: str = _env("POLYREC_ENCODER_PROVIDER", "auto",
                                  "ONNX Runtime provider: auto (CUDA when available), cuda or cpu.")
+    encoder_threads: int = _env("POLYREC_ENCODER_THREADS", 0,
+                                "CPU threads of the encoder; 0: the CPUs this process may use (affinity and "
+                                "cgroup quota, e.g. a Kubernetes CPU limit).")
     items_batch_max: int = _env("POLYREC_ITEMS_BATCH_MAX", 64, "Most items encoded in one micro-batch.")
     projection_alpha: float = _env("POLYREC_PROJECTION_ALPHA", 1.0,
                                    "Ridge penalty of the text-to-factors projection (relative to the data scale).")
@@ -97,6 +102,20 @@ class Settings:
         values.update(overrides)
         return cls(**values)
 
+    def __post_init__(self) -> None:
+        for name in ("top_k", "dim", "partitions", "replication", "batch_max", "items_batch_max", "history_max"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{_env_name(name)} must be at least 1, got {getattr(self, name)}")
+        for name in ("projection_alpha", "batch_window_s", "commit_interval_s", "session_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{_env_name(name)} must be positive, got {getattr(self, name)}")
+        if self.encoder_provider not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"POLYREC_ENCODER_PROVIDER must be auto, cpu or cuda, got {self.encoder_provider!r}")
+
+    def describe(self) -> list[str]:
+        """``VARIABLE=value`` lines of every setting, with passwords in URLs masked."""
+        return [f"{f.metadata['env']}={redact_url(str(getattr(self, f.name)))}" for f in fields(self)]
+
     @property
     def weights(self) -> dict[str, float]:
         return {"view": self.weight_view, "click": self.weight_click, "purchase": self.weight_purchase}
@@ -105,6 +124,19 @@ class Settings:
     def broker_list(self) -> list[str]:
         """Bootstrap servers as host:port strings."""
         return [s.strip().removeprefix("kafka://") for s in self.kafka_bootstrap.split(",") if s.strip()]
+
+
+def _env_name(field_name: str) -> str:
+    return next(f.metadata["env"] for f in fields(Settings) if f.name == field_name)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password (``redis://:secret@host``) replaced by ``***``; other text as is."""
+    parts = urlsplit(url) if "://" in url else None
+    if parts is None or parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _parse_bool(raw: str) -> bool:

@@ -84,8 +84,12 @@ class RecsReader:
         return {u: (None if r is None else json.loads(r)) for u, r in zip(user_ids, raws)}
 
     def follow(self, last_id: str = "$", block_ms: int = 5000) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Yield ``(stream_id, payload)`` for every update after ``last_id``, forever."""
+        """Yield ``(stream_id, payload)`` for every update after ``last_id``, forever ("$": from now)."""
         stream = stream_key(self.prefix)
+        if last_id == "$":  # resolved once: re-sending "$" after an idle wait would skip an update
+            newest = self.redis.xrevrange(stream, count=1)
+            last_id = newest[0][0] if newest else "0-0"
+            last_id = last_id.decode() if isinstance(last_id, bytes) else last_id
         while True:
             for _, entries in self.redis.xread({stream: last_id}, block=block_ms, count=500) or []:
                 for entry_id, fields in entries:

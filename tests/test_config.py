@@ -30,3 +30,29 @@ def test_a_bad_value_names_its_variable(env):
 def test_the_configuration_reference_matches_the_code():
     text = DOC.read_text()
     assert markdown_table() in text, "docs/configuration.md is stale: regenerate it with `polyrec config --markdown`"
+
+
+@pytest.mark.parametrize("env", [{"POLYREC_PROJECTION_ALPHA": "0"}, {"POLYREC_TOP_K": "0"},
+                                 {"POLYREC_ENCODER_PROVIDER": "gpu"}])
+def test_out_of_range_values_name_their_variable(env):
+    with pytest.raises(ValueError, match=next(iter(env))):
+        Settings.from_env(env)
+
+
+def test_config_prints_variables_with_passwords_masked(monkeypatch, capsys):
+    from polyrec.cli import main
+
+    monkeypatch.setenv("REDIS_URL", "redis://:s3cret@redis:6379/2")
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "REDIS_URL=redis://:***@redis:6379/2" in out and "s3cret" not in out
+    assert "POLYREC_TOP_K=10" in out
+
+
+def test_a_bad_setting_is_a_one_line_error_not_a_traceback(monkeypatch, capsys):
+    from polyrec.cli import main
+
+    monkeypatch.setenv("POLYREC_TOP_K", "ten")
+    assert main(["config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("polyrec config: ValueError: POLYREC_TOP_K='ten'") and err.count("\n") == 1

@@ -120,3 +120,29 @@ def test_runtime_imports_neither_torch_nor_transformers(onnx_paths: dict[str, Pa
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("cpu_max, expected", [("max 100000", None), ("150000 100000", 2), ("50000 100000", 1),
+                                               ("garbage", None)])
+def test_available_cpus_honours_a_cgroup_quota(tmp_path: Path, cpu_max: str, expected: int | None) -> None:
+    import os
+
+    limit = tmp_path / "cpu.max"
+    limit.write_text(cpu_max + "\n")
+    affinity = len(os.sched_getaffinity(0))
+    got = onnx_encoder.available_cpus(limit)
+    assert got == (affinity if expected is None else min(affinity, expected))
+    assert onnx_encoder.available_cpus(tmp_path / "missing") == affinity
+
+
+def test_a_missing_tokenizer_is_an_error_naming_it(onnx_paths: dict[str, Path], tmp_path: Path) -> None:
+    graph = onnx_paths["fp32"]
+    for name in (graph.name, graph.with_suffix(".json").name):
+        (tmp_path / name).symlink_to(graph.parent / name)
+    with pytest.raises(FileNotFoundError, match="tokenizer.json"):
+        OnnxEncoder(tmp_path / graph.name)
+
+
+def test_one_str_is_not_a_batch_of_characters(fp32: OnnxEncoder) -> None:
+    with pytest.raises(TypeError):
+        fp32.encode("hello")

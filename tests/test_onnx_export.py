@@ -11,6 +11,7 @@ import pytest
 from encoders.sidecar import OUTPUT_NAME, Sidecar, file_sha256, sidecar_path
 from export import onnx_export
 from export.validate import Tolerance, ValidationError, compare
+from polyrec.cli import main
 
 
 def test_compare_metrics() -> None:
@@ -43,8 +44,6 @@ def test_tiny_export_writes_graph_sidecar_and_tokenizer(tiny_model: Path, tmp_pa
 
 def test_impossible_tolerance_is_refused_and_leaves_nothing(tiny_model: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    from polyrec.cli import main
-
     out = tmp_path / "tiny.onnx"
     argv = ["export", "--model", str(tiny_model), "--out", str(out), "--max-abs-diff", "0", "--min-cos", "1.01"]
     assert main(argv) == 2
@@ -91,3 +90,34 @@ def test_real_sidecars(onnx_paths: dict[str, Path], variant: str) -> None:
         assert v["max_abs_diff"] <= 1e-4 and v["min_cos"] >= 0.9999
     else:
         assert v["min_cos"] >= 0.95
+
+
+def _weights_only(tiny_model: Path, folder: Path) -> Path:
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (folder / name).symlink_to(tiny_model / name)
+    return folder
+
+
+def test_a_folder_without_its_tokenizer_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    folder = _weights_only(tiny_model, tmp_path / "no-tokenizer")
+    out = tmp_path / "out" / "m.onnx"
+    assert main(["export", "--model", str(folder), "--out", str(out)]) == 2
+    assert not out.parent.exists()
+
+
+def test_a_tokenizer_that_does_not_match_the_model_is_refused(tiny_model: Path, tmp_path: Path) -> None:
+    folder = _weights_only(tiny_model, tmp_path / "stub-tokenizer")
+    (folder / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")  # 5 tokens for 250k embeddings
+    with pytest.raises(ValidationError, match="do not belong together"):
+        onnx_export.export_onnx(str(folder), tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("argv", [["--model", "/no/such/model"], ["--max-length", "600"], ["--max-length", "0"]])
+def test_bad_arguments_are_one_line_errors(tiny_model: Path, tmp_path: Path, argv: list[str],
+                                           capsys: pytest.CaptureFixture) -> None:
+    if "--model" not in argv:
+        argv = ["--model", str(tiny_model), *argv]
+    assert main(["export", "--out", str(tmp_path / "m.onnx"), *argv]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
