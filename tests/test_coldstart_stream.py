@@ -155,10 +155,14 @@ def test_bad_items_go_to_the_dlq(broker, tmp_path, workers, redis_client):
     w = workers.new(env)
     w.wait_ready(90)
     topic = env["POLYREC_ITEMS_TOPIC"]
-    bad = [item("blank", " <p>&nbsp;</p> "), (b"broken", b"{oops"), (b"notitle", b'{"item_id": "notitle", "ts": 1}')]
+    bad = [item("blank", " <p>&nbsp;</p> "), (b"broken", b"{oops"), (b"notitle", b'{"item_id": "notitle", "ts": 1}'),
+           item("markup", "<b></b>", description="<i>\u200b</i>"),  # no text in either field
+           (b"surrogate", b'{"item_id": "surrogate", "title": "Am\\ud800lie", "ts": 1}')]  # cannot be tokenised
+    # in one micro-batch with the good item: a bad record must not take the batch down with it
     run(produce(broker, topic, bad + [item("fine", "A perfectly good item")]))
     wait_for(lambda: metric_value(w.metrics(), "polyrec_encoder_items_total") == 1, 30, what="the good item")
-    dlq = wait_for(lambda: len(r := run(read_topic(broker, f"{topic}.dlq"))) == 3 and r, 15, what="3 dead letters")
+    dlq = wait_for(lambda: len(r := run(read_topic(broker, f"{topic}.dlq"))) == 5 and r, 15, what="5 dead letters")
     reasons = sorted(dict(r.headers)["polyrec-reason"].decode() for r in dlq)
-    assert reasons == ["empty_text", "malformed_json", "missing_field"]
-    assert metric_value(w.metrics(), "polyrec_dlq_records_total", topic=topic) == 3
+    assert reasons == ["empty_text", "empty_text", "malformed_json", "malformed_json", "missing_field"]
+    assert metric_value(w.metrics(), "polyrec_dlq_records_total", topic=topic) == 5
+    w.alive()

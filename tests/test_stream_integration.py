@@ -139,6 +139,10 @@ BAD = [
     (json.dumps({"user_id": "u", "item_id": "x", "event": "click", "ts": 1, "pad": "y" * 70000}).encode(),
      "payload_too_large"),
     (b"\xff\xfe not utf-8", "malformed_json"),
+    (b'{"user_id": "u\\ud800", "item_id": "x", "event": "click", "ts": 1}', "malformed_json"),  # lone surrogate
+    (b'{"user_id": "u", "item_id": "x", "event": "click", "ts": 1, "a": ' + b"[" * 30000 + b"]" * 30000 + b"}",
+     "malformed_json"),  # nested beyond the recursion limit
+    (b'{"user_id": "u", "item_id": "x", "event": "click", "ts": 1' + b"0" * 5000 + b"}", "malformed_json"),
 ]
 
 
