@@ -77,7 +77,11 @@ def _cmd_recs(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from polyrec.demo import run_demo
 
-    run_demo(limit=args.limit, keep_running=args.keep_running)
+    try:
+        run_demo(limit=args.limit, keep_running=args.keep_running)
+    except KeyboardInterrupt:
+        print("polyrec demo: interrupted; the broker, Redis and worker it started are stopped", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -86,6 +90,13 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
     print(markdown_table(), end="") if args.markdown else print("\n".join(Settings.from_env().describe()))
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("--loglevel", default="info")
     wk.set_defaults(func=_cmd_worker)
     dm = sub.add_parser("demo", help="run the whole pipeline on embedded defaults with MovieLens-100K")
-    dm.add_argument("--limit", type=int, default=None, help="replay only the first N events")
+    dm.add_argument("--limit", type=_positive_int, default=None, help="replay only the first N events")
     dm.add_argument("--keep-running", action="store_true",
                     help="leave the broker, Redis and worker up and print how to query them")
     dm.set_defaults(func=_cmd_demo)

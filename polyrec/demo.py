@@ -12,19 +12,23 @@ that had learned it (``polyrec/freshness.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from polyrec.config import Settings
-from polyrec.embedded import LocalServer, ensure_redis, free_port, start_tansu
+from polyrec.config import Settings, redact_url
+from polyrec.embedded import EmbeddedError, LocalServer, ensure_redis, free_port, start_tansu
 from polyrec.freshness import event_freshness
 from polyrec.movielens import Movie, load_interactions, load_movies
 from stream.metrics import scrape_totals
@@ -44,7 +48,7 @@ def _wait_ready(port: int, proc: subprocess.Popen, log: Path, timeout: float = 9
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the worker exited with code {proc.returncode}; its log:\n{log.read_text()[-3000:]}")
+            raise EmbeddedError(f"the worker exited with code {proc.returncode}; its log:\n{log.read_text()[-3000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/polyrec/ready", timeout=1) as r:
                 if json.loads(r.read()).get("assigned"):
@@ -52,7 +56,7 @@ def _wait_ready(port: int, proc: subprocess.Popen, log: Path, timeout: float = 9
         except OSError:
             pass
         time.sleep(0.3)
-    raise RuntimeError(f"the worker was not ready within {timeout:.0f} s; see {log}")
+    raise EmbeddedError(f"the worker was not ready within {timeout:.0f} s; see {log}")
 
 
 async def _replay(bootstrap: str, topic: str, limit: int | None, progress) -> tuple[list[str], list[int]]:
@@ -110,14 +114,36 @@ def _sample_table(redis, prefix: str, titles: dict[str, str], n_users: int = 4):
         if p["user_id"] in seen:
             continue
         seen.add(p["user_id"])
-        names = ", ".join(titles.get(x["item_id"], x["item_id"]) for x in p["items"])
+        names = " · ".join(titles.get(x["item_id"], x["item_id"]) for x in p["items"])
         table.add_row(p["user_id"], names, f"{(time.time() * 1000 - p['updated_at']) / 1000:.1f} s")
         if len(seen) == n_users:
             break
     return table
 
 
-def run_demo(limit: int | None = None, keep_running: bool = False) -> DemoResult:
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP (``kill``, ``timeout``, a closed terminal) end the demo like Ctrl-C does,
+    through its ``finally``: the children run in their own sessions and would outlive it."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _check_worker(worker: subprocess.Popen, log: Path) -> None:
+    if worker.poll() is not None:
+        raise EmbeddedError(f"the worker died (exit code {worker.returncode}); its log:\n{log.read_text()[-3000:]}")
+
+
+def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout_s: float = 300.0) -> DemoResult:
+    """Run the demo; everything it started is stopped on return, on error and on Ctrl-C/SIGTERM,
+    unless ``keep_running`` (then it prints how to query and stop it)."""
     import redis as redis_lib
     from rich.console import Console, Group
     from rich.live import Live
@@ -128,93 +154,125 @@ def run_demo(limit: int | None = None, keep_running: bool = False) -> DemoResult
     servers: list[LocalServer] = []
     worker: subprocess.Popen | None = None
     workdir = Path(tempfile.mkdtemp(prefix="polyrec-demo-"))
-    try:
-        if os.environ.get("KAFKA_BOOTSTRAP"):
-            bootstrap = base.kafka_bootstrap
-            console.print(f"broker: {bootstrap} (KAFKA_BOOTSTRAP)")
-        else:
-            servers.append(start_tansu())
-            bootstrap = servers[-1].address
-            console.print(f"broker: embedded Tansu at {bootstrap}")
-        servers.append(ensure_redis(base.redis_url))
-        console.print(f"redis:  {base.redis_url}" + (" (started for this demo)" if servers[-1].proc else ""))
-        web_port, metrics_port = free_port(), free_port()
-        prefix = "polyrec-demo"
-        env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, POLYREC_WEB_PORT=str(web_port),
-                   POLYREC_METRICS_PORT=str(metrics_port), POLYREC_REDIS_PREFIX=prefix,
-                   POLYREC_APP_ID=f"polyrec-demo-{int(time.time())}", POLYREC_DATA_DIR=str(workdir / "data"))
-        log = workdir / "worker.log"
-        worker = subprocess.Popen([sys.executable, "-m", "polyrec.cli", "worker"], env=env,
-                                  stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-        with console.status("starting the worker (joins the consumer group, recovers state)..."):
-            _wait_ready(web_port, worker, log)
-        console.print(f"worker: ready (metrics http://127.0.0.1:{metrics_port}/metrics, log {log})")
-        r = redis_lib.Redis.from_url(base.redis_url)
-        movies = load_movies()
-        titles = {k: m.title for k, m in movies.items()}
-        total = len(load_interactions()) if limit is None else limit
-        progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-        items_task = progress.add_task("items encoded", total=len(movies))
-        with Live(progress, console=console, refresh_per_second=4):
-            asyncio.run(_publish_items(bootstrap, base.items_topic, list(movies.values())))
-            while (encoded := scrape_totals(metrics_port).get("polyrec_encoder_items_total", 0)) < len(movies):
-                progress.update(items_task, completed=encoded)
-                if worker.poll() is not None:
-                    raise RuntimeError(f"the worker died; its log:\n{log.read_text()[-3000:]}")
-                time.sleep(0.25)
-            progress.update(items_task, completed=len(movies))
-        sent_task = progress.add_task("events produced", total=total)
-        done_task = progress.add_task("events learned", total=total)
-        started = time.time()
-
-        with Live(Group(progress, _sample_table(r, prefix, titles)), console=console, refresh_per_second=4) as live:
-            async def main() -> tuple[list[str], list[int]]:
-                producing = asyncio.create_task(_replay(bootstrap, base.events_topic, limit,
-                                                        lambda n: progress.advance(sent_task, n)))
+    run_id = f"polyrec-demo-{int(time.time())}"
+    prefix = run_id  # a Redis prefix of its own: keys of an interrupted run never count in the next
+    r = None
+    failed = False  # keep the work folder (the worker's log) when something went wrong
+    with _stop_on_signals():
+        try:
+            events_topic, items_topic = base.events_topic, base.items_topic
+            if os.environ.get("KAFKA_BOOTSTRAP"):
+                bootstrap = base.kafka_bootstrap
+                # never replay MovieLens into a real cluster's own topics
+                events_topic, items_topic = f"{run_id}-events", f"{run_id}-items"
+                console.print(f"broker: {bootstrap} (KAFKA_BOOTSTRAP); demo topics {events_topic}, {items_topic}")
+            else:
+                servers.append(start_tansu())
+                bootstrap = servers[-1].address
+                console.print(f"broker: embedded Tansu at {bootstrap}")
+            servers.append(ensure_redis(base.redis_url))
+            console.print(f"redis:  {redact_url(base.redis_url)}" + (" (started for this demo)" if servers[-1].proc else ""))
+            r = redis_lib.Redis.from_url(base.redis_url)
+            web_port, metrics_port = free_port(), free_port()
+            env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, POLYREC_WEB_PORT=str(web_port),
+                       POLYREC_METRICS_PORT=str(metrics_port), POLYREC_REDIS_PREFIX=prefix, POLYREC_APP_ID=run_id,
+                       POLYREC_DATA_DIR=str(workdir / "data"), POLYREC_ITEMS_AGENT="1",
+                       POLYREC_EVENTS_TOPIC=events_topic, POLYREC_ITEMS_TOPIC=items_topic)
+            log = workdir / "worker.log"
+            worker = subprocess.Popen([sys.executable, "-m", "polyrec.cli", "worker"], env=env,
+                                      stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+            with console.status("starting the worker (joins the consumer group, recovers state)..."):
+                _wait_ready(web_port, worker, log)
+            console.print(f"worker: ready (metrics http://127.0.0.1:{metrics_port}/metrics, log {log})")
+            movies = load_movies()
+            titles = {k: m.title for k, m in movies.items()}
+            total = len(load_interactions()) if limit is None else limit
+            progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn())
+            items_task = progress.add_task("items encoded", total=len(movies))
+            with Live(progress, console=console, refresh_per_second=4):
+                asyncio.run(_publish_items(bootstrap, items_topic, list(movies.values())))
+                deadline = time.monotonic() + items_timeout_s
                 while True:
-                    done = scrape_totals(metrics_port).get("polyrec_events_total", 0)
-                    progress.update(done_task, completed=done)
-                    live.update(Group(progress, _sample_table(r, prefix, titles)))
-                    if producing.done() and done >= len(producing.result()[0]):
-                        return producing.result()
-                    if worker.poll() is not None:
-                        raise RuntimeError(f"the worker died; its log:\n{log.read_text()[-3000:]}")
-                    await asyncio.sleep(0.25)
+                    m = scrape_totals(metrics_port)  # a dead-lettered item is handled too
+                    handled = m.get("polyrec_encoder_items_total", 0) + m.get("polyrec_dlq_records_total", 0)
+                    progress.update(items_task, completed=handled)
+                    if handled >= len(movies):
+                        break
+                    _check_worker(worker, log)
+                    if time.monotonic() > deadline:
+                        raise EmbeddedError(f"only {handled:.0f} of {len(movies)} items were encoded within "
+                                            f"{items_timeout_s:.0f} s; see {log}")
+                    time.sleep(0.25)
+            sent_task = progress.add_task("events produced", total=total)
+            done_task = progress.add_task("events learned", total=total)
+            started = time.time()
 
-            sent_users, sent_ts = asyncio.run(main())
-        seconds = time.time() - started
-        n = len(sent_users)
-        fresh, missing = event_freshness(sent_users, sent_ts,
-                                         (json.loads(f[b"payload"]) for _, f in r.xrange(f"{prefix}:recs")))
-        users = sum(1 for _ in r.scan_iter(f"{prefix}:recs:*", count=1000))
-        result = DemoResult(n, seconds, fresh, users)
-        console.print(f"\n[bold]{n:,} events[/] learned in {seconds:.1f} s: [bold]{n / seconds:,.0f} events/s[/] "
-                      f"end to end (Tansu -> worker -> Redis), {users} users with recommendations")
-        console.print(f"freshness (event sent -> recommendations in Redis): p50 {np.percentile(fresh, 50):.0f} ms, "
-                      f"p99 {np.percentile(fresh, 99):.0f} ms over {len(fresh):,} events ({missing} without an "
-                      f"update; the replay sends as fast as it can, so this includes queueing; "
-                      f"bench/stream_throughput.py measures a fixed rate)")
-        if keep_running:
-            last = r.xrevrange(f"{prefix}:recs", count=1)
-            user = json.loads(last[0][1][b"payload"])["user_id"] if last else "42"
-            console.print(f"\n[bold]still running[/] (stop with: kill {worker.pid}"
-                          + "".join(f" {s.proc.pid}" for s in servers if s.proc) + ")")
-            console.print(f"  KAFKA_BOOTSTRAP={bootstrap} REDIS_URL={base.redis_url} POLYREC_REDIS_PREFIX={prefix} "
-                          f"polyrec recs {user}")
-            console.print(f"  redis-cli -u {base.redis_url} GET {prefix}:recs:{user}")
-            console.print(f"  curl http://127.0.0.1:{metrics_port}/metrics")
-            worker, servers = None, []
-        else:
-            keys = list(r.scan_iter(f"{prefix}:*", count=1000))
-            if keys:
-                r.delete(*keys)
-        return result
-    finally:
-        if worker is not None and worker.poll() is None:
-            worker.terminate()
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-        for server in reversed(servers):
-            server.stop()
+            with Live(Group(progress, _sample_table(r, prefix, titles)), console=console, refresh_per_second=4) as live:
+                async def main() -> tuple[list[str], list[int]]:
+                    producing = asyncio.create_task(_replay(bootstrap, events_topic, limit,
+                                                            lambda n: progress.advance(sent_task, n)))
+                    while True:
+                        done = scrape_totals(metrics_port).get("polyrec_events_total", 0)
+                        progress.update(done_task, completed=done)
+                        live.update(Group(progress, _sample_table(r, prefix, titles)))
+                        if producing.done() and done >= len(producing.result()[0]):
+                            return producing.result()
+                        _check_worker(worker, log)
+                        await asyncio.sleep(0.25)
+
+                sent_users, sent_ts = asyncio.run(main())
+            seconds = time.time() - started
+            n = len(sent_users)
+            fresh, missing = event_freshness(sent_users, sent_ts,
+                                             (json.loads(f[b"payload"]) for _, f in r.xrange(f"{prefix}:recs")))
+            users = sum(1 for _ in r.scan_iter(f"{prefix}:recs:*", count=1000))
+            result = DemoResult(n, seconds, fresh, users)
+            console.print(f"\n[bold]{n:,} events[/] learned in {seconds:.1f} s: [bold]{n / seconds:,.0f} events/s[/] "
+                          f"end to end (Tansu -> worker -> Redis), {users} users with recommendations")
+            console.print(f"freshness (event sent -> recommendations in Redis): p50 {np.percentile(fresh, 50):.0f} ms, "
+                          f"p99 {np.percentile(fresh, 99):.0f} ms over {len(fresh):,} events ({missing} without an "
+                          f"update; the replay sends as fast as it can, so this includes queueing; "
+                          f"bench/stream_throughput.py measures a fixed rate)")
+            if keep_running:
+                _print_how_to_query(console, r, prefix, base.redis_url, metrics_port, worker, servers, workdir)
+                worker, servers = None, []
+            return result
+        except Exception:
+            failed = True
+            raise
+        finally:
+            _stop(worker, servers)
+            if not keep_running and r is not None:
+                with contextlib.suppress(Exception):  # Redis may be what failed
+                    keys = list(r.scan_iter(f"{prefix}:*", count=1000))
+                    if keys:
+                        r.delete(*keys)
+            if not (keep_running or failed):
+                shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _print_how_to_query(console, r, prefix: str, redis_url: str, metrics_port: int, worker: subprocess.Popen,
+                        servers: list[LocalServer], workdir: Path) -> None:
+    last = r.xrevrange(f"{prefix}:recs", count=1)
+    user = json.loads(last[0][1][b"payload"])["user_id"] if last else "42"
+    polyrec = Path(sys.executable).parent / "polyrec"
+    url = redact_url(redis_url)
+    console.print(f"\n[bold]still running[/] (stop with: kill {worker.pid}"
+                  + "".join(f" {s.proc.pid}" for s in servers if s.proc) + ")")
+    console.print(f"  REDIS_URL={url} POLYREC_REDIS_PREFIX={prefix} {polyrec} recs {user}")
+    console.print(f"  redis-cli -u {url} GET {prefix}:recs:{user}")
+    console.print(f"  curl http://127.0.0.1:{metrics_port}/metrics")
+    console.print(f"  afterwards: redis-cli -u {url} --scan --pattern '{prefix}:*' | xargs -r redis-cli -u {url} DEL; "
+                  f"rm -rf {workdir}")
+
+
+def _stop(worker: subprocess.Popen | None, servers: list[LocalServer]) -> None:
+    if worker is not None and worker.poll() is None:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+    for server in reversed(servers):
+        server.stop()

