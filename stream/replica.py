@@ -23,10 +23,11 @@ log = logging.getLogger(__name__)
 
 class ItemReplica:
     def __init__(self, bootstrap: list[str], topic: str, apply: Callable[[ItemRecord], bool],
-                 known: Callable[[str, int, str], bool],
+                 known: Callable[[str, int, str, str], bool],
                  on_applied: Callable[[str], None] | None = None, fetch_max_wait_ms: int = 500) -> None:
-        """``apply`` folds a record in; ``known(source, offset, item_id)`` spots echoes of records
-        this worker wrote itself from their headers, before any decoding."""
+        """``apply`` folds a record in; ``known(source, offset, item_id, writer)`` spots echoes of
+        records this worker wrote itself (and late ones of an evicted owner) from their headers,
+        before any decoding."""
         self.bootstrap, self.topic, self.apply, self.known = bootstrap, topic, apply, known
         self.on_applied, self.fetch_max_wait_ms = on_applied, fetch_max_wait_ms
         self._consumer: AIOKafkaConsumer | None = None
@@ -71,7 +72,8 @@ class ItemReplica:
         on every restart and a crash would repeat forever)."""
         try:
             h = dict(r.headers)
-            if "src" in h and self.known(h["src"].decode(), int(h["off"]), h["item"].decode()):
+            if "src" in h and self.known(h["src"].decode(), int(h["off"]), h["item"].decode(),
+                                         h.get("w", b"").decode()):
                 return "stale"
             return "applied" if self.apply(ItemRecord.from_json(json.loads(r.value))) else "stale"
         except Exception as exc:  # noqa: BLE001 - a tombstone, another model's dimension, bad JSON...

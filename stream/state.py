@@ -24,6 +24,7 @@ batch pushed are re-drawn on replay: sampling is random either way.)
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -74,6 +75,7 @@ class ItemRecord:
     offset: int
     embedding: np.ndarray | None = None  # text records only: the item's text embedding
     count: int = 0  # partition records: how many of the partition's events had this item
+    writer: str = ""  # partition records: the writing worker's id (a header only, not in the value)
 
     @property
     def key(self) -> str:
@@ -81,7 +83,8 @@ class ItemRecord:
 
     def headers(self) -> list[tuple[str, bytes]]:
         """Kafka headers that let a reader skip a record it already has without decoding it."""
-        return [("src", self.source.encode()), ("off", str(self.offset).encode()), ("item", self.item_id.encode())]
+        h = [("src", self.source.encode()), ("off", str(self.offset).encode()), ("item", self.item_id.encode())]
+        return h + [("w", self.writer.encode())] if self.writer else h
 
     def to_json(self) -> dict:
         d = {"item_id": self.item_id, "source": self.source, "v": encode_vector(self.vector), "o": self.offset,
@@ -155,6 +158,7 @@ class WorkerModel:
         self._text_base: dict[int, np.ndarray] = {}
         self.embeddings: dict[str, np.ndarray] = {}  # item id -> text embedding (text records)
         self._loaded: dict[str, int] = {}  # user id -> offset of the table state its local row holds
+        self.writer = uuid.uuid4().hex[:12]  # this worker's id on the item records it writes
 
     # -- items ---------------------------------------------------------------------------
     def item_vector(self, item_id: str) -> np.ndarray:
@@ -197,7 +201,8 @@ class WorkerModel:
             rows = np.flatnonzero(part.unsent)
             part.unsent[rows] = False
             source = f"p{p}"
-            records += [ItemRecord(item, source, vec, int(o), count=int(n)) for item, vec, o, n in zip(
+            records += [ItemRecord(item, source, vec, int(o), count=int(n), writer=self.writer)
+                        for item, vec, o, n in zip(
                 self.mf.items.id_at(rows), part.vectors[rows], part.offsets[rows].tolist(), part.counts[rows])]
         return records
 
@@ -220,13 +225,24 @@ class WorkerModel:
             part = self._contrib[partition] = _Contributions(self.config.dim)
         return part
 
-    def knows(self, source: str, offset: int, item_id: str) -> bool:
-        """True if a record (source, offset) for ``item_id`` is already applied (an echo)."""
+    def knows(self, source: str, offset: int, item_id: str, writer: str = "") -> bool:
+        """True if a record (source, offset) for ``item_id`` is already applied (an echo), or older.
+
+        An older record from *another* writer landing after a newer one is a partition's evicted
+        previous owner flushing late: compaction would keep it over the newer contribution, so the
+        row is marked to be written again at this worker's next flush of that partition (only the
+        partition's owner flushes it; whoever holds the newest offset ends up written last).
+        """
         if source == TEXT_SOURCE:
             return False
         row = self.mf.items.row(item_id)  # called once per replicated record: scalar lookups only
         part = self._contrib.get(_partition(source))
-        return 0 <= row < (0 if part is None else len(part.offsets)) and offset <= int(part.offsets[row])
+        if not 0 <= row < (0 if part is None else len(part.offsets)):
+            return False
+        mine = int(part.offsets[row])
+        if offset < mine and writer and writer != self.writer:
+            part.unsent[row] = True
+        return offset <= mine
 
     def _shift(self, row: int, delta: np.ndarray) -> None:
         self.mf.item_factors[row] += delta[:-1]

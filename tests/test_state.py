@@ -154,6 +154,26 @@ def test_knows_spots_echoes_of_records_already_applied():
     assert not w.knows("p0", 0, "never-seen")
 
 
+def test_a_late_record_of_an_evicted_owner_makes_the_new_owner_write_its_newer_one_again():
+    evicted, owner = _worker(), _worker()
+    first = _batch(n=40, start=0, seed=1)
+    evicted.process(0, *first, {})  # learned, not yet flushed when it lost the partition
+    owner.process(0, *first, {})  # the new owner replays from the last commit...
+    owner.process(0, *_batch(n=40, start=40, seed=2), {})  # ...and goes on
+    written = {r.item_id: r for r in owner.take_item_records()}
+    late = evicted.take_item_records()  # the evicted owner's flush lands after the new owner's
+    for rec in late:
+        assert owner.knows("p0", rec.offset, rec.item_id, rec.writer)  # older: not applied
+    again = {r.item_id: r for r in owner.take_item_records()}
+    stale = {r.item_id for r in late if r.offset < written[r.item_id].offset}
+    assert stale and set(again) == stale  # rewritten, so they land after the late ones
+    assert all(again[i].offset == written[i].offset for i in stale)
+    for rec in written.values():  # the owner's own echoes never trigger a rewrite
+        assert owner.knows("p0", rec.offset, rec.item_id, rec.writer)
+    assert owner.take_item_records() == []
+    assert dict(written[next(iter(written))].headers())["w"] == owner.writer.encode()
+
+
 def _run(w, table, batches, forget_each_time):
     """Feed batches through ``w`` with ``table`` as the users table, as the pipeline does."""
     out = []
