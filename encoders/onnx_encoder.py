@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from encoders.sidecar import Sidecar, sidecar_path
+from encoders.sidecar import Sidecar, file_sha256, sidecar_path
 
 log = logging.getLogger(__name__)
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
@@ -66,6 +66,9 @@ class OnnxEncoder:
         if not tokenizer_path.is_file():
             raise FileNotFoundError(f"{tokenizer_path} is missing: export writes it next to the graph; "
                                     f"re-run `polyrec export` for {path}")
+        if self.sidecar.tokenizer_sha256 and file_sha256(tokenizer_path) != self.sidecar.tokenizer_sha256:
+            raise ValueError(f"{tokenizer_path} is not the tokenizer {path.name} was exported and validated with "
+                             f"(another export into the same folder replaced it?): re-export {path.name}")
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(self.sidecar.max_length)

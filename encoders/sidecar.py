@@ -36,6 +36,7 @@ class Sidecar:
     inputs: tuple[str, ...] = INPUT_NAMES
     output: str = OUTPUT_NAME
     tokenizer: str = TOKENIZER_FILE
+    tokenizer_sha256: str = ""  # of the tokenizer file the graph was validated with ("" in older exports)
     versions: dict[str, str] = field(default_factory=dict)
     format: str = FORMAT
 

@@ -6,6 +6,7 @@ Everything is written under a hidden ``.partial`` folder next to ``out``; the gr
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import warnings
@@ -140,6 +141,7 @@ def export_onnx(model: str, out: Path, *, variant: str = "fp32", tolerance: Tole
         sidecar = Sidecar(
             model_id=_model_id(model), variant=variant, dim=int(config.hidden_size), max_length=int(max_length),
             opset=OPSET, sha256=file_sha256(graph), pad_token_id=int(tokenizer.pad_token_id or 0),
+            tokenizer_sha256=hashlib.sha256(tokenizer_json.encode("utf-8")).hexdigest(),
             prefixes=dict(prefixes), validation=report, conversion=conversion,
             versions=_versions(),
         )

@@ -121,3 +121,16 @@ def test_bad_arguments_are_one_line_errors(tiny_model: Path, tmp_path: Path, arg
     assert main(["export", "--out", str(tmp_path / "m.onnx"), *argv]) == 2
     assert "Traceback" not in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_the_graph_refuses_a_tokenizer_it_was_not_exported_with(tiny_model: Path, tmp_path: Path) -> None:
+    from encoders.onnx_encoder import OnnxEncoder
+
+    out = tmp_path / "tiny.fp32.onnx"
+    sidecar = onnx_export.export_onnx(str(tiny_model), out)
+    tokenizer = tmp_path / "tokenizer.json"
+    assert sidecar.tokenizer_sha256 == file_sha256(tokenizer)
+    assert OnnxEncoder(out).encode(["ok"]).shape == (1, sidecar.dim)
+    tokenizer.write_text(tokenizer.read_text() + "\n")  # any other file: another model's, say
+    with pytest.raises(ValueError, match="re-export"):
+        OnnxEncoder(out)
