@@ -6,7 +6,6 @@ Everything is written under a hidden ``.partial`` folder next to ``out``; the gr
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import warnings
@@ -138,15 +137,15 @@ def export_onnx(model: str, out: Path, *, variant: str = "fp32", tolerance: Tole
         report["tokenizer_match"] = _tokenizer_matches(tokenizer_json, tokenizer, list(VALIDATION), max_length)
         if not report["tokenizer_match"]:
             raise ValidationError("tokenizer.json does not reproduce transformers' token ids")
+        (work / TOKENIZER_FILE).write_text(tokenizer_json, encoding="utf-8")
         sidecar = Sidecar(
             model_id=_model_id(model), variant=variant, dim=int(config.hidden_size), max_length=int(max_length),
             opset=OPSET, sha256=file_sha256(graph), pad_token_id=int(tokenizer.pad_token_id or 0),
-            tokenizer_sha256=hashlib.sha256(tokenizer_json.encode("utf-8")).hexdigest(),
+            tokenizer_sha256=file_sha256(work / TOKENIZER_FILE),  # as OnnxEncoder checks it
             prefixes=dict(prefixes), validation=report, conversion=conversion,
             versions=_versions(),
         )
         sidecar.write(work / "sidecar.json")
-        (work / TOKENIZER_FILE).write_text(tokenizer_json, encoding="utf-8")
         os.replace(work / TOKENIZER_FILE, out.parent / TOKENIZER_FILE)
         os.replace(graph, out)
         os.replace(work / "sidecar.json", sidecar_path(out))

@@ -42,13 +42,17 @@ class DemoResult:
     users_with_recs: int
 
 
+def _check_worker(worker: subprocess.Popen, log: Path) -> None:
+    if worker.poll() is not None:
+        raise EmbeddedError(f"the worker died (exit code {worker.returncode}); its log:\n{log.read_text()[-3000:]}")
+
+
 def _wait_ready(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
     import urllib.request
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise EmbeddedError(f"the worker exited with code {proc.returncode}; its log:\n{log.read_text()[-3000:]}")
+        _check_worker(proc, log)
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/polyrec/ready", timeout=1) as r:
                 if json.loads(r.read()).get("assigned"):
@@ -136,11 +140,6 @@ def _stop_on_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _check_worker(worker: subprocess.Popen, log: Path) -> None:
-    if worker.poll() is not None:
-        raise EmbeddedError(f"the worker died (exit code {worker.returncode}); its log:\n{log.read_text()[-3000:]}")
-
-
 def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout_s: float = 300.0) -> DemoResult:
     """Run the demo; everything it started is stopped on return, on error and on Ctrl-C/SIGTERM,
     unless ``keep_running`` (then it prints how to query and stop it)."""
@@ -151,8 +150,7 @@ def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout
 
     console = Console()
     base = Settings.from_env()
-    servers: list[LocalServer] = []
-    worker: subprocess.Popen | None = None
+    servers: list[LocalServer] = []  # stopped in reverse order: the worker first
     workdir = Path(tempfile.mkdtemp(prefix="polyrec-demo-"))
     run_id = f"polyrec-demo-{int(time.time())}"
     prefix = run_id  # a Redis prefix of its own: keys of an interrupted run never count in the next
@@ -181,6 +179,7 @@ def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout
             log = workdir / "worker.log"
             worker = subprocess.Popen([sys.executable, "-m", "polyrec.cli", "worker"], env=env,
                                       stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+            servers.append(LocalServer("worker", f"127.0.0.1:{web_port}", worker, log=log))
             with console.status("starting the worker (joins the consumer group, recovers state)..."):
                 _wait_ready(web_port, worker, log)
             console.print(f"worker: ready (metrics http://127.0.0.1:{metrics_port}/metrics, log {log})")
@@ -235,14 +234,15 @@ def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout
                           f"update; the replay sends as fast as it can, so this includes queueing; "
                           f"bench/stream_throughput.py measures a fixed rate)")
             if keep_running:
-                _print_how_to_query(console, r, prefix, base.redis_url, metrics_port, worker, servers, workdir)
-                worker, servers = None, []
+                _print_how_to_query(console, r, prefix, base.redis_url, metrics_port, servers, workdir)
+                servers = []
             return result
         except Exception:
             failed = True
             raise
         finally:
-            _stop(worker, servers)
+            for server in reversed(servers):
+                server.stop(timeout=30)
             if not keep_running and r is not None:
                 with contextlib.suppress(Exception):  # Redis may be what failed
                     keys = list(r.scan_iter(f"{prefix}:*", count=1000))
@@ -252,27 +252,17 @@ def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout
                 shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _print_how_to_query(console, r, prefix: str, redis_url: str, metrics_port: int, worker: subprocess.Popen,
+def _print_how_to_query(console, r, prefix: str, redis_url: str, metrics_port: int,
                         servers: list[LocalServer], workdir: Path) -> None:
     last = r.xrevrange(f"{prefix}:recs", count=1)
     user = json.loads(last[0][1][b"payload"])["user_id"] if last else "42"
     polyrec = Path(sys.executable).parent / "polyrec"
     url = redact_url(redis_url)
-    console.print(f"\n[bold]still running[/] (stop with: kill {worker.pid}"
-                  + "".join(f" {s.proc.pid}" for s in servers if s.proc) + ")")
+    console.print("\n[bold]still running[/] (stop with: kill"
+                  + "".join(f" {s.proc.pid}" for s in reversed(servers) if s.proc) + ")")
     console.print(f"  REDIS_URL={url} POLYREC_REDIS_PREFIX={prefix} {polyrec} recs {user}")
     console.print(f"  redis-cli -u {url} GET {prefix}:recs:{user}")
     console.print(f"  curl http://127.0.0.1:{metrics_port}/metrics")
     console.print(f"  afterwards: redis-cli -u {url} --scan --pattern '{prefix}:*' | xargs -r redis-cli -u {url} DEL; "
                   f"rm -rf {workdir}")
 
-
-def _stop(worker: subprocess.Popen | None, servers: list[LocalServer]) -> None:
-    if worker is not None and worker.poll() is None:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-    for server in reversed(servers):
-        server.stop()
