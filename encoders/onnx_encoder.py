@@ -21,16 +21,16 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from encoders.sidecar import Sidecar, file_sha256, sidecar_path
+from polyrec.config import ENCODER_PROVIDERS
 
 log = logging.getLogger(__name__)
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
-_REQUESTS = {"auto", "cpu", "cuda"}
 
 
 def select_provider(requested: str, available: Sequence[str]) -> tuple[str, str | None]:
     """Pick CUDA or CPU for ``requested`` ("auto" | "cpu" | "cuda"); return (provider, warning)."""
-    if requested not in _REQUESTS:
-        raise ValueError(f"provider must be one of {sorted(_REQUESTS)}, got {requested!r}")
+    if requested not in ENCODER_PROVIDERS:
+        raise ValueError(f"provider must be one of {', '.join(ENCODER_PROVIDERS)}, got {requested!r}")
     has_cuda = CUDA in available
     if requested == "cuda" and not has_cuda:
         return CPU, f"CUDA requested but onnxruntime offers only {list(available)}: falling back to CPU"

@@ -12,6 +12,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 
+ENCODER_PROVIDERS = ("auto", "cpu", "cuda")  # what a user may ask the ONNX encoder for
+
+
 def _env(name: str, default: Any, doc: str) -> Any:
     return field(default=default, metadata={"env": name, "doc": doc})
 
@@ -109,8 +112,9 @@ class Settings:
         for name in ("projection_alpha", "batch_window_s", "commit_interval_s", "session_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{_env_name(name)} must be positive, got {getattr(self, name)}")
-        if self.encoder_provider not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"POLYREC_ENCODER_PROVIDER must be auto, cpu or cuda, got {self.encoder_provider!r}")
+        if self.encoder_provider not in ENCODER_PROVIDERS:
+            raise ValueError(f"POLYREC_ENCODER_PROVIDER must be one of {', '.join(ENCODER_PROVIDERS)}, "
+                             f"got {self.encoder_provider!r}")
 
     def describe(self) -> list[str]:
         """``VARIABLE=value`` lines of every setting, with passwords in URLs masked."""

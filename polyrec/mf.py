@@ -127,6 +127,12 @@ class OnlineMF:
             self._p[before:n] = self.initial_factors(self.users.ids[before:n], salt=0)
         return rows
 
+    def clear_users(self) -> None:
+        """Drop every user row (ids, factors, accumulators); items are kept."""
+        self.users = IdIndex()
+        self._p = np.zeros((0, self.config.dim), np.float32)
+        self._gp = np.zeros(0, np.float32)
+
     def add_items(self, ids: list[str] | np.ndarray) -> np.ndarray:
         """Rows for item ids, creating unseen items."""
         before = len(self.items)

@@ -139,7 +139,8 @@ def build_app(settings: Settings) -> faust.App:
         """Before a partition's next owner starts: its contributions written, users reloaded later."""
         partitions = {tp.partition for tp in revoked if tp.topic == settings.events_topic}
         await pipeline.flush_items(partitions)
-        model.forget_loaded_users()
+        model.forget_users()
+        metrics.USERS.set(0)
         for p in partitions:  # the next owner reports their lag; a stale value here would add to it
             with contextlib.suppress(KeyError):
                 metrics.LAG.remove(settings.events_topic, str(p))

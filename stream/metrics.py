@@ -25,8 +25,8 @@ REDIS_ERRORS = Counter("polyrec_redis_write_errors_total", "Failed Redis write a
                         "its payloads are dropped until the users' next events).")
 RECS = Counter("polyrec_recommendations_published_total", "User recommendation payloads written to Redis.")
 LOSS = Gauge("polyrec_training_loss", "Exponential moving average of the micro-batch training loss.")
-USERS = Gauge("polyrec_users_known", "Users this worker has held state for since it started (it keeps those of "
-              "partitions that moved away: not additive across workers after a rebalance).")
+USERS = Gauge("polyrec_users_known", "Users this worker holds in memory: those with events since its partitions "
+              "were last assigned (the rows are dropped at every rebalance and reloaded from the table).")
 ITEMS = Gauge("polyrec_items_known", "Items known to this worker (all partitions).")
 ITEM_RECORDS = Counter("polyrec_item_records_total", "Item-factor records read from the shared topic, "
                        "by outcome (applied, stale, invalid: skipped, see the log).", ["outcome"])

@@ -269,11 +269,17 @@ class WorkerModel:
                 offsets[user] = self._loaded[user] = st.offset
         return offsets
 
-    def forget_loaded_users(self) -> None:
-        """Reload every user from the table next time (call when partitions move: while a worker
-        owns a partition only it writes those users' states, so an unchanged offset means an
-        unchanged state; after a hand-over another worker may have replayed the same offsets)."""
+    def forget_users(self) -> None:
+        """Drop every local user row; each user is reloaded from the table at its next event.
+
+        Call when partitions move: while a worker owns a partition only it writes those users'
+        states, so an unchanged offset means an unchanged state; after a hand-over another worker
+        may have replayed the same offsets. Dropping the rows (not only the offsets) also frees the
+        users of partitions that moved away, which a long-lived worker would otherwise accumulate.
+        """
         self._loaded.clear()
+        self.mf.clear_users()
+        self.history = History(self.history_max)
 
     def user_state(self, user_id: str, offset: int) -> UserState:
         row = self.mf.users.rows([user_id])[0]

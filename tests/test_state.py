@@ -179,7 +179,7 @@ def _run(w, table, batches, forget_each_time):
     out = []
     for u, i, wt, off, ts in batches:
         if forget_each_time:
-            w.forget_loaded_users()
+            w.forget_users()
         res = w.process(0, u, i, wt, off, ts, {x: table.get(x) for x in set(u)})
         table.update(res.users)
         out.append((res, w.take_item_records()))
@@ -209,7 +209,7 @@ def test_a_state_from_the_table_replaces_the_row_when_its_offset_differs_or_afte
     w.process(0, [user], ["i2"], np.ones(1, np.float32), np.array([st.offset]), np.zeros(1), {user: other})
     assert w.user_state(user, st.offset).history != ["i1"]
     # after partitions moved, the table wins even at the same offset (another owner replayed it)
-    w.forget_loaded_users()
+    w.forget_users()
     w.process(0, [user], ["i2"], np.ones(1, np.float32), np.array([st.offset]), np.zeros(1), {user: other})
     np.testing.assert_array_equal(w.user_state(user, st.offset).factors, other.factors)
     assert w.user_state(user, st.offset).history == ["i1"]
@@ -217,6 +217,20 @@ def test_a_state_from_the_table_replaces_the_row_when_its_offset_differs_or_afte
     newer = UserState(np.full(CFG.dim, -0.5, np.float32), st.accum, ["i3"], st.offset + 1000)
     w.process(0, [user], ["i2"], np.ones(1, np.float32), np.array([st.offset + 1000]), np.zeros(1), {user: newer})
     np.testing.assert_array_equal(w.user_state(user, newer.offset).factors, newer.factors)
+
+
+def test_forgetting_users_frees_their_rows_and_the_table_brings_them_back():
+    w, table = _worker(), {}
+    u, i, wt, off, ts = _batch()
+    table.update(w.process(0, u, i, wt, off, ts, {}).users)
+    before = {x: w.user_state(x, table[x].offset) for x in table}
+    w.forget_users()
+    assert len(w.mf.users) == 0 and w.history.get(0) == []  # the rows are gone, not only the offsets
+    again = w.process(0, u, i, wt, off, ts, {x: table.get(x) for x in set(u)})
+    assert again.duplicates == len(u)  # a replay after the hand-over: nothing re-applied
+    for x, st in before.items():
+        np.testing.assert_array_equal(w.user_state(x, st.offset).factors, st.factors)
+        assert w.user_state(x, st.offset).history == st.history
 
 
 def test_item_contributions_are_coalesced_until_taken():
