@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from polyrec.evaluation.coldstart import (ColdStartMF, ItemTexts, ProjectionSettings, first_events,
-                                          holdout_items, occurrence, overlap_at_k, recall_by_occurrence,
-                                          top1_hits)
+from polyrec.evaluation.coldstart import (ColdStartMF, ItemTexts, KnownStartMF, ProjectionSettings,
+                                          final_vectors, first_events, holdout_items, occurrence, overlap_at_k,
+                                          recall_by_occurrence, top1_hits)
 from polyrec.evaluation.protocol import Replay, run_prequential
 from polyrec.mf import MFConfig
 
@@ -49,6 +49,28 @@ def test_an_informative_projection_beats_random_init_and_a_shuffled_one_does_not
     informative, random_init, shuffled = (_recall(replay, t) for t in (_texts(True), None, _texts(False)))
     assert informative > 2 * random_init
     assert informative > 2 * shuffled
+
+
+def test_a_start_from_the_final_learned_vectors_bounds_what_a_start_can_buy():
+    replay = _stream()
+    new = holdout_items(replay.items, 0.2, seed=0)
+    learned = ColdStartMF(MFConfig(dim=8), new)
+    run_prequential(replay, [learned], batch_size=10, announce=True, score_mask=np.zeros(len(replay), bool))
+    ceilings = [KnownStartMF(MFConfig(dim=8), final_vectors(learned.model, list(new), part), name=part)
+                for part in ("both", "factors", "bias")]
+    results = run_prequential(replay, [ColdStartMF(MFConfig(dim=8), new), *ceilings], batch_size=10,
+                              announce=True, score_mask=first_events(replay.items, new, 3))
+    recall = {r.name: r.summary()["recall@10"] for r in results}
+    assert recall["both"] > 2 * recall["random-init"] and recall["factors"] > 2 * recall["random-init"]
+    # the starts are what the learned model held: factors and bias, factors with bias 0, random factors and bias
+    item = str(new[0])
+    row = learned.model.items.row(item)
+    both, factors, bias = (final_vectors(learned.model, [item], part)[item] for part in ("both", "factors", "bias"))
+    np.testing.assert_array_equal(both, np.r_[learned.model.item_factors[row], learned.model.item_bias[row]])
+    assert factors[-1] == 0 and np.array_equal(factors[:-1], both[:-1]) and bias[-1] == both[-1]
+    np.testing.assert_array_equal(bias[:-1], learned.model.initial_factors([item], salt=1)[0])
+    with pytest.raises(ValueError):
+        final_vectors(learned.model, [item], "norm")
 
 
 def test_occurrence_and_first_events():

