@@ -259,10 +259,12 @@ def _print_how_to_query(console, r, prefix: str, redis_url: str, metrics_port: i
     polyrec = Path(sys.executable).parent / "polyrec"
     url = redact_url(redis_url)
     console.print("\n[bold]still running[/] (stop with: kill"
-                  + "".join(f" {s.proc.pid}" for s in reversed(servers) if s.proc) + ")")
-    console.print(f"  REDIS_URL={url} POLYREC_REDIS_PREFIX={prefix} {polyrec} recs {user}")
-    console.print(f"  redis-cli -u {url} GET {prefix}:recs:{user}")
-    console.print(f"  curl http://127.0.0.1:{metrics_port}/metrics")
+                  + "".join(f" {s.proc.pid}" for s in reversed(servers) if s.proc) + ")", soft_wrap=True)
+    folders = " ".join([str(workdir)] + [s.workdir for s in servers if s.workdir])  # Tansu's, Redis's data
+    for command in (f"REDIS_URL={url} POLYREC_REDIS_PREFIX={prefix} {polyrec} recs {user}",
+                    f"redis-cli -u {url} GET {prefix}:recs:{user}",
+                    f"curl http://127.0.0.1:{metrics_port}/metrics"):
+        console.print(f"  {command}", soft_wrap=True, markup=False, highlight=False)  # one line: copy-pastable
     console.print(f"  afterwards: redis-cli -u {url} --scan --pattern '{prefix}:*' | xargs -r redis-cli -u {url} DEL; "
-                  f"rm -rf {workdir}")
+                  f"rm -rf {folders}", soft_wrap=True, markup=False, highlight=False)
 

