@@ -18,14 +18,13 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stream_throughput import ROOT, _clean_redis, _events_total, _fill  # noqa: E402
+from stream_throughput import ROOT, _clean_redis, _events_total, _fill, contender  # noqa: E402
 
 from polyrec.config import Settings  # noqa: E402
 from polyrec.embedded import free_port, start_tansu  # noqa: E402
@@ -59,21 +58,6 @@ def shares(raw: Path) -> tuple[int, collections.Counter, collections.Counter]:
     return total, inclusive, own
 
 
-def _contender(kind: str, bootstrap: str, topic: str, port: int) -> subprocess.Popen:
-    data = tempfile.mkdtemp(prefix="polyrec-profile-")
-    if kind == "noop":
-        env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, BENCH_APP_ID="profile-noop", BENCH_TOPIC=topic,
-                   BENCH_METRICS_PORT=str(port), BENCH_DATA_DIR=data)
-        cmd = [sys.executable, str(ROOT / "bench" / "noop_faust.py"), "worker"]
-    else:
-        env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, REDIS_URL=REDIS_URL,
-                   POLYREC_APP_ID="profile-polyrec", POLYREC_REDIS_PREFIX="profile-polyrec", POLYREC_EVENTS_TOPIC=topic,
-                   POLYREC_METRICS_PORT=str(port), POLYREC_WEB_PORT=str(free_port()), POLYREC_DATA_DIR=data,
-                   POLYREC_ITEMS_AGENT="0")
-        cmd = [sys.executable, "-m", "polyrec.cli", "worker", "--loglevel", "warn"]
-    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("contender", choices=("polyrec", "noop"))
@@ -89,26 +73,27 @@ def main() -> None:
         asyncio.run(ensure_topics(Settings(kafka_bootstrap=tansu.address, events_topic=topic)))
         asyncio.run(_fill(tansu.address, topic, args.events))
         port = free_port()
-        proc = _contender(args.contender, tansu.address, topic, port)
+        env = {"REDIS_URL": REDIS_URL, "POLYREC_ITEMS_AGENT": "0"} if args.contender == "polyrec" else {}
+        app_id = f"profile-{args.contender}"
         try:
-            while _events_total(port) < 0.05 * args.events:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{args.contender} exited with {proc.returncode}")
-                time.sleep(0.2)
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking",
-                                    "-p", str(proc.pid), "-r", str(args.rate), "-f", "raw", "-o", str(out)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            t0, n0 = time.perf_counter(), _events_total(port)
-            while _events_total(port) < 0.95 * args.events:
-                time.sleep(0.5)
-            rate = (_events_total(port) - n0) / (time.perf_counter() - t0)
-            spy.send_signal(signal.SIGINT)
-            spy.wait(60)
+            with contender(args.contender, tansu.address, topic, app_id, port, **env) as server:
+                proc = server.proc
+                while _events_total(port) < 0.05 * args.events:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"{args.contender} exited with {proc.returncode}")
+                    time.sleep(0.2)
+                spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking",
+                                        "-p", str(proc.pid), "-r", str(args.rate), "-f", "raw", "-o", str(out)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                t0, n0 = time.perf_counter(), _events_total(port)
+                while _events_total(port) < 0.95 * args.events:
+                    time.sleep(0.5)
+                rate = (_events_total(port) - n0) / (time.perf_counter() - t0)
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
         finally:
-            proc.terminate()
-            proc.wait(30)
             if args.contender == "polyrec":
-                _clean_redis(REDIS_URL, "profile-polyrec")
+                _clean_redis(REDIS_URL, app_id)
     finally:
         tansu.stop()
     total, inclusive, own = shares(out)

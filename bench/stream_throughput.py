@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from polyrec.config import Settings  # noqa: E402
-from polyrec.embedded import ensure_redis, free_port, start_tansu  # noqa: E402
+from polyrec.embedded import LocalServer, ensure_redis, free_port, start_tansu  # noqa: E402
 from polyrec.freshness import event_freshness  # noqa: E402
 from polyrec.movielens import load_interactions  # noqa: E402
 from stream.metrics import scrape_totals  # noqa: E402
@@ -86,9 +86,11 @@ def _rate_from_counter(port: int, n: int, proc: subprocess.Popen, timeout: float
             raise RuntimeError(f"contender exited with {proc.returncode}")
         m, now = scrape_totals(port), time.perf_counter()
         done = m.get("polyrec_events_total", 0.0)
+        if first is None and done >= hi:
+            raise RuntimeError(f"10-90% of {n} events went by between two scrapes: use more --events")
         if first is None and done >= lo:
             first = (now, m)
-        if first is not None and done >= hi:
+        elif first is not None and done >= hi:
             t0, m0 = first
             d = {k: v - m0.get(k, 0.0) for k, v in m.items()}
             batches = d.get("polyrec_batch_size_events_count", 0.0)
@@ -101,44 +103,37 @@ def _rate_from_counter(port: int, n: int, proc: subprocess.Popen, timeout: float
     raise TimeoutError(f"only {_events_total(port):.0f} of {n} events within {timeout:.0f} s")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+def contender(kind: str, bootstrap: str, topic: str, app_id: str, port: int, **env: str) -> LocalServer:
+    """Start a no-op Faust agent ("noop") or a polyrec worker ("polyrec") on ``topic``, its
+    metrics on ``port``; ``env`` adds variables. ``stop()`` ends it and removes its data folder."""
+    data = tempfile.mkdtemp(prefix=f"polyrec-bench-{kind}-")
+    if kind == "noop":
+        env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, BENCH_APP_ID=app_id, BENCH_TOPIC=topic,
+                   BENCH_METRICS_PORT=str(port), BENCH_DATA_DIR=data, **env)
+        cmd = [sys.executable, str(ROOT / "bench" / "noop_faust.py"), "worker"]
+    else:
+        env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, POLYREC_APP_ID=app_id, POLYREC_REDIS_PREFIX=app_id,
+                   POLYREC_EVENTS_TOPIC=topic, POLYREC_METRICS_PORT=str(port), POLYREC_WEB_PORT=str(free_port()),
+                   POLYREC_DATA_DIR=data, **env)
+        cmd = [sys.executable, "-m", "polyrec.cli", "worker", "--loglevel", "warn"]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return LocalServer(kind, f"127.0.0.1:{port}", proc, data)
 
 
 def run_noop(bootstrap: str, topic: str, n: int, tag: str) -> tuple[float, dict]:
     port = free_port()
-    env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, BENCH_APP_ID=f"noop-{tag}", BENCH_TOPIC=topic,
-               BENCH_METRICS_PORT=str(port), BENCH_DATA_DIR=tempfile.mkdtemp(prefix="polyrec-bench-"))
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "noop_faust.py"), "worker"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        return _rate_from_counter(port, n, proc, timeout=600)
-    finally:
-        _stop(proc)
-
-
-def _worker(bootstrap: str, redis_url: str, app_id: str, topic: str,
-            loop: str = "uvloop") -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, REDIS_URL=redis_url, POLYREC_APP_ID=app_id,
-               POLYREC_EVENT_LOOP=loop, POLYREC_REDIS_PREFIX=app_id, POLYREC_EVENTS_TOPIC=topic,
-               POLYREC_METRICS_PORT=str(port), POLYREC_WEB_PORT=str(free_port()), POLYREC_DATA_DIR=tempfile.mkdtemp(prefix="polyrec-bench-"))
-    proc = subprocess.Popen([sys.executable, "-m", "polyrec.cli", "worker", "--loglevel", "warn"], env=env,
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return proc, port
+    with contender("noop", bootstrap, topic, f"noop-{tag}", port) as proc:
+        return _rate_from_counter(port, n, proc.proc, timeout=600)
 
 
 def run_polyrec(bootstrap: str, redis_url: str, topic: str, n: int, tag: str,
                 loop: str = "uvloop") -> tuple[float, dict]:
-    proc, port = _worker(bootstrap, redis_url, f"bench-{tag}", topic, loop)
+    port = free_port()
     try:
-        return _rate_from_counter(port, n, proc, timeout=900)
+        with contender("polyrec", bootstrap, topic, f"bench-{tag}", port, REDIS_URL=redis_url,
+                       POLYREC_EVENT_LOOP=loop) as proc:
+            return _rate_from_counter(port, n, proc.proc, timeout=900)
     finally:
-        _stop(proc)
         _clean_redis(redis_url, f"bench-{tag}")
 
 
@@ -178,10 +173,10 @@ def freshness(bootstrap: str, redis_url: str, rate: float, seconds: float) -> di
 
     topic = "events-fresh"
     asyncio.run(ensure_topics(Settings(kafka_bootstrap=bootstrap, events_topic=topic)))
-    proc, port = _worker(bootstrap, redis_url, "bench-fresh", topic)
+    port = free_port()
+    worker = contender("polyrec", bootstrap, topic, "bench-fresh", port, REDIS_URL=redis_url)
     try:
-        import urllib.request  # noqa: F401
-        while _events_total(port) == 0 and proc.poll() is None:  # warm up and wait for assignment
+        while _events_total(port) == 0 and worker.proc.poll() is None:  # warm up and wait for assignment
             asyncio.run(_fill(bootstrap, topic, 200))
             time.sleep(2)
         r = redis.Redis.from_url(redis_url)
@@ -198,7 +193,7 @@ def freshness(bootstrap: str, redis_url: str, rate: float, seconds: float) -> di
                 "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
                 "max_ms": float(lat.max())}
     finally:
-        _stop(proc)
+        worker.stop()
         _clean_redis(redis_url, "bench-fresh")
 
 
