@@ -136,7 +136,7 @@ class ColdStartMF(PolyrecMF):
 
 class KnownStartMF(ColdStartMF):
     """New items start from given vectors (factors, then bias), e.g. what another run learned for
-    them by the end of the stream: an upper bound on what any start could buy, not a contender."""
+    them by the end of the stream: a leaky reference for what a start can buy, not a contender."""
 
     def __init__(self, config: MFConfig, starts: dict[str, np.ndarray], name: str) -> None:
         super().__init__(config, starts.keys(), name=name)

@@ -34,7 +34,7 @@ TRANSLATED = ("de", "es", "fr", "it", "pl", "pt", "sv")
 ENCODE_CHUNK = 256
 SCORED_EVENTS = ("click", "purchase")  # run_prequential's default
 CONTROL = "projection-en-shuffled"
-# Upper bounds, not contenders: new items start from what random-init learned for them by the end.
+# Leaky references, not contenders: new items start from what random-init learned for them by the end.
 CEILINGS = {"ceiling-final-vector": "both", "ceiling-final-factors": "factors", "ceiling-final-bias": "bias"}
 
 
@@ -168,7 +168,7 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
                      "announce": "an item joins the catalog just before the batch of its first event",
                      "projection_fitted_on": "English texts of items with >= min_count events",
                      "control": f"{CONTROL}: the new items' English texts permuted among the new items",
-                     "ceilings": "leaky upper bounds on any start: each new item starts from the vector "
+                     "ceilings": "leaky references for what a start can buy: each new item starts from the vector "
                                  "random-init learned for it by the end of the stream (factors and bias; "
                                  "factors only, bias 0; bias only, random factors), then learns as usual",
                      "overlap_users": f"all {len(users)} users, ranking only the {len(new)} new items, "
