@@ -5,9 +5,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 CACHE ?= $(or $(POLYREC_CACHE),$(HOME)/.cache/polyrec)
-EXTRAS ?= cpu,eval,export,embedded,dev
+EXTRAS ?= cpu,eval,export,embedded,dev,rocksdb
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+# The venv is reinstalled when pyproject.toml or EXTRAS change.
+STAMP := $(VENV)/.installed-$(shell { cat pyproject.toml; echo "$(EXTRAS)"; } | sha1sum | cut -c1-12)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c

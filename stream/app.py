@@ -18,6 +18,7 @@ import faust
 import faust.streams as faust_streams
 import redis.asyncio as aioredis
 from faust.exceptions import ConsumerNotStarted
+from faust.types import TP
 
 from encoders.artifacts import resolve_onnx_path
 from encoders.onnx_encoder import OnnxEncoder
@@ -94,13 +95,17 @@ def build_app(settings: Settings) -> faust.App:
         faust_streams._current_event.set(weakref.ref(event))
         users.data[key] = value
 
+    def users_persisted(partition: int, offset: int) -> None:
+        # Faust records this itself only for changelog records it sends; the pipeline sends its own
+        users.data.set_persisted_offset(TP(users.changelog_topic.get_topic_name(), partition), offset)
+
     async def produce(topic: str, key: bytes | None, value: bytes | None, partition: int | None,
                       headers: list | None):
         return await app.producer.send(topic, key, value, partition, None, headers)
 
     redis = aioredis.from_url(settings.redis_url)
     pipeline = EventPipeline(
-        model, settings.weights, produce, users.data.get, users_store,
+        model, settings.weights, produce, users.data.get, users_store, users_persisted,
         {"items": item_factors_topic(settings), "users": users.changelog_topic.get_topic_name(),
          "dlq": f"{settings.events_topic}.dlq"},
         RecsPublisher(redis, settings.redis_prefix, settings.recs_ttl_s, settings.stream_maxlen), version,

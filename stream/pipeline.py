@@ -47,15 +47,15 @@ def dlq_headers(reason: str, detail: str, topic: str, partition: int, offset: in
             ("polyrec-source-offset", str(offset).encode())]
 
 
-async def delivered(sends: Sequence[Awaitable[Awaitable[Any]]]) -> None:
-    """Await a group of sends (queued in order), then all their broker acknowledgements. Yields to
-    the event loop every ``SEND_CHUNK`` sends, so that a large group is no stall."""
+async def delivered(sends: Sequence[Awaitable[Awaitable[Any]]]) -> list[Any]:
+    """Await a group of sends (queued in order), then all their broker acknowledgements (returned,
+    in order). Yields to the event loop every ``SEND_CHUNK`` sends, so that a large group is no stall."""
     futures = []
     for n, send in enumerate(sends, 1):
         futures.append(await send)
         if n % SEND_CHUNK == 0:
             await asyncio.sleep(0)
-    await asyncio.gather(*futures)
+    return await asyncio.gather(*futures)
 
 
 async def send_item_record(produce: Produce, topic: str, rec: ItemRecord) -> Awaitable[Any]:
@@ -79,12 +79,15 @@ async def dead_letter(produce: Produce, dlq_topic: str, rejected: Sequence[tuple
 class EventPipeline:
     def __init__(self, model: WorkerModel, weights: dict[str, float], produce: Produce,
                  users_get: Callable[[str], Any], users_store: Callable[[Any, str, dict], None],
-                 topics: dict[str, str], publisher: RecsPublisher, model_version: str,
-                 redis_retries: int = 5) -> None:
+                 users_persisted: Callable[[int, int], None], topics: dict[str, str], publisher: RecsPublisher,
+                 model_version: str, redis_retries: int = 5) -> None:
         """``topics`` names the ``items`` (item factors), ``users`` (changelog) and ``dlq`` topics;
-        ``users_store(event, key, value)`` updates the local table store without I/O."""
+        ``users_store(event, key, value)`` updates the local table store without I/O;
+        ``users_persisted(partition, offset)`` is told the changelog offset up to which the local
+        store holds what the broker acknowledged (a RocksDB store then recovers from there)."""
         self.model, self.weights, self.produce = model, weights, produce
         self.users_get, self.users_store, self.topics = users_get, users_store, topics
+        self.users_persisted = users_persisted
         self.publisher, self.model_version = publisher, model_version
         self.redis_retries = redis_retries
         self.loss = metrics.LossTracker()
@@ -110,7 +113,8 @@ class EventPipeline:
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
     async def _learn(self, last: Any, events: list, offsets: np.ndarray, produced: np.ndarray) -> None:
-        """Learn the valid events; ``last`` is the batch's last Faust event (its partition's)."""
+        """Learn the valid events; ``last`` is the batch's last Faust event (its partition's);
+        ``produced`` holds their Kafka timestamps (epoch seconds)."""
         partition = last.message.partition
         users = [e.user_id for e in events]
         states = {}
@@ -126,9 +130,10 @@ class EventPipeline:
             self.users_store(last, user, value)
             sends.append(self.produce(self.topics["users"], encode_json(user), encode_json(value), partition, None))
         payloads = [payload(u, items, scores, self.model_version, ts) for u, items, scores, ts in result.recs]
-        await asyncio.gather(delivered(sends), self._publish(payloads))
-        now_ms = time.time() * 1000.0
-        for delay in np.maximum(now_ms - produced, 0.0) / 1000.0:
+        acks, _ = await asyncio.gather(delivered(sends), self._publish(payloads))
+        if acks:
+            self.users_persisted(partition, max(ack.offset for ack in acks))
+        for delay in np.maximum(time.time() - produced, 0.0):  # Faust's message timestamps are in seconds
             metrics.FRESHNESS.observe(delay)
         outcomes = Counter((e.event, "duplicate" if dup else "applied")
                            for e, dup in zip(events, result.duplicate.tolist()))

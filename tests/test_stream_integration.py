@@ -43,6 +43,10 @@ def test_events_in_recommendations_out(broker, tmp_path, workers, redis_client):
     # the same payload is on the Redis stream
     entries = redis_client.xrange(f"{env['POLYREC_REDIS_PREFIX']}:recs")
     assert {json.loads(f[b"payload"])["user_id"] for _, f in entries} == set(users) | {"seed"}
+    # the freshness histogram saw every event, each within the bound the payloads were written in
+    text = w.metrics()
+    assert metric_value(text, "polyrec_freshness_seconds_count") == len(records) + 30
+    assert metric_value(text, "polyrec_freshness_seconds_bucket", le="10.0") == len(records) + 30, text
 
 
 def test_two_workers_four_partitions_share_item_factors(broker, tmp_path, workers, redis_client):
@@ -71,9 +75,26 @@ def test_two_workers_four_partitions_share_item_factors(broker, tmp_path, worker
     assert all(_recs(redis_client, env, u) for u in fans + targets)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_user_state_survives_a_restart(broker, tmp_path, workers, redis_client, sig):
-    env = worker_env(broker, tmp_path)
+def _rocksdb_persisted_offsets(data_dir) -> dict[int, int]:
+    """Changelog offset each partition's RocksDB users store says it holds (Faust's offset key)."""
+    from rocksdict import AccessType, Options, Rdict
+
+    out = {}
+    for path in data_dir.rglob("users-*.db"):
+        db = Rdict(str(path), Options(raw_mode=True), access_type=AccessType.read_only())
+        try:
+            raw = db.get(b"__faust\0offset__")
+        finally:
+            db.close()
+        if raw is not None:
+            out[int(path.name.removesuffix(".db").rpartition("-")[2])] = int(raw)
+    return out
+
+
+@pytest.mark.parametrize("sig, store", [(signal.SIGTERM, "memory://"), (signal.SIGKILL, "memory://"),
+                                        (signal.SIGKILL, "rocksdb://")])
+def test_user_state_survives_a_restart(broker, tmp_path, workers, redis_client, sig, store):
+    env = worker_env(broker, tmp_path, POLYREC_STORE=store)
     w = workers.new(env)
     w.wait_ready()
     users = [f"bob{n}" for n in range(6)]
@@ -89,6 +110,10 @@ def test_user_state_survives_a_restart(broker, tmp_path, workers, redis_client, 
     w.stop(sig)
     # the item contributions were written before the offsets were committed, SIGKILL or not
     assert durable_item_counts(broker, env) == Counter(things)
+    if store == "rocksdb://":  # the local store knows how far the changelog it holds goes: no full replay
+        changelog = run(read_topic(broker, f"{env['POLYREC_APP_ID']}-users-changelog"))
+        last = {r.partition: r.offset for r in changelog}
+        assert last and _rocksdb_persisted_offsets(tmp_path / "data") == last
     w2 = workers.new(env)
     w2.wait_ready(90)
     for u in users:
