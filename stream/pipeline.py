@@ -29,6 +29,10 @@ from stream.state import ItemRecord, UserState, WorkerModel
 log = logging.getLogger(__name__)
 
 SEND_CHUNK = 100  # records encoded and queued between two yields to the event loop
+# Key + value of a dead-letter copy at most: Faust's producer refuses requests over 1,000,000
+# bytes, while a Kafka producer and broker accept records of up to 1 MiB.
+DLQ_MAX_BYTES = 900_000
+DLQ_MAX_KEY_BYTES = 64 * 1024
 
 # (topic, key, value, partition, headers) -> a future that resolves on the broker's ack.
 # In the worker this is Faust's own producer (``app.producer.send``), lifecycle and all; the
@@ -64,13 +68,25 @@ async def send_item_record(produce: Produce, topic: str, rec: ItemRecord) -> Awa
     return await produce(topic, rec.key.encode(), encode_json(rec.to_json()), None, rec.headers())
 
 
+def dlq_copy(key: bytes | None, value: bytes | None) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """The key and value a dead-letter record carries: the originals, unless together they exceed
+    ``DLQ_MAX_BYTES`` (then their heads, and a ``polyrec-truncated`` header with the original sizes)."""
+    n_key, n_value = len(key or b""), len(value or b"")
+    if n_key + n_value <= DLQ_MAX_BYTES:
+        return key, value, []
+    key = None if key is None else key[:DLQ_MAX_KEY_BYTES]
+    value = None if value is None else value[:DLQ_MAX_BYTES - len(key or b"")]
+    return key, value, [("polyrec-truncated", f"key {n_key} bytes, value {n_value} bytes".encode())]
+
+
 async def dead_letter(produce: Produce, dlq_topic: str, rejected: Sequence[tuple[Any, Rejected]]) -> None:
     """Send rejected Faust events' original bytes to ``dlq_topic`` with the reason, and count them."""
     sends = []
     for ev, exc in rejected:
         msg = ev.message
-        sends.append(produce(dlq_topic, msg.key, ev.value, None, dlq_headers(
-            exc.reason, exc.detail, msg.topic, msg.partition, msg.offset)))
+        key, value, truncated = dlq_copy(msg.key, ev.value)
+        sends.append(produce(dlq_topic, key, value, None, dlq_headers(
+            exc.reason, exc.detail, msg.topic, msg.partition, msg.offset) + truncated))
         metrics.DLQ.labels(msg.topic, exc.reason).inc()
         log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
     await delivered(sends)

@@ -100,3 +100,13 @@ def test_compact_json_has_no_spaces_and_round_trips():
     obj = {"a": [1, 2.5, "ü"], "b": None}
     assert compact_json(obj) == json.dumps(obj, separators=(",", ":"))
     assert json.loads(compact_json(obj)) == obj
+
+
+def test_a_dead_letter_copy_keeps_the_originals_unless_they_exceed_the_producer_limit():
+    from stream.pipeline import DLQ_MAX_BYTES, DLQ_MAX_KEY_BYTES, dlq_copy
+
+    assert dlq_copy(b"k", b"v" * 1000) == (b"k", b"v" * 1000, [])
+    assert dlq_copy(None, None) == (None, None, [])
+    key, value, headers = dlq_copy(b"k" * 100_000, b"v" * 2_000_000)
+    assert key == b"k" * DLQ_MAX_KEY_BYTES and len(key) + len(value) == DLQ_MAX_BYTES and set(value) == {ord("v")}
+    assert headers == [("polyrec-truncated", b"key 100000 bytes, value 2000000 bytes")]

@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from stream.pipeline import DLQ_MAX_BYTES
 from tests.support import (durable_item_counts, event, http_json, keys_in_partition, metric_value, produce,
                            read_topic, run, two_workers, wait_for, worker_env)
 
@@ -163,6 +164,7 @@ BAD = [
     (json.dumps({"user_id": "u", "item_id": "x", "event": "click", "ts": "yesterday"}).encode(), "invalid_timestamp"),
     (json.dumps({"user_id": "u", "item_id": "x", "event": "click", "ts": 1, "pad": "y" * 70000}).encode(),
      "payload_too_large"),
+    (b"z" * 1_020_000, "payload_too_large"),  # over Faust's 1,000,000-byte producer limit, under Kafka's 1 MiB
     (b"\xff\xfe not utf-8", "malformed_json"),
     (b'{"user_id": "u\\ud800", "item_id": "x", "event": "click", "ts": 1}', "malformed_json"),  # lone surrogate
     (b'{"user_id": "u", "item_id": "x", "event": "click", "ts": 1, "a": ' + b"[" * 30000 + b"]" * 30000 + b"}",
@@ -198,6 +200,9 @@ def test_bad_input_goes_to_the_dlq_and_valid_events_around_it_are_applied(broker
         originals = [v for v, reason in BAD if reason == h["polyrec-reason"].decode()]
         if h["polyrec-reason"] == b"key_mismatch":
             assert r.key == b"someone-else" and json.loads(r.value)["item_id"] == "film-x"
+        elif "polyrec-truncated" in h:  # too large to copy whole: its head, and its sizes
+            assert h["polyrec-truncated"] == b"key 1 bytes, value 1020000 bytes"
+            assert r.value == b"z" * (DLQ_MAX_BYTES - 1)
         else:
             assert r.value in originals, (h, r.value[:200])  # the original bytes
         assert int(h["polyrec-source-offset"]) >= 0
