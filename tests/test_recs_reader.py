@@ -1,13 +1,16 @@
-"""RecsReader.follow against a real Redis: from "now", it misses no update."""
+"""RecsPublisher and RecsReader against a real Redis: TTL and stream trimming, and follow() from
+"now" missing no update."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
 import redis
+import redis.asyncio as aioredis
 
-from stream.recs import RecsReader, stream_key
+from stream.recs import RecsPublisher, RecsReader, recs_key, stream_key
 from tests.support import REDIS_URL
 
 
@@ -41,3 +44,26 @@ def test_follow_from_now_gets_an_update_written_between_two_idle_waits(redis_cli
         client.close()
     finally:
         redis_client.delete(stream)
+
+
+def test_published_keys_expire_and_the_stream_is_trimmed(redis_client):
+    prefix = f"test-publish-{uuid.uuid4().hex[:8]}"
+
+    async def publish() -> None:
+        client = aioredis.from_url(REDIS_URL)
+        try:
+            publisher = RecsPublisher(client, prefix, ttl_s=60, maxlen=50)
+            for batch in range(3):
+                await publisher.publish([{"user_id": f"u{n}", "items": [], "batch": batch} for n in range(200)])
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(publish())
+        ttls = {redis_client.ttl(recs_key(prefix, f"u{n}")) for n in range(200)}
+        assert all(0 < t <= 60 for t in ttls), ttls
+        assert json.loads(redis_client.get(recs_key(prefix, "u7")))["batch"] == 2  # the latest write
+        # MAXLEN ~ trims whole stream nodes (100 entries by default): about 50 remain, never all 600
+        assert 50 <= redis_client.xlen(stream_key(prefix)) <= 150
+    finally:
+        redis_client.delete(stream_key(prefix), *(recs_key(prefix, f"u{n}") for n in range(200)))
