@@ -205,7 +205,7 @@ def test_bad_input_goes_to_the_dlq_and_valid_events_around_it_are_applied(broker
             assert r.value == b"z" * (DLQ_MAX_BYTES - 1)
         else:
             assert r.value in originals, (h, r.value[:200])  # the original bytes
-        assert int(h["polyrec-source-offset"]) >= 0
+        assert int(h["polyrec-source-offset"]) >= 0 and int(h["polyrec-source-partition"]) >= 0
     text = w.metrics()
     assert metric_value(text, "polyrec_dlq_records_total") == len(BAD) + 1
     assert metric_value(text, "polyrec_dlq_records_total", reason="invalid_id") == 2
