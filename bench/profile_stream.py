@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stream_throughput import ROOT, _clean_redis, _events_total, _fill, contender  # noqa: E402
+from stream_throughput import ROOT, STOP_TIMEOUT_S, _clean_redis, _events_total, _fill, contender  # noqa: E402
 
 from polyrec.config import Settings  # noqa: E402
 from polyrec.embedded import free_port, start_tansu  # noqa: E402
@@ -76,7 +76,8 @@ def main() -> None:
         env = {"REDIS_URL": REDIS_URL, "POLYREC_ITEMS_AGENT": "0"} if args.contender == "polyrec" else {}
         app_id = f"profile-{args.contender}"
         try:
-            with contender(args.contender, tansu.address, topic, app_id, port, **env) as server:
+            server = contender(args.contender, tansu.address, topic, app_id, port, **env)
+            try:
                 proc = server.proc
                 while _events_total(port) < 0.05 * args.events:
                     if proc.poll() is not None:
@@ -91,6 +92,8 @@ def main() -> None:
                 rate = (_events_total(port) - n0) / (time.perf_counter() - t0)
                 spy.send_signal(signal.SIGINT)
                 spy.wait(60)
+            finally:
+                server.stop(STOP_TIMEOUT_S)
         finally:
             if args.contender == "polyrec":
                 _clean_redis(REDIS_URL, app_id)

@@ -103,6 +103,9 @@ def _rate_from_counter(port: int, n: int, proc: subprocess.Popen, timeout: float
     raise TimeoutError(f"only {_events_total(port):.0f} of {n} events within {timeout:.0f} s")
 
 
+STOP_TIMEOUT_S = 30  # a contender's graceful shutdown, then SIGKILL
+
+
 def contender(kind: str, bootstrap: str, topic: str, app_id: str, port: int, **env: str) -> LocalServer:
     """Start a no-op Faust agent ("noop") or a polyrec worker ("polyrec") on ``topic``, its
     metrics on ``port``; ``env`` adds variables. ``stop()`` ends it and removes its data folder."""
@@ -122,18 +125,21 @@ def contender(kind: str, bootstrap: str, topic: str, app_id: str, port: int, **e
 
 def run_noop(bootstrap: str, topic: str, n: int, tag: str) -> tuple[float, dict]:
     port = free_port()
-    with contender("noop", bootstrap, topic, f"noop-{tag}", port) as proc:
-        return _rate_from_counter(port, n, proc.proc, timeout=600)
+    noop = contender("noop", bootstrap, topic, f"noop-{tag}", port)
+    try:
+        return _rate_from_counter(port, n, noop.proc, timeout=600)
+    finally:
+        noop.stop(STOP_TIMEOUT_S)
 
 
 def run_polyrec(bootstrap: str, redis_url: str, topic: str, n: int, tag: str,
                 loop: str = "uvloop") -> tuple[float, dict]:
     port = free_port()
+    worker = contender("polyrec", bootstrap, topic, f"bench-{tag}", port, REDIS_URL=redis_url, POLYREC_EVENT_LOOP=loop)
     try:
-        with contender("polyrec", bootstrap, topic, f"bench-{tag}", port, REDIS_URL=redis_url,
-                       POLYREC_EVENT_LOOP=loop) as proc:
-            return _rate_from_counter(port, n, proc.proc, timeout=900)
+        return _rate_from_counter(port, n, worker.proc, timeout=900)
     finally:
+        worker.stop(STOP_TIMEOUT_S)
         _clean_redis(redis_url, f"bench-{tag}")
 
 
@@ -174,7 +180,8 @@ def freshness(bootstrap: str, redis_url: str, rate: float, seconds: float) -> di
     topic = "events-fresh"
     asyncio.run(ensure_topics(Settings(kafka_bootstrap=bootstrap, events_topic=topic)))
     port = free_port()
-    worker = contender("polyrec", bootstrap, topic, "bench-fresh", port, REDIS_URL=redis_url)
+    worker = contender("polyrec", bootstrap, topic, "bench-fresh", port, REDIS_URL=redis_url,
+                       POLYREC_EVENT_LOOP="uvloop")
     try:
         while _events_total(port) == 0 and worker.proc.poll() is None:  # warm up and wait for assignment
             asyncio.run(_fill(bootstrap, topic, 200))
@@ -193,7 +200,7 @@ def freshness(bootstrap: str, redis_url: str, rate: float, seconds: float) -> di
                 "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
                 "max_ms": float(lat.max())}
     finally:
-        worker.stop()
+        worker.stop(STOP_TIMEOUT_S)
         _clean_redis(redis_url, "bench-fresh")
 
 

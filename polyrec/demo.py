@@ -258,8 +258,9 @@ def _print_how_to_query(console, r, prefix: str, redis_url: str, metrics_port: i
     user = json.loads(last[0][1][b"payload"])["user_id"] if last else "42"
     polyrec = Path(sys.executable).parent / "polyrec"
     url = redact_url(redis_url)
-    console.print("\n[bold]still running[/] (stop with: kill"
-                  + "".join(f" {s.proc.pid}" for s in reversed(servers) if s.proc) + ")", soft_wrap=True)
+    pids = [s.proc.pid for s in reversed(servers) if s.proc]  # the worker first, while its broker is up
+    stop = " && ".join(f"kill {pid} && while kill -0 {pid} 2>/dev/null; do sleep 0.2; done" for pid in pids)
+    console.print(f"\n[bold]still running[/] (stop with: {stop})", soft_wrap=True)
     folders = " ".join([str(workdir)] + [s.workdir for s in servers if s.workdir])  # Tansu's, Redis's data
     for command in (f"REDIS_URL={url} POLYREC_REDIS_PREFIX={prefix} {polyrec} recs {user}",
                     f"redis-cli -u {url} GET {prefix}:recs:{user}",

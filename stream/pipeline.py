@@ -140,13 +140,15 @@ class EventPipeline:
         weights = np.array([self.weights[e.event] for e in events], np.float32)
         result = self.model.process(partition, users, [e.item_id for e in events], weights, offsets,
                                     np.array([e.ts_ms for e in events]), states)
-        sends = []
-        for user, st in result.users.items():
-            value = st.to_json()
-            self.users_store(last, user, value)
-            sends.append(self.produce(self.topics["users"], encode_json(user), encode_json(value), partition, None))
+        values = {user: st.to_json() for user, st in result.users.items()}
+        sends = [self.produce(self.topics["users"], encode_json(user), encode_json(value), partition, None)
+                 for user, value in values.items()]
         payloads = [payload(u, items, scores, self.model_version, ts) for u, items, scores, ts in result.recs]
         acks, _ = await asyncio.gather(delivered(sends), self._publish(payloads))
+        # only what the changelog holds goes into the local store: a RocksDB store recovers from
+        # the offset it names, so a state that never reached the broker must not be in it
+        for user, value in values.items():
+            self.users_store(last, user, value)
         if acks:
             self.users_persisted(partition, max(ack.offset for ack in acks))
         for delay in np.maximum(time.time() - produced, 0.0):  # Faust's message timestamps are in seconds

@@ -275,7 +275,8 @@ class WorkerModel:
         Call when partitions move: while a worker owns a partition only it writes those users'
         states, so an unchanged offset means an unchanged state; after a hand-over another worker
         may have replayed the same offsets. Dropping the rows (not only the offsets) also frees the
-        users of partitions that moved away, which a long-lived worker would otherwise accumulate.
+        model's rows of users of partitions that moved away, which a long-lived worker would
+        otherwise accumulate.
         """
         self._loaded.clear()
         self.mf.clear_users()

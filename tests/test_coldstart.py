@@ -71,6 +71,8 @@ def test_a_start_from_the_final_learned_vectors_bounds_what_a_start_can_buy():
     np.testing.assert_array_equal(bias[:-1], learned.model.initial_factors([item], salt=1)[0])
     with pytest.raises(ValueError):
         final_vectors(learned.model, [item], "norm")
+    with pytest.raises(KeyError):
+        final_vectors(learned.model, ["never-seen"])
 
 
 def test_occurrence_and_first_events():

@@ -44,10 +44,10 @@ def test_events_in_recommendations_out(broker, tmp_path, workers, redis_client):
     # the same payload is on the Redis stream
     entries = redis_client.xrange(f"{env['POLYREC_REDIS_PREFIX']}:recs")
     assert {json.loads(f[b"payload"])["user_id"] for _, f in entries} == set(users) | {"seed"}
-    # the freshness histogram saw every event, each within the bound the payloads were written in
-    text = w.metrics()
-    assert metric_value(text, "polyrec_freshness_seconds_count") == len(records) + 30
-    assert metric_value(text, "polyrec_freshness_seconds_bucket", le="10.0") == len(records) + 30, text
+    # the freshness histogram saw every event (observed after the batch's acks), each within 10 s
+    wait_for(lambda: metric_value(w.metrics(), "polyrec_freshness_seconds_count") == len(records) + 30, 5,
+             what="every event in the freshness histogram")
+    assert metric_value(w.metrics(), "polyrec_freshness_seconds_bucket", le="10.0") == len(records) + 30
 
 
 def test_two_workers_four_partitions_share_item_factors(broker, tmp_path, workers, redis_client):
@@ -95,6 +95,8 @@ def _rocksdb_persisted_offsets(data_dir) -> dict[int, int]:
 @pytest.mark.parametrize("sig, store", [(signal.SIGTERM, "memory://"), (signal.SIGKILL, "memory://"),
                                         (signal.SIGKILL, "rocksdb://")])
 def test_user_state_survives_a_restart(broker, tmp_path, workers, redis_client, sig, store):
+    if store == "rocksdb://":
+        pytest.importorskip("rocksdict", reason="make test installs polyrec[rocksdb]")
     env = worker_env(broker, tmp_path, POLYREC_STORE=store)
     w = workers.new(env)
     w.wait_ready()

@@ -150,6 +150,8 @@ def final_vectors(mf: OnlineMF, ids: Sequence[str], part: str = "both") -> dict[
     """The vectors ``mf`` holds for ``ids``: "both" (factors, bias), "factors" (bias 0) or "bias"
     (the deterministic random factors every item starts from, then the learned bias)."""
     rows = mf.items.rows(ids)
+    if (rows < 0).any():
+        raise KeyError(f"items unknown to the model: {[i for i, r in zip(ids, rows) if r < 0][:5]}")
     factors, bias = mf.item_factors[rows], mf.item_bias[rows]
     if part == "factors":
         bias = np.zeros_like(bias)
