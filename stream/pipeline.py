@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -33,6 +34,7 @@ SEND_CHUNK = 100  # records encoded and queued between two yields to the event l
 # bytes, while a Kafka producer and broker accept records of up to 1 MiB.
 DLQ_MAX_BYTES = 900_000
 DLQ_MAX_KEY_BYTES = 64 * 1024
+EXIT_BATCH_FAILED = 70  # the worker's exit status when a batch failed every attempt (EX_SOFTWARE)
 
 # (topic, key, value, partition, headers) -> a future that resolves on the broker's ack.
 # In the worker this is Faust's own producer (``app.producer.send``), lifecycle and all; the
@@ -90,6 +92,36 @@ async def dead_letter(produce: Produce, dlq_topic: str, rejected: Sequence[tuple
         metrics.DLQ.labels(msg.topic, exc.reason).inc()
         log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
     await delivered(sends)
+
+
+def exit_now(status: int) -> None:
+    """End the process at once (no cleanup, no further commits), after flushing the logs."""
+    logging.shutdown()
+    os._exit(status)
+
+
+async def process_or_exit(process: Callable[[Sequence[Any]], Awaitable[None]], events: Sequence[Any], *,
+                          attempts: int = 5, backoff_s: float = 0.5, exit: Callable[[int], Any] = exit_now) -> None:
+    """``process(events)``, retried with backoff; after ``attempts`` failures, exit the process at once.
+
+    Faust acknowledges a ``take_events`` batch even when the agent raises (in the generator's
+    ``finally``), and acknowledged offsets get committed: an agent that let the error out would
+    lose the batch silently. Retrying is safe (offsets make a repeat apply only what is missing);
+    exiting at once, like a SIGKILL, commits nothing more, so the next start replays the batch.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return await process(events)
+        except Exception:  # noqa: BLE001 - any failure is retried, then ends the process
+            msg = events[0].message
+            metrics.BATCH_FAILURES.labels(msg.topic).inc()
+            log.exception("a batch of %s[%d] from offset %d failed (attempt %d of %d)",
+                          msg.topic, msg.partition, msg.offset, attempt, attempts)
+            if attempt < attempts:
+                await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+    log.critical("giving up on the batch after %d attempts: exiting without committing it, so that the "
+                 "next start replays it", attempts)
+    exit(EXIT_BATCH_FAILED)
 
 
 class EventPipeline:
