@@ -29,7 +29,7 @@ from stream import commits, metrics
 from stream.faust_process import drop_monitor, quiet_worker, use_event_loop
 from stream.fetch_wait import install_fetch_max_wait
 from stream.items import ItemPipeline
-from stream.pipeline import EventPipeline, process_or_exit
+from stream.pipeline import EventPipeline, dead_letter, process_or_dead_letter
 from stream.records import REASONS
 from stream.recs import RecsPublisher
 from stream.replica import ItemReplica
@@ -103,11 +103,12 @@ def build_app(settings: Settings) -> faust.App:
                       headers: list | None):
         return await app.producer.send(topic, key, value, partition, None, headers)
 
+    events_dlq, items_dlq = f"{settings.events_topic}.dlq", f"{settings.items_topic}.dlq"
     redis = aioredis.from_url(settings.redis_url)
     pipeline = EventPipeline(
         model, settings.weights, produce, users.data.get, users_store, users_persisted,
         {"items": item_factors_topic(settings), "users": users.changelog_topic.get_topic_name(),
-         "dlq": f"{settings.events_topic}.dlq"},
+         "dlq": events_dlq},
         RecsPublisher(redis, settings.redis_prefix, settings.recs_ttl_s, settings.stream_maxlen), version,
     )
     replica = ItemReplica(settings.broker_list, item_factors_topic(settings), model.apply_item_record,
@@ -118,12 +119,12 @@ def build_app(settings: Settings) -> faust.App:
     async def learn(stream: faust.StreamT) -> None:
         await replica.wait_caught_up()
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_window_s):
-            await process_or_exit(pipeline.process, batch)
+            await process_or_dead_letter(pipeline.process, batch, lambda bad: dead_letter(produce, events_dlq, bad))
 
     if settings.items_agent:
         item_pipeline = ItemPipeline(
             model, open_encoder(settings), produce,
-            {"items": item_factors_topic(settings), "dlq": f"{settings.items_topic}.dlq"},
+            {"items": item_factors_topic(settings), "dlq": items_dlq},
             settings.projection_alpha, settings.projection_min_count, settings.projection_refit_s)
         items = app.topic(settings.items_topic, partitions=settings.partitions)
 
@@ -131,7 +132,8 @@ def build_app(settings: Settings) -> faust.App:
         async def encode_items(stream: faust.StreamT) -> None:
             await replica.wait_caught_up()
             async for batch in stream.take_events(settings.items_batch_max, within=settings.batch_window_s):
-                await process_or_exit(item_pipeline.process, batch)
+                await process_or_dead_letter(item_pipeline.process, batch,
+                                             lambda bad: dead_letter(produce, items_dlq, bad))
 
         @app.on_before_shutdown.connect
         async def close_encoder(app: faust.App, **kwargs: object) -> None:

@@ -34,7 +34,7 @@ SEND_CHUNK = 100  # records encoded and queued between two yields to the event l
 # bytes, while a Kafka producer and broker accept records of up to 1 MiB.
 DLQ_MAX_BYTES = 900_000
 DLQ_MAX_KEY_BYTES = 64 * 1024
-EXIT_BATCH_FAILED = 70  # the worker's exit status when a batch failed every attempt (EX_SOFTWARE)
+EXIT_BATCH_FAILED = 70  # exit status when a batch and its dead letters failed (EX_SOFTWARE)
 
 # (topic, key, value, partition, headers) -> a future that resolves on the broker's ack.
 # In the worker this is Faust's own producer (``app.producer.send``), lifecycle and all; the
@@ -100,28 +100,38 @@ def exit_now(status: int) -> None:
     os._exit(status)
 
 
-async def process_or_exit(process: Callable[[Sequence[Any]], Awaitable[None]], events: Sequence[Any], *,
-                          attempts: int = 5, backoff_s: float = 0.5, exit: Callable[[int], Any] = exit_now) -> None:
-    """``process(events)``, retried with backoff; after ``attempts`` failures, exit the process at once.
+async def process_or_dead_letter(process: Callable[[Sequence[Any]], Awaitable[None]], events: Sequence[Any],
+                                 dlq: Callable[[Sequence[tuple[Any, Rejected]]], Awaitable[None]], *,
+                                 attempts: int = 5, backoff_s: float = 0.5,
+                                 exit: Callable[[int], Any] = exit_now) -> None:
+    """``process(events)``, retried with backoff; if every attempt fails, the batch goes to the
+    dead-letter topic (``dlq``, reason ``processing_failed``); if that fails too, the process exits.
 
     Faust acknowledges a ``take_events`` batch even when the agent raises (in the generator's
     ``finally``), and acknowledged offsets get committed: an agent that let the error out would
     lose the batch silently. Retrying is safe (offsets make a repeat apply only what is missing);
-    exiting at once, like a SIGKILL, commits nothing more, so the next start replays the batch.
+    a batch that fails every time (a bug) is dead-lettered so that it neither blocks the partition
+    nor vanishes; and exiting at once, like a SIGKILL, commits nothing more, so the next start
+    replays the batch (a broker that refuses writes refuses the dead letters too).
     """
+    first = events[0].message
     for attempt in range(1, attempts + 1):
         try:
             return await process(events)
-        except Exception:  # noqa: BLE001 - any failure is retried, then ends the process
-            msg = events[0].message
-            metrics.BATCH_FAILURES.labels(msg.topic).inc()
+        except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
+            error = exc
+            metrics.BATCH_FAILURES.labels(first.topic).inc()
             log.exception("a batch of %s[%d] from offset %d failed (attempt %d of %d)",
-                          msg.topic, msg.partition, msg.offset, attempt, attempts)
+                          first.topic, first.partition, first.offset, attempt, attempts)
             if attempt < attempts:
                 await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
-    log.critical("giving up on the batch after %d attempts: exiting without committing it, so that the "
-                 "next start replays it", attempts)
-    exit(EXIT_BATCH_FAILED)
+    detail = f"its micro-batch failed {attempts} times, last with {type(error).__name__}: {error}"
+    try:
+        await dlq([(ev, Rejected("processing_failed", detail)) for ev in events])
+    except Exception:  # noqa: BLE001
+        log.critical("cannot dead-letter the failed batch either: exiting without committing it, so that "
+                     "the next start replays it", exc_info=True)
+        exit(EXIT_BATCH_FAILED)
 
 
 class EventPipeline:

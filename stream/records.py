@@ -36,6 +36,7 @@ REASONS = (
     "key_mismatch",  # the Kafka key is not the record's id (breaks per-key ordering)
     "empty_text",  # an item whose text is empty after normalisation
     "unexpected_error",  # validation itself failed on this record (a polyrec bug: please report it)
+    "processing_failed",  # its whole micro-batch failed every attempt (see the worker log)
 )
 
 
