@@ -88,7 +88,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_config(args: argparse.Namespace) -> int:
     from polyrec.config import Settings, markdown_table
 
-    print(markdown_table(), end="") if args.markdown else print("\n".join(Settings.from_env().describe()))
+    if args.markdown:
+        print(markdown_table(), end="")
+    else:
+        print("\n".join(Settings.from_env().describe()))
     return 0
 
 

@@ -27,4 +27,4 @@ def recommend_rows(model: OnlineMF, history: History, user_rows: np.ndarray,
         i, b = top_k(scores, k)
         idx.append(i)
         best.append(b)
-    return (idx[0], best[0]) if len(idx) == 1 else (np.concatenate(idx), np.concatenate(best))
+    return np.concatenate(idx), np.concatenate(best)
