@@ -36,11 +36,11 @@ console = Console()
 
 
 def movielens_texts(n: int) -> list[str]:
-    """``passage: Title (year) Genre Genre`` for the first ``n`` MovieLens-100K items."""
+    """``passage: Title (year). Genre, Genre`` for the first ``n`` MovieLens-100K items."""
     from polyrec.movielens import load_movies
 
     movies = list(load_movies().values())[:n]
-    return ["passage: " + item_text(m.title, m.genres) for m in movies]
+    return ["passage: " + item_text(m.display_title, m.description) for m in movies]
 
 
 def torch_encoder(model: Path, device: str, dtype) -> Encode:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from collections.abc import Iterable
 
 _TAG = re.compile(r"<[a-zA-Z/!?][^>]*>")  # "<b>", "</p>", "<!-- -->"; not "1 < 2 > 0"
 _SPACE = re.compile(r"\s+")
@@ -45,20 +44,17 @@ def normalize_text(text: str) -> str:
     return text
 
 
-def item_text(*fields: str | Iterable[str] | None, sep: str = " ") -> str:
-    """Join item fields (title, genres, description...) into one normalised text.
-
-    Iterable fields (e.g. a genre tuple) are space-joined; each field is normalised on its own
-    and skipped if nothing is left (None, blank, only markup), the rest joined with ``sep``.
-    """
+def item_text(title: str | None, description: str | None) -> str:
+    """The text an item is encoded from: ``"title. description"``, each normalised on its own;
+    a field with nothing left (None, blank, only markup) is skipped with its separator."""
     parts = []
-    for f in fields:
-        if f is None:
+    for field in (title, description):
+        if field is None:
             continue
         try:
-            parts.append(normalize_text(f if isinstance(f, str) else " ".join(f)))
+            parts.append(normalize_text(field))
         except EmptyTextError:
             continue
     if not parts:
         raise EmptyTextError("every text field is empty after normalisation")
-    return sep.join(parts)
+    return ". ".join(parts)

@@ -88,8 +88,14 @@ async def _replay(bootstrap: str, topic: str, limit: int | None, progress) -> tu
     return list(x.users[:n]), stamps
 
 
+def item_record(movie: Movie, ts_ms: int) -> dict:
+    """A movie as an ``items`` record: its title with the year, its genres as the description."""
+    return {"item_id": movie.item_id, "title": movie.display_title, "description": movie.description, "lang": "en",
+            "ts": ts_ms}
+
+
 async def _publish_items(bootstrap: str, topic: str, movies: list[Movie]) -> None:
-    """The catalogue as ``items`` records: the title, the genres as the description."""
+    """The catalogue as ``items`` records (``item_record``)."""
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
@@ -97,9 +103,7 @@ async def _publish_items(bootstrap: str, topic: str, movies: list[Movie]) -> Non
     try:
         now = int(time.time() * 1000)
         for m in movies:
-            body = {"item_id": m.item_id, "title": m.title, "description": ", ".join(m.genres), "lang": "en",
-                    "ts": now}
-            await producer.send(topic, json.dumps(body).encode(), key=m.item_id.encode())
+            await producer.send(topic, json.dumps(item_record(m, now)).encode(), key=m.item_id.encode())
         await producer.flush()
     finally:
         await producer.stop()
@@ -184,7 +188,7 @@ def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout
                 _wait_ready(web_port, worker, log)
             console.print(f"worker: ready (metrics http://127.0.0.1:{metrics_port}/metrics, log {log})")
             movies = load_movies()
-            titles = {k: m.title for k, m in movies.items()}
+            titles = {k: m.display_title for k, m in movies.items()}
             total = len(load_interactions()) if limit is None else limit
             progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                                 TimeElapsedColumn())

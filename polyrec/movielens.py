@@ -45,6 +45,21 @@ class Movie:
     year: str
     genres: tuple[str, ...]
 
+    @property
+    def display_title(self) -> str:
+        """The title as MovieLens writes it: ``Toy Story (1995)``."""
+        return with_year(self.title, self.year)
+
+    @property
+    def description(self) -> str:
+        """The genres, comma-separated: what the demo sends as an item's description."""
+        return ", ".join(self.genres)
+
+
+def with_year(title: str, year: str) -> str:
+    """``title (year)``, or ``title`` alone when the year is unknown."""
+    return f"{title} ({year})" if year else title
+
 
 def ensure_movielens() -> Path:
     """Return the folder holding ``ml-100k.inter`` and ``ml-100k.item``, fetching once."""

@@ -53,7 +53,7 @@ def item_with_text(raw: bytes | None, key: bytes | None) -> tuple[Item, str]:
     """A valid ``items`` record and the text to encode: "title. description", each normalised."""
     item = parse_item(raw, key)
     try:
-        return item, item_text(item.title, item.description, sep=". ")
+        return item, item_text(item.title, item.description)
     except EmptyTextError as exc:
         raise Rejected(exc.reason, str(exc)) from None
 

