@@ -29,7 +29,7 @@ from stream import commits, metrics
 from stream.faust_process import drop_monitor, quiet_worker, use_event_loop
 from stream.fetch_wait import install_fetch_max_wait
 from stream.items import ItemPipeline
-from stream.pipeline import EventPipeline, dead_letter, process_or_dead_letter
+from stream.pipeline import EventPipeline, process_or_dead_letter
 from stream.records import REASONS
 from stream.recs import RecsPublisher
 from stream.replica import ItemReplica
@@ -119,7 +119,7 @@ def build_app(settings: Settings) -> faust.App:
     async def learn(stream: faust.StreamT) -> None:
         await replica.wait_caught_up()
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_window_s):
-            await process_or_dead_letter(pipeline.process, batch, lambda bad: dead_letter(produce, events_dlq, bad))
+            await process_or_dead_letter(pipeline, batch)
 
     if settings.items_agent:
         item_pipeline = ItemPipeline(
@@ -132,8 +132,7 @@ def build_app(settings: Settings) -> faust.App:
         async def encode_items(stream: faust.StreamT) -> None:
             await replica.wait_caught_up()
             async for batch in stream.take_events(settings.items_batch_max, within=settings.batch_window_s):
-                await process_or_dead_letter(item_pipeline.process, batch,
-                                             lambda bad: dead_letter(produce, items_dlq, bad))
+                await process_or_dead_letter(item_pipeline, batch)
 
         @app.on_before_shutdown.connect
         async def close_encoder(app: faust.App, **kwargs: object) -> None:

@@ -58,10 +58,9 @@ def item_with_text(raw: bytes | None, key: bytes | None) -> tuple[Item, str]:
         raise Rejected(exc.reason, str(exc)) from None
 
 
-def parse_items(events: Sequence[Any]) -> tuple[list[tuple[Any, Item, str]], list[tuple[Any, Rejected]]]:
-    """Split Faust events into (event, item, normalised text) and (event, rejection)."""
-    good, rejected = validate_all(events, lambda ev: item_with_text(ev.value, ev.message.key))
-    return [(ev, item, text) for ev, (item, text) in good], rejected
+def parse_items(events: Sequence[Any]) -> tuple[list[tuple[Any, tuple[Item, str]]], list[tuple[Any, Rejected]]]:
+    """Split Faust events into (event, (item, normalised text)) and (event, rejection)."""
+    return validate_all(events, lambda ev: item_with_text(ev.value, ev.message.key))
 
 
 class ItemPipeline:
@@ -74,26 +73,28 @@ class ItemPipeline:
         self._fitted_at = -float("inf")
         metrics.ENCODER_PROVIDER.labels(encoder.provider).set(1)
 
-    async def process(self, events: Sequence[Any]) -> None:
-        """Process a batch of Faust events from ``items``."""
-        good, rejected = parse_items(events)
-        if rejected:
-            await dead_letter(self.produce, self.topics["dlq"], rejected)
+    validate = staticmethod(parse_items)
+
+    async def dead_letter(self, rejected: Sequence[tuple[Any, Rejected]]) -> None:
+        await dead_letter(self.produce, self.topics["dlq"], rejected)
+
+    async def learn(self, events: Sequence[Any], good: list[tuple[Any, tuple[Item, str]]]) -> None:
+        """Encode a batch's valid items (``validate``), start their factors and share them."""
         if not good:
             return
         started = time.perf_counter()
-        embeddings = await self.encoder.encode_async([text for _, _, text in good])
+        embeddings = await self.encoder.encode_async([text for _, (_, text) in good])
         metrics.ENCODER_SECONDS.observe(time.perf_counter() - started)
         metrics.ENCODER_ITEMS.inc(len(good))
         projection = await self._current_projection()
-        ids = [item.item_id for _, item, _ in good]
+        ids = [item.item_id for _, (item, _) in good]
         if projection is None:  # nothing learned yet: keep the random start, share the embedding
             start = self.model.mf.initial_factors(ids, salt=1)
             vectors = np.column_stack([start, np.zeros(len(ids), np.float32)])
         else:
             vectors = projection.project(embeddings)
         records = [ItemRecord(item_id, TEXT_SOURCE, vec, ev.message.offset, embedding=emb)
-                   for item_id, vec, emb, (ev, _, _) in zip(ids, vectors, embeddings, good)]
+                   for item_id, vec, emb, (ev, _) in zip(ids, vectors, embeddings, good)]
         for rec in records:
             self.model.apply_item_record(rec)
         await delivered([send_item_record(self.produce, self.topics["items"], rec) for rec in records])

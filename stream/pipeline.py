@@ -18,7 +18,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -35,6 +35,7 @@ SEND_CHUNK = 100  # records encoded and queued between two yields to the event l
 DLQ_MAX_BYTES = 900_000
 DLQ_MAX_KEY_BYTES = 64 * 1024
 EXIT_BATCH_FAILED = 70  # exit status when a batch and its dead letters failed (EX_SOFTWARE)
+PROCESSING_FAILED = "processing_failed"  # dead-letter reason of valid events whose batch kept failing
 
 # (topic, key, value, partition, headers) -> a future that resolves on the broker's ack.
 # In the worker this is Faust's own producer (``app.producer.send``), lifecycle and all; the
@@ -100,24 +101,41 @@ def exit_now(status: int) -> None:
     os._exit(status)
 
 
-async def process_or_dead_letter(process: Callable[[Sequence[Any]], Awaitable[None]], events: Sequence[Any],
-                                 dlq: Callable[[Sequence[tuple[Any, Rejected]]], Awaitable[None]], *,
-                                 attempts: int = 5, backoff_s: float = 0.5,
-                                 exit: Callable[[int], Any] = exit_now) -> None:
-    """``process(events)``, retried with backoff; if every attempt fails, the batch goes to the
-    dead-letter topic (``dlq``, reason ``processing_failed``); if that fails too, the process exits.
+class BatchSteps(Protocol):
+    """A pipeline's three steps for one micro-batch of Faust events."""
+
+    def validate(self, events: Sequence[Any]) -> tuple[list[tuple[Any, Any]], list[tuple[Any, Rejected]]]:
+        """``(event, parsed)`` pairs to learn and ``(event, rejection)`` pairs to dead-letter."""
+
+    async def learn(self, events: Sequence[Any], valid: list[tuple[Any, Any]]) -> None:
+        """Learn the valid events of the batch ``events``."""
+
+    async def dead_letter(self, rejected: Sequence[tuple[Any, Rejected]]) -> None:
+        """Send rejected events to the pipeline's dead-letter topic, acknowledged."""
+
+
+async def process_or_dead_letter(steps: BatchSteps, events: Sequence[Any], *, attempts: int = 5,
+                                 backoff_s: float = 0.5, exit: Callable[[int], Any] = exit_now) -> None:
+    """Validate ``events`` once, then dead-letter the invalid ones and learn the rest, retried with
+    backoff; if every attempt fails, the valid events go to the dead-letter topic (reason
+    ``processing_failed``) with any invalid ones not sent yet; if that fails too, the process exits.
 
     Faust acknowledges a ``take_events`` batch even when the agent raises (in the generator's
     ``finally``), and acknowledged offsets get committed: an agent that let the error out would
-    lose the batch silently. Retrying is safe (offsets make a repeat apply only what is missing);
-    a batch that fails every time (a bug) is dead-lettered so that it neither blocks the partition
-    nor vanishes; and exiting at once, like a SIGKILL, commits nothing more, so the next start
-    replays the batch (a broker that refuses writes refuses the dead letters too).
+    lose the batch silently. Retrying is safe (offsets make a repeat apply only what is missing;
+    invalid events already dead-lettered are not sent again); a batch that fails every time (a
+    bug) is dead-lettered so that it neither blocks the partition nor vanishes; and exiting at
+    once, like a SIGKILL, commits nothing more, so the next start replays the batch (a broker
+    that refuses writes refuses the dead letters too).
     """
     first = events[0].message
+    valid, unsent = steps.validate(events)
     for attempt in range(1, attempts + 1):
         try:
-            return await process(events)
+            if unsent:
+                await steps.dead_letter(unsent)
+                unsent = []
+            return await steps.learn(events, valid)
         except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
             error = exc
             metrics.BATCH_FAILURES.labels(first.topic).inc()
@@ -127,7 +145,7 @@ async def process_or_dead_letter(process: Callable[[Sequence[Any]], Awaitable[No
                 await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
     detail = f"its micro-batch failed {attempts} times, last with {type(error).__name__}: {error}"
     try:
-        await dlq([(ev, Rejected("processing_failed", detail)) for ev in events])
+        await steps.dead_letter(unsent + [(ev, Rejected(PROCESSING_FAILED, detail)) for ev, _ in valid])
     except Exception:  # noqa: BLE001
         log.critical("cannot dead-letter the failed batch either: exiting without committing it, so that "
                      "the next start replays it", exc_info=True)
@@ -152,16 +170,21 @@ class EventPipeline:
         self.positions: dict[int, int] = {}  # partition -> next offset to consume (for lag)
         self._flushing = asyncio.Lock()
 
-    async def process(self, events: Sequence[Any]) -> None:
-        """Process Faust events of one partition, in offset order."""
-        if not events:
-            return
+    @staticmethod
+    def validate(events: Sequence[Any]) -> tuple[list[tuple[Any, Any]], list[tuple[Any, Rejected]]]:
+        """``(event, Event)`` pairs and ``(event, rejection)`` pairs."""
+        return validate_all(events, lambda ev: parse_event(ev.value, ev.message.key))
+
+    async def dead_letter(self, rejected: Sequence[tuple[Any, Rejected]]) -> None:
+        """Dead-letter events; those rejected by validation count as ``invalid`` events."""
+        await dead_letter(self.produce, self.topics["dlq"], rejected)
+        metrics.EVENTS.labels("invalid", "dead_lettered").inc(
+            sum(exc.reason != PROCESSING_FAILED for _, exc in rejected))
+
+    async def learn(self, events: Sequence[Any], parsed: list[tuple[Any, Any]]) -> None:
+        """Learn the valid events of a batch of one partition (``validate``), in offset order."""
         started = time.perf_counter()
         partition = events[0].message.partition
-        parsed, rejected = validate_all(events, lambda ev: parse_event(ev.value, ev.message.key))
-        if rejected:
-            await dead_letter(self.produce, self.topics["dlq"], rejected)
-            metrics.EVENTS.labels("invalid", "dead_lettered").inc(len(rejected))
         if parsed:
             await self._learn(events[-1], [e for _, e in parsed],
                               np.array([ev.message.offset for ev, _ in parsed], np.int64),

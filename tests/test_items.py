@@ -27,6 +27,6 @@ def test_items_get_their_normalised_text_and_bad_ones_a_reason():
         event(item(title="ok"), key=None),
     ]
     good, rejected = parse_items(batch)
-    assert [text for _, _, text in good] == ["Toy Story. Toys & a boy.", "Ein Junge und seine Spielzeuge."]
+    assert [text for _, (_, text) in good] == ["Toy Story. Toys & a boy.", "Ein Junge und seine Spielzeuge."]
     assert [exc.reason for _, exc in rejected] == ["empty_text", "empty_text", "malformed_json", "key_mismatch"]
     assert [ev for ev, _ in rejected] == [batch[1], batch[2], batch[3], batch[5]]

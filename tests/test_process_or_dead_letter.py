@@ -1,61 +1,78 @@
 """``process_or_dead_letter``: a failing batch is retried and never handed back to Faust (which
 would acknowledge it unprocessed): after the last attempt it is dead-lettered, and if that fails
-too the process exits. Pure control flow, with fakes for the batch step and the dead-letter send."""
+too the process exits. Invalid events are dead-lettered once, with their own reason, however many
+attempts the batch takes. Pure control flow, with a fake pipeline."""
 
 import asyncio
 from types import SimpleNamespace
 
 from stream import metrics
 from stream.pipeline import EXIT_BATCH_FAILED, process_or_dead_letter
+from stream.records import Rejected
 
-BATCH = [SimpleNamespace(message=SimpleNamespace(topic="events-retry", partition=3, offset=41 + n)) for n in range(3)]
+BATCH = [SimpleNamespace(message=SimpleNamespace(topic="events-retry", partition=3, offset=41 + n)) for n in range(4)]
+INVALID = BATCH[1]  # validation rejects this one
 
 
 def _failures() -> float:
     return metrics.BATCH_FAILURES.labels("events-retry")._value.get()
 
 
-def _flaky(failures: int):
-    calls = []
+class FakeSteps:
+    """Learning fails ``learn_failures`` times, the dead-letter send ``dlq_failures`` times."""
 
-    async def process(events):
-        calls.append(events)
-        if len(calls) <= failures:
+    def __init__(self, learn_failures: int = 0, dlq_failures: int = 0) -> None:
+        self.learn_failures, self.dlq_failures = learn_failures, dlq_failures
+        self.learned, self.dead, self.dlq_calls = [], [], 0
+
+    def validate(self, events):
+        return ([(ev, ev.message.offset) for ev in events if ev is not INVALID],
+                [(INVALID, Rejected("malformed_json", "not JSON"))])
+
+    async def learn(self, events, valid):
+        self.learned.append([parsed for _, parsed in valid])
+        if len(self.learned) <= self.learn_failures:
             raise ConnectionError("broker went away")
 
-    return process, calls
-
-
-def _run(process, *, dlq_works: bool = True, attempts: int = 4):
-    dead, exits = [], []
-
-    async def dlq(rejected):
-        if not dlq_works:
+    async def dead_letter(self, rejected):
+        self.dlq_calls += 1
+        if self.dlq_calls <= self.dlq_failures:
             raise ConnectionError("broker still away")
-        dead.extend(rejected)
-
-    asyncio.run(process_or_dead_letter(process, BATCH, dlq, attempts=attempts, backoff_s=0, exit=exits.append))
-    return dead, exits
+        self.dead.extend(rejected)
 
 
-def test_a_batch_that_fails_then_succeeds_is_retried_and_nothing_is_dead_lettered():
-    process, calls = _flaky(2)
+def _run(steps: FakeSteps, attempts: int = 4) -> list:
+    exits = []
+    asyncio.run(process_or_dead_letter(steps, BATCH, attempts=attempts, backoff_s=0, exit=exits.append))
+    return exits
+
+
+def test_a_batch_that_fails_then_succeeds_is_retried_and_its_invalid_event_dead_lettered_once():
+    steps = FakeSteps(learn_failures=2)
     before = _failures()
-    assert _run(process) == ([], [])
-    assert len(calls) == 3 and all(c is BATCH for c in calls)
+    assert _run(steps) == []
+    assert steps.learned == [[41, 43, 44]] * 3
+    assert [(ev, exc.reason) for ev, exc in steps.dead] == [(INVALID, "malformed_json")]
     assert _failures() - before == 2
 
 
+def test_a_failed_dead_letter_send_is_retried_before_learning():
+    steps = FakeSteps(dlq_failures=1)
+    assert _run(steps) == []
+    assert steps.learned == [[41, 43, 44]]  # learned only once the invalid event was dead-lettered
+    assert [(ev, exc.reason) for ev, exc in steps.dead] == [(INVALID, "malformed_json")]
+
+
 def test_a_batch_that_keeps_failing_is_dead_lettered_whole_and_the_worker_stays_up():
-    process, calls = _flaky(10)
-    dead, exits = _run(process)
-    assert len(calls) == 4 and exits == []
-    assert [ev for ev, _ in dead] == BATCH
-    assert {exc.reason for _, exc in dead} == {"processing_failed"}
-    assert "failed 4 times" in dead[0][1].detail and "ConnectionError" in dead[0][1].detail
+    steps = FakeSteps(learn_failures=10)
+    assert _run(steps) == []
+    assert len(steps.learned) == 4
+    assert [ev for ev, _ in steps.dead] == [INVALID, BATCH[0], BATCH[2], BATCH[3]]  # every event exactly once
+    assert [exc.reason for _, exc in steps.dead] == ["malformed_json"] + ["processing_failed"] * 3
+    assert "failed 4 times" in steps.dead[1][1].detail and "ConnectionError" in steps.dead[1][1].detail
 
 
 def test_when_the_dead_letters_fail_too_the_process_exits_without_returning_the_batch():
-    process, calls = _flaky(10)
-    dead, exits = _run(process, dlq_works=False)
-    assert len(calls) == 4 and dead == [] and exits == [EXIT_BATCH_FAILED]
+    steps = FakeSteps(learn_failures=10, dlq_failures=10)
+    assert _run(steps) == [EXIT_BATCH_FAILED]
+    assert steps.learned == [] and steps.dead == []  # never got past the first dead letter
