@@ -109,6 +109,7 @@ def test_overlap_and_retrieval():
     users, a = rng.normal(size=(20, 4)), rng.normal(size=(30, 5))
     assert overlap_at_k(users, a, a, k=10).tolist() == [1.0] * 20
     assert overlap_at_k(users, a, -a, k=10).mean() < 0.5
+    assert overlap_at_k(users, a[:4], -a[:4], k=10).tolist() == [1.0] * 20  # fewer items than k: all of them
     x = np.eye(5)
     assert top1_hits(x, x).all()
     assert top1_hits(x, x[::-1]).tolist() == [False, False, True, False, False]

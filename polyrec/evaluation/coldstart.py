@@ -164,7 +164,9 @@ def final_vectors(mf: OnlineMF, ids: Sequence[str], part: str = "both") -> dict[
 
 def overlap_at_k(users: np.ndarray, a: np.ndarray, b: np.ndarray, k: int = 10) -> np.ndarray:
     """Per user row, the share of the top-``k`` items under item vectors ``a`` also in the top-``k``
-    under ``b`` (item vectors: factors with the bias as last column)."""
+    under ``b`` (item vectors: factors with the bias as last column); all of them if fewer than ``k``."""
+    k = min(k, len(a))
+
     def top(v: np.ndarray) -> np.ndarray:
         s = users @ v[:, :-1].T + v[:, -1]
         return np.argpartition(-s, k - 1, axis=1)[:, :k]

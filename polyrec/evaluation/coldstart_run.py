@@ -130,7 +130,8 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
                 "text": "'title (year). genres' of the language variant, as the stream encodes an items record"}
         t = bar.add_task("encoding item texts (en, every item)", total=len(ids))
         catalog = encode(encoder, variant_texts(movies, ids, "en"), lambda n: bar.advance(t, n))
-        emb = {"en": catalog[IdIndex(ids).rows(new)]}  # language -> the new items' embeddings
+        new_rows = IdIndex(ids).rows(new)
+        emb = {"en": catalog[new_rows]}  # language -> the new items' embeddings
         for lang in languages[1:]:
             t = bar.add_task(f"encoding new items' texts ({lang})", total=len(new))
             emb[lang] = encode(encoder, variant_texts(movies, list(new), lang), lambda n, t=t: bar.advance(t, n))
@@ -144,11 +145,17 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
         bar.stop_task(t)
         settings = ProjectionSettings(**tuned["chosen"])
         models = [Popularity(), ColdStartMF(config, new, name="random-init")]
-        models += [ColdStartMF(config, new, ItemTexts(ids, catalog, new, emb[lang]), settings, name=f"projection-{lang}")
+        def arriving(new_emb: np.ndarray) -> ItemTexts:
+            """New items arrive with ``new_emb`` and, once they have the events, train the projection with it."""
+            fit_on = catalog.copy()
+            fit_on[new_rows] = new_emb
+            return ItemTexts(ids, fit_on, new, new_emb)
+
+        models += [ColdStartMF(config, new, arriving(emb[lang]), settings, name=f"projection-{lang}")
                    for lang in languages]
         # control: each new item gets another new item's English text, so only the text-item link is lost
         shuffled = emb["en"][np.random.default_rng(seed).permutation(len(new))]
-        models.append(ColdStartMF(config, new, ItemTexts(ids, catalog, new, shuffled), settings, name=CONTROL))
+        models.append(ColdStartMF(config, new, arriving(shuffled), settings, name=CONTROL))
         t = bar.add_task("cold-start replay", total=len(replay))
         results = _replay_new(replay, models, new, n_first, batch_size, lambda n: bar.advance(t, n))
         learned = models[1].model  # random-init at the end of the stream
@@ -161,6 +168,9 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
     summaries = {r.name: {**r.summary(), "recall@10_by_event": recall_by_occurrence(np.concatenate(r.hits), occ)}
                  for r in results}
     base = models[2]  # projection-en: its users and its last projection rank the new items
+    if base.projection is None:
+        raise ValueError(f"too few events for the cold-start eval (--limit {limit}): no projection was fitted, "
+                         f"fewer than two items reached {settings.min_count} events; use --limit 5000 or more")
     users = base.model.user_factors
     project = base.projection.project
     overlap = {lang: float(overlap_at_k(users, project(emb[lang]), project(emb["en"])).mean())
@@ -177,7 +187,8 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
                      "scored": "click and purchase events of a new item among its first "
                                f"{n_first} events, scored before the batch is learned",
                      "announce": "an item joins the catalog just before the batch of its first event",
-                     "projection_fitted_on": "English texts of items with >= min_count events",
+                     "projection_fitted_on": "items with >= min_count events: the English text of old items, the text a "
+                                             "new item arrived with (the run's language)",
                      "control": f"{CONTROL}: the new items' English texts permuted among the new items",
                      "ceilings": "leaky references for what a start can buy: each new item starts from the vector "
                                  "random-init learned for it by the end of the stream (factors and bias; "
