@@ -1,4 +1,5 @@
-"""Where the default encoder's files live in the polyrec cache (the Makefile uses the same paths)."""
+"""Where the default encoder's files live in the polyrec cache (the Makefile uses the same paths),
+and whether this install can run an encoder at all."""
 
 from __future__ import annotations
 
@@ -29,3 +30,14 @@ def resolve_onnx_path(configured: str = "") -> Path:
             f"--int8`), point POLYREC_ENCODER at an exported .onnx file, "
             f"or run without cold start by setting POLYREC_ITEMS_AGENT=0")
     return path
+
+
+def require_onnxruntime(needed_by: str) -> None:
+    """Raise a ``ModuleNotFoundError`` that says what to install unless onnxruntime imports
+    (it comes with the ``cpu`` or the ``gpu`` extra, not with polyrec itself)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise ModuleNotFoundError(
+            f"{needed_by} needs onnxruntime, which polyrec does not install by itself: "
+            "pip install 'polyrec[cpu]' (or 'polyrec[gpu]' for CUDA; not both)", name="onnxruntime") from exc

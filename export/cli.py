@@ -26,6 +26,9 @@ def _cmd_model_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from encoders.artifacts import require_onnxruntime
+
+    require_onnxruntime("polyrec export (it validates the graph it writes)")
     from export.onnx_export import export_onnx
     from export.validate import DEFAULT_TOLERANCE, Tolerance, ValidationError
 

@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that a bad setting or an unreachable service causes: a one-line message, not a
     traceback. Library error types count only if their library is loaded (imports stay lazy)."""
-    kinds: list[type[BaseException]] = [ValueError, OSError]
+    kinds: list[type[BaseException]] = [ValueError, OSError, ModuleNotFoundError]  # the last: an extra not installed
     for module, name in (("redis.exceptions", "RedisError"), ("aiokafka.errors", "KafkaError"),
                          ("polyrec.embedded", "EmbeddedError")):
         if module in sys.modules:

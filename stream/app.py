@@ -13,6 +13,7 @@ import json
 import logging
 import weakref
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import faust
 import faust.streams as faust_streams
@@ -20,8 +21,7 @@ import redis.asyncio as aioredis
 from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
 
-from encoders.artifacts import resolve_onnx_path
-from encoders.onnx_encoder import OnnxEncoder
+from encoders.artifacts import require_onnxruntime, resolve_onnx_path
 from polyrec import __version__
 from polyrec.config import Settings
 from polyrec.mf import MFConfig
@@ -37,6 +37,9 @@ from stream.state import UserState, WorkerModel
 from stream.offsets import install_recovery_fix
 from stream.topics import ensure_topics, item_factors_topic
 
+if TYPE_CHECKING:  # onnxruntime comes with an extra: a worker without the items agent runs without it
+    from encoders.onnx_encoder import OnnxEncoder
+
 log = logging.getLogger(__name__)
 
 
@@ -50,7 +53,10 @@ def mf_config(settings: Settings) -> MFConfig:
 
 
 def open_encoder(settings: Settings) -> OnnxEncoder:
-    """The item-text encoder, or a clear error at start-up if its file is missing."""
+    """The item-text encoder, or a clear error at start-up if its file or onnxruntime is missing."""
+    require_onnxruntime("the items agent (POLYREC_ITEMS_AGENT=0 turns it off)")
+    from encoders.onnx_encoder import OnnxEncoder
+
     return OnnxEncoder(resolve_onnx_path(settings.encoder_path), provider=settings.encoder_provider,
                        intra_op_threads=settings.encoder_threads)
 
@@ -214,8 +220,9 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Create topics if needed, serve metrics, and run one worker until SIGTERM/SIGINT."""
     import asyncio
 
-    if settings.items_agent:
-        resolve_onnx_path(settings.encoder_path)  # a missing encoder fails before anything connects
+    if settings.items_agent:  # a missing encoder fails before anything connects
+        require_onnxruntime("the items agent (POLYREC_ITEMS_AGENT=0 turns it off)")
+        resolve_onnx_path(settings.encoder_path)
     loop = use_event_loop(settings.event_loop)
     asyncio.run(ensure_topics(settings, replication=settings.replication))
     app = build_app(settings)

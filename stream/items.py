@@ -17,17 +17,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from encoders.onnx_encoder import OnnxEncoder
 from encoders.text import EmptyTextError, item_text
 from polyrec.projection import Projection, count_weights, fit_projection, mf_targets
 from stream import metrics
 from stream.pipeline import Produce, dead_letter, delivered, send_item_record
 from stream.records import Item, Rejected, parse_item, validate_all
 from stream.state import TEXT_SOURCE, ItemRecord, WorkerModel
+
+if TYPE_CHECKING:  # onnxruntime comes with an extra: a worker without the items agent runs without it
+    from encoders.onnx_encoder import OnnxEncoder
 
 log = logging.getLogger(__name__)
 

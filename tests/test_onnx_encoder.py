@@ -122,6 +122,26 @@ def test_runtime_imports_neither_torch_nor_transformers(onnx_paths: dict[str, Pa
     assert result.stdout.strip() == "[]"
 
 
+def test_without_onnxruntime_the_worker_imports_and_the_encoder_paths_say_what_to_install() -> None:
+    code = (
+        "import sys; sys.modules['onnxruntime'] = None\n"  # as if no extra were installed
+        "import stream.app\n"
+        "from polyrec.config import Settings\n"
+        "from polyrec.cli import main\n"
+        "try:\n"
+        "    stream.app.open_encoder(Settings())\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    print(exc)\n"
+        "print('status', main(['export', '--model', 'none', '--out', 'none.onnx']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("the items agent") and "pip install 'polyrec[cpu]'" in lines[0]
+    assert lines[1] == "status 2"
+    assert "polyrec export" in result.stderr and "pip install 'polyrec[cpu]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("cpu_max, expected", [("max 100000", None), ("150000 100000", 2), ("50000 100000", 1),
                                                ("garbage", None)])
 def test_available_cpus_honours_a_cgroup_quota(tmp_path: Path, cpu_max: str, expected: int | None) -> None:
