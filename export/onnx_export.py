@@ -113,7 +113,11 @@ def export_onnx(model: str, out: Path, *, variant: str = "fp32", tolerance: Tole
     if len(tokenizer) < config.vocab_size // 2:  # transformers falls back to a stub tokenizer
         raise ValidationError(f"the tokenizer has {len(tokenizer)} tokens, the model's embedding table "
                               f"{config.vocab_size}: they do not belong together")
-    limit = min(tokenizer.model_max_length, config.max_position_embeddings)
+    positions = config.max_position_embeddings
+    padding_idx = getattr(getattr(embedder.encoder, "embeddings", None), "padding_idx", None)
+    if padding_idx is not None:  # RoBERTa-style position ids start after the padding index (514 -> 512)
+        positions -= padding_idx + 1
+    limit = min(tokenizer.model_max_length, positions)
     if max_length is not None and not 0 < max_length <= limit:
         raise ValueError(f"--max-length must be between 1 and the model's {limit}, got {max_length}")
     max_length = max_length or limit

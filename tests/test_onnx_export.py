@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,27 @@ def test_tiny_export_writes_graph_sidecar_and_tokenizer(tiny_model: Path, tmp_pa
     dims = [[d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.graph.input]
     assert dims == [["batch", "sequence"], ["batch", "sequence"]]
     assert graph.opset_import[0].version == 17
+
+
+def test_a_roberta_style_model_without_a_tokenizer_limit_is_capped_by_its_positions(tiny_model: Path,
+                                                                                    tmp_path: Path) -> None:
+    """XLM-R numbers positions from padding_idx + 1: 514 position embeddings hold 512 tokens."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    torch.manual_seed(0)
+    folder = tmp_path / "tiny-xlmr"
+    config = XLMRobertaConfig(vocab_size=250002, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                              intermediate_size=64, max_position_embeddings=514, pad_token_id=1)
+    XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_model / name).exists():
+            (folder / name).write_bytes((tiny_model / name).read_bytes())
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer_config.pop("model_max_length", None)  # transformers then says 1e30
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    sidecar = onnx_export.export_onnx(str(folder), tmp_path / "xlmr.fp32.onnx")
+    assert sidecar.max_length == 512 and sidecar.validation["status"] == "passed"
 
 
 def test_impossible_tolerance_is_refused_and_leaves_nothing(tiny_model: Path, tmp_path: Path,
