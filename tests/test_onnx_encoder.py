@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import subprocess
+import threading
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,9 +57,15 @@ def test_output_is_normalised_float32_in_input_order(fp32: OnnxEncoder) -> None:
     assert fp32.encode([]).shape == (0, 384)
 
 
-def test_bucketing_does_not_change_results(onnx_paths: dict[str, Path], fp32: OnnxEncoder) -> None:
+def test_batches_are_bucketed_by_length_without_changing_results(onnx_paths: dict[str, Path], fp32: OnnxEncoder,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     with OnnxEncoder(onnx_paths["fp32"], provider="cpu", batch_size=3) as small:
+        batches, run = [], small._run
+        monkeypatch.setattr(small, "_run", lambda ids, lengths: batches.append(lengths.copy()) or run(ids, lengths))
         np.testing.assert_allclose(small.encode_passages(TEXTS), fp32.encode_passages(TEXTS), atol=1e-5)
+    assert [len(b) for b in batches[:-1]] == [3] * (len(batches) - 1)
+    lengths = np.concatenate(batches)  # texts of similar length share a batch: shortest first
+    assert len(lengths) == len(TEXTS) and (np.diff(lengths) >= 0).all() and lengths[0] < lengths[-1]
 
 
 def test_prefixes_come_from_the_sidecar(fp32: OnnxEncoder) -> None:
@@ -103,11 +110,15 @@ def test_concurrent_encodes_equal_serial(fp32: OnnxEncoder) -> None:
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-def test_encode_async_runs_in_the_encoder_pool(fp32: OnnxEncoder) -> None:
+def test_encode_async_runs_in_the_encoder_pool(fp32: OnnxEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
+    threads, encode = [], fp32.encode
+    monkeypatch.setattr(fp32, "encode", lambda *a, **k: threads.append(threading.current_thread().name) or encode(*a, **k))
+
     async def main() -> list[np.ndarray]:
         return await asyncio.gather(fp32.encode_async(TEXTS[:4]), fp32.encode_async(TEXTS[:4], kind="query"))
 
     passages, queries = asyncio.run(main())
+    assert len(threads) == 2 and all(name.startswith("onnx-encoder") for name in threads)  # not the loop's thread
     np.testing.assert_allclose(passages, fp32.encode_passages(TEXTS[:4]), atol=1e-6)
     np.testing.assert_allclose(queries, fp32.encode_queries(TEXTS[:4]), atol=1e-6)
 
