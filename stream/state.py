@@ -156,6 +156,7 @@ class WorkerModel:
         self.history = History(self.history_max)
         self._contrib: dict[int, _Contributions] = {}
         self._text_base: dict[int, np.ndarray] = {}
+        self._text_offset: dict[int, int] = {}  # item row -> ``items`` offset of the text its base is from
         self.embeddings: dict[str, np.ndarray] = {}  # item id -> text embedding (text records)
         self._loaded: dict[str, int] = {}  # user id -> offset of the table state its local row holds
         self.writer = uuid.uuid4().hex[:12]  # this worker's id on the item records it writes
@@ -174,7 +175,10 @@ class WorkerModel:
         if not np.isfinite(rec.vector).all():
             raise ValueError(f"item record {rec.key!r} holds a non-finite number")
         row = int(self.mf.add_items([rec.item_id])[0])
-        if rec.source == TEXT_SOURCE:
+        if rec.source == TEXT_SOURCE:  # an item re-published twice: the later text wins, whatever lands last
+            if rec.offset <= self._text_offset.get(row, -1):
+                return False
+            self._text_offset[row] = rec.offset
             old = self._text_base.get(row)
             if old is None:
                 old = np.r_[self.mf.initial_factors([rec.item_id], salt=1)[0], 0.0]
@@ -233,9 +237,9 @@ class WorkerModel:
         row is marked to be written again at this worker's next flush of that partition (only the
         partition's owner flushes it; whoever holds the newest offset ends up written last).
         """
-        if source == TEXT_SOURCE:
-            return False
         row = self.mf.items.row(item_id)  # called once per replicated record: scalar lookups only
+        if source == TEXT_SOURCE:
+            return offset <= self._text_offset.get(row, -1)
         part = self._contrib.get(_partition(source))
         if not 0 <= row < (0 if part is None else len(part.offsets)):
             return False

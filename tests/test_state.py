@@ -103,6 +103,20 @@ def test_text_base_replaces_the_random_start_and_keeps_learned_contributions():
     assert item in w.embeddings
 
 
+def test_a_later_text_of_an_item_wins_whatever_order_its_records_arrive_in():
+    """The item re-published: its worker applies texts 1 and 2, then the replica echoes text 1."""
+    w = _worker()
+    v1, v2 = (np.full(CFG.dim + 1, x, np.float32) for x in (0.5, -0.25))
+    assert w.apply_item_record(ItemRecord("i1", TEXT_SOURCE, v1, 10))
+    assert w.apply_item_record(ItemRecord("i1", TEXT_SOURCE, v2, 11))
+    assert w.knows(TEXT_SOURCE, 10, "i1") and w.knows(TEXT_SOURCE, 11, "i1")  # the echoes
+    assert not w.apply_item_record(ItemRecord("i1", TEXT_SOURCE, v1, 10))  # stale: not applied
+    only_v2 = _worker()
+    only_v2.apply_item_record(ItemRecord("i1", TEXT_SOURCE, v2, 11))
+    np.testing.assert_allclose(w.item_vector("i1"), only_v2.item_vector("i1"), atol=1e-6)
+    assert not w.knows(TEXT_SOURCE, 12, "i1") and not w.knows(TEXT_SOURCE, 0, "never-seen")
+
+
 def test_recommendations_cover_every_user_of_the_batch_and_skip_seen_items():
     w = _worker()
     u, i, wt, off, ts = _batch()
@@ -150,7 +164,7 @@ def test_knows_spots_echoes_of_records_already_applied():
     assert w.knows("p0", rec.offset, rec.item_id)  # our own record coming back
     assert not w.knows("p0", rec.offset + 1, rec.item_id)  # a newer one (a later owner of p0)
     assert not w.knows("p1", 1, rec.item_id)  # another partition's contribution
-    assert not w.knows(TEXT_SOURCE, 0, rec.item_id)  # text records are always applied
+    assert not w.knows(TEXT_SOURCE, 0, rec.item_id)  # no text for it yet
     assert not w.knows("p0", 0, "never-seen")
 
 
