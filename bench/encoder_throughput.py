@@ -28,6 +28,7 @@ from rich.table import Table
 
 from encoders.artifacts import default_model_dir, default_onnx_path
 from encoders.onnx_encoder import CUDA, OnnxEncoder
+from encoders.sidecar import Sidecar, sidecar_path
 from encoders.text import item_text
 
 Encode = Callable[[list[str]], np.ndarray]  # one batch of prefixed texts -> [B, H]
@@ -113,11 +114,17 @@ def bench_cpu(args: argparse.Namespace) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
+    graphs = {v: args.onnx_dir / f"model.{v}.onnx" for v in ("fp32", "int8")}
+    for path in graphs.values():  # the graphs must be the torch model's, or the comparison means nothing
+        exported_from = Sidecar.read(sidecar_path(path)).model_id
+        if exported_from != args.model.resolve().name:
+            raise SystemExit(f"{path} was exported from {exported_from!r}, not from --model {args.model}: "
+                             f"pass --onnx-dir with that model's model.fp32.onnx and model.int8.onnx")
     texts = movielens_texts(args.items)
     backends = {
         "torch fp32": torch_encoder(args.model, "cpu", torch.float32),
-        "ort fp32": onnx_encoder(default_onnx_path("fp32"), "cpu", args.threads, args.batch),
-        "ort int8": onnx_encoder(default_onnx_path("int8"), "cpu", args.threads, args.batch),
+        "ort fp32": onnx_encoder(graphs["fp32"], "cpu", args.threads, args.batch),
+        "ort int8": onnx_encoder(graphs["int8"], "cpu", args.threads, args.batch),
     }
     rates, outputs = run_all(backends, texts, args.batch, args.repeats, sync=lambda: None)
     summary = summarise(rates, "torch fp32", args.batch)
@@ -187,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads (CPU)")
     parser.add_argument("--model", type=Path, default=default_model_dir(), help="HF folder (cuda: config only)")
+    parser.add_argument("--onnx-dir", type=Path, default=default_onnx_path("fp32").parent,
+                        help="folder of model.fp32.onnx and model.int8.onnx exported from --model (cpu)")
     parser.add_argument("--out", type=Path, default=Path("results/encoder_throughput.json"))
     args = parser.parse_args(argv)
 
