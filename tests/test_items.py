@@ -1,11 +1,18 @@
-"""The items agent's pure steps: validation and text of a batch of ``items`` records."""
+"""The items agent's pure steps: validation and text of a batch of ``items`` records, and the
+data and refit of the text projection."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from types import SimpleNamespace
 
-from stream.items import parse_items
+import numpy as np
+
+from polyrec.mf import MFConfig
+from stream import items as items_module
+from stream.items import ItemPipeline, parse_items, projection_data
+from stream.state import WorkerModel
 
 
 def event(value: bytes, key: bytes = b"m1") -> SimpleNamespace:
@@ -30,3 +37,42 @@ def test_items_get_their_normalised_text_and_bad_ones_a_reason():
     assert [text for _, (_, text) in good] == ["Toy Story. Toys & a boy.", "Ein Junge und seine Spielzeuge."]
     assert [exc.reason for _, exc in rejected] == ["empty_text", "empty_text", "malformed_json", "key_mismatch"]
     assert [ev for ev, _ in rejected] == [batch[1], batch[2], batch[3], batch[5]]
+
+
+def _learned_model(dim: int = 4):
+    """A worker model whose items i0..i4 have had 20, 16, 12, 8 and 4 events."""
+    model = WorkerModel(MFConfig(dim=dim, seed=1), history_max=20, k=3)
+    items = [f"i{n}" for n in range(5) for _ in range(20 - 4 * n)]
+    users = [f"u{n % 7}" for n in range(len(items))]
+    model.process(0, users, items, np.ones(len(items), np.float32), np.arange(len(items)),
+                  np.zeros(len(items)), {})
+    return model
+
+
+def test_projection_data_takes_items_with_a_text_of_this_encoder_and_enough_events():
+    model = _learned_model()
+    model.embeddings.update({f"i{n}": np.full(6, n, np.float32) for n in range(5)})
+    model.embeddings["i1"] = np.ones(9, np.float32)  # another encoder's width: left out
+    embeddings, targets, weights = projection_data(model, min_count=10, dim=6)
+    assert [e[0] for e in embeddings] == [0.0, 2.0]  # i0 (20 events), i2 (12); i3, i4 have too few
+    assert targets.shape == (2, 5) and (weights > 0).all() and weights[0] > weights[1]
+    assert projection_data(model, min_count=13, dim=6) is None  # only i0 left: no fit
+
+
+def test_the_projection_is_refitted_when_stale_and_kept_when_a_refit_fails(monkeypatch, caplog):
+    model = _learned_model()
+    model.embeddings.update({f"i{n}": np.random.default_rng(n).normal(size=6).astype(np.float32) for n in range(5)})
+    encoder = SimpleNamespace(provider="CPUExecutionProvider", dim=6)
+    pipeline = ItemPipeline(model, encoder, produce=None, topics={}, min_count=3, refit_s=3600)
+    first = asyncio.run(pipeline._current_projection())
+    assert first is not None and first.n_items == 5
+    model.embeddings["i4"] = np.zeros(6, np.float32)
+    assert asyncio.run(pipeline._current_projection()) is first  # younger than refit_s: not refitted
+    pipeline.refit_s = 0
+    second = asyncio.run(pipeline._current_projection())
+    assert second is not first and not np.allclose(second.x_mean, first.x_mean)  # stale: refitted
+
+    monkeypatch.setattr(items_module, "fit_projection", lambda *a: (_ for _ in ()).throw(ValueError("bad rows")))
+    with caplog.at_level("WARNING"):
+        assert asyncio.run(pipeline._current_projection()) is second  # the refit failed: the old one stays
+    assert "keeping the previous one: bad rows" in caplog.text
