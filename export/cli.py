@@ -42,7 +42,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     try:
         sidecar = export_onnx(args.model, args.out, variant=variant, tolerance=tolerance,
                               prefixes={"query": args.query_prefix, "passage": args.passage_prefix},
-                              max_length=args.max_length)
+                              max_length=args.max_length, pooling=args.pooling)
     except ValidationError as exc:
         print(f"EXPORT REFUSED: {exc}. No file was written.", file=sys.stderr)
         return 2
@@ -71,4 +71,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--max-length", type=int, default=None, help="token cap (default: the model's)")
     export.add_argument("--query-prefix", default="query: ", help="prepended to queries (E5 default)")
     export.add_argument("--passage-prefix", default="passage: ", help="prepended to items (E5 default)")
+    export.add_argument("--pooling", choices=("mean", "cls"), default="mean",
+                        help="sentence vector: mean of the tokens (E5 default) or the first token (BGE-style)")
     export.set_defaults(func=_cmd_export)

@@ -96,7 +96,8 @@ def _check_model_folder(model: str) -> None:
 
 
 def export_onnx(model: str, out: Path, *, variant: str = "fp32", tolerance: Tolerance | None = None,
-                prefixes: dict[str, str] = E5_PREFIXES, max_length: int | None = None) -> Sidecar:
+                prefixes: dict[str, str] = E5_PREFIXES, max_length: int | None = None,
+                pooling: str = "mean") -> Sidecar:
     """Export, validate and install ``out`` (+ sidecar + tokenizer.json); return the sidecar.
 
     Raises ``export.validate.ValidationError`` (leaving no file behind) when the graph fails.
@@ -108,7 +109,7 @@ def export_onnx(model: str, out: Path, *, variant: str = "fp32", tolerance: Tole
     tolerance = tolerance or DEFAULT_TOLERANCE[variant]
     out = Path(out)
     _check_model_folder(model)
-    embedder, tokenizer = load_embedder(model, attention="eager")
+    embedder, tokenizer = load_embedder(model, attention="eager", pooling=pooling)
     config = embedder.encoder.config
     if len(tokenizer) < config.vocab_size // 2:  # transformers falls back to a stub tokenizer
         raise ValidationError(f"the tokenizer has {len(tokenizer)} tokens, the model's embedding table "
@@ -146,7 +147,7 @@ def export_onnx(model: str, out: Path, *, variant: str = "fp32", tolerance: Tole
             model_id=_model_id(model), variant=variant, dim=int(config.hidden_size), max_length=int(max_length),
             opset=OPSET, sha256=file_sha256(graph), pad_token_id=int(tokenizer.pad_token_id or 0),
             tokenizer_sha256=file_sha256(work / TOKENIZER_FILE),  # as OnnxEncoder checks it
-            prefixes=dict(prefixes), validation=report, conversion=conversion,
+            prefixes=dict(prefixes), pooling=pooling, validation=report, conversion=conversion,
             versions=_versions(),
         )
         sidecar.write(work / "sidecar.json")

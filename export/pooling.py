@@ -1,4 +1,5 @@
-"""Sentence embeddings in torch: a transformer encoder, mean pooling over the mask, L2 norm.
+"""Sentence embeddings in torch: a transformer encoder, pooling (mean over the mask, or the first
+token for CLS-pooled models), L2 norm.
 
 The same module is what gets traced into ONNX, so the pooling lives inside the graph.
 """
@@ -10,23 +11,30 @@ import torch
 from torch import nn
 
 
+POOLINGS = ("mean", "cls")  # mean: E5, most sentence-transformers; cls: BGE-style models
+
+
 class SentenceEmbedder(nn.Module):
     """Wrap a Hugging Face encoder: ``(input_ids, attention_mask) -> L2-normalised [B, H]``."""
 
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, pooling: str = "mean") -> None:
         super().__init__()
-        self.encoder = encoder
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.encoder, self.pooling = encoder, pooling
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "cls":
+            return nn.functional.normalize(hidden[:, 0], p=2.0, dim=-1)
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         summed = (hidden * mask).sum(dim=1)
         counts = mask.sum(dim=1).clamp(min=1e-9)
         return nn.functional.normalize(summed / counts, p=2.0, dim=-1)
 
 
-def load_embedder(model: str, *, dtype: torch.dtype = torch.float32,
-                  attention: str | None = None) -> tuple[SentenceEmbedder, object]:
+def load_embedder(model: str, *, dtype: torch.dtype = torch.float32, attention: str | None = None,
+                  pooling: str = "mean") -> tuple[SentenceEmbedder, object]:
     """Load a model folder or hub id (honours ``HF_HUB_OFFLINE``); return (embedder, tokenizer).
 
     ``attention`` picks transformers' attention implementation ("eager" traces most safely).
@@ -39,7 +47,7 @@ def load_embedder(model: str, *, dtype: torch.dtype = torch.float32,
         encoder = AutoModel.from_pretrained(model, add_pooling_layer=False, **kwargs)
     except TypeError:
         encoder = AutoModel.from_pretrained(model, **kwargs)
-    return SentenceEmbedder(encoder).eval(), tokenizer
+    return SentenceEmbedder(encoder, pooling).eval(), tokenizer
 
 
 @torch.inference_mode()

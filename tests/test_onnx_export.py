@@ -64,6 +64,24 @@ def test_a_roberta_style_model_without_a_tokenizer_limit_is_capped_by_its_positi
     assert sidecar.max_length == 512 and sidecar.validation["status"] == "passed"
 
 
+def test_cls_pooling_exports_the_first_token(tiny_model: Path, tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from encoders.onnx_encoder import OnnxEncoder
+
+    out = tmp_path / "tiny-cls.fp32.onnx"
+    assert main(["export", "--model", str(tiny_model), "--out", str(out), "--pooling", "cls"]) == 0
+    assert Sidecar.read(sidecar_path(out)).pooling == "cls"
+    texts = ["A cat on the sofa.", "Eine Katze schläft auf dem Sofa, den ganzen Nachmittag lang."]
+    tokenizer, model = AutoTokenizer.from_pretrained(tiny_model), AutoModel.from_pretrained(tiny_model)
+    with torch.inference_mode():
+        hidden = model(**tokenizer(["passage: " + t for t in texts], padding=True, return_tensors="pt"))
+    first = torch.nn.functional.normalize(hidden.last_hidden_state[:, 0], dim=-1).numpy()
+    with OnnxEncoder(out, provider="cpu") as encoder:
+        np.testing.assert_allclose(encoder.encode_passages(texts), first, atol=1e-5)
+
+
 def test_impossible_tolerance_is_refused_and_leaves_nothing(tiny_model: Path, tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "tiny.onnx"
