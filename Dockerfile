@@ -12,6 +12,8 @@ ARG RUNTIME_IMAGE=${PYTHON_IMAGE}
 FROM ${PYTHON_IMAGE} AS model
 # PyPI's Linux torch wheels are CUDA builds (GBs); the CPU build is enough to export.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# gpu: also the fp16 graph, for the CUDA provider (validated here on the CPU provider)
+ARG RUNTIME_EXTRA=cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 POLYREC_CACHE=/cache
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -22,7 +24,9 @@ COPY export export
 RUN pip install --extra-index-url "${TORCH_INDEX_URL}" ".[cpu,export]"
 RUN polyrec model build --out /build/model \
  && polyrec export --model /build/model --out /build/onnx/model.fp32.onnx \
- && polyrec export --model /build/model --out /build/onnx/model.int8.onnx --int8
+ && polyrec export --model /build/model --out /build/onnx/model.int8.onnx --int8 \
+ && if [ "${RUNTIME_EXTRA}" = gpu ]; then \
+      polyrec export --model /build/model --out /build/onnx/model.fp16.onnx --fp16; fi
 
 FROM ${RUNTIME_IMAGE} AS runtime
 # cpu: onnxruntime; gpu: onnxruntime-gpu (the two provide the same module: never both).
