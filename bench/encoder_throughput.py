@@ -29,6 +29,7 @@ from rich.table import Table
 from encoders.artifacts import default_model_dir, default_onnx_path
 from encoders.onnx_encoder import CUDA, OnnxEncoder
 from encoders.sidecar import Sidecar, sidecar_path
+from export.onnx_export import model_id
 from encoders.text import item_text
 
 Encode = Callable[[list[str]], np.ndarray]  # one batch of prefixed texts -> [B, H]
@@ -117,7 +118,7 @@ def bench_cpu(args: argparse.Namespace) -> dict:
     graphs = {v: args.onnx_dir / f"model.{v}.onnx" for v in ("fp32", "int8")}
     for path in graphs.values():  # the graphs must be the torch model's, or the comparison means nothing
         exported_from = Sidecar.read(sidecar_path(path)).model_id
-        if exported_from != args.model.resolve().name:
+        if exported_from != model_id(str(args.model)):
             raise SystemExit(f"{path} was exported from {exported_from!r}, not from --model {args.model}: "
                              f"pass --onnx-dir with that model's model.fp32.onnx and model.int8.onnx")
     texts = movielens_texts(args.items)

@@ -15,6 +15,7 @@ FORMAT = "polyrec-onnx/2"
 OUTPUT_NAME = "sentence_embedding"  # onnxruntime refused a graph whose output was "embedding"
 INPUT_NAMES = ("input_ids", "attention_mask")
 TOKENIZER_FILE = "tokenizer.json"
+POOLINGS = ("mean", "cls")  # the sentence vector: mean of the tokens (E5...) or the first token (BGE-style)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from encoders.sidecar import POOLINGS
+
 
 def _cmd_model_build(args: argparse.Namespace) -> int:
     from export.build_model import build_model
@@ -71,6 +73,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--max-length", type=int, default=None, help="token cap (default: the model's)")
     export.add_argument("--query-prefix", default="query: ", help="prepended to queries (E5 default)")
     export.add_argument("--passage-prefix", default="passage: ", help="prepended to items (E5 default)")
-    export.add_argument("--pooling", choices=("mean", "cls"), default="mean",
+    export.add_argument("--pooling", choices=POOLINGS, default="mean",
                         help="sentence vector: mean of the tokens (E5 default) or the first token (BGE-style)")
     export.set_defaults(func=_cmd_export)

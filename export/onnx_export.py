@@ -79,7 +79,8 @@ def _versions() -> dict[str, str]:
     return {m: importlib.import_module(m).__version__ for m in ("torch", "transformers", "onnx", "onnxruntime")}
 
 
-def _model_id(model: str) -> str:
+def model_id(model: str) -> str:
+    """The id a sidecar records for ``model``: a local folder's name, else the hub id."""
     path = Path(model)
     return path.resolve().name if path.is_dir() else model
 
@@ -144,7 +145,7 @@ def export_onnx(model: str, out: Path, *, variant: str = "fp32", tolerance: Tole
             raise ValidationError("tokenizer.json does not reproduce transformers' token ids")
         (work / TOKENIZER_FILE).write_text(tokenizer_json, encoding="utf-8")
         sidecar = Sidecar(
-            model_id=_model_id(model), variant=variant, dim=int(config.hidden_size), max_length=int(max_length),
+            model_id=model_id(model), variant=variant, dim=int(config.hidden_size), max_length=int(max_length),
             opset=OPSET, sha256=file_sha256(graph), pad_token_id=int(tokenizer.pad_token_id or 0),
             tokenizer_sha256=file_sha256(work / TOKENIZER_FILE),  # as OnnxEncoder checks it
             prefixes=dict(prefixes), pooling=pooling, validation=report, conversion=conversion,

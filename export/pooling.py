@@ -10,8 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-
-POOLINGS = ("mean", "cls")  # mean: E5, most sentence-transformers; cls: BGE-style models
+from encoders.sidecar import POOLINGS
 
 
 class SentenceEmbedder(nn.Module):

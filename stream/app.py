@@ -13,6 +13,7 @@ import json
 import logging
 import weakref
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import faust
@@ -52,13 +53,18 @@ def mf_config(settings: Settings) -> MFConfig:
     return MFConfig(dim=settings.dim, seed=settings.seed)
 
 
-def open_encoder(settings: Settings) -> OnnxEncoder:
-    """The item-text encoder, or a clear error at start-up if its file or onnxruntime is missing."""
+def encoder_file(settings: Settings) -> Path:
+    """The item-text encoder's file, or a clear error if it or onnxruntime is missing."""
     require_onnxruntime("the items agent (POLYREC_ITEMS_AGENT=0 turns it off)")
+    return resolve_onnx_path(settings.encoder_path)
+
+
+def open_encoder(settings: Settings) -> OnnxEncoder:
+    """The item-text encoder (:func:`encoder_file`)."""
+    path = encoder_file(settings)
     from encoders.onnx_encoder import OnnxEncoder
 
-    return OnnxEncoder(resolve_onnx_path(settings.encoder_path), provider=settings.encoder_provider,
-                       intra_op_threads=settings.encoder_threads)
+    return OnnxEncoder(path, provider=settings.encoder_provider, intra_op_threads=settings.encoder_threads)
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -220,9 +226,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Create topics if needed, serve metrics, and run one worker until SIGTERM/SIGINT."""
     import asyncio
 
-    if settings.items_agent:  # a missing encoder fails before anything connects
-        require_onnxruntime("the items agent (POLYREC_ITEMS_AGENT=0 turns it off)")
-        resolve_onnx_path(settings.encoder_path)
+    if settings.items_agent:
+        encoder_file(settings)  # a missing encoder fails before anything connects
     loop = use_event_loop(settings.event_loop)
     asyncio.run(ensure_topics(settings, replication=settings.replication))
     app = build_app(settings)
