@@ -92,3 +92,16 @@ def test_sample_every_scores_the_same_subset_for_all_models():
     n_full = len(np.concatenate(full.hits))
     assert [len(np.concatenate(h.hits)) for h in half] == [n_full // 2] * 2
     assert half[0].summary()["learn_events_per_s"] > 0
+
+
+def test_popularity_restricted_to_some_items_ranks_the_others_last():
+    pop = Popularity(only={"b", "c"})
+    pop.learn(["u1", "u2", "u3", "u4"], ["a", "a", "a", "c"], np.ones(4))
+    first = pop.scores(["u9"], ["a", "b", "c"])[0]
+    assert list(np.argsort(-first, kind="stable")) == [2, 1, 0]  # c (1 event), b (none), then a, the most popular
+    pop.learn(["u5", "u6"], ["d", "d"], np.ones(2))
+    grown = pop.scores(["u9"], ["a", "b", "c", "d"])[0]  # the catalog grew: "d" is not one of them
+    assert grown[3] < grown[1] and np.array_equal(grown[:3], first)
+    everything = Popularity()
+    everything.learn(["u1", "u2", "u3", "u4"], ["a", "a", "a", "c"], np.ones(4))
+    assert np.array_equal(everything.scores(["u9"], ["a", "b", "c"])[0], [3, 0, 1])

@@ -8,7 +8,7 @@ the protocol's item catalog.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -29,20 +29,29 @@ class _ColumnMap:
 
 
 class Popularity:
-    """Event counts per item: all-time, or over the last ``window`` events."""
+    """Event counts per item: all-time, or over the last ``window`` events. With ``only``, the
+    items outside it rank below every item in it (e.g. popularity among the new items)."""
 
-    def __init__(self, window: int | None = None, name: str | None = None) -> None:
+    def __init__(self, window: int | None = None, name: str | None = None,
+                 only: Collection[str] | None = None) -> None:
         self.name = name or ("popularity-recent" if window else "popularity")
         self.window = window
+        self.only = None if only is None else np.asarray(sorted(only), dtype=str)
         self.items = IdIndex()
         self.counts = np.zeros(64, np.float64)
         self._recent: deque[np.ndarray] = deque()
         self._in_window = 0
         self._cols = _ColumnMap()
+        self._in_only = np.zeros(0, bool)  # per catalog column, extended as the catalog grows
 
     def scores(self, users: Sequence[str], catalog: Sequence[str]) -> np.ndarray:
         rows = self._cols.get(self.items, catalog)
-        return np.broadcast_to(np.where(rows >= 0, self.counts[rows], 0.0), (len(users), len(catalog)))
+        counts = np.where(rows >= 0, self.counts[rows], 0.0)
+        if self.only is not None:
+            fresh = np.asarray(catalog[len(self._in_only):], dtype=str)
+            self._in_only = np.concatenate([self._in_only, np.isin(fresh, self.only)])
+            counts = np.where(self._in_only[: len(catalog)], counts, -1.0)
+        return np.broadcast_to(counts, (len(users), len(catalog)))
 
     def learn(self, users: Sequence[str], items: Sequence[str], weights: np.ndarray) -> None:
         rows = self.items.add_many(items)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-CONTENDERS = ("popularity", "random-init", "projection")
+CONTENDERS = ("popularity", "new-item-popularity", "random-init", "projection")
 
 
 def _recall(result: dict, lang: str, contender: str) -> float:
@@ -23,10 +23,10 @@ def plot(result: dict, path: Path) -> None:
 
     langs = list(result["per_language"])
     fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.8), gridspec_kw={"width_ratios": [3, 2, 1]})
-    x, width = np.arange(len(langs)), 0.27
+    x, width = np.arange(len(langs)), 0.2
     for n, contender in enumerate(CONTENDERS):
         values = [_recall(result, lang, contender) for lang in langs]
-        bars = ax.bar(x + (n - 1) * width, values, width, label=contender)
+        bars = ax.bar(x + (n - 1.5) * width, values, width, label=contender)
         if contender == "projection":
             ax.bar_label(bars, fmt="%.3f", fontsize=7)
     control = result["contenders"].get("projection-en-shuffled")
@@ -80,18 +80,20 @@ def print_table(result: dict) -> None:
     p = result["protocol"]
     table = Table(title=f"Cold start on MovieLens-100K: {p['new_items']} new items, first {p['first_events']} "
                         f"events, batches of {p['batch_size']}")
-    for col in ("lang", "proj r@10", "proj ndcg", "rand r@10", "pop r@10", "proj/rand", "overlap", "scored"):
+    for col in ("lang", "proj r@10", "proj ndcg", "rand r@10", "pop r@10", "new-pop r@10", "proj/rand", "overlap",
+                "scored"):
         table.add_column(col, justify="left" if col == "lang" else "right")
-    random, pop = result["contenders"]["random-init"], result["contenders"]["popularity"]
+    random, pop, new_pop = (result["contenders"][n] for n in ("random-init", "popularity", "new-item-popularity"))
     for lang, row in result["per_language"].items():
         proj = row["projection"]
         table.add_row(lang, f"{proj['recall@10']:.4f}", f"{proj['ndcg@10']:.4f}", f"{random['recall@10']:.4f}",
-                      f"{pop['recall@10']:.4f}", f"{row['ratio_to_random']:.2f}",
+                      f"{pop['recall@10']:.4f}", f"{new_pop['recall@10']:.4f}", f"{row['ratio_to_random']:.2f}",
                       "-" if lang == "en" else f"{row['overlap@10_vs_en']:.3f}", str(proj["scored_events"]))
     console = Console(width=max(Console().width, 100))
     console.print(table)
     console.print("overlap: mean top-10 overlap with English among the new items only; "
-                  "proj/rand: projection recall@10 / random-init recall@10")
+                  "proj/rand: projection recall@10 / random-init recall@10; new-pop: only the new items, "
+                  "ranked by their events so far (it knows which items are new, so it is a reference)")
     by_event = Table(title="recall@10 by the new item's event number")
     buckets = list(random["recall@10_by_event"])
     for col in ["contender"] + [f"event {b}" for b in buckets]:

@@ -34,6 +34,8 @@ TRANSLATED = ("de", "es", "fr", "it", "pl", "pt", "sv")
 ENCODE_CHUNK = 256
 SCORED_EVENTS = ("click", "purchase")  # run_prequential's default
 CONTROL = "projection-en-shuffled"
+# Ranks only the new items, by their events so far: it knows which items are new (and so scored).
+NEW_POPULARITY = "new-item-popularity"
 # Leaky references, not contenders: new items start from what random-init learned for them by the end.
 CEILINGS = {"ceiling-final-vector": "both", "ceiling-final-factors": "factors", "ceiling-final-bias": "bias"}
 
@@ -144,21 +146,24 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
                      progress=lambda n: bar.advance(t, n))
         bar.stop_task(t)
         settings = ProjectionSettings(**tuned["chosen"])
-        models = [Popularity(), ColdStartMF(config, new, name="random-init")]
+        random_init = ColdStartMF(config, new, name="random-init")
+        models = [Popularity(), Popularity(name=NEW_POPULARITY, only=new), random_init]
+
         def arriving(new_emb: np.ndarray) -> ItemTexts:
             """New items arrive with ``new_emb`` and, once they have the events, train the projection with it."""
             fit_on = catalog.copy()
             fit_on[new_rows] = new_emb
             return ItemTexts(ids, fit_on, new, new_emb)
 
-        models += [ColdStartMF(config, new, arriving(emb[lang]), settings, name=f"projection-{lang}")
-                   for lang in languages]
+        projections = [ColdStartMF(config, new, arriving(emb[lang]), settings, name=f"projection-{lang}")
+                       for lang in languages]
+        models += projections
         # control: each new item gets another new item's English text, so only the text-item link is lost
         shuffled = emb["en"][np.random.default_rng(seed).permutation(len(new))]
         models.append(ColdStartMF(config, new, arriving(shuffled), settings, name=CONTROL))
         t = bar.add_task("cold-start replay", total=len(replay))
         results = _replay_new(replay, models, new, n_first, batch_size, lambda n: bar.advance(t, n))
-        learned = models[1].model  # random-init at the end of the stream
+        learned = random_init.model  # at the end of the stream
         ceilings = [KnownStartMF(config, final_vectors(learned, list(new), part), name=name)
                     for name, part in CEILINGS.items()]
         t = bar.add_task("ceiling replay (leaky starts)", total=len(replay))
@@ -167,7 +172,7 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
     occ = occurrence(replay.items)[scored]  # the order in which the protocol scored them
     summaries = {r.name: {**r.summary(), "recall@10_by_event": recall_by_occurrence(np.concatenate(r.hits), occ)}
                  for r in results}
-    base = models[2]  # projection-en: its users and its last projection rank the new items
+    base = projections[0]  # projection-en: its users and its last projection rank the new items
     if base.projection is None:
         raise ValueError(f"too few events for the cold-start eval (--limit {limit}): no projection was fitted, "
                          f"fewer than two items reached {settings.min_count} events; use --limit 5000 or more")
