@@ -95,8 +95,11 @@ class ItemPipeline:
             vectors = np.column_stack([start, np.zeros(len(ids), np.float32)])
         else:
             vectors = projection.project(embeddings)
-        records = [ItemRecord(item_id, TEXT_SOURCE, vec, ev.message.offset, embedding=emb)
-                   for item_id, vec, emb, (ev, _) in zip(ids, vectors, embeddings, good)]
+        # a retried batch: an item applied here the first time goes out as applied (a refit since
+        # would give the other workers another vector than this one keeps)
+        held = [self.model.text_vector(item_id, ev.message.offset) for item_id, (ev, _) in zip(ids, good)]
+        records = [ItemRecord(item_id, TEXT_SOURCE, vec if old is None else old, ev.message.offset, embedding=emb)
+                   for item_id, vec, old, emb, (ev, _) in zip(ids, vectors, held, embeddings, good)]
         for rec in records:
             self.model.apply_item_record(rec)
         await delivered([send_item_record(self.produce, self.topics["items"], rec) for rec in records])

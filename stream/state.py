@@ -194,6 +194,11 @@ class WorkerModel:
         part.vectors[row], part.offsets[row], part.counts[row] = rec.vector, rec.offset, rec.count
         return True
 
+    def text_vector(self, item_id: str, offset: int) -> np.ndarray | None:
+        """The vector that the text record at ``items`` ``offset`` gave ``item_id``, if applied here."""
+        row = self.mf.items.row(item_id)
+        return self._text_base[row] if row >= 0 and self._text_offset.get(row) == offset else None
+
     def take_item_records(self, partitions: Iterable[int] | None = None) -> list[ItemRecord]:
         """The contributions of ``partitions`` (default: all) learned since they were last taken,
         one record per item with its whole ``C[p][item]``; they count as sent from now on."""

@@ -1,5 +1,5 @@
 """The items agent's pure steps: validation and text of a batch of ``items`` records, and the
-data and refit of the text projection."""
+data and refit of the text projection, and a retried batch."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import numpy as np
 from polyrec.mf import MFConfig
 from stream import items as items_module
 from stream.items import ItemPipeline, parse_items, projection_data
-from stream.state import WorkerModel
+from stream.pipeline import process_or_dead_letter
+from stream.state import WorkerModel, decode_vector
 
 
 def event(value: bytes, key: bytes = b"m1") -> SimpleNamespace:
@@ -76,3 +77,33 @@ def test_the_projection_is_refitted_when_stale_and_kept_when_a_refit_fails(monke
     with caplog.at_level("WARNING"):
         assert asyncio.run(pipeline._current_projection()) is second  # the refit failed: the old one stays
     assert "keeping the previous one: bad rows" in caplog.text
+
+
+def test_a_retried_batch_sends_the_vectors_this_worker_applied_the_first_time():
+    model = _learned_model()
+    model.embeddings.update({f"i{n}": np.random.default_rng(n).normal(size=6).astype(np.float32) for n in range(5)})
+    sent = []
+
+    async def produce(topic, key, value, partition, headers):
+        if not sent:  # the first send fails, after the local apply; the data of the next refit changes
+            sent.append(None)
+            model.embeddings["i4"] = np.zeros(6, np.float32)
+            raise ConnectionError("broker away")
+        sent.append(json.loads(value))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    async def encode_async(texts):
+        return np.ones((len(texts), 6), np.float32) / np.sqrt(6)
+
+    encoder = SimpleNamespace(provider="CPUExecutionProvider", dim=6, encode_async=encode_async)
+    pipeline = ItemPipeline(model, encoder, produce, topics={"items": "items", "dlq": "dlq"}, min_count=3, refit_s=0)
+    new = SimpleNamespace(value=item(item_id="new", title="Toy Story"),
+                          message=SimpleNamespace(key=b"new", offset=7, topic="items", partition=0))
+    first = asyncio.run(pipeline._current_projection()).project(np.ones((1, 6)) / np.sqrt(6))[0]
+    asyncio.run(process_or_dead_letter(pipeline, [new], backoff_s=0))
+    assert not np.allclose(pipeline.projection.project(np.ones((1, 6)) / np.sqrt(6))[0], first)  # refitted
+    assert len(sent) == 2 and sent[1]["item_id"] == "new"
+    np.testing.assert_allclose(decode_vector(sent[1]["v"]), model.item_vector("new"), atol=1e-6)
+    np.testing.assert_allclose(model.item_vector("new"), first, atol=1e-6)
