@@ -16,7 +16,7 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG RUNTIME_EXTRA=cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 POLYREC_CACHE=/cache
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY polyrec polyrec
 COPY stream stream
 COPY encoders encoders
@@ -33,7 +33,7 @@ FROM ${RUNTIME_IMAGE} AS runtime
 ARG RUNTIME_EXTRA=cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY polyrec polyrec
 COPY stream stream
 COPY encoders encoders

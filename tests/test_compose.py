@@ -177,6 +177,14 @@ def test_dockerfile_stages_and_runtime_image():
             for path in [w for w in words if not w.startswith("--")][:-1]:
                 assert (ROOT / path).exists() and path not in ignored, f"COPY {path}: not in the build context"
 
+    # setuptools refuses to build polyrec without the files pyproject.toml names
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    named = {project["readme"], *project["license-files"]}
+    for stage, instructions in docker.stages.items():
+        if any(pip_extras(c) for c in docker.runs(stage)):
+            copied = {w for i, v in instructions if i == "COPY" for w in shlex.split(v)[:-1]}
+            assert named <= copied, f"stage {stage} builds polyrec without {named - copied}"
+
     extras = pyproject_extras()
     runtime_extras = set().union(*(pip_extras(c) for c in docker.runs(docker.final)))
     assert runtime_extras, "the runtime stage installs polyrec"
