@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from stream import metrics
-from stream.records import Rejected, compact_json, parse_event, validate_all
+from stream.records import PROCESSING_FAILED, Rejected, compact_json, parse_event, validate_all
 from stream.recs import RecsPublisher, payload
 from stream.state import ItemRecord, UserState, WorkerModel
 
@@ -35,7 +35,6 @@ SEND_CHUNK = 100  # records encoded and queued between two yields to the event l
 DLQ_MAX_BYTES = 900_000
 DLQ_MAX_KEY_BYTES = 64 * 1024
 EXIT_BATCH_FAILED = 70  # exit status when a batch and its dead letters failed (EX_SOFTWARE)
-PROCESSING_FAILED = "processing_failed"  # dead-letter reason of valid events whose batch kept failing
 
 # (topic, key, value, partition, headers) -> a future that resolves on the broker's ack.
 # In the worker this is Faust's own producer (``app.producer.send``), lifecycle and all; the

@@ -24,6 +24,7 @@ R = TypeVar("R")
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_ID_BYTES = 256
 
+PROCESSING_FAILED = "processing_failed"  # its whole micro-batch failed every attempt (see the worker log)
 REASONS = (
     "payload_too_large",  # over 64 KiB
     "malformed_json",  # not UTF-8 JSON, not a JSON object, nested too deeply, or lone surrogates
@@ -36,7 +37,7 @@ REASONS = (
     "key_mismatch",  # the Kafka key is not the record's id (breaks per-key ordering)
     "empty_text",  # an item whose text is empty after normalisation
     "unexpected_error",  # validation itself failed on this record (a polyrec bug: please report it)
-    "processing_failed",  # its whole micro-batch failed every attempt (see the worker log)
+    PROCESSING_FAILED,
 )
 
 

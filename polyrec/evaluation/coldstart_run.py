@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from polyrec.evaluation.run import MAPPING, movielens_replay
 from polyrec.evaluation.tuning import grid
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig
-from polyrec.movielens import Movie, load_movies, with_year
+from polyrec.movielens import Movie, load_movies
 from polyrec.movielens_i18n import LANGUAGES, bilingual_pairs, render
 
 GRID = grid(alpha=(0.3, 3.0, 30.0), min_count=(3, 10), refit_every=(250, 2000))
@@ -46,7 +46,8 @@ def variant_texts(movies: dict[str, Movie], ids: list[str], language: str) -> li
     texts = []
     for i in ids:
         title, genres = render(i, movies[i].title, movies[i].genres, language)
-        texts.append(item_text(with_year(title, movies[i].year), ", ".join(genres)))
+        variant = replace(movies[i], title=title, genres=genres)
+        texts.append(item_text(variant.display_title, variant.description))
     return texts
 
 
