@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -19,6 +19,8 @@ from stream.offsets import fetch_end_offsets
 from stream.state import ItemRecord
 
 log = logging.getLogger(__name__)
+
+APPLY_CHUNK = 200  # records applied between two yields to the event loop (a fetch holds up to 5,000)
 
 
 class ItemReplica:
@@ -53,11 +55,7 @@ class ItemReplica:
             self._started.set()
             while True:
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)
-                for records in batches.values():
-                    for r in records:
-                        outcome = self._apply(r)
-                        if self.on_applied:
-                            self.on_applied(outcome)
+                await self.apply_all(r for records in batches.values() for r in records)
                 for tp in self._positions:  # the fetch position also skips compaction gaps
                     self._positions[tp] = await consumer.position(tp)
                 async with self._progress:
@@ -65,6 +63,17 @@ class ItemReplica:
         finally:
             self._started.set()
             await consumer.stop()
+
+    async def apply_all(self, records: Iterable[ConsumerRecord]) -> None:
+        """Fold fetched records in, in order, yielding to the event loop every ``APPLY_CHUNK``
+        records: a full fetch of new items takes about a second to apply, which would otherwise stall
+        every agent, Redis write and health probe of the worker."""
+        for n, r in enumerate(records, 1):
+            outcome = self._apply(r)
+            if self.on_applied:
+                self.on_applied(outcome)
+            if n % APPLY_CHUNK == 0:
+                await asyncio.sleep(0)
 
     def _apply(self, r: ConsumerRecord) -> str:
         """Fold one record in: "applied", "stale" (an echo or an older offset), or "invalid" (a

@@ -1,14 +1,16 @@
-"""The item replica skips records it cannot use instead of crashing (pure: no broker)."""
+"""The item replica skips records it cannot use instead of crashing, and applies a large fetch
+in chunks that let the event loop run (pure: no broker)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from types import SimpleNamespace
 
 import numpy as np
 
 from polyrec.mf import MFConfig
-from stream.replica import ItemReplica
+from stream.replica import APPLY_CHUNK, ItemReplica
 from stream.state import ItemRecord, WorkerModel
 
 CFG = MFConfig(dim=4, seed=0)
@@ -19,8 +21,8 @@ def record(value: bytes | None, offset: int = 0) -> SimpleNamespace:
     return SimpleNamespace(topic="polyrec-item-factors", partition=0, offset=offset, headers=[], value=value)
 
 
-def encoded(dim: int, fill: float = 0.5) -> bytes:
-    rec = ItemRecord("m1", "p0", np.full(dim + 1, fill, np.float32), offset=7, count=1)
+def encoded(dim: int, fill: float = 0.5, item: str = "m1") -> bytes:
+    rec = ItemRecord(item, "p0", np.full(dim + 1, fill, np.float32), offset=7, count=1)
     return json.dumps(rec.to_json()).encode()
 
 
@@ -34,3 +36,28 @@ def test_unusable_records_are_counted_invalid_and_the_rest_applied():
     assert outcomes == ["invalid"] * 4 + ["applied", "stale"]
     assert replica.invalid == 4
     assert model.knows("p0", 7, "m1")
+
+
+def test_a_large_fetch_is_applied_in_chunks_between_which_other_tasks_run():
+    model = WorkerModel(CFG, history_max=10, k=3)
+    ticks = 0
+    seen: list[int] = []  # the ticker's count when each record was applied
+    replica = ItemReplica(["unused:9092"], "polyrec-item-factors", model.apply_item_record, model.knows,
+                          on_applied=lambda outcome: seen.append(ticks))
+    records = [record(encoded(4, item=f"m{i}"), offset=i) for i in range(3 * APPLY_CHUNK)]
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        await replica.apply_all(records)
+        task.cancel()
+
+    asyncio.run(main())
+    assert len(seen) == len(records) and all(model.knows("p0", 7, f"m{i}") for i in range(len(records)))
+    assert len(set(seen)) == 3  # the ticker ran after each chunk, never inside one
