@@ -145,7 +145,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     traceback. Library error types count only if their library is loaded (imports stay lazy)."""
     kinds: list[type[BaseException]] = [ValueError, OSError, ModuleNotFoundError]  # the last: an extra not installed
     for module, name in (("redis.exceptions", "RedisError"), ("aiokafka.errors", "KafkaError"),
-                         ("polyrec.embedded", "EmbeddedError")):
+                         ("polyrec.embedded", "EmbeddedError"), ("stream.topics", "TopicError")):
         if module in sys.modules:
             kinds.append(getattr(sys.modules[module], name))
     return tuple(kinds)

@@ -1,4 +1,9 @@
-"""Topic names and their creation (idempotent) with the right partitions and compaction."""
+"""Topic names and their creation (idempotent) with the right partitions and compaction.
+
+A worker sends a user's state to the users changelog partition that matches the ``events``
+partition it came from, so both must have ``POLYREC_PARTITIONS`` partitions: ``ensure_topics``
+refuses to go on when an existing one has another count, instead of letting every batch of the
+partitions the changelog lacks fail."""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from polyrec.config import Settings
 
@@ -25,6 +30,22 @@ def item_factors_topic(settings: Settings) -> str:
     return f"{settings.app_id}-item-factors"
 
 
+def users_changelog_topic(settings: Settings) -> str:
+    """The users table's changelog, named by Faust (``<app id>-<table>-changelog``)."""
+    return f"{settings.app_id}-users-changelog"
+
+
+class TopicError(RuntimeError):
+    """A topic polyrec needs could not be created, or exists with the wrong partition count."""
+
+
+def creation_errors(topic_errors: list[tuple]) -> list[str]:
+    """The failures in a CreateTopics response's ``(topic, error_code[, message])`` entries; a topic
+    that already exists (created concurrently by another worker) is no failure."""
+    return [f"{name}: {for_code(code).__name__}" + (f" ({rest[0]})" if rest and rest[0] else "")
+            for name, code, *rest in topic_errors if code not in (0, TopicAlreadyExistsError.errno)]
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     """Every topic polyrec reads or writes, except the users table changelog Faust creates."""
     n = settings.partitions
@@ -38,19 +59,28 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 async def ensure_topics(settings: Settings, replication: int = 1, timeout: float = 30.0) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are."""
+    """Create the topics that do not exist yet; existing ones are left as they are, but the
+    ``events`` topic and the users changelog must have ``settings.partitions`` partitions.
+    Raises ``TopicError`` when they do not, or when the broker refuses to create a topic."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker_list, request_timeout_ms=int(timeout * 1000))
     await asyncio.wait_for(admin.start(), timeout)
     try:
         existing = set(await admin.list_topics())
+        co_partitioned = [t for t in (settings.events_topic, users_changelog_topic(settings)) if t in existing]
+        described = await admin.describe_topics(co_partitioned) if co_partitioned else []  # [] would be all
+        wrong = {d["topic"]: len(d["partitions"]) for d in described if len(d["partitions"]) != settings.partitions}
+        if wrong:
+            raise TopicError(
+                ", ".join(f"topic {t!r} has {n} partitions" for t, n in sorted(wrong.items()))
+                + f" but POLYREC_PARTITIONS is {settings.partitions}: the events topic and the users "
+                  "changelog must both have POLYREC_PARTITIONS partitions (set it to the events topic's count)")
         new = [NewTopic(s.name, s.partitions, replication,
                         topic_configs={"cleanup.policy": "compact"} if s.compacted else {})
                for s in topic_specs(settings) if s.name not in existing]
         if new:
-            try:
-                await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass  # created concurrently by another worker
+            failed = creation_errors((await admin.create_topics(new)).topic_errors)
+            if failed:
+                raise TopicError("the broker refused to create " + "; ".join(failed))
             log.info("created topics %s", ", ".join(t.name for t in new))
     finally:
         await admin.close()

@@ -1,0 +1,71 @@
+"""Topic creation: broker refusals are errors, and the co-partitioned topics must have the
+configured partition count (against a real Tansu broker, except the pure response check)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from polyrec.config import Settings
+from stream.app import build_app
+from stream.topics import TopicError, creation_errors, ensure_topics, topic_specs, users_changelog_topic
+
+
+def test_creation_errors_names_refusals_but_not_topics_that_already_exist():
+    errors = creation_errors([("a", 0, None), ("b", 36, "Topic with this name already exists."),
+                              ("c", 38, "Replication factor: 3 larger than available brokers: 1.")])
+    assert errors == ["c: InvalidReplicationFactorError (Replication factor: 3 larger than available brokers: 1.)"]
+
+
+def test_the_users_changelog_name_is_the_one_faust_gives_the_table():
+    settings = Settings(app_id="polyrec-names", items_agent=False)
+    assert build_app(settings).tables["users"].changelog_topic.get_topic_name() == users_changelog_topic(settings)
+
+
+async def _existing(broker: str, topics: list[str]) -> dict[str, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+    await admin.start()
+    try:
+        present = [t for t in topics if t in set(await admin.list_topics())]  # describing [] describes all
+        return {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(present)} if present else {}
+    finally:
+        await admin.close()
+
+
+async def _create(broker: str, name: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+def _settings(broker: str, partitions: int = 4) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    return Settings(kafka_bootstrap=broker, app_id=f"topics-{run}", events_topic=f"events-{run}",
+                    items_topic=f"items-{run}", partitions=partitions)
+
+
+@pytest.mark.integration
+def test_missing_topics_are_created_with_the_configured_partitions_twice_over(broker):
+    settings = _settings(broker, partitions=3)
+    asyncio.run(ensure_topics(settings))
+    asyncio.run(ensure_topics(settings))  # idempotent
+    specs = topic_specs(settings)
+    assert asyncio.run(_existing(broker, [s.name for s in specs])) == {s.name: 3 for s in specs}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("which", ["events", "changelog"])
+def test_an_existing_co_partitioned_topic_with_another_partition_count_stops_the_start(broker, which):
+    settings = _settings(broker, partitions=4)
+    name = settings.events_topic if which == "events" else users_changelog_topic(settings)
+    asyncio.run(_create(broker, name, 2))
+    with pytest.raises(TopicError, match=f"topic '{name}' has 2 partitions but POLYREC_PARTITIONS is 4"):
+        asyncio.run(ensure_topics(settings))
+    others = [s.name for s in topic_specs(settings) if s.name != name]
+    assert asyncio.run(_existing(broker, others)) == {}  # refused before creating anything
