@@ -34,6 +34,14 @@ SEND_CHUNK = 100  # records encoded and queued between two yields to the event l
 # bytes, while a Kafka producer and broker accept records of up to 1 MiB.
 DLQ_MAX_BYTES = 900_000
 DLQ_MAX_KEY_BYTES = 64 * 1024
+# Why a stored user state could not be used as is (stream/state.py, WorkerModel._load_users).
+STATE_WARNINGS = {
+    "moved": "its stored state is from another partition of the events topic: its producers do not "
+             "all partition by the user id alike (docs/contracts.md); its events are all learned, but a "
+             "replay may learn them twice",
+    "resized": "its stored state has another factor dimension (POLYREC_DIM changed): its factors restart, "
+               "its history and offset are kept",
+}
 EXIT_BATCH_FAILED = 70  # exit status when a batch and its dead letters failed (EX_SOFTWARE)
 
 # (topic, key, value, partition, headers) -> a future that resolves on the broker's ack.
@@ -166,6 +174,7 @@ class EventPipeline:
         self.publisher, self.model_version = publisher, model_version
         self.redis_retries = redis_retries
         self.loss = metrics.LossTracker()
+        self.unusable_states: Counter[str] = Counter()  # STATE_WARNINGS key -> users so far
         self.positions: dict[int, int] = {}  # partition -> next offset to consume (for lag)
         self._flushing = asyncio.Lock()
 
@@ -204,6 +213,7 @@ class EventPipeline:
         weights = np.array([self.weights[e.event] for e in events], np.float32)
         result = self.model.process(partition, users, [e.item_id for e in events], weights, offsets,
                                     np.array([e.ts_ms for e in events]), states)
+        self._warn({"moved": result.moved, "resized": result.resized})
         values = {user: st.to_json() for user, st in result.users.items()}
         sends = [self.produce(self.topics["users"], encode_json(user), encode_json(value), partition, None)
                  for user, value in values.items()]
@@ -225,6 +235,16 @@ class EventPipeline:
             self.loss.update(result.loss)
         metrics.USERS.set(len(self.model.mf.users))
         metrics.ITEMS.set(len(self.model.mf.items))
+
+    def _warn(self, users: dict[str, list[str]]) -> None:
+        """Log users whose stored state was not usable as is: the first ten of each kind, then
+        every thousandth."""
+        for kind, names in users.items():
+            for user in names:
+                self.unusable_states[kind] += 1
+                n = self.unusable_states[kind]
+                if n <= 10 or n % 1000 == 0:
+                    log.warning("user %r (%d such so far): %s", user, n, STATE_WARNINGS[kind])
 
     async def flush_items(self, partitions: Iterable[int]) -> None:
         """Write the item contributions of ``partitions`` learned since the last flush and wait for

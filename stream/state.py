@@ -53,13 +53,16 @@ class UserState:
     accum: float
     history: list[str]
     offset: int  # last applied offset in the user's partition of ``events``
+    partition: int | None = None  # that partition (None: a state written before it was recorded)
 
     def to_json(self) -> dict:
-        return {"f": encode_vector(self.factors), "g": float(self.accum), "h": self.history, "o": self.offset}
+        d = {"f": encode_vector(self.factors), "g": float(self.accum), "h": self.history, "o": self.offset}
+        return d if self.partition is None else {**d, "p": self.partition}
 
     @classmethod
     def from_json(cls, d: dict) -> "UserState":
-        return cls(decode_vector(d["f"]), float(d["g"]), list(d["h"]), int(d["o"]))
+        p = d.get("p")
+        return cls(decode_vector(d["f"]), float(d["g"]), list(d["h"]), int(d["o"]), None if p is None else int(p))
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,8 @@ class BatchResult:
     applied_item: int
     duplicate: np.ndarray  # bool per event: already fully applied before (a replay)
     loss: float
+    moved: list[str] = field(default_factory=list)  # users whose state came from another partition
+    resized: list[str] = field(default_factory=list)  # users whose state had another dimension
 
     @property
     def duplicates(self) -> int:
@@ -158,7 +163,7 @@ class WorkerModel:
         self._text_base: dict[int, np.ndarray] = {}
         self._text_offset: dict[int, int] = {}  # item row -> ``items`` offset of the text its base is from
         self.embeddings: dict[str, np.ndarray] = {}  # item id -> text embedding (text records)
-        self._loaded: dict[str, int] = {}  # user id -> offset of the table state its local row holds
+        self._loaded: dict[str, tuple[int | None, int]] = {}  # user id -> (partition, offset) of the state its row holds
         self.writer = uuid.uuid4().hex[:12]  # this worker's id on the item records it writes
 
     # -- items ---------------------------------------------------------------------------
@@ -258,8 +263,13 @@ class WorkerModel:
         self.mf.item_bias[row] += delta[-1]
 
     # -- users ---------------------------------------------------------------------------
-    def _load_users(self, user_ids: list[str], states: dict[str, UserState | None]) -> dict[str, int]:
-        """Put the table's states into the local rows; return each user's applied offset."""
+    def _load_users(self, partition: int, user_ids: list[str], states: dict[str, UserState | None],
+                    moved: list[str], resized: list[str]) -> dict[str, int]:
+        """Put the table's states into the local rows; return each user's applied offset in
+        ``partition``. A state from another partition (producers that partition one user's events
+        differently) has no offset comparable with this one's: all its events here count as new, and
+        the user goes into ``moved``. A state of another dimension (``POLYREC_DIM`` changed) keeps its
+        history and offset, its factors restart, and the user goes into ``resized``."""
         rows = self.mf.add_users(user_ids)
         offsets: dict[str, int] = {}
         for user, row in zip(user_ids, rows.tolist()):
@@ -269,13 +279,18 @@ class WorkerModel:
                 self.mf.user_accum[row] = 0.0
                 self.history.set(row, [])
                 offsets[user] = -1
-            elif self._loaded.get(user) == st.offset:  # the row already holds this state
-                offsets[user] = st.offset
-            else:
-                self.mf.user_factors[row] = st.factors
-                self.mf.user_accum[row] = st.accum
+                continue
+            if st.partition is not None and st.partition != partition:
+                moved.append(user)
+            if self._loaded.get(user) != (st.partition, st.offset):  # the row does not hold this state yet
+                fits = st.factors.shape == (self.config.dim,)
+                if not fits:
+                    resized.append(user)
+                self.mf.user_factors[row] = st.factors if fits else self.mf.initial_factors([user], salt=0)[0]
+                self.mf.user_accum[row] = st.accum if fits else 0.0
                 self.history.set(row, self.mf.add_items(st.history).tolist())
-                offsets[user] = self._loaded[user] = st.offset
+                self._loaded[user] = (st.partition, st.offset)
+            offsets[user] = -1 if user in moved else st.offset
         return offsets
 
     def forget_users(self) -> None:
@@ -291,17 +306,19 @@ class WorkerModel:
         self.mf.clear_users()
         self.history = History(self.history_max)
 
-    def user_state(self, user_id: str, offset: int) -> UserState:
+    def user_state(self, user_id: str, offset: int, partition: int) -> UserState:
         row = self.mf.users.rows([user_id])[0]
         return UserState(self.mf.user_factors[row].copy(), float(self.mf.user_accum[row]),
-                         self.mf.items.id_at(self.history.get(row)), offset)
+                         self.mf.items.id_at(self.history.get(row)), offset, partition)
 
     # -- the batch step ------------------------------------------------------------------
     def process(self, partition: int, users: list[str], items: list[str], weights: np.ndarray,
                 offsets: np.ndarray, ts_ms: np.ndarray, states: dict[str, UserState | None]) -> BatchResult:
         """Learn one micro-batch of one partition (events in offset order) and refresh top-K."""
         distinct = list(dict.fromkeys(users))
-        applied_offset = self._load_users(distinct, states)
+        moved: list[str] = []
+        resized: list[str] = []
+        applied_offset = self._load_users(partition, distinct, states, moved, resized)
         u = self.mf.add_users(users)
         i = self.mf.add_items(items)
         part = self._partition(partition)
@@ -324,8 +341,8 @@ class WorkerModel:
         # events of one user are in offset order: the last one is new iff any of them is
         last_offset = dict(zip(users, offsets.tolist()))
         new_users = {x for x, m in zip(users, user_mask.tolist()) if m}
-        changed = {x: self.user_state(x, last_offset[x]) for x in new_users}
-        self._loaded.update((x, st.offset) for x, st in changed.items())
+        changed = {x: self.user_state(x, last_offset[x], partition) for x in new_users}
+        self._loaded.update((x, (partition, st.offset)) for x, st in changed.items())
         top, scores = recommend_rows(self.mf, self.history, self.mf.users.rows(distinct), self.k)
         latest = {x: t for x, t in zip(users, ts_ms.tolist())}
         recs = []
@@ -333,7 +350,7 @@ class WorkerModel:
             keep = idx >= 0
             recs.append((user, self.mf.items.id_at(idx[keep]), sc[keep].tolist(), latest[user]))
         return BatchResult(changed, recs, int(user_mask.sum()), int(item_mask.sum()),
-                           ~user_mask & ~item_mask, loss)
+                           ~user_mask & ~item_mask, loss, moved, resized)
 
 
 def _partition(source: str) -> int:

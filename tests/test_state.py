@@ -33,7 +33,7 @@ def test_exact_replay_changes_nothing():
     assert again.users == {} and w.take_item_records() == []
     np.testing.assert_array_equal(w.mf.item_factors, items_after)
     for user, st in first.users.items():
-        np.testing.assert_array_equal(w.user_state(user, st.offset).factors, st.factors)
+        np.testing.assert_array_equal(w.user_state(user, st.offset, 0).factors, st.factors)
 
 
 def test_replay_after_lost_user_writes_applies_only_the_user_side():
@@ -57,7 +57,7 @@ def test_partial_batch_resumes_where_each_piece_stopped():
     u, i, wt, off, ts = _batch(n=60)
     a.process(0, u[:30], i[:30], wt[:30], off[:30], ts[:30], {})
     # replay from the start: the first 30 are duplicates for users and items alike
-    res = a.process(0, u, i, wt, off, ts, {x: a.user_state(x, int(max(o for y, o in zip(u[:30], off[:30]) if y == x)))
+    res = a.process(0, u, i, wt, off, ts, {x: a.user_state(x, int(max(o for y, o in zip(u[:30], off[:30]) if y == x)), 0)
                                            for x in set(u[:30])})
     assert res.duplicates == 30 and res.applied_user == 30 and res.applied_item == 30
 
@@ -130,10 +130,12 @@ def test_recommendations_cover_every_user_of_the_batch_and_skip_seen_items():
 
 
 def test_records_round_trip_through_json():
-    st = UserState(np.arange(8, dtype=np.float32), 1.5, ["a", "b"], 41)
+    st = UserState(np.arange(8, dtype=np.float32), 1.5, ["a", "b"], 41, 3)
     back = UserState.from_json(st.to_json())
     np.testing.assert_array_equal(back.factors, st.factors)
-    assert (back.accum, back.history, back.offset) == (1.5, ["a", "b"], 41)
+    assert (back.accum, back.history, back.offset, back.partition) == (1.5, ["a", "b"], 41, 3)
+    older = {k: v for k, v in st.to_json().items() if k != "p"}  # written before states named their partition
+    assert UserState.from_json(older).partition is None
     rec = ItemRecord("x/y", "p3", np.ones(9, np.float32), 7, np.zeros(3, np.float32))
     back_rec = ItemRecord.from_json(rec.to_json())
     assert back_rec.key == "p3/x/y" and back_rec.offset == 7
@@ -152,7 +154,7 @@ def test_replay_after_lost_item_writes_applies_only_the_item_side():
     assert again.applied_user == 0 and again.applied_item == len(u)
     assert again.users == {}  # user states were already complete
     for user, st in res.users.items():
-        np.testing.assert_array_equal(b.user_state(user, st.offset).factors, st.factors)
+        np.testing.assert_array_equal(b.user_state(user, st.offset, 0).factors, st.factors)
     assert {r.item_id for r in b.take_item_records()} >= set(i)
 
 
@@ -218,33 +220,33 @@ def test_a_state_from_the_table_replaces_the_row_when_its_offset_differs_or_afte
     u, i, wt, off, ts = _batch()
     first = w.process(0, u, i, wt, off, ts, {})
     user, st = next(iter(first.users.items()))
-    other = UserState(np.full(CFG.dim, 0.5, np.float32), st.accum, ["i1"], st.offset)
+    other = UserState(np.full(CFG.dim, 0.5, np.float32), st.accum, ["i1"], st.offset, 0)
     # same offset as the row's own state: the row is trusted while this worker owns the partition
     w.process(0, [user], ["i2"], np.ones(1, np.float32), np.array([st.offset]), np.zeros(1), {user: other})
-    assert w.user_state(user, st.offset).history != ["i1"]
+    assert w.user_state(user, st.offset, 0).history != ["i1"]
     # after partitions moved, the table wins even at the same offset (another owner replayed it)
     w.forget_users()
     w.process(0, [user], ["i2"], np.ones(1, np.float32), np.array([st.offset]), np.zeros(1), {user: other})
-    np.testing.assert_array_equal(w.user_state(user, st.offset).factors, other.factors)
-    assert w.user_state(user, st.offset).history == ["i1"]
+    np.testing.assert_array_equal(w.user_state(user, st.offset, 0).factors, other.factors)
+    assert w.user_state(user, st.offset, 0).history == ["i1"]
     # a different offset always reloads
-    newer = UserState(np.full(CFG.dim, -0.5, np.float32), st.accum, ["i3"], st.offset + 1000)
+    newer = UserState(np.full(CFG.dim, -0.5, np.float32), st.accum, ["i3"], st.offset + 1000, 0)
     w.process(0, [user], ["i2"], np.ones(1, np.float32), np.array([st.offset + 1000]), np.zeros(1), {user: newer})
-    np.testing.assert_array_equal(w.user_state(user, newer.offset).factors, newer.factors)
+    np.testing.assert_array_equal(w.user_state(user, newer.offset, 0).factors, newer.factors)
 
 
 def test_forgetting_users_frees_their_rows_and_the_table_brings_them_back():
     w, table = _worker(), {}
     u, i, wt, off, ts = _batch()
     table.update(w.process(0, u, i, wt, off, ts, {}).users)
-    before = {x: w.user_state(x, table[x].offset) for x in table}
+    before = {x: w.user_state(x, table[x].offset, 0) for x in table}
     w.forget_users()
     assert len(w.mf.users) == 0 and w.history.get(0) == []  # the rows are gone, not only the offsets
     again = w.process(0, u, i, wt, off, ts, {x: table.get(x) for x in set(u)})
     assert again.duplicates == len(u)  # a replay after the hand-over: nothing re-applied
     for x, st in before.items():
-        np.testing.assert_array_equal(w.user_state(x, st.offset).factors, st.factors)
-        assert w.user_state(x, st.offset).history == st.history
+        np.testing.assert_array_equal(w.user_state(x, st.offset, 0).factors, st.factors)
+        assert w.user_state(x, st.offset, 0).history == st.history
 
 
 def test_item_contributions_are_coalesced_until_taken():
@@ -276,3 +278,31 @@ def test_take_item_records_by_partition():
     w.process(1, *_batch_states(_batch(seed=2)))
     assert {r.source for r in w.take_item_records([1])} == {"p1"}
     assert {r.source for r in w.take_item_records()} == {"p0"}
+
+
+def test_events_of_a_user_whose_state_came_from_another_partition_are_all_learned():
+    # two producers that partition differently put one user on partitions 3 and 0: their offsets
+    # are not comparable, so a state at offset 5,000 of partition 3 must not make partition 0's
+    # earlier offsets look like replays
+    w = _worker()
+    elsewhere = w.process(3, ["u1"], ["i1"], np.ones(1, np.float32), np.array([5000]), np.zeros(1), {})
+    other = _worker()
+    res = other.process(0, ["u1", "u1"], ["i2", "i3"], np.ones(2, np.float32), np.array([900, 901]), np.zeros(2),
+                        dict(elsewhere.users))
+    assert res.applied_user == 2 and res.duplicates == 0 and res.moved == ["u1"]
+    assert res.users["u1"].partition == 0 and res.users["u1"].offset == 901
+    assert set(res.users["u1"].history) == {"i1", "i2", "i3"}
+    # back on its own partition, replays are recognised again
+    again = other.process(0, ["u1"], ["i3"], np.ones(1, np.float32), np.array([901]), np.zeros(1), dict(res.users))
+    assert again.duplicates == 1 and again.moved == []
+
+
+def test_a_state_of_another_dimension_keeps_its_history_and_offset_and_restarts_its_factors():
+    big = WorkerModel(MFConfig(dim=CFG.dim * 2, seed=0), history_max=50, k=5)
+    st = big.process(0, ["u1"], ["i1"], np.ones(1, np.float32), np.array([7]), np.zeros(1), {}).users["u1"]
+    w = _worker()
+    replay = w.process(0, ["u1"], ["i1"], np.ones(1, np.float32), np.array([7]), np.zeros(1), {"u1": st})
+    assert replay.resized == ["u1"] and replay.applied_user == 0  # the offset still counts
+    res = w.process(0, ["u1"], ["i2"], np.ones(1, np.float32), np.array([8]), np.zeros(1), {"u1": st})
+    assert res.applied_user == 1 and res.users["u1"].factors.shape == (CFG.dim,)
+    assert set(res.users["u1"].history) == {"i1", "i2"}
