@@ -6,6 +6,7 @@ this table (``polyrec config --markdown``) and a test keeps the two in step.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 
 ENCODER_PROVIDERS = ("auto", "cpu", "cuda")  # what a user may ask the ONNX encoder for
+EVENT_LOOPS = ("uvloop", "asyncio")
 
 
 def _env(name: str, default: Any, doc: str) -> Any:
@@ -106,15 +108,18 @@ class Settings:
         return cls(**values)
 
     def __post_init__(self) -> None:
-        for name in ("top_k", "dim", "partitions", "replication", "batch_max", "items_batch_max", "history_max"):
+        for name in ("top_k", "dim", "partitions", "replication", "batch_max", "items_batch_max", "history_max",
+                     "recs_ttl_s", "stream_maxlen"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{_env_name(name)} must be at least 1, got {getattr(self, name)}")
-        for name in ("projection_alpha", "batch_window_s", "commit_interval_s", "session_timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{_env_name(name)} must be positive, got {getattr(self, name)}")
-        if self.encoder_provider not in ENCODER_PROVIDERS:
-            raise ValueError(f"POLYREC_ENCODER_PROVIDER must be one of {', '.join(ENCODER_PROVIDERS)}, "
-                             f"got {self.encoder_provider!r}")
+        for f in fields(self):  # every float setting is a positive, finite number
+            value = getattr(self, f.name)
+            if type(f.default) is float and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{f.metadata['env']} must be a positive finite number, got {value}")
+        for name, value, choices in (("POLYREC_ENCODER_PROVIDER", self.encoder_provider, ENCODER_PROVIDERS),
+                                     ("POLYREC_EVENT_LOOP", self.event_loop, EVENT_LOOPS)):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
     def describe(self) -> list[str]:
         """``VARIABLE=value`` lines of every setting, with passwords in URLs masked."""

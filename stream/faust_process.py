@@ -21,9 +21,9 @@ import logging
 import faust
 import mode.loop
 
-log = logging.getLogger(__name__)
+from polyrec.config import EVENT_LOOPS
 
-LOOPS = ("uvloop", "asyncio")
+log = logging.getLogger(__name__)
 
 
 def use_event_loop(name: str) -> str:
@@ -32,8 +32,8 @@ def use_event_loop(name: str) -> str:
     Call before any event loop is created. ``uvloop`` falls back to asyncio, with a warning,
     where the package is not installed (it does not exist on Windows).
     """
-    if name not in LOOPS:
-        raise ValueError(f"POLYREC_EVENT_LOOP={name!r}: choose one of {', '.join(LOOPS)}")
+    if name not in EVENT_LOOPS:
+        raise ValueError(f"POLYREC_EVENT_LOOP={name!r}: choose one of {', '.join(EVENT_LOOPS)}")
     if name == "uvloop":
         if importlib.util.find_spec("uvloop") is None:
             log.warning("uvloop is not installed; running on asyncio's default event loop")
