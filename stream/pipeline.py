@@ -184,10 +184,13 @@ class EventPipeline:
         return validate_all(events, lambda ev: parse_event(ev.value, ev.message.key))
 
     async def dead_letter(self, rejected: Sequence[tuple[Any, Rejected]]) -> None:
-        """Dead-letter events; those rejected by validation count as ``invalid`` events."""
+        """Dead-letter events; those rejected by validation count as ``invalid`` events, valid ones
+        whose batch failed (``processing_failed``) by their type."""
         await dead_letter(self.produce, self.topics["dlq"], rejected)
-        metrics.EVENTS.labels("invalid", "dead_lettered").inc(
-            sum(exc.reason != PROCESSING_FAILED for _, exc in rejected))
+        types = Counter(parse_event(ev.value, ev.message.key).event if exc.reason == PROCESSING_FAILED else "invalid"
+                        for ev, exc in rejected)
+        for kind, n in types.items():
+            metrics.EVENTS.labels(kind, "dead_lettered").inc(n)
 
     async def learn(self, events: Sequence[Any], parsed: list[tuple[Any, Any]]) -> None:
         """Learn the valid events of a batch of one partition (``validate``), in offset order."""

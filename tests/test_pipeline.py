@@ -1,10 +1,16 @@
-"""EventPipeline's reporting of stored user states it could not use as is (pure: no I/O)."""
+"""EventPipeline's accounting: stored user states it could not use as is, and dead-lettered
+events in ``polyrec_events_total`` (pure: no broker; the produce step only records its sends)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+from types import SimpleNamespace
 
+from stream import metrics
 from stream.pipeline import EventPipeline
+from stream.records import PROCESSING_FAILED, Rejected
 
 
 def test_unusable_user_states_are_logged_the_first_ten_times_then_every_thousandth(caplog):
@@ -16,3 +22,26 @@ def test_unusable_user_states_are_logged_the_first_ten_times_then_every_thousand
     resized = [r.getMessage() for r in caplog.records if "another factor dimension" in r.getMessage()]
     assert len(moved) == 12 and "'u999' (1000 such so far)" in moved[10] and "'u1999'" in moved[11]
     assert len(resized) == 3 and pipeline.unusable_states == {"moved": 2000, "resized": 3}
+
+
+def test_dead_lettered_events_count_by_type_when_valid_and_as_invalid_otherwise():
+    sent = []
+
+    async def produce(topic, key, value, partition, headers):
+        sent.append(topic)
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+    def event(value: bytes, offset: int) -> SimpleNamespace:
+        return SimpleNamespace(value=value, message=SimpleNamespace(topic="events", partition=0, offset=offset,
+                                                                     key=b"u1"))
+
+    click = event(json.dumps({"user_id": "u1", "item_id": "i1", "event": "click", "ts": 1}).encode(), 1)
+    pipeline = EventPipeline(None, {}, produce, None, None, None, {"dlq": "events.dlq"}, None, "v")
+    before = {k: metrics.EVENTS.labels(k, "dead_lettered")._value.get() for k in ("click", "invalid")}
+    asyncio.run(pipeline.dead_letter([(click, Rejected(PROCESSING_FAILED, "its batch failed")),
+                                      (event(b"{", 2), Rejected("malformed_json", "not JSON"))]))
+    after = {k: metrics.EVENTS.labels(k, "dead_lettered")._value.get() for k in ("click", "invalid")}
+    assert sent == ["events.dlq"] * 2
+    assert {k: after[k] - before[k] for k in after} == {"click": 1, "invalid": 1}
