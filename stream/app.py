@@ -160,6 +160,7 @@ def build_app(settings: Settings) -> faust.App:
         model.forget_users()
         metrics.USERS.set(0)
         for p in partitions:  # the next owner reports their lag; a stale value here would add to it
+            pipeline.positions.pop(p, None)  # nor may a stale position count if the partition comes back
             with contextlib.suppress(KeyError):
                 metrics.LAG.remove(settings.events_topic, str(p))
 

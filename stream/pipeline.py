@@ -34,6 +34,7 @@ SEND_CHUNK = 100  # records encoded and queued between two yields to the event l
 # bytes, while a Kafka producer and broker accept records of up to 1 MiB.
 DLQ_MAX_BYTES = 900_000
 DLQ_MAX_KEY_BYTES = 64 * 1024
+DLQ_DETAIL_BYTES = 500  # the polyrec-detail header at most (whole UTF-8 characters)
 # Why a stored user state could not be used as is (stream/state.py, WorkerModel._load_users).
 STATE_WARNINGS = {
     "moved": "its stored state is from another partition of the events topic: its producers do not "
@@ -56,7 +57,8 @@ def encode_json(obj: Any) -> bytes:
 
 def dlq_headers(reason: str, detail: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
     """Kafka headers of a dead-letter record (its key and value are the original bytes)."""
-    return [("polyrec-reason", reason.encode()), ("polyrec-detail", detail[:500].encode("utf-8", "replace")),
+    detail_bytes = detail.encode("utf-8", "replace")[:DLQ_DETAIL_BYTES].decode("utf-8", "ignore").encode()
+    return [("polyrec-reason", reason.encode()), ("polyrec-detail", detail_bytes),
             ("polyrec-source-topic", topic.encode()), ("polyrec-source-partition", str(partition).encode()),
             ("polyrec-source-offset", str(offset).encode())]
 

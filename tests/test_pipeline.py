@@ -9,7 +9,7 @@ import logging
 from types import SimpleNamespace
 
 from stream import metrics
-from stream.pipeline import EventPipeline
+from stream.pipeline import DLQ_DETAIL_BYTES, EventPipeline, dlq_headers
 from stream.records import PROCESSING_FAILED, Rejected
 
 
@@ -45,3 +45,10 @@ def test_dead_lettered_events_count_by_type_when_valid_and_as_invalid_otherwise(
     after = {k: metrics.EVENTS.labels(k, "dead_lettered")._value.get() for k in ("click", "invalid")}
     assert sent == ["events.dlq"] * 2
     assert {k: after[k] - before[k] for k in after} == {"click": 1, "invalid": 1}
+
+
+def test_the_detail_header_is_at_most_its_byte_limit_in_whole_characters():
+    headers = dict(dlq_headers("malformed_json", "é" * 400 + "日本" * 200, "events", 0, 1))
+    detail = headers["polyrec-detail"]
+    assert DLQ_DETAIL_BYTES - 3 < len(detail) <= DLQ_DETAIL_BYTES
+    assert detail.decode("utf-8") == "é" * 250  # 2 bytes each: no character cut in half
