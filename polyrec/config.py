@@ -112,10 +112,14 @@ class Settings:
                      "recs_ttl_s", "stream_maxlen"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{_env_name(name)} must be at least 1, got {getattr(self, name)}")
-        for f in fields(self):  # every float setting is a positive, finite number
+        for name in ("projection_alpha", "batch_window_s", "commit_interval_s", "session_timeout_s",
+                     "heartbeat_interval_s", "rebalance_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{_env_name(name)} must be positive, got {getattr(self, name)}")
+        for f in fields(self):  # the rest (weights, the refit period) may be 0
             value = getattr(self, f.name)
-            if type(f.default) is float and not (value > 0 and math.isfinite(value)):
-                raise ValueError(f"{f.metadata['env']} must be a positive finite number, got {value}")
+            if type(f.default) is float and not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{f.metadata['env']} must be a finite number >= 0, got {value}")
         for name, value, choices in (("POLYREC_ENCODER_PROVIDER", self.encoder_provider, ENCODER_PROVIDERS),
                                      ("POLYREC_EVENT_LOOP", self.event_loop, EVENT_LOOPS)):
             if value not in choices:

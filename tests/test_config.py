@@ -42,6 +42,11 @@ def test_out_of_range_values_name_their_variable(env):
         Settings.from_env(env)
 
 
+def test_a_zero_weight_or_refit_period_is_allowed():
+    settings = Settings.from_env({"POLYREC_WEIGHT_VIEW": "0", "POLYREC_PROJECTION_REFIT_S": "0"})
+    assert settings.weights["view"] == 0 and settings.projection_refit_s == 0
+
+
 def test_config_prints_variables_with_passwords_masked(monkeypatch, capsys):
     from polyrec.cli import main
 
