@@ -33,7 +33,7 @@ from stream.items import ItemPipeline
 from stream.pipeline import EventPipeline, process_or_dead_letter
 from stream.records import REASONS
 from stream.recs import RecsPublisher
-from stream.replica import ItemReplica
+from stream.replica import HandOverBarrier, ItemReplica
 from stream.state import UserState, WorkerModel
 from stream.offsets import install_recovery_fix
 from stream.topics import ensure_topics, item_factors_topic
@@ -116,20 +116,21 @@ def build_app(settings: Settings) -> faust.App:
         return await app.producer.send(topic, key, value, partition, None, headers)
 
     events_dlq, items_dlq = f"{settings.events_topic}.dlq", f"{settings.items_topic}.dlq"
+    replica = ItemReplica(settings.broker_list, item_factors_topic(settings), model.apply_item_record,
+                          model.knows, lambda outcome: metrics.ITEM_RECORDS.labels(outcome).inc(),
+                          fetch_max_wait_ms=settings.fetch_max_wait_ms)
+    barrier = HandOverBarrier(replica.wait_caught_up)
     redis = aioredis.from_url(settings.redis_url)
     pipeline = EventPipeline(
         model, settings.weights, produce, users.data.get, users_store, users_persisted,
         {"items": item_factors_topic(settings), "users": users.changelog_topic.get_topic_name(),
          "dlq": events_dlq},
         RecsPublisher(redis, settings.redis_prefix, settings.recs_ttl_s, settings.stream_maxlen), version,
+        barrier=barrier.before_batch,
     )
-    replica = ItemReplica(settings.broker_list, item_factors_topic(settings), model.apply_item_record,
-                          model.knows, lambda outcome: metrics.ITEM_RECORDS.labels(outcome).inc(),
-                          fetch_max_wait_ms=settings.fetch_max_wait_ms)
 
     @app.agent(events, isolated_partitions=True)
     async def learn(stream: faust.StreamT) -> None:
-        await replica.wait_caught_up()
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_window_s):
             await process_or_dead_letter(pipeline, batch)
 
@@ -155,6 +156,7 @@ def build_app(settings: Settings) -> faust.App:
     @app.on_partitions_revoked.connect
     async def hand_over(app: faust.App, revoked: set, **kwargs: object) -> None:
         """Before a partition's next owner starts: its contributions written, users reloaded later."""
+        barrier.rebalancing()
         partitions = {tp.partition for tp in revoked if tp.topic == settings.events_topic}
         await pipeline.flush_items(partitions)
         model.forget_users()

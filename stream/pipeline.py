@@ -165,15 +165,16 @@ class EventPipeline:
     def __init__(self, model: WorkerModel, weights: dict[str, float], produce: Produce,
                  users_get: Callable[[str], Any], users_store: Callable[[Any, str, dict], None],
                  users_persisted: Callable[[int, int], None], topics: dict[str, str], publisher: RecsPublisher,
-                 model_version: str, redis_retries: int = 5) -> None:
+                 model_version: str, *, barrier: Callable[[int], Awaitable[None]], redis_retries: int = 5) -> None:
         """``topics`` names the ``items`` (item factors), ``users`` (changelog) and ``dlq`` topics;
+        ``barrier(partition)`` is awaited before a batch is learned (``HandOverBarrier.before_batch``);
         ``users_store(event, key, value)`` updates the local table store without I/O;
         ``users_persisted(partition, offset)`` is told the changelog offset up to which the local
         store holds what the broker acknowledged (a RocksDB store then recovers from there)."""
         self.model, self.weights, self.produce = model, weights, produce
         self.users_get, self.users_store, self.topics = users_get, users_store, topics
         self.users_persisted = users_persisted
-        self.publisher, self.model_version = publisher, model_version
+        self.publisher, self.model_version, self.barrier = publisher, model_version, barrier
         self.redis_retries = redis_retries
         self.loss = metrics.LossTracker()
         self.unusable_states: Counter[str] = Counter()  # STATE_WARNINGS key -> users so far
@@ -199,6 +200,7 @@ class EventPipeline:
         started = time.perf_counter()
         partition = events[0].message.partition
         if parsed:
+            await self.barrier(partition)
             await self._learn(events[-1], [e for _, e in parsed],
                               np.array([ev.message.offset for ev, _ in parsed], np.int64),
                               np.array([ev.message.timestamp for ev, _ in parsed], float))

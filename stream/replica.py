@@ -1,9 +1,10 @@
 """Every worker's copy of the shared item factors: the compacted item-factor topic, read whole.
 
 A plain ``aiokafka`` consumer without a group is assigned every partition, reads from the
-beginning and keeps tailing. ``wait_caught_up()`` is the barrier a partition's actor passes
-before it learns: the replica has then read every item record that existed when it was called,
-so contributions written by a partition's previous owner are known before they are extended.
+beginning and keeps tailing. ``wait_caught_up()`` returns once the replica has read every item
+record that existed when it was called; ``HandOverBarrier`` calls it before the first batch of
+each ``events`` partition after every rebalance, so contributions written by a partition's
+previous owner are known before they are extended.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -115,3 +116,28 @@ class ItemReplica:
         async with self._progress:
             await asyncio.wait_for(self._progress.wait_for(done), timeout)
         self.caught_up_once = True
+
+
+class HandOverBarrier:
+    """The first batch of each ``events`` partition after a rebalance waits for the replica.
+
+    A partition's previous owner writes its pending item contributions while the partition is
+    revoked, which is before anyone is assigned it. Waiting when an actor starts is not enough:
+    Faust starts a worker's first actor at boot, before any assignment, and hands it the first
+    partition it gets later.
+    """
+
+    def __init__(self, wait_caught_up: Callable[[], Awaitable[None]]) -> None:
+        self.wait_caught_up = wait_caught_up
+        self.rebalances = 0
+        self._passed: dict[int, int] = {}  # partition -> the rebalance count when it last waited
+
+    def rebalancing(self) -> None:
+        """Call when partitions are revoked: a rebalance has begun."""
+        self.rebalances += 1
+
+    async def before_batch(self, partition: int) -> None:
+        """Wait for the replica if ``partition`` has not done so since the last rebalance."""
+        if self._passed.get(partition) != self.rebalances:
+            await self.wait_caught_up()
+            self._passed[partition] = self.rebalances

@@ -163,7 +163,8 @@ class WorkerModel:
         self._text_base: dict[int, np.ndarray] = {}
         self._text_offset: dict[int, int] = {}  # item row -> ``items`` offset of the text its base is from
         self.embeddings: dict[str, np.ndarray] = {}  # item id -> text embedding (text records)
-        self._loaded: dict[str, tuple[int | None, int]] = {}  # user id -> (partition, offset) of the state its row holds
+        # user id -> (partition, offset) of the table state its local row holds
+        self._loaded: dict[str, tuple[int | None, int]] = {}
         self.writer = uuid.uuid4().hex[:12]  # this worker's id on the item records it writes
 
     # -- items ---------------------------------------------------------------------------

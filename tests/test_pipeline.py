@@ -14,7 +14,7 @@ from stream.records import PROCESSING_FAILED, Rejected
 
 
 def test_unusable_user_states_are_logged_the_first_ten_times_then_every_thousandth(caplog):
-    pipeline = EventPipeline(None, {}, None, None, None, None, {}, None, "v")
+    pipeline = EventPipeline(None, {}, None, None, None, None, {}, None, "v", barrier=None)
     with caplog.at_level(logging.WARNING, logger="stream.pipeline"):
         for n in range(2000):
             pipeline._warn({"moved": [f"u{n}"], "resized": [f"u{n}"] if n < 3 else []})
@@ -38,7 +38,7 @@ def test_dead_lettered_events_count_by_type_when_valid_and_as_invalid_otherwise(
                                                                      key=b"u1"))
 
     click = event(json.dumps({"user_id": "u1", "item_id": "i1", "event": "click", "ts": 1}).encode(), 1)
-    pipeline = EventPipeline(None, {}, produce, None, None, None, {"dlq": "events.dlq"}, None, "v")
+    pipeline = EventPipeline(None, {}, produce, None, None, None, {"dlq": "events.dlq"}, None, "v", barrier=None)
     before = {k: metrics.EVENTS.labels(k, "dead_lettered")._value.get() for k in ("click", "invalid")}
     asyncio.run(pipeline.dead_letter([(click, Rejected(PROCESSING_FAILED, "its batch failed")),
                                       (event(b"{", 2), Rejected("malformed_json", "not JSON"))]))

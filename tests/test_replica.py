@@ -1,5 +1,6 @@
 """The item replica skips records it cannot use instead of crashing, and applies a large fetch
-in chunks that let the event loop run (pure: no broker)."""
+in chunks that let the event loop run; the hand-over barrier waits for it once per partition
+after every rebalance (pure: no broker)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from polyrec.mf import MFConfig
-from stream.replica import APPLY_CHUNK, ItemReplica
+from stream.replica import APPLY_CHUNK, HandOverBarrier, ItemReplica
 from stream.state import ItemRecord, WorkerModel
 
 CFG = MFConfig(dim=4, seed=0)
@@ -61,3 +62,24 @@ def test_a_large_fetch_is_applied_in_chunks_between_which_other_tasks_run():
     asyncio.run(main())
     assert len(seen) == len(records) and all(model.knows("p0", 7, f"m{i}") for i in range(len(records)))
     assert len(set(seen)) == 3  # the ticker ran after each chunk, never inside one
+
+
+def test_the_first_batch_of_each_partition_after_a_rebalance_waits_for_the_replica():
+    waits: list[str] = []
+
+    async def wait_caught_up() -> None:
+        waits.append("wait")
+
+    barrier = HandOverBarrier(wait_caught_up)
+
+    def batches(*partitions: int) -> int:
+        before = len(waits)
+        for p in partitions:
+            asyncio.run(barrier.before_batch(p))
+        return len(waits) - before
+
+    assert batches(0, 0, 1, 0, 1) == 2  # a worker's first batches: one wait per partition
+    barrier.rebalancing()
+    assert batches(1, 1, 2) == 2  # after a rebalance, each partition waits again, once
+    assert batches(0) == 1  # a partition not seen since: it may have had another owner meanwhile
+    assert batches(0, 1, 2) == 0

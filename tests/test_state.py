@@ -57,8 +57,8 @@ def test_partial_batch_resumes_where_each_piece_stopped():
     u, i, wt, off, ts = _batch(n=60)
     a.process(0, u[:30], i[:30], wt[:30], off[:30], ts[:30], {})
     # replay from the start: the first 30 are duplicates for users and items alike
-    res = a.process(0, u, i, wt, off, ts, {x: a.user_state(x, int(max(o for y, o in zip(u[:30], off[:30]) if y == x)), 0)
-                                           for x in set(u[:30])})
+    last = {x: int(max(o for y, o in zip(u[:30], off[:30]) if y == x)) for x in set(u[:30])}
+    res = a.process(0, u, i, wt, off, ts, {x: a.user_state(x, o, 0) for x, o in last.items()})
     assert res.duplicates == 30 and res.applied_user == 30 and res.applied_item == 30
 
 
