@@ -131,6 +131,7 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.agent(events, isolated_partitions=True)
     async def learn(stream: faust.StreamT) -> None:
+        await replica.wait_caught_up()  # the catch-up from the topic's start, holding no events
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_window_s):
             await process_or_dead_letter(pipeline, batch)
 

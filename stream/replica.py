@@ -124,7 +124,9 @@ class HandOverBarrier:
     A partition's previous owner writes its pending item contributions while the partition is
     revoked, which is before anyone is assigned it. Waiting when an actor starts is not enough:
     Faust starts a worker's first actor at boot, before any assignment, and hands it the first
-    partition it gets later.
+    partition it gets later. (Actors still wait at their start too: that catch-up, from the
+    topic's start, may be long and must not hold a batch, which would hold up the next rebalance;
+    the barrier's wait is then for the few records written since.)
     """
 
     def __init__(self, wait_caught_up: Callable[[], Awaitable[None]]) -> None:
@@ -138,6 +140,7 @@ class HandOverBarrier:
 
     async def before_batch(self, partition: int) -> None:
         """Wait for the replica if ``partition`` has not done so since the last rebalance."""
-        if self._passed.get(partition) != self.rebalances:
+        rebalances = self.rebalances
+        if self._passed.get(partition) != rebalances:
             await self.wait_caught_up()
-            self._passed[partition] = self.rebalances
+            self._passed[partition] = rebalances

@@ -281,7 +281,8 @@ class WorkerModel:
                 self.history.set(row, [])
                 offsets[user] = -1
                 continue
-            if st.partition is not None and st.partition != partition:
+            elsewhere = st.partition is not None and st.partition != partition
+            if elsewhere:
                 moved.append(user)
             if self._loaded.get(user) != (st.partition, st.offset):  # the row does not hold this state yet
                 fits = st.factors.shape == (self.config.dim,)
@@ -291,7 +292,7 @@ class WorkerModel:
                 self.mf.user_accum[row] = st.accum if fits else 0.0
                 self.history.set(row, self.mf.add_items(st.history).tolist())
                 self._loaded[user] = (st.partition, st.offset)
-            offsets[user] = -1 if user in moved else st.offset
+            offsets[user] = -1 if elsewhere else st.offset
         return offsets
 
     def forget_users(self) -> None:

@@ -36,7 +36,8 @@ def test_the_configuration_reference_matches_the_code():
                                  {"POLYREC_ENCODER_PROVIDER": "gpu"}, {"POLYREC_RECS_TTL_S": "0"},
                                  {"POLYREC_STREAM_MAXLEN": "-1"}, {"POLYREC_WEIGHT_CLICK": "nan"},
                                  {"POLYREC_WEIGHT_VIEW": "-1"}, {"POLYREC_WEIGHT_PURCHASE": "inf"},
-                                 {"POLYREC_REBALANCE_TIMEOUT_S": "0"}, {"POLYREC_EVENT_LOOP": "trio"}])
+                                 {"POLYREC_REBALANCE_TIMEOUT_S": "0"}, {"POLYREC_HEARTBEAT_INTERVAL_S": "0"},
+                                 {"POLYREC_EVENT_LOOP": "trio"}])
 def test_out_of_range_values_name_their_variable(env):
     with pytest.raises(ValueError, match=next(iter(env))):
         Settings.from_env(env)

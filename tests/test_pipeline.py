@@ -8,6 +8,8 @@ import json
 import logging
 from types import SimpleNamespace
 
+import pytest
+
 from stream import metrics
 from stream.pipeline import DLQ_DETAIL_BYTES, EventPipeline, dlq_headers
 from stream.records import PROCESSING_FAILED, Rejected
@@ -52,3 +54,13 @@ def test_the_detail_header_is_at_most_its_byte_limit_in_whole_characters():
     detail = headers["polyrec-detail"]
     assert DLQ_DETAIL_BYTES - 3 < len(detail) <= DLQ_DETAIL_BYTES
     assert detail.decode("utf-8") == "é" * 250  # 2 bytes each: no character cut in half
+
+
+def test_a_batch_waits_at_the_hand_over_barrier_before_anything_is_learned():
+    async def barrier(partition: int) -> None:
+        raise TimeoutError(f"replica behind for partition {partition}")
+
+    event = SimpleNamespace(message=SimpleNamespace(topic="events", partition=2, offset=5))
+    pipeline = EventPipeline(None, {}, None, None, None, None, {}, None, "v", barrier=barrier)  # no model
+    with pytest.raises(TimeoutError, match="partition 2"):  # not the AttributeError of learning with no model
+        asyncio.run(pipeline.learn([event], [(event, None)]))
