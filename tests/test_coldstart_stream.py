@@ -99,12 +99,15 @@ def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(
     wait_for(lambda: total("polyrec_events_total", outcome="applied") == len(history), 60,
              what="the history applied")
     # item contributions are shared at each offset commit (POLYREC_COMMIT_INTERVAL_S, 1 s): wait until
-    # the whole history is in the item-factor topic, then give both replicas a moment to read it, so
-    # the projection is fitted on every partition's factors (a German item arriving sooner would be
-    # projected from what its worker had seen so far)
+    # the whole history is in the item-factor topic and both replicas have read every record written,
+    # so the projection is fitted on every partition's factors (a German item arriving sooner would be
+    # projected from what its worker had seen so far; a fixed 0.5 s for the replicas was once too
+    # short in CI, and the German item then fell out of the top-10)
     wait_for(lambda: sum(durable_item_counts(broker, env).values()) == len(history), 15,
              what="the history's item contributions written")
-    time.sleep(0.5)
+    written = total("polyrec_item_records_written_total") + 40  # and the English items' text records
+    wait_for(lambda: all(metric_value(w.metrics(), "polyrec_item_records_total") >= written for w in pool), 15,
+             what="both replicas caught up")
 
     published = time.time()
     run(produce(broker, env["POLYREC_ITEMS_TOPIC"], [item(i, t, lang="de") for i, t in GERMAN.values()]))
