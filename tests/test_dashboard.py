@@ -150,7 +150,7 @@ class Prometheus:
         try:
             code, body = self.query(f'up{{job="{JOB}"}} == 1')
             return code == 200 and bool(body["data"]["result"])
-        except OSError:
+        except (OSError, ValueError):  # not listening yet, or a 503 with a plain-text body while it starts
             return False
 
     def stop(self) -> None:
