@@ -111,8 +111,8 @@ class BatchResult:
     applied_item: int
     duplicate: np.ndarray  # bool per event: already fully applied before (a replay)
     loss: float
-    moved: list[str] = field(default_factory=list)  # users whose state came from another partition
-    resized: list[str] = field(default_factory=list)  # users whose state had another dimension
+    moved: list[str]  # users whose state came from another partition
+    resized: list[str]  # users whose state had another dimension
 
     @property
     def duplicates(self) -> int:
@@ -264,20 +264,27 @@ class WorkerModel:
         self.mf.item_bias[row] += delta[-1]
 
     # -- users ---------------------------------------------------------------------------
-    def _load_users(self, partition: int, user_ids: list[str], states: dict[str, UserState | None],
-                    moved: list[str], resized: list[str]) -> dict[str, int]:
+    def _start_user(self, row: int, user_id: str) -> None:
+        """A user's first factors (deterministic from the id) and an empty AdaGrad accumulator."""
+        self.mf.user_factors[row] = self.mf.initial_factors([user_id], salt=0)[0]
+        self.mf.user_accum[row] = 0.0
+
+    def _load_users(self, partition: int, user_ids: list[str],
+                    states: dict[str, UserState | None]) -> tuple[dict[str, int], list[str], list[str]]:
         """Put the table's states into the local rows; return each user's applied offset in
-        ``partition``. A state from another partition (producers that partition one user's events
-        differently) has no offset comparable with this one's: all its events here count as new, and
-        the user goes into ``moved``. A state of another dimension (``POLYREC_DIM`` changed) keeps its
-        history and offset, its factors restart, and the user goes into ``resized``."""
+        ``partition``, the users whose state came from another partition and those whose state had
+        another dimension. A state from another partition (producers that partition one user's
+        events differently) has no offset comparable with this one's: all its events here count as
+        new. A state of another dimension (``POLYREC_DIM`` changed) keeps its history and offset, and
+        its factors restart."""
         rows = self.mf.add_users(user_ids)
         offsets: dict[str, int] = {}
+        moved: list[str] = []
+        resized: list[str] = []
         for user, row in zip(user_ids, rows.tolist()):
             st = states.get(user)
             if st is None:
-                self.mf.user_factors[row] = self.mf.initial_factors([user], salt=0)[0]
-                self.mf.user_accum[row] = 0.0
+                self._start_user(row, user)
                 self.history.set(row, [])
                 offsets[user] = -1
                 continue
@@ -285,15 +292,15 @@ class WorkerModel:
             if elsewhere:
                 moved.append(user)
             if self._loaded.get(user) != (st.partition, st.offset):  # the row does not hold this state yet
-                fits = st.factors.shape == (self.config.dim,)
-                if not fits:
+                if st.factors.shape == (self.config.dim,):
+                    self.mf.user_factors[row], self.mf.user_accum[row] = st.factors, st.accum
+                else:
                     resized.append(user)
-                self.mf.user_factors[row] = st.factors if fits else self.mf.initial_factors([user], salt=0)[0]
-                self.mf.user_accum[row] = st.accum if fits else 0.0
+                    self._start_user(row, user)
                 self.history.set(row, self.mf.add_items(st.history).tolist())
                 self._loaded[user] = (st.partition, st.offset)
             offsets[user] = -1 if elsewhere else st.offset
-        return offsets
+        return offsets, moved, resized
 
     def forget_users(self) -> None:
         """Drop every local user row; each user is reloaded from the table at its next event.
@@ -318,9 +325,7 @@ class WorkerModel:
                 offsets: np.ndarray, ts_ms: np.ndarray, states: dict[str, UserState | None]) -> BatchResult:
         """Learn one micro-batch of one partition (events in offset order) and refresh top-K."""
         distinct = list(dict.fromkeys(users))
-        moved: list[str] = []
-        resized: list[str] = []
-        applied_offset = self._load_users(partition, distinct, states, moved, resized)
+        applied_offset, moved, resized = self._load_users(partition, distinct, states)
         u = self.mf.add_users(users)
         i = self.mf.add_items(items)
         part = self._partition(partition)
