@@ -55,7 +55,7 @@ class Settings:
     stream_maxlen: int = _env("POLYREC_STREAM_MAXLEN", 100_000,
                               "Approximate length cap of the Redis stream of recommendation updates.")
     store: str = _env("POLYREC_STORE", "memory://",
-                      "Faust table store: memory://, or rocksdb:// for production (install polyrec[rocksdb]).")
+                      "Faust table store: memory://, or rocksdb:// for production (the rocksdb extra).")
     fetch_max_wait_ms: int = _env("POLYREC_FETCH_MAX_WAIT_MS", 20,
                                   "Longest a consumer fetch may wait at the broker for new records, ms "
                                   "(part of every event's freshness).")
@@ -109,17 +109,22 @@ class Settings:
 
     def __post_init__(self) -> None:
         for name in ("top_k", "dim", "partitions", "replication", "batch_max", "items_batch_max", "history_max",
-                     "recs_ttl_s", "stream_maxlen"):
+                     "recs_ttl_s", "stream_maxlen", "projection_min_count"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{_env_name(name)} must be at least 1, got {getattr(self, name)}")
+        for name in ("metrics_port", "web_port"):  # 0: off
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f"{_env_name(name)} must be a port from 0 (off) to 65535, got {getattr(self, name)}")
         for name in ("projection_alpha", "batch_window_s", "commit_interval_s", "session_timeout_s",
                      "heartbeat_interval_s", "rebalance_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{_env_name(name)} must be positive, got {getattr(self, name)}")
-        for f in fields(self):  # the rest (weights, the refit period) may be 0
+        for f in fields(self):  # the other numbers (weights, the refit period, the seed, ...) may be 0
             value = getattr(self, f.name)
             if type(f.default) is float and not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"{f.metadata['env']} must be a finite number >= 0, got {value}")
+            if type(f.default) is int and value < 0:
+                raise ValueError(f"{f.metadata['env']} must be >= 0, got {value}")
         for name, value, choices in (("POLYREC_ENCODER_PROVIDER", self.encoder_provider, ENCODER_PROVIDERS),
                                      ("POLYREC_EVENT_LOOP", self.event_loop, EVENT_LOOPS)):
             if value not in choices:

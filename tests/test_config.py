@@ -37,15 +37,21 @@ def test_the_configuration_reference_matches_the_code():
                                  {"POLYREC_STREAM_MAXLEN": "-1"}, {"POLYREC_WEIGHT_CLICK": "nan"},
                                  {"POLYREC_WEIGHT_VIEW": "-1"}, {"POLYREC_WEIGHT_PURCHASE": "inf"},
                                  {"POLYREC_REBALANCE_TIMEOUT_S": "0"}, {"POLYREC_HEARTBEAT_INTERVAL_S": "0"},
-                                 {"POLYREC_EVENT_LOOP": "trio"}])
+                                 {"POLYREC_EVENT_LOOP": "trio"}, {"POLYREC_PROJECTION_MIN_COUNT": "0"},
+                                 {"POLYREC_WEB_PORT": "-5"}, {"POLYREC_METRICS_PORT": "70000"},
+                                 {"POLYREC_ENCODER_THREADS": "-1"}, {"POLYREC_FETCH_MAX_WAIT_MS": "-1"},
+                                 {"POLYREC_SEED": "-1"}])
 def test_out_of_range_values_name_their_variable(env):
     with pytest.raises(ValueError, match=next(iter(env))):
         Settings.from_env(env)
 
 
-def test_a_zero_weight_or_refit_period_is_allowed():
-    settings = Settings.from_env({"POLYREC_WEIGHT_VIEW": "0", "POLYREC_PROJECTION_REFIT_S": "0"})
+def test_a_zero_weight_refit_period_port_or_seed_is_allowed():
+    settings = Settings.from_env({"POLYREC_WEIGHT_VIEW": "0", "POLYREC_PROJECTION_REFIT_S": "0",
+                                  "POLYREC_WEB_PORT": "0", "POLYREC_METRICS_PORT": "0", "POLYREC_SEED": "0",
+                                  "POLYREC_FETCH_MAX_WAIT_MS": "0", "POLYREC_ENCODER_THREADS": "0"})
     assert settings.weights["view"] == 0 and settings.projection_refit_s == 0
+    assert settings.web_port == settings.metrics_port == settings.seed == 0
 
 
 def test_config_prints_variables_with_passwords_masked(monkeypatch, capsys):

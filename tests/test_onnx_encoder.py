@@ -147,9 +147,9 @@ def test_without_onnxruntime_the_worker_imports_and_the_encoder_paths_say_what_t
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("the items agent") and "pip install 'polyrec[cpu]'" in lines[0]
+    assert lines[0].startswith("the items agent") and "pip install '.[cpu]'" in lines[0]
     assert lines[1] == "status 2"
-    assert "polyrec export" in result.stderr and "pip install 'polyrec[cpu]'" in result.stderr
+    assert "polyrec export" in result.stderr and "pip install '.[cpu]'" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -96,7 +96,7 @@ def _rocksdb_persisted_offsets(data_dir) -> dict[int, int]:
                                         (signal.SIGKILL, "rocksdb://")])
 def test_user_state_survives_a_restart(broker, tmp_path, workers, redis_client, sig, store):
     if store == "rocksdb://":
-        pytest.importorskip("rocksdict", reason="make test installs polyrec[rocksdb]")
+        pytest.importorskip("rocksdict", reason="make test installs the rocksdb extra")
     env = worker_env(broker, tmp_path, POLYREC_STORE=store)
     w = workers.new(env)
     w.wait_ready()
