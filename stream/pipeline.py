@@ -221,10 +221,12 @@ class EventPipeline:
         result = self.model.process(partition, users, [e.item_id for e in events], weights, offsets,
                                     np.array([e.ts_ms for e in events]), states)
         self._warn({"moved": result.moved, "resized": result.resized})
+        # top-K is CPU-bound on a large catalogue (docs/operations.md): off the event loop
+        recs = await asyncio.get_running_loop().run_in_executor(None, result.recs.run)
         values = {user: st.to_json() for user, st in result.users.items()}
         sends = [self.produce(self.topics["users"], encode_json(user), encode_json(value), partition, None)
                  for user, value in values.items()]
-        payloads = [payload(u, items, scores, self.model_version, ts) for u, items, scores, ts in result.recs]
+        payloads = [payload(u, items, scores, self.model_version, ts) for u, items, scores, ts in recs]
         acks, _ = await asyncio.gather(delivered(sends), self._publish(payloads))
         # only what the changelog holds goes into the local store: a RocksDB store recovers from
         # the offset it names, so a state that never reached the broker must not be in it

@@ -32,7 +32,8 @@ import numpy as np
 
 from polyrec.history import History
 from polyrec.mf import MFConfig, OnlineMF
-from polyrec.recommend import recommend_rows
+from polyrec.ids import IdIndex
+from polyrec.recommend import recommend
 
 TEXT_SOURCE = "text"
 
@@ -103,10 +104,34 @@ class ItemRecord:
                    None if emb is None else decode_vector(emb), int(d.get("n", 0)))
 
 
+@dataclass(frozen=True)
+class RecsJob:
+    """A batch's top-K, captured from the model when the batch is learned. ``run`` touches no model
+    state that can change shape, so it may run off the event loop while other batches are learned:
+    the users' vectors and seen items are copies; the item arrays are the model's at capture (a
+    catalogue that grows later gets new arrays; rows learned meanwhile may show their new values)."""
+
+    users: list[str]
+    user_factors: np.ndarray
+    seen: tuple[np.ndarray, np.ndarray]  # (n, item row) of users[n]
+    item_factors: np.ndarray
+    item_bias: np.ndarray
+    item_ids: IdIndex  # append-only: the rows above keep their ids
+    latest_ts: list[float]  # of each user's latest event in the batch
+    k: int
+
+    def run(self) -> list[tuple[str, list[str], list[float], float]]:
+        """(user, items, scores, latest event ts) per user, best first, seen items excluded."""
+        top, scores = recommend(self.user_factors, self.item_factors, self.item_bias, self.seen, self.k)
+        keep = top >= 0
+        return [(user, self.item_ids.id_at(idx[m]), sc[m].tolist(), ts)
+                for user, idx, sc, m, ts in zip(self.users, top, scores, keep, self.latest_ts)]
+
+
 @dataclass
 class BatchResult:
     users: dict[str, UserState]  # states to persist (users whose state changed)
-    recs: list[tuple[str, list[str], list[float], float]]  # (user, items, scores, latest event ts)
+    recs: RecsJob  # their top-K, to run (off the event loop)
     applied_user: int
     applied_item: int
     duplicate: np.ndarray  # bool per event: already fully applied before (a replay)
@@ -323,7 +348,8 @@ class WorkerModel:
     # -- the batch step ------------------------------------------------------------------
     def process(self, partition: int, users: list[str], items: list[str], weights: np.ndarray,
                 offsets: np.ndarray, ts_ms: np.ndarray, states: dict[str, UserState | None]) -> BatchResult:
-        """Learn one micro-batch of one partition (events in offset order) and refresh top-K."""
+        """Learn one micro-batch of one partition (events in offset order); its users' top-K is
+        the result's ``recs`` job."""
         distinct = list(dict.fromkeys(users))
         applied_offset, moved, resized = self._load_users(partition, distinct, states)
         u = self.mf.add_users(users)
@@ -350,12 +376,10 @@ class WorkerModel:
         new_users = {x for x, m in zip(users, user_mask.tolist()) if m}
         changed = {x: self.user_state(x, last_offset[x], partition) for x in new_users}
         self._loaded.update((x, (partition, st.offset)) for x, st in changed.items())
-        top, scores = recommend_rows(self.mf, self.history, self.mf.users.rows(distinct), self.k)
+        rows = self.mf.users.rows(distinct)
         latest = {x: t for x, t in zip(users, ts_ms.tolist())}
-        recs = []
-        for user, idx, sc in zip(distinct, top, scores):
-            keep = idx >= 0
-            recs.append((user, self.mf.items.id_at(idx[keep]), sc[keep].tolist(), latest[user]))
+        recs = RecsJob(distinct, self.mf.user_factors[rows], self.history.pairs(rows), self.mf.item_factors,
+                       self.mf.item_bias, self.mf.items, [latest[x] for x in distinct], self.k)
         return BatchResult(changed, recs, int(user_mask.sum()), int(item_mask.sum()),
                            ~user_mask & ~item_mask, loss, moved, resized)
 

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from types import SimpleNamespace
 
 import pytest
 
+from polyrec.mf import MFConfig
 from stream import metrics
 from stream.pipeline import DLQ_DETAIL_BYTES, EventPipeline, dlq_headers
 from stream.records import PROCESSING_FAILED, Rejected
+from stream.state import RecsJob, WorkerModel
 
 
 def test_unusable_user_states_are_logged_the_first_ten_times_then_every_thousandth(caplog):
@@ -64,3 +67,48 @@ def test_a_batch_waits_at_the_hand_over_barrier_before_anything_is_learned():
     pipeline = EventPipeline(None, {}, None, None, None, None, {}, None, "v", barrier=barrier)  # no model
     with pytest.raises(TimeoutError, match="partition 2"):  # not the AttributeError of learning with no model
         asyncio.run(pipeline.learn([event], [(event, None)]))
+
+
+def test_a_batch_is_learned_on_the_event_loop_and_its_top_k_computed_off_it(monkeypatch):
+    on_main_thread = []
+    run = RecsJob.run
+
+    def watched(job: RecsJob) -> list:
+        on_main_thread.append(threading.current_thread() is threading.main_thread())
+        return run(job)
+
+    monkeypatch.setattr(RecsJob, "run", watched)
+
+    async def produce(topic, key, value, partition, headers):
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(SimpleNamespace(offset=0))
+        return done
+
+    class Publisher:
+        def __init__(self) -> None:
+            self.payloads: list[dict] = []
+
+        async def publish(self, payloads: list[dict]) -> None:
+            self.payloads += payloads
+
+    async def barrier(partition: int) -> None:
+        pass
+
+    model = WorkerModel(MFConfig(dim=4), history_max=10, k=3)
+    model.mf.add_items([f"i{n}" for n in range(8)])
+    events = [SimpleNamespace(message=SimpleNamespace(topic="events", partition=0, offset=n, timestamp=0.0,
+                                                      key=f"u{n % 2}".encode()),
+                              value=json.dumps({"user_id": f"u{n % 2}", "item_id": f"i{n}", "event": "click",
+                                                "ts": n}).encode())
+              for n in range(4)]
+    publisher = Publisher()
+    pipeline = EventPipeline(model, {"click": 1.0}, produce, lambda user: None, lambda *a: None, lambda *a: None,
+                             {"users": "users", "items": "items", "dlq": "events.dlq"}, publisher, "v",
+                             barrier=barrier)
+    valid, rejected = pipeline.validate(events)
+    asyncio.run(pipeline.learn(events, valid))
+    assert not rejected and on_main_thread == [False]
+    assert {p["user_id"] for p in publisher.payloads} == {"u0", "u1"}
+    seen = {"u0": {"i0", "i2"}, "u1": {"i1", "i3"}}
+    for p in publisher.payloads:
+        assert len(p["items"]) == 3 and not {x["item_id"] for x in p["items"]} & seen[p["user_id"]]
