@@ -5,7 +5,8 @@ is learned by a ``WorkerModel``, and its top-K job (``RecsJob.run``: score every
 users' seen items, top-K) is timed. Peers measured in the same run:
 * the smallest catalogue: ratios to it say how the cost scales on this machine (the absolute
   times do not travel);
-* the job run *inline* on an event loop versus in the loop's executor, as the worker runs it:
+* the job run *inline* on an event loop versus in a thread, as the worker runs it (its own
+  one-thread pool):
   the largest gap between the ticks of a 1 ms ticker task on the loop while the job runs, i.e.
   how long everything else on the worker's loop (other partitions, Redis, the HTTP endpoints)
   waits.
@@ -20,6 +21,7 @@ import asyncio
 import json
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +58,8 @@ async def loop_stall(job: RecsJob, off_loop: bool) -> float:
     task = asyncio.create_task(ticker())
     await asyncio.sleep(0.01)
     if off_loop:
-        await asyncio.get_running_loop().run_in_executor(None, job.run)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            await asyncio.get_running_loop().run_in_executor(pool, job.run)
     else:
         job.run()
     running = False

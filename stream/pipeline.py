@@ -18,6 +18,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
@@ -180,6 +181,9 @@ class EventPipeline:
         self.unusable_states: Counter[str] = Counter()  # STATE_WARNINGS key -> users so far
         self.positions: dict[int, int] = {}  # partition -> next offset to consume (for lag)
         self._flushing = asyncio.Lock()
+        # one batch's top-K at a time, whatever the number of partitions: bounded memory and cores,
+        # and never queued behind other work of the loop's default pool (e.g. a refit)
+        self._top_k = ThreadPoolExecutor(max_workers=1, thread_name_prefix="polyrec-top-k")
 
     @staticmethod
     def validate(events: Sequence[Any]) -> tuple[list[tuple[Any, Any]], list[tuple[Any, Rejected]]]:
@@ -222,7 +226,7 @@ class EventPipeline:
                                     np.array([e.ts_ms for e in events]), states)
         self._warn({"moved": result.moved, "resized": result.resized})
         # top-K is CPU-bound on a large catalogue (docs/operations.md): off the event loop
-        recs = await asyncio.get_running_loop().run_in_executor(None, result.recs.run)
+        recs = await asyncio.get_running_loop().run_in_executor(self._top_k, result.recs.run)
         values = {user: st.to_json() for user, st in result.users.items()}
         sends = [self.produce(self.topics["users"], encode_json(user), encode_json(value), partition, None)
                  for user, value in values.items()]

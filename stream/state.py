@@ -109,7 +109,9 @@ class RecsJob:
     """A batch's top-K, captured from the model when the batch is learned. ``run`` touches no model
     state that can change shape, so it may run off the event loop while other batches are learned:
     the users' vectors and seen items are copies; the item arrays are the model's at capture (a
-    catalogue that grows later gets new arrays; rows learned meanwhile may show their new values)."""
+    catalogue that grows later gets new arrays). Rows written meanwhile (learning, replicated
+    records) may be read torn, part old and part new: one batch's scores for those items are off,
+    the next batch's are not. Copying the arrays would cost as much as the scoring."""
 
     users: list[str]
     user_factors: np.ndarray

@@ -130,6 +130,18 @@ def test_recommendations_cover_every_user_of_the_batch_and_skip_seen_items():
         assert latest == max(t for a, t in zip(u, ts) if a == user)
 
 
+def test_a_top_k_job_gives_its_capture_time_answer_whatever_the_model_does_meanwhile():
+    """The job runs off the event loop while the loop goes on with the model (docs: RecsJob)."""
+    w = _worker()
+    job = w.process(0, *_batch(), {}).recs
+    expected = job.run()
+    w.mf.add_items([f"new{x}" for x in range(1000)])  # past the arrays' capacity: reallocated
+    w.forget_users()  # a rebalance
+    w.process(1, *_batch(seed=5), {})  # another partition learns (in the new arrays)
+    w.apply_item_record(ItemRecord("i1", TEXT_SOURCE, np.full(CFG.dim + 1, 9.0, np.float32), 0))
+    assert job.run() == expected
+
+
 def test_records_round_trip_through_json():
     st = UserState(np.arange(8, dtype=np.float32), 1.5, ["a", "b"], 41, 3)
     back = UserState.from_json(st.to_json())

@@ -69,11 +69,14 @@ def test_chunked_scoring_gives_the_same_recommendations(monkeypatch):
     users = m.add_users([f"u{n}" for n in range(7)])
     m.user_factors[:] = rng.normal(size=m.user_factors.shape)
     h = History()
-    h.add(np.repeat(users, 3), rng.integers(0, 50, 21))
+    with_history = np.delete(users, [2, 3])  # users 2 and 3 (the second chunk) have seen nothing
+    h.add(np.repeat(with_history, 3), rng.integers(0, 50, 15))
     whole = recommend_rows(m, h, users, 5)
     monkeypatch.setattr(recommend, "SCORE_CELLS", 2 * 50)  # two users per chunk: 4 chunks
     chunked = recommend_rows(m, h, users, 5)
     np.testing.assert_array_equal(whole[0], chunked[0])
     np.testing.assert_array_equal(whole[1], chunked[1])
+    for row, user in enumerate(users):  # nobody is recommended what they have seen
+        assert not set(whole[0][row]) & set(h.get(user))
     empty = recommend_rows(m, h, users[:0], 5)
     assert empty[0].shape == (0, 5)
