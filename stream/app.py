@@ -36,7 +36,7 @@ from stream.recs import RecsPublisher
 from stream.replica import HandOverBarrier, ItemReplica
 from stream.state import UserState, WorkerModel
 from stream.offsets import install_recovery_fix
-from stream.topics import ensure_topics, item_factors_topic
+from stream.topics import USERS_TABLE, ensure_topics, item_factors_topic
 
 if TYPE_CHECKING:  # onnxruntime comes with an extra: a worker without the items agent runs without it
     from encoders.onnx_encoder import OnnxEncoder
@@ -98,7 +98,7 @@ def build_app(settings: Settings) -> faust.App:
         for reason in REASONS:
             metrics.DLQ.labels(topic, reason)
     events = app.topic(settings.events_topic, partitions=settings.partitions)
-    users = app.Table("users", default=None, partitions=settings.partitions,
+    users = app.Table(USERS_TABLE, default=None, partitions=settings.partitions,
                       schema=faust.Schema(key_serializer="json", value_serializer="json"))
 
     def users_store(event: faust.EventT, key: str, value: dict) -> None:

@@ -30,9 +30,12 @@ def item_factors_topic(settings: Settings) -> str:
     return f"{settings.app_id}-item-factors"
 
 
+USERS_TABLE = "users"  # the Faust table of user states (stream/app.py)
+
+
 def users_changelog_topic(settings: Settings) -> str:
     """The users table's changelog, named by Faust (``<app id>-<table>-changelog``)."""
-    return f"{settings.app_id}-users-changelog"
+    return f"{settings.app_id}-{USERS_TABLE}-changelog"
 
 
 class TopicError(RuntimeError):
