@@ -24,6 +24,13 @@ from stream.state import TEXT_SOURCE, ItemRecord
 REDIS_URL = os.environ.get("POLYREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
+def acked(result: object = None) -> asyncio.Future:
+    """A future already resolved with ``result``: what a fake produce step returns (the broker's ack)."""
+    done = asyncio.get_running_loop().create_future()
+    done.set_result(result)
+    return done
+
+
 def partition_of(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner picks for ``key`` (murmur2, as the JVM client)."""
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions

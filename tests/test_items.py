@@ -14,6 +14,7 @@ from stream import items as items_module
 from stream.items import ItemPipeline, parse_items, projection_data
 from stream.pipeline import process_or_dead_letter
 from stream.state import WorkerModel, decode_vector
+from tests.support import acked
 
 
 def event(value: bytes, key: bytes = b"m1") -> SimpleNamespace:
@@ -90,9 +91,7 @@ def test_a_retried_batch_sends_the_vectors_this_worker_applied_the_first_time():
             model.embeddings["i4"] = np.zeros(6, np.float32)
             raise ConnectionError("broker away")
         sent.append(json.loads(value))
-        done = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+        return acked()
 
     async def encode_async(texts):
         return np.ones((len(texts), 6), np.float32) / np.sqrt(6)

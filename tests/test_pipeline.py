@@ -16,6 +16,7 @@ from stream import metrics
 from stream.pipeline import DLQ_DETAIL_BYTES, EventPipeline, dlq_headers
 from stream.records import PROCESSING_FAILED, Rejected
 from stream.state import RecsJob, WorkerModel
+from tests.support import acked
 
 
 def test_unusable_user_states_are_logged_the_first_ten_times_then_every_thousandth(caplog):
@@ -34,9 +35,7 @@ def test_dead_lettered_events_count_by_type_when_valid_and_as_invalid_otherwise(
 
     async def produce(topic, key, value, partition, headers):
         sent.append(topic)
-        done = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+        return acked()
 
     def event(value: bytes, offset: int) -> SimpleNamespace:
         return SimpleNamespace(value=value, message=SimpleNamespace(topic="events", partition=0, offset=offset,
@@ -80,9 +79,7 @@ def test_a_batch_is_learned_on_the_event_loop_and_its_top_k_computed_in_a_thread
     monkeypatch.setattr(RecsJob, "run", watched)
 
     async def produce(topic, key, value, partition, headers):
-        done = asyncio.get_running_loop().create_future()
-        done.set_result(SimpleNamespace(offset=0))
-        return done
+        return acked(SimpleNamespace(offset=0))
 
     class Publisher:
         def __init__(self) -> None:
