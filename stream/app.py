@@ -33,7 +33,7 @@ from stream.items import ItemPipeline
 from stream.pipeline import EventPipeline, process_or_dead_letter
 from stream.records import REASONS
 from stream.recs import RecsPublisher
-from stream.replica import HandOverBarrier, ItemReplica
+from stream.replica import OUTCOMES as REPLICA_OUTCOMES, HandOverBarrier, ItemReplica
 from stream.state import UserState, WorkerModel
 from stream.offsets import install_recovery_fix
 from stream.topics import USERS_TABLE, ensure_topics, item_factors_topic
@@ -94,9 +94,13 @@ def build_app(settings: Settings) -> faust.App:
     metrics.MODEL.info({"version": version, **{k: str(v) for k, v in asdict(config).items()}})
     model = WorkerModel(config, history_max=settings.history_max, k=settings.top_k)
 
-    for topic in (settings.events_topic, settings.items_topic):  # export zeros, not "no data"
+    # export zeros, not "no data": an alert on increase() misses a counter's first value
+    for topic in (settings.events_topic, settings.items_topic):
+        metrics.BATCH_FAILURES.labels(topic)
         for reason in REASONS:
             metrics.DLQ.labels(topic, reason)
+    for outcome in REPLICA_OUTCOMES:
+        metrics.ITEM_RECORDS.labels(outcome)
     events = app.topic(settings.events_topic, partitions=settings.partitions)
     users = app.Table(USERS_TABLE, default=None, partitions=settings.partitions,
                       schema=faust.Schema(key_serializer="json", value_serializer="json"))
@@ -194,18 +198,23 @@ def build_app(settings: Settings) -> faust.App:
     async def health(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return web.json({"status": "ok", "model_version": version})
 
-    def is_ready() -> bool:
-        return replica.caught_up_once and not app.rebalancing
-
-    metrics.READY.set_function(lambda: float(is_ready()))
-
-    @app.page("/polyrec/ready")
-    async def ready(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        ok = is_ready()
+    def readiness() -> tuple[bool, list[int]]:
+        """Ready (the consumer has started, the item replica has caught up, no rebalance is in
+        progress), and the events partitions assigned."""
         try:
             assigned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == settings.events_topic)
         except ConsumerNotStarted:  # the web server answers before the consumer thread is up
-            ok, assigned = False, []
+            return False, []
+        return replica.caught_up_once and not app.rebalancing, assigned
+
+    @app.timer(1.0)
+    async def export_readiness() -> None:
+        """The gauge, set on the event loop (a scrape runs in the metrics server's thread)."""
+        metrics.READY.set(float(readiness()[0]))
+
+    @app.page("/polyrec/ready")
+    async def ready(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        ok, assigned = readiness()
         return web.json({"ready": ok, "assigned": assigned}, status=200 if ok else 503)
 
     @app.page("/polyrec/users/{user_id}")

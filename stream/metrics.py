@@ -33,7 +33,8 @@ ITEMS = Gauge("polyrec_items_known", "Items known to this worker (all partitions
 ITEM_RECORDS = Counter("polyrec_item_records_total", "Item-factor records read from the shared topic, "
                        "by outcome (applied, stale, invalid: skipped, see the log).", ["outcome"])
 ITEM_RECORDS_WRITTEN = Counter("polyrec_item_records_written_total", "Item-factor records this worker wrote: "
-                               "one per item its partitions touched since the previous commit.")
+                               "one per item its partitions touched since the previous commit, and one per new "
+                               "item it encoded.")
 LAG = Gauge("polyrec_consumer_lag_records", "Records between the consumer position and the end of a partition.",
             ["topic", "partition"])
 ENCODER_SECONDS = Histogram("polyrec_encoder_batch_duration_seconds", "One encoder batch (tokenise + ONNX run).",
@@ -42,8 +43,8 @@ ENCODER_ITEMS = Counter("polyrec_encoder_items_total", "Item texts encoded.")
 ENCODER_PROVIDER = Gauge("polyrec_encoder_provider_info", "The ONNX Runtime execution provider in use (value 1).",
                          ["provider"])
 MODEL = Info("polyrec_model", "The model version and its hyper-parameters.")
-READY = Gauge("polyrec_worker_ready", "1 while /polyrec/ready answers 200 (item replica caught up, no rebalance "
-              "in progress), else 0.")
+READY = Gauge("polyrec_worker_ready", "1 while /polyrec/ready answers 200 (consumer started, item replica caught "
+              "up, no rebalance in progress), else 0; updated every second.")
 
 
 class LossTracker:

@@ -22,6 +22,7 @@ from stream.state import ItemRecord
 log = logging.getLogger(__name__)
 
 APPLY_CHUNK = 200  # records applied between two yields to the event loop (a fetch holds up to 5,000)
+OUTCOMES = ("applied", "stale", "invalid")  # what applying one record can come to (``_apply``)
 
 
 class ItemReplica:

@@ -115,11 +115,20 @@ def test_compose_ports_and_settings_agree():
         assert (folder / "polyrec.json").is_file(), f"Grafana's dashboard folder {folder} has no polyrec.json"
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian package prometheus) is not installed")
 def test_prometheus_config_and_alert_rules_are_valid():
+    assert shutil.which("promtool"), "promtool is missing: `make test` installs it (Debian package prometheus)"
     prometheus = compose()["services"]["prometheus"]
     config = mounted_file(prometheus, prometheus_args(prometheus)["config.file"])
     out = subprocess.run(["promtool", "check", "config", str(config)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_alerts_fire_on_what_they_are_meant_to_catch():
+    """deploy/prometheus/alerts_test.yml: synthetic series through the alert rules (an idle worker's
+    zero loss is no divergence; one failing batch fires once its counter's zero was scraped)."""
+    assert shutil.which("promtool"), "promtool is missing: `make test` installs it (Debian package prometheus)"
+    out = subprocess.run(["promtool", "test", "rules", "alerts_test.yml"], cwd=ROOT / "deploy" / "prometheus",
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
 
@@ -225,6 +234,7 @@ def pyproject_extras() -> dict[str, list[str]]:
 @pytest.mark.integration
 def test_topics_command_creates_the_topics(broker, tmp_path, monkeypatch, capsys):
     from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
     from polyrec.cli import main
     from stream.topics import topic_specs
@@ -237,15 +247,23 @@ def test_topics_command_creates_the_topics(broker, tmp_path, monkeypatch, capsys
     assert main(["topics"]) == 0
     assert main(["topics"]) == 0  # idempotent
 
-    async def describe() -> dict[str, int]:
+    specs = topic_specs(Settings.from_env())
+
+    async def describe() -> tuple[dict[str, int], dict[str, str]]:
+        """Partitions of every topic, and the cleanup policy of polyrec's."""
         admin = AIOKafkaAdminClient(bootstrap_servers=broker)
         await admin.start()
         try:
-            return {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()}
+            partitions = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()}
+            configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, s.name) for s in specs])
+            # (error code, message, resource type, name, [(config, value, ...)]); Tansu lists only what was set
+            policies = {r[3]: dict((c[0], c[1]) for c in r[4]).get("cleanup.policy", "delete (default)")
+                        for response in configs for r in response.resources}
+            return partitions, policies
         finally:
             await admin.close()
 
-    found = run(describe())
-    specs = topic_specs(Settings.from_env())
+    found, policies = run(describe())
     assert {s.name: found.get(s.name) for s in specs} == {s.name: 3 for s in specs}
+    assert policies == {s.name: "compact" if s.compacted else "delete (default)" for s in specs}
     assert "compacted" in capsys.readouterr().out

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import time
 import urllib.parse
+import uuid
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,25 @@ def test_dashboard_and_alerts_use_only_defined_metrics():
     exprs = panel_exprs(dash) + [(f"${v}", sel) for v, sel, _ in variable_queries(dash)] + alert_exprs()
     unknown = {(title, name) for title, expr in exprs for name in metric_names(expr) if name not in known}
     assert not unknown, f"queries use metrics that stream/metrics.py does not define: {sorted(unknown)}"
+
+
+def test_a_worker_exports_zero_series_for_the_counters_alerts_watch():
+    """An alert on ``increase()`` never sees a counter's first scraped value: a series first seen at 1
+    (one failed batch) would never fire PolyrecBatchFailures (deploy/prometheus/alerts_test.yml)."""
+    from prometheus_client import REGISTRY
+
+    from polyrec.config import Settings
+    from stream.app import build_app
+
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(app_id=f"zeros-{tag}", events_topic=f"events-{tag}", items_topic=f"items-{tag}",
+                        items_agent=False)
+    topics = (settings.events_topic, settings.items_topic)
+    assert [REGISTRY.get_sample_value("polyrec_batch_failures_total", {"topic": t}) for t in topics] == [None, None]
+    build_app(settings)
+    assert [REGISTRY.get_sample_value("polyrec_batch_failures_total", {"topic": t}) for t in topics] == [0.0, 0.0]
+    for outcome in ("applied", "stale", "invalid"):
+        assert REGISTRY.get_sample_value("polyrec_item_records_total", {"outcome": outcome}) is not None, outcome
 
 
 def test_dashboard_structure():
@@ -210,9 +230,16 @@ def test_every_dashboard_query_returns_data(broker, workers, prometheus, tmp_pat
     wait_for(prom.ready, 30, what="Prometheus scraping the worker")
 
     load(broker, env, rounds=5, pause=2.0)
-    # the last round's metrics scraped (lag gauges update every 5 s), then a few more scrapes
-    time.sleep(8)
+    # until the last round's metrics are scraped (lag gauges update every 5 s), for at most 30 s
+    deadline = time.monotonic() + 30
+    while (failures := query_failures(prom)) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not failures, f"{len(failures)} dashboard queries failed:\n" + "\n".join(failures)
 
+
+def query_failures(prom: "Prometheus") -> list[str]:
+    """Every dashboard query and variable that fails or returns no data, and every alert
+    expression that fails to evaluate (alerts are normally silent), one line each."""
     dash = dashboard()
     values = substitutions(dash)
     failures = []
@@ -227,8 +254,8 @@ def test_every_dashboard_query_returns_data(broker, workers, prometheus, tmp_pat
         code, body = prom.query(expand(selector, values))
         if code != 200 or not any(label in r["metric"] for r in body.get("data", {}).get("result", [])):
             failures.append(f"variable ${name}: no series {selector} with label {label!r}")
-    for alert, expr in alert_exprs():  # alerts are normally silent: they must only evaluate
+    for alert, expr in alert_exprs():
         code, body = prom.query(expr)
         if code != 200 or body.get("status") != "success":
             failures.append(f"alert {alert}: {expr}\n    -> HTTP {code}: {body.get('error')}")
-    assert not failures, f"{len(failures)} dashboard queries failed:\n" + "\n".join(failures)
+    return failures
