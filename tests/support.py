@@ -69,7 +69,8 @@ async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, 
 
 
 async def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list:
-    """Every record currently in ``topic`` (all partitions, from the beginning)."""
+    """Every record currently in ``topic`` (all partitions, from the beginning); raises if that takes
+    longer than ``timeout`` (a partial read must not pass for an empty topic)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -85,10 +86,10 @@ async def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list:
         while time.monotonic() < deadline:
             positions = [await consumer.position(tp) for tp in tps]
             if all(pos >= ends[tp] for pos, tp in zip(positions, tps)):
-                break
+                return out
             for recs in (await consumer.getmany(timeout_ms=200)).values():
                 out.extend(recs)
-        return out
+        raise AssertionError(f"read only {len(out)} records of {topic} to its end offsets in {timeout:.0f} s")
     finally:
         await consumer.stop()
 

@@ -71,9 +71,9 @@ def test_a_start_from_the_final_learned_vectors_bounds_what_a_start_can_buy():
     np.testing.assert_array_equal(both, np.r_[learned.model.item_factors[row], learned.model.item_bias[row]])
     assert factors[-1] == 0 and np.array_equal(factors[:-1], both[:-1]) and bias[-1] == both[-1]
     np.testing.assert_array_equal(bias[:-1], learned.model.initial_factors([item], salt=1)[0])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="part must be both, factors or bias"):
         final_vectors(learned.model, [item], "norm")
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="never-seen"):
         final_vectors(learned.model, ["never-seen"])
 
 
@@ -117,15 +117,15 @@ def test_overlap_and_retrieval():
 
 @pytest.mark.integration
 def test_the_real_encoder_aligns_translated_movielens_titles():
-    """Real multilingual-e5-small (int8) on the real ML-100K title pairs; skips without the cache."""
+    """Real multilingual-e5-small (int8) on the real ML-100K title pairs (``make setup`` caches them)."""
     from encoders.artifacts import default_onnx_path
     from polyrec.evaluation.coldstart_run import TRANSLATED
     from polyrec.movielens_i18n import bilingual_pairs
     from polyrec.paths import cache_dir
 
     onnx, item_file = default_onnx_path("int8"), cache_dir("data", "ml-100k") / "ml-100k.item"
-    if not (onnx.exists() and onnx.with_suffix(".json").exists() and item_file.exists()):
-        pytest.skip("needs the exported encoder and MovieLens-100K in the cache (make setup)")
+    assert onnx.exists() and onnx.with_suffix(".json").exists() and item_file.exists(), \
+        "needs the exported encoder and MovieLens-100K in the cache: run `make setup` (`make test` does)"
     from encoders.onnx_encoder import OnnxEncoder
     from polyrec.movielens import load_movies
 

@@ -35,7 +35,7 @@ def test_blocks_tile_rows_and_columns() -> None:
 
 
 def test_wrong_size_is_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"expected 18 bytes for \[1, 32\], got 17"):
         dequantize_q4(np.zeros(17, dtype=np.uint8), 1, 32)
 
 

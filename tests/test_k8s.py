@@ -4,6 +4,7 @@ ports, probes, settings and scaling bounds agree with each other and with polyre
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -29,8 +30,12 @@ KUBECTL = shutil.which("kubectl")
 
 
 def render(path: Path) -> list[dict]:
-    """``kubectl kustomize`` output, as resources (skips the test where kubectl is missing)."""
+    """``kubectl kustomize`` output, as resources. Where kubectl is missing the test is skipped, but
+    fails under ``.ci/run`` (``POLYREC_TEST_STRICT``): CI's machine has it, and a silent skip there
+    would hide every manifest check."""
     if KUBECTL is None:
+        if os.environ.get("POLYREC_TEST_STRICT"):
+            pytest.fail("kubectl (with kustomize) is not installed, and POLYREC_TEST_STRICT is set")
         pytest.skip("kubectl (with kustomize) is not installed")
     out = subprocess.run([KUBECTL, "kustomize", str(path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, f"kubectl kustomize {path} failed:\n{out.stderr}"
@@ -160,38 +165,39 @@ def test_gpu_overlay_puts_the_encoder_on_a_gpu_node():
 
 @pytest.mark.integration
 def test_sigterm_within_the_grace_period_commits_offsets_and_writes_redis(broker, workers, redis_client, tmp_path):
-    """What the pod's grace period relies on: on SIGTERM a worker finishes, commits the offsets of
-    everything it processed, has written every processed user's recommendations, and exits 0 in time."""
+    """What the pod's grace period relies on: a worker stopped by SIGTERM mid-stream exits 0 in time,
+    commits the offsets of what it processed (no periodic commit here: only the stop can), and every
+    user of a committed event has recommendations in Redis."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from tests.support import event, metric_value, produce, run, wait_for, worker_env
+    from tests.support import event, metric_value, produce, read_topic, run, wait_for, worker_env
 
     grace = yaml.safe_load((K8S / "base" / "deployment.yaml").read_text())["spec"]["template"]["spec"][
         "terminationGracePeriodSeconds"]
-    env = worker_env(broker, tmp_path)
+    env = worker_env(broker, tmp_path, POLYREC_COMMIT_INTERVAL_S="300")
+    settings = Settings.from_env(env)
     worker = workers.new(env)
     worker.wait_ready(90)
     users = [f"u{i}" for i in range(300)]
-    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(u, f"i{n % 13}") for n, u in enumerate(users * 2)]))
-    wait_for(lambda: metric_value(worker.metrics(), "polyrec_events_total") >= 2 * len(users), 60,
-             what="all events processed")
+    run(produce(broker, settings.events_topic, [event(u, f"i{n % 13}") for n, u in enumerate(users * 2)]))
+    wait_for(lambda: metric_value(worker.metrics(), "polyrec_events_total") > 0, 60, what="the first events processed")
 
     started = time.monotonic()
     assert worker.stop(signal.SIGTERM, timeout=grace) == 0
     assert time.monotonic() - started < grace
 
-    async def committed() -> int:
-        """The group's committed offsets over all events partitions (= events consumed)."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=env["POLYREC_APP_ID"],
-                                    enable_auto_commit=False)
+    async def committed() -> dict[int, int]:
+        """The group's committed offset of every events partition."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker, group_id=settings.app_id, enable_auto_commit=False)
         await consumer.start()
         try:
-            settings = Settings.from_env(env)
-            tps = [TopicPartition(settings.events_topic, p) for p in range(settings.partitions)]
-            return sum([await consumer.committed(tp) or 0 for tp in tps])
+            return {p: await consumer.committed(TopicPartition(settings.events_topic, p)) or 0
+                    for p in range(settings.partitions)}
         finally:
             await consumer.stop()
 
-    assert run(committed()) == 2 * len(users), "offsets of processed events were not committed on SIGTERM"
-    keys = list(redis_client.scan_iter(f"{env['POLYREC_REDIS_PREFIX']}:recs:*", count=1000))
-    assert len([k for k in keys if b":recs:u" in k]) == len(users), "some users' recommendations are missing"
+    offsets = run(committed())
+    covered = {r.key.decode() for r in run(read_topic(broker, settings.events_topic)) if r.offset < offsets[r.partition]}
+    assert covered, "SIGTERM committed no offsets"
+    missing = sorted(u for u in covered if not redis_client.exists(f"{settings.redis_prefix}:recs:{u}"))
+    assert not missing, f"{len(missing)} users of committed events have no recommendations: {missing[:5]}"

@@ -33,7 +33,7 @@ def test_select_provider() -> None:
     assert select_provider("cpu", [CUDA, CPU]) == (CPU, None)
     provider, warning = select_provider("cuda", [CPU])
     assert provider == CPU and "falling back to CPU" in warning
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="provider must be one of .*got 'tpu'"):
         select_provider("tpu", [CPU])
 
 
@@ -175,5 +175,5 @@ def test_a_missing_tokenizer_is_an_error_naming_it(onnx_paths: dict[str, Path], 
 
 
 def test_one_str_is_not_a_batch_of_characters(fp32: OnnxEncoder) -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="not one str"):
         fp32.encode("hello")

@@ -153,13 +153,20 @@ def test_a_tokenizer_that_does_not_match_the_model_is_refused(tiny_model: Path, 
         onnx_export.export_onnx(str(folder), tmp_path / "m.onnx")
 
 
-@pytest.mark.parametrize("argv", [["--model", "/no/such/model"], ["--max-length", "600"], ["--max-length", "0"]])
-def test_bad_arguments_are_one_line_errors(tiny_model: Path, tmp_path: Path, argv: list[str],
+@pytest.mark.parametrize("argv, says", [
+    (["--model", "/no/such/model"], "no model folder at /no/such/model"),
+    (["--max-length", "600"], "--max-length must be between 1 and the model's 512, got 600"),
+    (["--max-length", "0"], "--max-length must be between 1 and the model's 512, got 0"),
+])
+def test_bad_arguments_are_one_line_errors(tiny_model: Path, tmp_path: Path, argv: list[str], says: str,
                                            capsys: pytest.CaptureFixture) -> None:
     if "--model" not in argv:
         argv = ["--model", str(tiny_model), *argv]
     assert main(["export", "--out", str(tmp_path / "m.onnx"), *argv]) == 2
-    assert "Traceback" not in capsys.readouterr().err
+    err = capsys.readouterr().err  # (above the error: transformers' loading progress bars)
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("polyrec export: ") and says in last, last
     assert not (tmp_path / "m.onnx").exists()
 
 

@@ -68,26 +68,24 @@ def test_a_batch_waits_at_the_hand_over_barrier_before_anything_is_learned():
         asyncio.run(pipeline.learn([event], [(event, None)]))
 
 
-def test_a_batch_is_learned_on_the_event_loop_and_its_top_k_computed_in_a_thread_of_its_own(monkeypatch):
-    threads = []
-    run = RecsJob.run
+class Publisher:
+    """Records what it is asked to write to Redis; the first ``failures`` calls raise instead."""
 
-    def watched(job: RecsJob) -> list:
-        threads.append(threading.current_thread().name)
-        return run(job)
+    def __init__(self, failures: int = 0) -> None:
+        self.payloads: list[dict] = []
+        self.calls, self.failures = 0, failures
 
-    monkeypatch.setattr(RecsJob, "run", watched)
+    async def publish(self, payloads: list[dict]) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError("redis is down")
+        self.payloads += payloads
 
-    async def produce(topic, key, value, partition, headers):
-        return acked(SimpleNamespace(offset=0))
 
-    class Publisher:
-        def __init__(self) -> None:
-            self.payloads: list[dict] = []
-
-        async def publish(self, payloads: list[dict]) -> None:
-            self.payloads += payloads
-
+def learning(produce, publisher: Publisher, stored: list, persisted: list, redis_retries: int = 5):
+    """A pipeline over a real model (8 items, dim 4) and a batch of 4 clicks by u0 and u1: run
+    ``asyncio.run(pipeline.learn(*batch))``. Local-store writes go to ``stored``, persisted
+    changelog offsets to ``persisted``."""
     async def barrier(partition: int) -> None:
         pass
 
@@ -98,14 +96,74 @@ def test_a_batch_is_learned_on_the_event_loop_and_its_top_k_computed_in_a_thread
                               value=json.dumps({"user_id": f"u{n % 2}", "item_id": f"i{n}", "event": "click",
                                                 "ts": n}).encode())
               for n in range(4)]
-    publisher = Publisher()
-    pipeline = EventPipeline(model, {"click": 1.0}, produce, lambda user: None, lambda *a: None, lambda *a: None,
+    pipeline = EventPipeline(model, {"click": 1.0}, produce, lambda user: None,
+                             lambda event, key, value: stored.append(key), lambda *a: persisted.append(a),
                              {"users": "users", "items": "items", "dlq": "events.dlq"}, publisher, "v",
-                             barrier=barrier)
+                             barrier=barrier, redis_retries=redis_retries)
     valid, rejected = pipeline.validate(events)
-    asyncio.run(pipeline.learn(events, valid))
-    assert not rejected and len(threads) == 1 and threads[0].startswith("polyrec-top-k")  # its own one-thread pool
+    assert not rejected
+    return pipeline, (events, valid)
+
+
+async def produce_acked(topic, key, value, partition, headers):
+    return acked(SimpleNamespace(offset=7))
+
+
+def test_a_batch_is_learned_on_the_event_loop_and_its_top_k_computed_in_a_thread_of_its_own(monkeypatch):
+    threads = []
+    run = RecsJob.run
+
+    def watched(job: RecsJob) -> list:
+        threads.append(threading.current_thread().name)
+        return run(job)
+
+    monkeypatch.setattr(RecsJob, "run", watched)
+    publisher = Publisher()
+    pipeline, batch = learning(produce_acked, publisher, [], [])
+    asyncio.run(pipeline.learn(*batch))
+    assert len(threads) == 1 and threads[0].startswith("polyrec-top-k")  # its own one-thread pool
     assert {p["user_id"] for p in publisher.payloads} == {"u0", "u1"}
     seen = {"u0": {"i0", "i2"}, "u1": {"i1", "i3"}}
     for p in publisher.payloads:
         assert len(p["items"]) == 3 and not {x["item_id"] for x in p["items"]} & seen[p["user_id"]]
+
+
+def test_redis_write_failures_are_retried_and_counted():
+    publisher, stored, persisted = Publisher(failures=2), [], []
+    errors, published = metrics.REDIS_ERRORS._value.get(), metrics.RECS._value.get()
+    pipeline, batch = learning(produce_acked, publisher, stored, persisted)
+    asyncio.run(pipeline.learn(*batch))
+    assert publisher.calls == 3 and {p["user_id"] for p in publisher.payloads} == {"u0", "u1"}
+    assert metrics.REDIS_ERRORS._value.get() - errors == 2 and metrics.RECS._value.get() - published == 2
+    assert sorted(stored) == ["u0", "u1"] and persisted == [(0, 7)]
+
+
+def test_a_redis_outage_gives_up_on_the_payloads_but_keeps_the_learned_state(caplog):
+    """The batch is not failed (its state is in the changelog; the users' next events rewrite their
+    recommendations): retried ``redis_retries`` times, logged, counted."""
+    publisher, stored, persisted = Publisher(failures=10**6), [], []
+    errors, published = metrics.REDIS_ERRORS._value.get(), metrics.RECS._value.get()
+    pipeline, batch = learning(produce_acked, publisher, stored, persisted, redis_retries=3)
+    with caplog.at_level(logging.ERROR, logger="stream.pipeline"):
+        asyncio.run(pipeline.learn(*batch))
+    assert publisher.calls == 3 and not publisher.payloads
+    assert metrics.REDIS_ERRORS._value.get() - errors == 3 and metrics.RECS._value.get() == published
+    assert "giving up on 2 recommendation payloads after 3 attempts" in caplog.text
+    assert sorted(stored) == ["u0", "u1"] and persisted == [(0, 7)]
+
+
+def test_a_failed_changelog_send_fails_the_batch_and_stores_nothing_locally():
+    """A RocksDB store recovers from the offset it was told the changelog holds: a user state the
+    broker did not acknowledge must not be in the local store, nor its offset reported."""
+    async def produce(topic, key, value, partition, headers):
+        if topic == "users":
+            failed = asyncio.get_running_loop().create_future()
+            failed.set_exception(ConnectionError("broker gone"))
+            return failed
+        return acked(SimpleNamespace(offset=7))
+
+    stored, persisted = [], []
+    pipeline, batch = learning(produce, Publisher(), stored, persisted)
+    with pytest.raises(ConnectionError, match="broker gone"):
+        asyncio.run(pipeline.learn(*batch))
+    assert stored == [] and persisted == []

@@ -59,16 +59,16 @@ def test_nearby_embeddings_land_near_their_neighbours_targets():
     assert np.linalg.norm(new - ya[0]) < np.linalg.norm(new - yb[0])
 
 
-@pytest.mark.parametrize("bad", [
-    dict(embeddings=np.zeros((1, 3)), targets=np.zeros((1, 2))),
-    dict(embeddings=np.zeros((4, 3)), targets=np.zeros((3, 2))),
-    dict(embeddings=np.zeros((4, 3)), targets=np.zeros((4, 2)), sample_weight=np.zeros(4)),
-    dict(embeddings=np.zeros((4, 3)), targets=np.zeros((4, 2)), sample_weight=-np.ones(4)),
-    dict(embeddings=np.zeros((4, 3)), targets=np.zeros((4, 2)), alpha=0.0),
-    dict(embeddings=np.full((4, 3), np.nan), targets=np.zeros((4, 2))),  # nothing finite left
+@pytest.mark.parametrize("bad, error", [
+    (dict(embeddings=np.zeros((1, 3)), targets=np.zeros((1, 2))), "at least two items"),
+    (dict(embeddings=np.zeros((4, 3)), targets=np.zeros((3, 2))), "one row per item"),
+    (dict(embeddings=np.zeros((4, 3)), targets=np.zeros((4, 2)), sample_weight=np.zeros(4)), "at least two items"),
+    (dict(embeddings=np.zeros((4, 3)), targets=np.zeros((4, 2)), sample_weight=-np.ones(4)), "non-negative"),
+    (dict(embeddings=np.zeros((4, 3)), targets=np.zeros((4, 2)), alpha=0.0), "alpha must be positive"),
+    (dict(embeddings=np.full((4, 3), np.nan), targets=np.zeros((4, 2))), "at least two items"),  # nothing finite
 ])
-def test_bad_inputs_raise(bad):
-    with pytest.raises(ValueError):
+def test_bad_inputs_raise(bad, error):
+    with pytest.raises(ValueError, match=error):
         fit_projection(**bad)
 
 

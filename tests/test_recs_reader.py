@@ -7,11 +7,14 @@ import asyncio
 import json
 import uuid
 
+import pytest
 import redis
 import redis.asyncio as aioredis
 
 from stream.recs import RecsPublisher, RecsReader, recs_key, stream_key
 from tests.support import REDIS_URL
+
+pytestmark = pytest.mark.integration
 
 
 class WritesAfterFirstIdleRead(redis.Redis):
