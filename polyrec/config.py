@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 ENCODER_PROVIDERS = ("auto", "cpu", "cuda")  # what a user may ask the ONNX encoder for
 EVENT_LOOPS = ("uvloop", "asyncio")
+STORES = ("memory", "rocksdb")  # Faust table stores the worker supports (URL schemes)
 
 
 def _env(name: str, default: Any, doc: str) -> Any:
@@ -129,6 +130,8 @@ class Settings:
                                      ("POLYREC_EVENT_LOOP", self.event_loop, EVENT_LOOPS)):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        if "://" not in self.store or urlsplit(self.store).scheme not in STORES:
+            raise ValueError(f"POLYREC_STORE must be one of {', '.join(s + '://' for s in STORES)}, got {self.store!r}")
 
     def describe(self) -> list[str]:
         """``VARIABLE=value`` lines of every setting, with passwords in URLs masked."""
