@@ -70,3 +70,19 @@ def test_published_keys_expire_and_the_stream_is_trimmed(redis_client):
         assert 50 <= redis_client.xlen(stream_key(prefix)) <= 150
     finally:
         redis_client.delete(stream_key(prefix), *(recs_key(prefix, f"u{n}") for n in range(200)))
+
+
+def test_the_recs_command_prints_a_users_payload_and_fails_for_an_unknown_user(redis_client, monkeypatch, capsys):
+    from polyrec.cli import main
+
+    prefix = f"test-cli-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("REDIS_URL", REDIS_URL)
+    monkeypatch.setenv("POLYREC_REDIS_PREFIX", prefix)
+    redis_client.set(recs_key(prefix, "u1"), json.dumps({"user_id": "u1", "items": [{"item_id": "Amélie", "score": 1}]}))
+    try:
+        assert main(["recs", "u1"]) == 0
+        assert json.loads(capsys.readouterr().out)["items"] == [{"item_id": "Amélie", "score": 1}]
+        assert main(["recs", "nobody"]) == 1
+        assert "no recommendations for user 'nobody'" in capsys.readouterr().err
+    finally:
+        redis_client.delete(recs_key(prefix, "u1"))
