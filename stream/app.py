@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import threading
 import weakref
 from dataclasses import asdict
 from pathlib import Path
@@ -198,23 +199,25 @@ def build_app(settings: Settings) -> faust.App:
     async def health(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         return web.json({"status": "ok", "model_version": version})
 
-    def readiness() -> tuple[bool, list[int]]:
-        """Ready (the consumer has started, the item replica has caught up, no rebalance is in
-        progress), and the events partitions assigned."""
-        try:
-            assigned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == settings.events_topic)
-        except ConsumerNotStarted:  # the web server answers before the consumer thread is up
-            return False, []
-        return replica.caught_up_once and not app.rebalancing, assigned
+    assigned_once = threading.Event()  # the consumer has started (the web server answers before)
 
-    @app.timer(1.0)
-    async def export_readiness() -> None:
-        """The gauge, set on the event loop (a scrape runs in the metrics server's thread)."""
-        metrics.READY.set(float(readiness()[0]))
+    @app.on_partitions_assigned.connect
+    async def first_assignment(app: faust.App, assigned: set, **kwargs: object) -> None:
+        assigned_once.set()
+
+    def is_ready() -> bool:
+        """Read by /polyrec/ready and by the gauge (in the metrics server's thread: flags only)."""
+        return assigned_once.is_set() and replica.caught_up_once and not app.rebalancing
+
+    metrics.READY.set_function(lambda: float(is_ready()))
 
     @app.page("/polyrec/ready")
     async def ready(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        ok, assigned = readiness()
+        ok = is_ready()
+        try:
+            assigned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == settings.events_topic)
+        except ConsumerNotStarted:  # not ready either: nothing was assigned yet
+            ok, assigned = False, []
         return web.json({"ready": ok, "assigned": assigned}, status=200 if ok else 503)
 
     @app.page("/polyrec/users/{user_id}")

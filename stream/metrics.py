@@ -43,8 +43,8 @@ ENCODER_ITEMS = Counter("polyrec_encoder_items_total", "Item texts encoded.")
 ENCODER_PROVIDER = Gauge("polyrec_encoder_provider_info", "The ONNX Runtime execution provider in use (value 1).",
                          ["provider"])
 MODEL = Info("polyrec_model", "The model version and its hyper-parameters.")
-READY = Gauge("polyrec_worker_ready", "1 while /polyrec/ready answers 200 (consumer started, item replica caught "
-              "up, no rebalance in progress), else 0; updated every second.")
+READY = Gauge("polyrec_worker_ready", "1 while /polyrec/ready answers 200 (partitions assigned once, item replica "
+              "caught up, no rebalance in progress), else 0.")
 
 
 class LossTracker:

@@ -13,7 +13,11 @@ from stream.fetch_wait import install_fetch_max_wait
 
 
 @pytest.mark.integration
-def test_the_consumer_faust_creates_fetches_with_the_configured_wait(broker):
+def test_the_consumer_faust_creates_fetches_with_the_configured_wait(broker, monkeypatch):
+    from faust.transport.drivers import aiokafka as driver
+
+    thread = driver.AIOKafkaConsumerThread  # restored after the test: the patch is process-wide
+    monkeypatch.setattr(thread, "_create_worker_consumer", thread._create_worker_consumer)
     install_fetch_max_wait(7)
 
     async def fetch_wait() -> int:

@@ -11,6 +11,7 @@ import numpy as np
 
 from polyrec.mf import MFConfig
 from stream import items as items_module
+from stream import metrics
 from stream.items import ItemPipeline, parse_items, projection_data
 from stream.pipeline import process_or_dead_letter
 from stream.state import WorkerModel, decode_vector
@@ -101,7 +102,9 @@ def test_a_retried_batch_sends_the_vectors_this_worker_applied_the_first_time():
     new = SimpleNamespace(value=item(item_id="new", title="Toy Story"),
                           message=SimpleNamespace(key=b"new", offset=7, topic="items", partition=0))
     first = asyncio.run(pipeline._current_projection()).project(np.ones((1, 6)) / np.sqrt(6))[0]
+    written = metrics.ITEM_RECORDS_WRITTEN._value.get()
     asyncio.run(process_or_dead_letter(pipeline, [new], backoff_s=0))
+    assert metrics.ITEM_RECORDS_WRITTEN._value.get() - written == 1  # the failed attempt wrote nothing
     assert not np.allclose(pipeline.projection.project(np.ones((1, 6)) / np.sqrt(6))[0], first)  # refitted
     assert len(sent) == 2 and sent[1]["item_id"] == "new"
     np.testing.assert_allclose(decode_vector(sent[1]["v"]), model.item_vector("new"), atol=1e-6)
