@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import murmur2
 
 from polyrec.embedded import free_port
@@ -92,6 +94,31 @@ async def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list:
         raise AssertionError(f"read only {len(out)} records of {topic} to its end offsets in {timeout:.0f} s")
     finally:
         await consumer.stop()
+
+
+async def topic_partitions(bootstrap: str, topics: list[str]) -> dict[str, int]:
+    """Partition count of each of ``topics`` that exists."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        present = [t for t in topics if t in set(await admin.list_topics())]  # describing [] describes all
+        return {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(present)} if present else {}
+    finally:
+        await admin.close()
+
+
+async def cleanup_policies(bootstrap: str, topics: list[str]) -> dict[str, str]:
+    """``cleanup.policy`` of each of ``topics``, as the broker describes it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
+        # (error code, message, resource type, name, [(config, value, ...)]); Tansu lists only what
+        # was set, Apache Kafka every config: a missing policy is the default, delete
+        return {r[3]: dict((c[0], c[1]) for c in r[4]).get("cleanup.policy", "delete")
+                for response in responses for r in response.resources}
+    finally:
+        await admin.close()
 
 
 def http_json(url: str, timeout: float = 2.0) -> tuple[int, dict]:

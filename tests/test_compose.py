@@ -233,12 +233,9 @@ def pyproject_extras() -> dict[str, list[str]]:
 
 @pytest.mark.integration
 def test_topics_command_creates_the_topics(broker, tmp_path, monkeypatch, capsys):
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-
     from polyrec.cli import main
     from stream.topics import topic_specs
-    from tests.support import run, worker_env
+    from tests.support import cleanup_policies, run, topic_partitions, worker_env
 
     env = worker_env(broker, tmp_path)
     for key in ("KAFKA_BOOTSTRAP", "POLYREC_APP_ID", "POLYREC_EVENTS_TOPIC", "POLYREC_ITEMS_TOPIC"):
@@ -248,23 +245,7 @@ def test_topics_command_creates_the_topics(broker, tmp_path, monkeypatch, capsys
     assert main(["topics"]) == 0  # idempotent
 
     specs = topic_specs(Settings.from_env())
-
-    async def describe() -> tuple[dict[str, int], dict[str, str]]:
-        """Partitions of every topic, and the cleanup policy of polyrec's."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
-        await admin.start()
-        try:
-            partitions = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics()}
-            configs = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, s.name) for s in specs])
-            # (error code, message, resource type, name, [(config, value, ...)]); Tansu lists only what
-            # was set, Apache Kafka every config: a missing policy is the default, delete
-            policies = {r[3]: dict((c[0], c[1]) for c in r[4]).get("cleanup.policy", "delete")
-                        for response in configs for r in response.resources}
-            return partitions, policies
-        finally:
-            await admin.close()
-
-    found, policies = run(describe())
-    assert {s.name: found.get(s.name) for s in specs} == {s.name: 3 for s in specs}
-    assert policies == {s.name: "compact" if s.compacted else "delete" for s in specs}
+    names = [s.name for s in specs]
+    assert run(topic_partitions(broker, names)) == {s.name: 3 for s in specs}
+    assert run(cleanup_policies(broker, names)) == {s.name: "compact" if s.compacted else "delete" for s in specs}
     assert "compacted" in capsys.readouterr().out

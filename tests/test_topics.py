@@ -12,6 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from polyrec.config import Settings
 from stream.app import build_app
 from stream.topics import TopicError, creation_errors, ensure_topics, topic_specs, users_changelog_topic
+from tests.support import topic_partitions
 
 
 def test_creation_errors_names_refusals_but_not_topics_that_already_exist():
@@ -23,16 +24,6 @@ def test_creation_errors_names_refusals_but_not_topics_that_already_exist():
 def test_the_users_changelog_name_is_the_one_faust_gives_the_table():
     settings = Settings(app_id="polyrec-names", items_agent=False)
     assert build_app(settings).tables["users"].changelog_topic.get_topic_name() == users_changelog_topic(settings)
-
-
-async def _existing(broker: str, topics: list[str]) -> dict[str, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
-    await admin.start()
-    try:
-        present = [t for t in topics if t in set(await admin.list_topics())]  # describing [] describes all
-        return {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(present)} if present else {}
-    finally:
-        await admin.close()
 
 
 async def _create(broker: str, name: str, partitions: int) -> None:
@@ -56,7 +47,7 @@ def test_missing_topics_are_created_with_the_configured_partitions_twice_over(br
     asyncio.run(ensure_topics(settings))
     asyncio.run(ensure_topics(settings))  # idempotent
     specs = topic_specs(settings)
-    assert asyncio.run(_existing(broker, [s.name for s in specs])) == {s.name: 3 for s in specs}
+    assert asyncio.run(topic_partitions(broker, [s.name for s in specs])) == {s.name: 3 for s in specs}
 
 
 @pytest.mark.integration
@@ -68,4 +59,4 @@ def test_an_existing_co_partitioned_topic_with_another_partition_count_stops_the
     with pytest.raises(TopicError, match=f"topic '{name}' has 2 partitions but POLYREC_PARTITIONS is 4"):
         asyncio.run(ensure_topics(settings))
     others = [s.name for s in topic_specs(settings) if s.name != name]
-    assert asyncio.run(_existing(broker, others)) == {}  # refused before creating anything
+    assert asyncio.run(topic_partitions(broker, others)) == {}  # refused before creating anything
