@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,29 +98,32 @@ async def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list:
         await consumer.stop()
 
 
-async def topic_partitions(bootstrap: str, topics: list[str]) -> dict[str, int]:
-    """Partition count of each of ``topics`` that exists."""
+@contextlib.asynccontextmanager
+async def admin_client(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client, closed on exit."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        present = [t for t in topics if t in set(await admin.list_topics())]  # describing [] describes all
-        return {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(present)} if present else {}
+        yield admin
     finally:
         await admin.close()
+
+
+async def topic_partitions(bootstrap: str, topics: list[str]) -> dict[str, int]:
+    """Partition count of each of ``topics`` that exists."""
+    async with admin_client(bootstrap) as admin:
+        present = [t for t in topics if t in set(await admin.list_topics())]  # describing [] describes all
+        return {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(present)} if present else {}
 
 
 async def cleanup_policies(bootstrap: str, topics: list[str]) -> dict[str, str]:
     """``cleanup.policy`` of each of ``topics``, as the broker describes it."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
+    async with admin_client(bootstrap) as admin:
         responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
-        # (error code, message, resource type, name, [(config, value, ...)]); Tansu lists only what
-        # was set, Apache Kafka every config: a missing policy is the default, delete
-        return {r[3]: dict((c[0], c[1]) for c in r[4]).get("cleanup.policy", "delete")
-                for response in responses for r in response.resources}
-    finally:
-        await admin.close()
+    # (error code, message, resource type, name, [(config, value, ...)]); Tansu lists only what
+    # was set, Apache Kafka every config: a missing policy is the default, delete
+    return {r[3]: dict((c[0], c[1]) for c in r[4]).get("cleanup.policy", "delete")
+            for response in responses for r in response.resources}
 
 
 def http_json(url: str, timeout: float = 2.0) -> tuple[int, dict]:

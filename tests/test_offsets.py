@@ -4,18 +4,17 @@ import asyncio
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
 from stream.offsets import fetch_end_offsets
+from tests.support import admin_client
 
 pytestmark = pytest.mark.integration
 
 
 async def _scenario(bootstrap: str) -> tuple[int, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic("offsets-probe", 1, 1)])
-    await admin.close()
+    async with admin_client(bootstrap) as admin:
+        await admin.create_topics([NewTopic("offsets-probe", 1, 1)])
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50)
     await producer.start()
     futures = [await producer.send("offsets-probe", b"x") for _ in range(3)]  # one batch of 3

@@ -7,12 +7,12 @@ import asyncio
 import uuid
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
 from polyrec.config import Settings
 from stream.app import build_app
 from stream.topics import TopicError, creation_errors, ensure_topics, topic_specs, users_changelog_topic
-from tests.support import topic_partitions
+from tests.support import admin_client, topic_partitions
 
 
 def test_creation_errors_names_refusals_but_not_topics_that_already_exist():
@@ -27,12 +27,8 @@ def test_the_users_changelog_name_is_the_one_faust_gives_the_table():
 
 
 async def _create(broker: str, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=broker)
-    await admin.start()
-    try:
+    async with admin_client(broker) as admin:
         await admin.create_topics([NewTopic(name, partitions, 1)])
-    finally:
-        await admin.close()
 
 
 def _settings(broker: str, partitions: int = 4) -> Settings:
