@@ -206,8 +206,10 @@ def build_app(settings: Settings) -> faust.App:
         assigned_once.set()
 
     def is_ready() -> bool:
-        """Read by /polyrec/ready and by the gauge (in the metrics server's thread: flags only)."""
-        return assigned_once.is_set() and replica.caught_up_once and not app.rebalancing
+        """Read by /polyrec/ready and by the gauge (in the metrics server's thread: flags only).
+        A worker that is stopping (SIGTERM, a crash) is not ready, for the whole graceful shutdown."""
+        return (assigned_once.is_set() and replica.caught_up_once and not app.rebalancing
+                and not app.should_stop)
 
     metrics.READY.set_function(lambda: float(is_ready()))
 

@@ -44,7 +44,7 @@ ENCODER_PROVIDER = Gauge("polyrec_encoder_provider_info", "The ONNX Runtime exec
                          ["provider"])
 MODEL = Info("polyrec_model", "The model version and its hyper-parameters.")
 READY = Gauge("polyrec_worker_ready", "1 while /polyrec/ready answers 200 (partitions assigned once, item replica "
-              "caught up, no rebalance in progress), else 0.")
+              "caught up, no rebalance in progress, not stopping), else 0.")
 
 
 class LossTracker:

@@ -3,11 +3,13 @@ ports, probes, settings and scaling bounds agree with each other and with polyre
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -163,14 +165,28 @@ def test_gpu_overlay_puts_the_encoder_on_a_gpu_node():
     assert pod["nodeSelector"]
 
 
+def watch_gauge(worker, name: str, seen: list[float]) -> None:
+    """Append every change of a worker's gauge to ``seen`` until its metrics server stops answering."""
+    from tests.support import metric_value
+
+    while True:
+        try:
+            value = metric_value(worker.metrics(), name)
+        except (OSError, http.client.HTTPException):
+            return
+        if not seen or seen[-1] != value:
+            seen.append(value)
+        time.sleep(0.01)
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_sigterm_within_the_grace_period_commits_offsets_and_writes_redis(broker, workers, redis_client, tmp_path,
                                                                          store):
     """What the pod's grace period relies on: a worker stopped by SIGTERM as soon as its first events
-    are processed, with thousands more queued, exits 0 in time, commits the offsets of what it
-    processed (no periodic commit here: only the stop can), and every user of a committed event has
-    recommendations in Redis."""
+    are processed, with thousands more queued, says it is not ready, exits 0 in time, commits the
+    offsets of what it processed (no periodic commit here: only the stop can), and every user of a
+    committed event has recommendations in Redis."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from stream.recs import recs_key
@@ -185,9 +201,15 @@ def test_sigterm_within_the_grace_period_commits_offsets_and_writes_redis(broker
     run(produce(broker, settings.events_topic, [event(f"u{n // 2}", f"i{n % 13}") for n in range(20_000)]))
     wait_for(lambda: metric_value(worker.metrics(), "polyrec_events_total") > 0, 60, what="the first events processed")
 
+    assert metric_value(worker.metrics(), "polyrec_worker_ready") == 1
+    readiness = []  # the gauge, scraped until the process is gone: it must read 0 while stopping
+    watcher = threading.Thread(target=watch_gauge, args=(worker, "polyrec_worker_ready", readiness))
+    watcher.start()
     started = time.monotonic()
     assert worker.stop(signal.SIGTERM, timeout=grace) == 0
     assert time.monotonic() - started < grace
+    watcher.join()
+    assert 0 in readiness, f"readiness gauge during SIGTERM: {readiness}"
 
     async def committed() -> dict[int, int]:
         """The group's committed offset of every events partition."""
