@@ -7,7 +7,6 @@ then feeds micro-batches (``take_events``) to :class:`stream.pipeline.EventPipel
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -158,6 +157,14 @@ def build_app(settings: Settings) -> faust.App:
             item_pipeline.encoder.close()
 
     commits.install(app, settings.events_topic, pipeline.flush_items)
+    lag_series: set[int] = set()  # the events partitions this worker exports a lag series for
+
+    def drop_lag(partitions: set[int]) -> None:
+        """Remove the lag series of partitions this worker no longer owns: their next owner reports
+        them, and a stale value here would add to theirs."""
+        for p in partitions & lag_series:
+            metrics.LAG.remove(settings.events_topic, str(p))
+        lag_series.difference_update(partitions)
 
     @app.on_partitions_revoked.connect
     async def hand_over(app: faust.App, revoked: set, **kwargs: object) -> None:
@@ -167,10 +174,9 @@ def build_app(settings: Settings) -> faust.App:
         await pipeline.flush_items(partitions)
         model.forget_users()
         metrics.USERS.set(0)
-        for p in partitions:  # the next owner reports their lag; a stale value here would add to it
-            pipeline.positions.pop(p, None)  # nor may a stale position count if the partition comes back
-            with contextlib.suppress(KeyError):
-                metrics.LAG.remove(settings.events_topic, str(p))
+        drop_lag(partitions)
+        for p in partitions:  # a stale position must not count if the partition comes back
+            pipeline.positions.pop(p, None)
 
     drop_monitor(app)
 
@@ -181,9 +187,11 @@ def build_app(settings: Settings) -> faust.App:
     @app.timer(5.0)
     async def consumer_lag() -> None:
         """A metric only: never let it crash the worker (timers that raise stop the app)."""
-        for tp in app.consumer.assignment():
-            if tp.topic != settings.events_topic:
-                continue
+        if app.rebalancing:  # the assignment is changing: hand_over dropped the revoked partitions
+            return
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic == settings.events_topic]
+        drop_lag(lag_series - {tp.partition for tp in assigned})  # a tick that raced a rebalance
+        for tp in assigned:
             try:
                 highwater = app.consumer.highwater(tp)  # None until the partition's first fetch
                 position = pipeline.positions.get(tp.partition)
@@ -194,6 +202,7 @@ def build_app(settings: Settings) -> faust.App:
                 continue
             if highwater is not None:
                 metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
+                lag_series.add(tp.partition)
 
     @app.page("/polyrec/health")
     async def health(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:

@@ -1,6 +1,7 @@
 """The streaming worker against a real Kafka-wire broker (Tansu) and a real Redis."""
 
 import json
+import re
 import signal
 import time
 from collections import Counter
@@ -137,7 +138,19 @@ def test_user_state_survives_a_restart(broker, tmp_path, workers, redis_client, 
              what="item counts: every event exactly once")
 
 
+def lag_partitions(worker, topic: str) -> set[int]:
+    """The partitions a worker exports a consumer-lag series for."""
+    series = [dict(re.findall(r'(\w+)="([^"]*)"', labels))
+              for labels in re.findall(r"^polyrec_consumer_lag_records{(.*)}", worker.metrics(), re.M)]
+    return {int(s["partition"]) for s in series if s["topic"] == topic}
+
+
+def assigned(worker) -> set[int]:
+    return set(http_json(worker.url("/polyrec/ready"))[1]["assigned"])
+
+
 def test_pending_item_contributions_are_written_when_partitions_move(broker, tmp_path, workers, redis_client):
+    """... and the worker that gave partitions away stops reporting their lag (their next owner does)."""
     # no periodic commit during the test: only a hand-over can write the contributions
     env = worker_env(broker, tmp_path, POLYREC_COMMIT_INTERVAL_S="300")
     a = workers.new(env)
@@ -146,12 +159,16 @@ def test_pending_item_contributions_are_written_when_partitions_move(broker, tmp
     run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(f"dana{n % 10}", t) for n, t in enumerate(things)]))
     wait_for(lambda: metric_value(a.metrics(), "polyrec_events_total", outcome="applied") == len(things), 15,
              what="all events applied")
-    time.sleep(1.0)
+    topic = env["POLYREC_EVENTS_TOPIC"]
+    wait_for(lambda: lag_partitions(a, topic) == set(range(PARTITIONS)), 15, what="a's lag of every partition")
     assert durable_item_counts(broker, env) == Counter(), "contributions are coalesced until a commit or hand-over"
     b = workers.new(env)  # joining moves partitions away from a
     b.wait_ready(90)
     wait_for(lambda: durable_item_counts(broker, env) == Counter(things), 10,
              what="every contribution written at the hand-over, each event counted once")
+    wait_for(lambda: lag_partitions(b, topic) == assigned(b) != set(), 15, what="b reporting its partitions' lag")
+    time.sleep(6)  # a's next lag update, after the rebalance
+    assert lag_partitions(a, topic) == assigned(a) and len(assigned(a)) < PARTITIONS, "a stale lag series"
     log = a.log.read_text()  # (Faust logs the cancelled actors of revoked partitions as crashes: expected)
     assert "hand_over" not in log and "flush_items" not in log, "the hand-over flush failed"
 
