@@ -157,15 +157,6 @@ def build_app(settings: Settings) -> faust.App:
             item_pipeline.encoder.close()
 
     commits.install(app, settings.events_topic, pipeline.flush_items)
-    lag_series: set[int] = set()  # the events partitions this worker exports a lag series for
-
-    def drop_lag(partitions: set[int]) -> None:
-        """Remove the lag series of partitions this worker no longer owns: their next owner reports
-        them, and a stale value here would add to theirs."""
-        for p in partitions & lag_series:
-            metrics.LAG.remove(settings.events_topic, str(p))
-        lag_series.difference_update(partitions)
-
     @app.on_partitions_revoked.connect
     async def hand_over(app: faust.App, revoked: set, **kwargs: object) -> None:
         """Before a partition's next owner starts: its contributions written, users reloaded later."""
@@ -173,8 +164,6 @@ def build_app(settings: Settings) -> faust.App:
         partitions = {tp.partition for tp in revoked if tp.topic == settings.events_topic}
         await pipeline.flush_items(partitions)
         model.forget_users()
-        metrics.USERS.set(0)
-        drop_lag(partitions)
         for p in partitions:  # a stale position must not count if the partition comes back
             pipeline.positions.pop(p, None)
 
@@ -184,14 +173,19 @@ def build_app(settings: Settings) -> faust.App:
     async def item_replica() -> None:
         await replica.run()
 
+    lag_series: set[int] = set()  # the events partitions this worker exports a lag series for
+
     @app.timer(5.0)
     async def consumer_lag() -> None:
-        """A metric only: never let it crash the worker (timers that raise stop the app)."""
-        if app.rebalancing:  # the assignment is changing: hand_over dropped the revoked partitions
+        """A metric only: never let it crash the worker (timers that raise stop the app). Nothing
+        is exported from a tick that a rebalance overlapped: it may hold partitions given away."""
+        rebalance = app.rebalancing_count
+        if app.rebalancing:
             return
-        assigned = [tp for tp in app.consumer.assignment() if tp.topic == settings.events_topic]
-        drop_lag(lag_series - {tp.partition for tp in assigned})  # a tick that raced a rebalance
-        for tp in assigned:
+        lags = {}
+        for tp in app.consumer.assignment():
+            if tp.topic != settings.events_topic:
+                continue
             try:
                 highwater = app.consumer.highwater(tp)  # None until the partition's first fetch
                 position = pipeline.positions.get(tp.partition)
@@ -201,8 +195,12 @@ def build_app(settings: Settings) -> faust.App:
                 log.debug("no lag for %s: %r", tp, exc)
                 continue
             if highwater is not None:
-                metrics.LAG.labels(tp.topic, str(tp.partition)).set(max(highwater - position, 0))
-                lag_series.add(tp.partition)
+                lags[tp.partition] = max(highwater - position, 0)
+        if app.rebalancing or app.rebalancing_count != rebalance:
+            return
+        for p, lag in lags.items():
+            metrics.LAG.labels(settings.events_topic, str(p)).set(lag)
+        lag_series.update(lags)
 
     @app.page("/polyrec/health")
     async def health(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
@@ -211,8 +209,14 @@ def build_app(settings: Settings) -> faust.App:
     assigned_once = threading.Event()  # the consumer has started (the web server answers before)
 
     @app.on_partitions_assigned.connect
-    async def first_assignment(app: faust.App, assigned: set, **kwargs: object) -> None:
+    async def on_assigned(app: faust.App, assigned: set, **kwargs: object) -> None:
+        """The consumer has started; partitions given away stop exporting their lag (their next owner
+        reports it once recovered; a stale value here would add to theirs). Kept ones stay continuous."""
         assigned_once.set()
+        kept = {tp.partition for tp in assigned if tp.topic == settings.events_topic}
+        for p in lag_series - kept:
+            metrics.LAG.remove(settings.events_topic, str(p))
+        lag_series.intersection_update(kept)
 
     def is_ready() -> bool:
         """Read by /polyrec/ready and by the gauge (in the metrics server's thread: flags only).
@@ -221,6 +225,8 @@ def build_app(settings: Settings) -> faust.App:
                 and not app.should_stop)
 
     metrics.READY.set_function(lambda: float(is_ready()))
+    metrics.USERS.set_function(lambda: float(len(model.mf.users)))  # the replica adds items too
+    metrics.ITEMS.set_function(lambda: float(len(model.mf.items)))
 
     @app.page("/polyrec/ready")
     async def ready(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:

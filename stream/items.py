@@ -104,7 +104,6 @@ class ItemPipeline:
             self.model.apply_item_record(rec)
         await delivered([send_item_record(self.produce, self.topics["items"], rec) for rec in records])
         metrics.ITEM_RECORDS_WRITTEN.inc(len(records))
-        metrics.ITEMS.set(len(self.model.mf.items))
         log.info("encoded %d new items (%s)", len(records),
                  "random start: no projection yet" if projection is None
                  else f"projected; fitted on {projection.n_items} items")

@@ -238,7 +238,8 @@ class EventPipeline:
             self.users_store(last, user, value)
         if acks:
             self.users_persisted(partition, max(ack.offset for ack in acks))
-        for delay in np.maximum(time.time() - produced, 0.0):  # Faust's message timestamps are in seconds
+        # a replayed event (after a rebalance or restart) was delivered before: not a freshness sample
+        for delay in np.maximum(time.time() - produced[~result.duplicate], 0.0):  # Kafka timestamps, in s
             metrics.FRESHNESS.observe(delay)
         outcomes = Counter((e.event, "duplicate" if dup else "applied")
                            for e, dup in zip(events, result.duplicate.tolist()))
@@ -246,8 +247,6 @@ class EventPipeline:
             metrics.EVENTS.labels(kind, outcome).inc(n)
         if result.applied_user or result.applied_item:
             self.loss.update(result.loss)
-        metrics.USERS.set(len(self.model.mf.users))
-        metrics.ITEMS.set(len(self.model.mf.items))
 
     def _warn(self, users: dict[str, list[str]]) -> None:
         """Log users whose stored state was not usable as is: the first ten of each kind, then

@@ -84,10 +84,16 @@ class Publisher:
 
 def learning(produce, publisher: Publisher, stored: list, persisted: list, redis_retries: int = 5):
     """A pipeline over a real model (8 items, dim 4) and a batch of 4 clicks by u0 and u1: run
-    ``asyncio.run(pipeline.learn(*batch))``. Local-store writes go to ``stored``, persisted
-    changelog offsets to ``persisted``."""
+    ``asyncio.run(pipeline.learn(*batch))``. Local-store writes go to ``stored`` (their keys) and to
+    a dict the pipeline reads user states back from, persisted changelog offsets to ``persisted``."""
     async def barrier(partition: int) -> None:
         pass
+
+    table: dict[str, dict] = {}
+
+    def store(event: object, key: str, value: dict) -> None:
+        stored.append(key)
+        table[key] = value
 
     model = WorkerModel(MFConfig(dim=4), history_max=10, k=3)
     model.mf.add_items([f"i{n}" for n in range(8)])
@@ -96,8 +102,7 @@ def learning(produce, publisher: Publisher, stored: list, persisted: list, redis
                               value=json.dumps({"user_id": f"u{n % 2}", "item_id": f"i{n}", "event": "click",
                                                 "ts": n}).encode())
               for n in range(4)]
-    pipeline = EventPipeline(model, {"click": 1.0}, produce, lambda user: None,
-                             lambda event, key, value: stored.append(key), lambda *a: persisted.append(a),
+    pipeline = EventPipeline(model, {"click": 1.0}, produce, table.get, store, lambda *a: persisted.append(a),
                              {"users": "users", "items": "items", "dlq": "events.dlq"}, publisher, "v",
                              barrier=barrier, redis_retries=redis_retries)
     valid, rejected = pipeline.validate(events)
@@ -167,3 +172,23 @@ def test_a_failed_changelog_send_fails_the_batch_and_stores_nothing_locally():
     with pytest.raises(ConnectionError, match="broker gone"):
         asyncio.run(pipeline.learn(*batch))
     assert stored == [] and persisted == []
+
+
+def test_a_replayed_batch_is_not_counted_again_in_freshness():
+    """After a rebalance or restart, events since the last commit are delivered again: they come out
+    duplicate, and their delay (the whole outage) is not a freshness sample."""
+    from prometheus_client import REGISTRY
+
+    def samples() -> float:
+        return REGISTRY.get_sample_value("polyrec_freshness_seconds_count") or 0.0
+
+    def duplicates() -> float:
+        return REGISTRY.get_sample_value("polyrec_events_total", {"type": "click", "outcome": "duplicate"}) or 0.0
+
+    pipeline, batch = learning(produce_acked, Publisher(), [], [])
+    before, replayed = samples(), duplicates()
+    asyncio.run(pipeline.learn(*batch))
+    assert samples() - before == 4
+    asyncio.run(pipeline.learn(*batch))  # the same offsets again
+    assert duplicates() - replayed == 4, "the replay was not recognised as one"
+    assert samples() - before == 4

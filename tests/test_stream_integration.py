@@ -123,6 +123,7 @@ def test_user_state_survives_a_restart(broker, tmp_path, workers, redis_client, 
         assert last and _rocksdb_persisted_offsets(tmp_path / "data") == last
     w2 = workers.new(env)
     w2.wait_ready(90)
+    assert metric_value(w2.metrics(), "polyrec_items_known") == len(set(things)), "the replica's items, before any event"
     for u in users:
         code, after = http_json(w2.url(f"/polyrec/users/{u}"))
         assert code == 200, after
