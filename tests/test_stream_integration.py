@@ -66,12 +66,15 @@ def test_two_workers_four_partitions_share_item_factors(broker, tmp_path, worker
     run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(u, "blockbuster", "purchase") for u in fans]))
     wait_for(lambda: all(_recs(redis_client, env, u) for u in fans), 20, what="fans' recs")
     # item contributions are shared at each offset commit (every POLYREC_COMMIT_INTERVAL_S = 1 s): wait
-    # until the blockbuster's are in the item-factor topic, then let the other worker's replica read them
+    # until the blockbuster's are in the item-factor topic and the other worker's replica has read every
+    # record there (a fixed 0.5 s once failed in CI: its replica had read only part of the contributions)
     wait_for(lambda: durable_item_counts(broker, env)["blockbuster"] == len(fans), 10,
              what="the blockbuster's contributions written")
-    time.sleep(0.5)
-    # users of the other worker's partitions see it first, though no one there touched it
     others = [p for p in range(PARTITIONS) if owners[p] is not owners[0]]
+    written = len(run(read_topic(broker, f"{env['POLYREC_APP_ID']}-item-factors")))
+    wait_for(lambda: metric_value(owners[others[0]].metrics(), "polyrec_item_records_total") >= written, 10,
+             what="the other worker's replica caught up")
+    # users of the other worker's partitions see it first, though no one there touched it
     targets = [keys_in_partition("viewer", p, PARTITIONS, 1)[0] for p in others]
     run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(u, f"niche{n}", "view") for n, u in enumerate(targets)]))
     got = wait_for(lambda: all(_recs(redis_client, env, u) for u in targets) and
