@@ -88,12 +88,13 @@ def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(
                                                     zip(topics["space"] + topics["cook"], SPACE + COOKING)]))
     wait_for(lambda: total("polyrec_encoder_items_total") == 40, 60, what="40 items encoded")
 
-    # fans of each topic interact with most of its items, twice over: collaborative factors for every
-    # item (one pass of 12 fans left the factors so noisy that the gap ratio below ranged 0.2-1.1)
+    # fans of each topic interact with most of its items, three times over: collaborative factors for
+    # every item (one pass of 12 fans left the factors so noisy that the gap ratio below ranged 0.2-1.1;
+    # two passes 0.41-0.87 over 5 runs on a Zen 5 VM, and one CI failure there at 0.397)
     rng = random.Random(7)
     fans = {kind: [f"{kind}-fan{n}" for n in range(20)] for kind in topics}
     history = [event(u, i, "purchase") for kind, items in topics.items() for u in fans[kind]
-               for i in rng.sample(items, 12)] * 2
+               for i in rng.sample(items, 12)] * 3
     rng.shuffle(history)
     run(produce(broker, env["POLYREC_EVENTS_TOPIC"], history))
     wait_for(lambda: total("polyrec_events_total", outcome="applied") == len(history), 60,
@@ -114,11 +115,12 @@ def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(
     wait_for(lambda: total("polyrec_encoder_items_total") == 42, 30, what="the German items")
 
     # 1. the projection places each German item with its English neighbours: over every fan, it
-    # separates the two new items about as the learned factors separate the two topics. Measured
-    # (a print of the two gaps added to this test for the purpose) over 6 runs each: new_gap / topic_gap 0.63-0.94 with the projection, -0.02-0.20 with a random
-    # start (what an item gets without its text: POLYREC_PROJECTION_MIN_COUNT=1000); 0.4 splits them.
-    # Since item contributions are shared at commits: 0.72-1.13 over 5 runs with the wait above, and
-    # one CI failure at 0.36 before the wait existed (the projection then saw part of the history).
+    # separates the two new items about as the learned factors separate the two topics. Measured with
+    # three passes (a print of the ratio added to this test for the purpose, 2026-11-24, Zen 5 VM):
+    # new_gap / topic_gap 0.47-0.96 over 6 runs with the projection, 0.06-0.12 over 5 with a random
+    # start (what an item gets without its text: POLYREC_PROJECTION_MIN_COUNT=1000); 0.3 splits them.
+    # (Earlier, with two passes: 0.63-1.13 on other VMs, one CI failure at 0.36 before the replicas'
+    # wait above existed, -0.02-0.20 with a random start.)
     vectors = _item_vectors(broker, env)
     for own, other in (("space", "cook"), ("cook", "space")):
         users = np.array([_user_state(pool, u)["factors"] for u in fans[own]])
@@ -129,7 +131,7 @@ def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(
 
         topic_gap = score(topics[own]).mean() - score(topics[other]).mean()
         new_gap = (score([GERMAN[own][0]]) - score([GERMAN[other][0]])).mean()
-        assert new_gap > 0.4 * topic_gap > 0, (own, new_gap, topic_gap)
+        assert new_gap > 0.3 * topic_gap > 0, (own, new_gap, topic_gap)
 
     # 2. end to end, across workers: the next event of a space fan whose partition the *other*
     # worker owns (not the one that encoded the item) refreshes their recommendations with it
