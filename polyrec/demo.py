@@ -32,6 +32,7 @@ from polyrec.embedded import EmbeddedError, LocalServer, ensure_redis, free_port
 from polyrec.freshness import event_freshness
 from polyrec.movielens import Movie, load_interactions, load_movies
 from stream.metrics import scrape_totals
+from stream.topics import delete_topics
 
 
 @dataclass
@@ -160,10 +161,11 @@ def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout
     prefix = run_id  # a Redis prefix of its own: keys of an interrupted run never count in the next
     r = None
     failed = False  # keep the work folder (the worker's log) when something went wrong
+    external = bool(os.environ.get("KAFKA_BOOTSTRAP"))  # a user's Kafka: the demo's topics go afterwards
     with _stop_on_signals():
         try:
             events_topic, items_topic = base.events_topic, base.items_topic
-            if os.environ.get("KAFKA_BOOTSTRAP"):
+            if external:
                 bootstrap = base.kafka_bootstrap
                 # never replay MovieLens into a real cluster's own topics
                 events_topic, items_topic = f"{run_id}-events", f"{run_id}-items"
@@ -247,6 +249,12 @@ def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout
         finally:
             for server in reversed(servers):
                 server.stop(timeout=30)
+            if external and not keep_running:
+                try:
+                    deleted = asyncio.run(delete_topics(base.broker_list, f"{run_id}-"))
+                    console.print(f"deleted the demo's {len(deleted)} topics ({run_id}-*) from {base.kafka_bootstrap}")
+                except Exception as exc:  # noqa: BLE001 - report, and never hide what failed before
+                    console.print(f"[red]could not delete the demo's topics {run_id}-* (delete them by hand): {exc!r}")
             if not keep_running and r is not None:
                 with contextlib.suppress(Exception):  # Redis may be what failed
                     keys = list(r.scan_iter(f"{prefix}:*", count=1000))

@@ -7,6 +7,7 @@ then feeds micro-batches (``take_events``) to :class:`stream.pipeline.EventPipel
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -215,7 +216,8 @@ def build_app(settings: Settings) -> faust.App:
         assigned_once.set()
         kept = {tp.partition for tp in assigned if tp.topic == settings.events_topic}
         for p in lag_series - kept:
-            metrics.LAG.remove(settings.events_topic, str(p))
+            with contextlib.suppress(KeyError):  # a metric must never crash the worker
+                metrics.LAG.remove(settings.events_topic, str(p))
         lag_series.intersection_update(kept)
 
     def is_ready() -> bool:
@@ -225,8 +227,8 @@ def build_app(settings: Settings) -> faust.App:
                 and not app.should_stop)
 
     metrics.READY.set_function(lambda: float(is_ready()))
-    metrics.USERS.set_function(lambda: float(len(model.mf.users)))  # the replica adds items too
-    metrics.ITEMS.set_function(lambda: float(len(model.mf.items)))
+    metrics.USERS.set_function(lambda: float(len(model.mf.users)))
+    metrics.ITEMS.set_function(lambda: float(len(model.mf.items)))  # the replica's items too, from start-up
 
     @app.page("/polyrec/ready")
     async def ready(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:

@@ -238,8 +238,9 @@ class EventPipeline:
             self.users_store(last, user, value)
         if acks:
             self.users_persisted(partition, max(ack.offset for ack in acks))
-        # a replayed event (after a rebalance or restart) was delivered before: not a freshness sample
-        for delay in np.maximum(time.time() - produced[~result.duplicate], 0.0):  # Kafka timestamps, in s
+        # an event its user's state already held (a replay after a rebalance, restart or crash) was
+        # delivered before: not a freshness sample
+        for delay in np.maximum(time.time() - produced[result.user_new], 0.0):  # Kafka timestamps, in s
             metrics.FRESHNESS.observe(delay)
         outcomes = Counter((e.event, "duplicate" if dup else "applied")
                            for e, dup in zip(events, result.duplicate.tolist()))

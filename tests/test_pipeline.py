@@ -82,14 +82,16 @@ class Publisher:
         self.payloads += payloads
 
 
-def learning(produce, publisher: Publisher, stored: list, persisted: list, redis_retries: int = 5):
+def learning(produce, publisher: Publisher, stored: list, persisted: list, redis_retries: int = 5,
+             table: dict | None = None):
     """A pipeline over a real model (8 items, dim 4) and a batch of 4 clicks by u0 and u1: run
     ``asyncio.run(pipeline.learn(*batch))``. Local-store writes go to ``stored`` (their keys) and to
-    a dict the pipeline reads user states back from, persisted changelog offsets to ``persisted``."""
+    ``table`` (a dict, new if not given), which the pipeline reads user states back from; persisted
+    changelog offsets go to ``persisted``."""
     async def barrier(partition: int) -> None:
         pass
 
-    table: dict[str, dict] = {}
+    table = {} if table is None else table
 
     def store(event: object, key: str, value: dict) -> None:
         stored.append(key)
@@ -175,8 +177,10 @@ def test_a_failed_changelog_send_fails_the_batch_and_stores_nothing_locally():
 
 
 def test_a_replayed_batch_is_not_counted_again_in_freshness():
-    """After a rebalance or restart, events since the last commit are delivered again: they come out
-    duplicate, and their delay (the whole outage) is not a freshness sample."""
+    """After a rebalance, restart or crash, events since the last commit are delivered again. Their
+    delay (the whole outage) is not a freshness sample, whether the worker still holds what it learned
+    (a duplicate) or restarted after a crash, with the users' states in the table but the items'
+    contributions lost (new to items, old to users)."""
     from prometheus_client import REGISTRY
 
     def samples() -> float:
@@ -185,10 +189,15 @@ def test_a_replayed_batch_is_not_counted_again_in_freshness():
     def duplicates() -> float:
         return REGISTRY.get_sample_value("polyrec_events_total", {"type": "click", "outcome": "duplicate"}) or 0.0
 
-    pipeline, batch = learning(produce_acked, Publisher(), [], [])
+    table: dict[str, dict] = {}
+    pipeline, batch = learning(produce_acked, Publisher(), [], [], table=table)
     before, replayed = samples(), duplicates()
     asyncio.run(pipeline.learn(*batch))
     assert samples() - before == 4
-    asyncio.run(pipeline.learn(*batch))  # the same offsets again
+    asyncio.run(pipeline.learn(*batch))  # the same offsets again, same worker
     assert duplicates() - replayed == 4, "the replay was not recognised as one"
+    assert samples() - before == 4
+    restarted, batch = learning(produce_acked, Publisher(), [], [], table=table)  # a new model, same table
+    asyncio.run(restarted.learn(*batch))
+    assert duplicates() - replayed == 4, "new to the restarted worker's items: not a duplicate"
     assert samples() - before == 4
