@@ -158,6 +158,7 @@ def build_app(settings: Settings) -> faust.App:
             item_pipeline.encoder.close()
 
     commits.install(app, settings.events_topic, pipeline.flush_items)
+
     @app.on_partitions_revoked.connect
     async def hand_over(app: faust.App, revoked: set, **kwargs: object) -> None:
         """Before a partition's next owner starts: its contributions written, users reloaded later."""
