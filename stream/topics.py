@@ -8,7 +8,9 @@ partitions the changelog lacks fail."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -61,13 +63,22 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
+@contextlib.asynccontextmanager
+async def admin_client(bootstrap: list[str] | str, timeout: float = 30.0) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client whose requests time out after ``timeout`` s, closed on exit."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+    await asyncio.wait_for(admin.start(), timeout)
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
 async def ensure_topics(settings: Settings, replication: int = 1, timeout: float = 30.0) -> None:
     """Create the topics that do not exist yet; existing ones are left as they are, but the
     ``events`` topic and the users changelog must have ``settings.partitions`` partitions.
     Raises ``TopicError`` when they do not, or when the broker refuses to create a topic."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker_list, request_timeout_ms=int(timeout * 1000))
-    await asyncio.wait_for(admin.start(), timeout)
-    try:
+    async with admin_client(settings.broker_list, timeout) as admin:
         existing = set(await admin.list_topics())
         co_partitioned = [t for t in (settings.events_topic, users_changelog_topic(settings)) if t in existing]
         described = await admin.describe_topics(co_partitioned) if co_partitioned else []  # [] would be all
@@ -85,16 +96,12 @@ async def ensure_topics(settings: Settings, replication: int = 1, timeout: float
             if failed:
                 raise TopicError("the broker refused to create " + "; ".join(failed))
             log.info("created topics %s", ", ".join(t.name for t in new))
-    finally:
-        await admin.close()
 
 
 async def delete_topics(bootstrap: list[str], prefix: str, timeout: float = 30.0) -> list[str]:
     """Delete every topic whose name starts with ``prefix`` (a demo run's, on a user's cluster);
     return their names. Raises ``TopicError`` naming the topics the broker would not delete."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
-    await admin.start()
-    try:
+    async with admin_client(bootstrap, timeout) as admin:
         names = sorted(t for t in await admin.list_topics() if t.startswith(prefix))
         if names:
             response = await admin.delete_topics(names, timeout_ms=int(timeout * 1000))
@@ -102,5 +109,3 @@ async def delete_topics(bootstrap: list[str], prefix: str, timeout: float = 30.0
             if failed:
                 raise TopicError("the broker refused to delete " + "; ".join(failed))
         return names
-    finally:
-        await admin.close()

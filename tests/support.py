@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -13,17 +12,16 @@ import time
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import murmur2
 
 from polyrec.embedded import free_port
 from stream.state import TEXT_SOURCE, ItemRecord
+from stream.topics import admin_client
 
 REDIS_URL = os.environ.get("POLYREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -96,17 +94,6 @@ async def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list:
         raise AssertionError(f"read only {len(out)} records of {topic} to its end offsets in {timeout:.0f} s")
     finally:
         await consumer.stop()
-
-
-@contextlib.asynccontextmanager
-async def admin_client(bootstrap: str) -> AsyncIterator[AIOKafkaAdminClient]:
-    """A started admin client, closed on exit."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        yield admin
-    finally:
-        await admin.close()
 
 
 async def topic_partitions(bootstrap: str, topics: list[str]) -> dict[str, int]:

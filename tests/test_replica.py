@@ -17,7 +17,8 @@ from aiokafka.admin import NewTopic
 from polyrec.mf import MFConfig
 from stream.replica import APPLY_CHUNK, HandOverBarrier, ItemReplica
 from stream.state import ItemRecord, WorkerModel
-from tests.support import admin_client, produce
+from stream.topics import admin_client
+from tests.support import produce
 
 CFG = MFConfig(dim=4, seed=0)
 

@@ -11,8 +11,9 @@ from aiokafka.admin import NewTopic
 
 from polyrec.config import Settings
 from stream.app import build_app
-from stream.topics import TopicError, creation_errors, ensure_topics, topic_specs, users_changelog_topic
-from tests.support import admin_client, topic_partitions
+from stream.topics import (TopicError, admin_client, creation_errors, ensure_topics, topic_specs,
+                           users_changelog_topic)
+from tests.support import topic_partitions
 
 
 def test_creation_errors_names_refusals_but_not_topics_that_already_exist():
