@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import weakref
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -159,11 +160,15 @@ def build_app(settings: Settings) -> faust.App:
 
     commits.install(app, settings.events_topic, pipeline.flush_items)
 
+    def events_partitions(tps: Iterable[TP]) -> set[int]:
+        """The ``events`` partitions among ``tps`` (an assignment also holds changelogs and items)."""
+        return {tp.partition for tp in tps if tp.topic == settings.events_topic}
+
     @app.on_partitions_revoked.connect
     async def hand_over(app: faust.App, revoked: set, **kwargs: object) -> None:
         """Before a partition's next owner starts: its contributions written, users reloaded later."""
         barrier.rebalancing()
-        partitions = {tp.partition for tp in revoked if tp.topic == settings.events_topic}
+        partitions = events_partitions(revoked)
         await pipeline.flush_items(partitions)
         model.forget_users()
         for p in partitions:  # a stale position must not count if the partition comes back
@@ -215,7 +220,7 @@ def build_app(settings: Settings) -> faust.App:
         """The consumer has started; partitions given away stop exporting their lag (their next owner
         reports it once recovered; a stale value here would add to theirs). Kept ones stay continuous."""
         assigned_once.set()
-        kept = {tp.partition for tp in assigned if tp.topic == settings.events_topic}
+        kept = events_partitions(assigned)
         for p in lag_series - kept:
             with contextlib.suppress(KeyError):  # a metric must never crash the worker
                 metrics.LAG.remove(settings.events_topic, str(p))
@@ -235,7 +240,7 @@ def build_app(settings: Settings) -> faust.App:
     async def ready(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         ok = is_ready()
         try:
-            assigned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == settings.events_topic)
+            assigned = sorted(events_partitions(app.consumer.assignment()))
         except ConsumerNotStarted:  # not ready either: nothing was assigned yet
             ok, assigned = False, []
         return web.json({"ready": ok, "assigned": assigned}, status=200 if ok else 503)
