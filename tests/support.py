@@ -176,6 +176,10 @@ class Worker:
         except OSError:
             return False
 
+    def assigned(self) -> set[int]:
+        """The ``events`` partitions the worker holds, as /polyrec/ready lists them."""
+        return set(http_json(self.url("/polyrec/ready"))[1]["assigned"])
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         wait_for(lambda: self.alive() and self.ready(), timeout, what=f"worker ready (log: {self.log})")
 
@@ -238,6 +242,5 @@ def two_workers(pool, env: dict, partitions: int = 4) -> tuple[list["Worker"], d
     for w in (a, b):
         w.wait_ready(90)
     half = partitions // 2
-    wait_for(lambda: len(http_json(a.url("/polyrec/ready"))[1]["assigned"]) == half
-             and len(http_json(b.url("/polyrec/ready"))[1]["assigned"]) == half, 30, what="an even assignment")
-    return [a, b], {p: w for w in (a, b) for p in http_json(w.url("/polyrec/ready"))[1]["assigned"]}
+    wait_for(lambda: len(a.assigned()) == half and len(b.assigned()) == half, 30, what="an even assignment")
+    return [a, b], {p: w for w in (a, b) for p in w.assigned()}

@@ -149,10 +149,6 @@ def lag_partitions(worker, topic: str) -> set[int]:
     return {int(s["partition"]) for s in series if s["topic"] == topic}
 
 
-def assigned(worker) -> set[int]:
-    return set(http_json(worker.url("/polyrec/ready"))[1]["assigned"])
-
-
 def test_pending_item_contributions_are_written_when_partitions_move(broker, tmp_path, workers, redis_client):
     """... and the worker that gave partitions away stops reporting their lag (their next owner does)."""
     # no periodic commit during the test: only a hand-over can write the contributions
@@ -170,9 +166,9 @@ def test_pending_item_contributions_are_written_when_partitions_move(broker, tmp
     b.wait_ready(90)
     wait_for(lambda: durable_item_counts(broker, env) == Counter(things), 10,
              what="every contribution written at the hand-over, each event counted once")
-    wait_for(lambda: lag_partitions(b, topic) == assigned(b) != set(), 15, what="b reporting its partitions' lag")
+    wait_for(lambda: lag_partitions(b, topic) == b.assigned() != set(), 15, what="b reporting its partitions' lag")
     time.sleep(6)  # a's next lag update, after the rebalance
-    assert lag_partitions(a, topic) == assigned(a) and len(assigned(a)) < PARTITIONS, "a stale lag series"
+    assert lag_partitions(a, topic) == a.assigned() and len(a.assigned()) < PARTITIONS, "a stale lag series"
     log = a.log.read_text()  # (Faust logs the cancelled actors of revoked partitions as crashes: expected)
     assert "hand_over" not in log and "flush_items" not in log, "the hand-over flush failed"
 
