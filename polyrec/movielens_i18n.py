@@ -131,9 +131,12 @@ def bilingual_pairs(titles: dict[str, str]) -> list[tuple[str, str, str, str]]:
     return out
 
 
+def genre_names(genres: tuple[str, ...], language: str) -> tuple[str, ...]:
+    """MovieLens genres in ``language`` (English: as they are)."""
+    return genres if language == "en" else tuple(GENRES[g][language] for g in genres)
+
+
 def render(item_id: str, title: str, genres: tuple[str, ...], language: str) -> tuple[str, tuple[str, ...]]:
     """The (title, genres) of the item's ``language`` variant."""
     by_lang = titles_by_language(item_id, title)
-    if language == "en":
-        return by_lang["en"], genres
-    return by_lang.get(language, by_lang["en"]), tuple(GENRES[g][language] for g in genres)
+    return by_lang.get(language, by_lang["en"]), genre_names(genres, language)

@@ -51,11 +51,13 @@ def plot(result: dict, path: Path) -> None:
     ax2.bar(others, overlap, color="tab:purple")
     ax2.bar_label(ax2.containers[0], fmt="%.2f", fontsize=8)
     ax2.axhline(0.8, color="red", ls="--", lw=1, label="target 0.8")
-    for (name, value), style in zip(result.get("overlap_references", {}).items(), (":", "-.")):
-        ax2.axhline(value, color="black", ls=style, lw=1.2, label=f"reference: {name}")
+    for n, (name, value) in enumerate(result["overlap_references"].items()):
+        ax2.axhline(value, color="black", ls=(":", "-.", "--")[n % 3], lw=1.2, label=f"English: {name}")
+    ax2.plot(np.arange(len(others)) + 0.3, [result["per_language"][lang]["genre_lists_top1"] for lang in others],
+             "D", color="black", ms=5, label="genre lists: top-1 to their English list (share)")
     ax2.set_ylim(0, 1.3)
     ax2.set_title("Top-10 among new items: overlap with English")
-    ax2.set_ylabel("mean overlap@10")
+    ax2.set_ylabel("mean overlap@10; share")
     ax2.legend(fontsize=7, loc="upper left")
     a, sub = result["alignment"], result["alignment"]["translated_subset"]
     ax3.bar([0, 1], [a["top1_en_to_other"], a["top1_other_to_en"]], 0.4, color="tab:gray",
@@ -83,24 +85,23 @@ def print_table(result: dict) -> None:
     table = Table(title=f"Cold start on MovieLens-100K: {p['new_items']} new items, first {p['first_events']} "
                         f"events, batches of {p['batch_size']}")
     for col in ("lang", "proj r@10", "proj ndcg", "rand r@10", "pop r@10", "new-pop r@10", "proj/rand", "overlap",
-                "twin@1", "scored"):
+                "genres@1", "scored"):
         table.add_column(col, justify="left" if col == "lang" else "right")
     random, pop, new_pop = (result["contenders"][n] for n in ("random-init", "popularity", "new-item-popularity"))
     for lang, row in result["per_language"].items():
         proj = row["projection"]
         table.add_row(lang, f"{proj['recall@10']:.4f}", f"{proj['ndcg@10']:.4f}", f"{random['recall@10']:.4f}",
                       f"{pop['recall@10']:.4f}", f"{new_pop['recall@10']:.4f}", f"{row['ratio_to_random']:.2f}",
-                      *(("-", "-") if lang == "en" else (f"{row['overlap@10_vs_en']:.3f}", f"{row['twin_top1']:.3f}")),
+                      *(("-", "-") if lang == "en" else (f"{row['overlap@10_vs_en']:.3f}", f"{row['genre_lists_top1']:.3f}")),
                       str(proj["scored_events"]))
     console = Console(width=max(Console().width, 100))
     console.print(table)
-    console.print("overlap: mean top-10 overlap with English among the new items only; twin@1: share of new items "
-                  "whose text is nearest its own English text; proj/rand: projection recall@10 / random-init "
-                  "recall@10; new-pop: only the new items, ranked by their events so far (it knows which items "
-                  "are new, so it is a reference)")
-    references = "; ".join(f"{name} {value:.3f}" for name, value in result.get("overlap_references", {}).items())
-    if references:
-        console.print(f"overlap references, English vs English: {references}")
+    console.print("overlap: mean top-10 overlap with English among the new items only; genres@1: share of the "
+                  "catalogue's genre lists whose translation is nearest its own English list; proj/rand: projection "
+                  "recall@10 / random-init recall@10; new-pop: only the new items, ranked by their events so far (it "
+                  "knows which items are new, so it is a reference)")
+    references = "; ".join(f"{name} {value:.3f}" for name, value in result["overlap_references"].items())
+    console.print(f"overlap references, English vs English: {references}")
     by_event = Table(title="recall@10 by the new item's event number")
     buckets = list(random["recall@10_by_event"])
     for col in ["contender"] + [f"event {b}" for b in buckets]:
