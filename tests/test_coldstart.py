@@ -163,6 +163,29 @@ def test_the_real_encoder_aligns_translated_genre_lists():
     assert min(top1.values()) >= 0.2 and top1["de"] >= 0.7 and top1["fr"] >= 0.7, top1  # measured: zh 0.29 ... fr 0.92
 
 
+@pytest.mark.integration
+def test_polyrec_eval_cold_start_writes_its_json_plot_and_table(tmp_path, capsys):
+    """The whole command on the first 5,000 events (~25 s): every measure the docs describe is written."""
+    from polyrec.cli import main
+    from polyrec.movielens_i18n import LANGUAGES
+
+    _cached_int8_graph()
+    assert main(["eval", "--cold-start", "--limit", "5000", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "coldstart.json").read_text())
+    assert (tmp_path / "coldstart.png").stat().st_size > 10_000
+    assert list(result["per_language"]) == list(LANGUAGES)
+    assert "genre_lists_top1" not in result["per_language"]["en"]
+    for lang in LANGUAGES[1:]:
+        row = result["per_language"][lang]
+        assert 0 <= row["overlap@10_vs_en"] <= 1 and 0 < row["genre_lists_top1"] <= 1, lang
+    assert len(result["overlap_references"]) == 2 and all(0 < v <= 1 for v in result["overlap_references"].values())
+    contenders = result["contenders"]
+    assert contenders["random-init"]["scored_events"] == contenders["projection-zh"]["scored_events"] > 0
+    assert set(result["acceptance"]) >= {"overlap@10 zh vs en", "projection-zh / random-init recall@10"}
+    printed = capsys.readouterr().out
+    assert "genres@1" in printed and "overlap references" in printed and "alignment" in printed
+
+
 def test_recall_by_occurrence():
     hits = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
     occ = np.array([0, 0, 3, 7, 19])
