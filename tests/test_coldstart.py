@@ -155,21 +155,25 @@ def test_the_real_encoder_aligns_translated_genre_lists():
     from encoders.onnx_encoder import OnnxEncoder
 
     lists = sorted({m.genres for m in load_movies().values()})
+    top1 = {}
     with OnnxEncoder(onnx, provider="cpu") as encoder:
         english = encoder.encode_passages([", ".join(g) for g in lists])
-        top1 = {lang: top1_hits(encoder.encode_passages([", ".join(genre_names(g, lang)) for g in lists]), english).mean()
-                for lang in LANGUAGES[1:]}
+        for lang in LANGUAGES[1:]:
+            texts = [", ".join(genre_names(g, lang)) for g in lists]
+            translated = np.array(texts) != np.array([", ".join(g) for g in lists])  # not loan words only
+            top1[lang] = top1_hits(encoder.encode_passages(texts), english)[translated].mean()
     assert len(lists) > 200
-    assert min(top1.values()) >= 0.2 and top1["de"] >= 0.7 and top1["fr"] >= 0.7, top1  # measured: zh 0.29 ... fr 0.92
+    assert min(top1.values()) >= 0.2 and top1["de"] >= 0.65 and top1["fr"] >= 0.7, top1  # int8: zh 0.29, de 0.77, fr 0.91
 
 
 @pytest.mark.integration
-def test_polyrec_eval_cold_start_writes_its_json_plot_and_table(tmp_path, capsys):
-    """The whole command on the first 5,000 events (~25 s): every measure the docs describe is written."""
+def test_polyrec_eval_cold_start_writes_its_json_plot_and_table(tmp_path, capsys, monkeypatch):
+    """The whole command on the first 5,000 events (~20 s): every measure the docs describe is written."""
     from polyrec.cli import main
     from polyrec.movielens_i18n import LANGUAGES
 
     _cached_int8_graph()
+    monkeypatch.delenv("POLYREC_ENCODER", raising=False)  # the default int8 graph checked above
     assert main(["eval", "--cold-start", "--limit", "5000", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "coldstart.json").read_text())
     assert (tmp_path / "coldstart.png").stat().st_size > 10_000
@@ -178,6 +182,7 @@ def test_polyrec_eval_cold_start_writes_its_json_plot_and_table(tmp_path, capsys
     for lang in LANGUAGES[1:]:
         row = result["per_language"][lang]
         assert 0 <= row["overlap@10_vs_en"] <= 1 and 0 < row["genre_lists_top1"] <= 1, lang
+        assert 150 < row["genre_lists_translated"] <= 216, lang  # de keeps 26 lists as they are, ja and zh none
     assert len(result["overlap_references"]) == 2 and all(0 < v <= 1 for v in result["overlap_references"].values())
     contenders = result["contenders"]
     assert contenders["random-init"]["scored_events"] == contenders["projection-zh"]["scored_events"] > 0

@@ -97,7 +97,7 @@ def print_table(result: dict) -> None:
     console = Console(width=max(Console().width, 100))
     console.print(table)
     console.print("overlap: mean top-10 overlap with English among the new items only; genres@1: share of the "
-                  "catalogue's genre lists whose translation is nearest its own English list; proj/rand: projection "
+                  "catalogue's translated genre lists nearest their own English list; proj/rand: projection "
                   "recall@10 / random-init recall@10; new-pop: only the new items, ranked by their events so far (it "
                   "knows which items are new, so it is a reference)")
     references = "; ".join(f"{name} {value:.3f}" for name, value in result["overlap_references"].items())
