@@ -163,7 +163,8 @@ def test_the_real_encoder_aligns_translated_genre_lists():
             translated = np.array(texts) != np.array([", ".join(g) for g in lists])  # not loan words only
             top1[lang] = top1_hits(encoder.encode_passages(texts), english)[translated].mean()
     assert len(lists) > 200
-    assert min(top1.values()) >= 0.2 and top1["de"] >= 0.65 and top1["fr"] >= 0.7, top1  # int8: zh 0.29, de 0.77, fr 0.91
+    # measured with int8: zh 0.29, de 0.77, fr 0.91
+    assert min(top1.values()) >= 0.2 and top1["de"] >= 0.65 and top1["fr"] >= 0.7, top1
 
 
 @pytest.mark.integration

@@ -92,7 +92,8 @@ def print_table(result: dict) -> None:
         proj = row["projection"]
         table.add_row(lang, f"{proj['recall@10']:.4f}", f"{proj['ndcg@10']:.4f}", f"{random['recall@10']:.4f}",
                       f"{pop['recall@10']:.4f}", f"{new_pop['recall@10']:.4f}", f"{row['ratio_to_random']:.2f}",
-                      *(("-", "-") if lang == "en" else (f"{row['overlap@10_vs_en']:.3f}", f"{row['genre_lists_top1']:.3f}")),
+                      *(("-", "-") if lang == "en"
+                        else (f"{row['overlap@10_vs_en']:.3f}", f"{row['genre_lists_top1']:.3f}")),
                       str(proj["scored_events"]))
     console = Console(width=max(Console().width, 100))
     console.print(table)

@@ -147,7 +147,8 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
         genre_lists = sorted({m.genres for m in movies.values()})
         genre_texts = {lang: [", ".join(genre_names(g, lang)) for g in genre_lists] for lang in languages}
         t = bar.add_task("encoding genre lists", total=len(languages) * len(genre_lists))
-        genre_emb = {lang: encode(encoder, texts, lambda n, t=t: bar.advance(t, n)) for lang, texts in genre_texts.items()}
+        genre_emb = {lang: encode(encoder, texts, lambda n, t=t: bar.advance(t, n))
+                     for lang, texts in genre_texts.items()}
         t = bar.add_task("encoding bilingual title pairs", total=None)
         aligned = alignment(encoder, movies, lambda n: bar.advance(t, n))
         bar.stop_task(t)  # open-ended tasks: freeze their clocks
