@@ -21,6 +21,7 @@ COPY polyrec polyrec
 COPY stream stream
 COPY encoders encoders
 COPY export export
+COPY polyrec_cli polyrec_cli
 RUN pip install --extra-index-url "${TORCH_INDEX_URL}" ".[cpu,export]"
 RUN polyrec model build --out /build/model \
  && polyrec export --model /build/model --out /build/onnx/model.fp32.onnx \
@@ -38,6 +39,7 @@ COPY polyrec polyrec
 COPY stream stream
 COPY encoders encoders
 COPY export export
+COPY polyrec_cli polyrec_cli
 RUN pip install ".[${RUNTIME_EXTRA},rocksdb]" \
  && useradd --uid 10001 --no-create-home --home-dir /var/lib/polyrec polyrec \
  && mkdir -p /var/lib/polyrec /var/cache/polyrec \

@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 from encoders.artifacts import default_model_dir, default_onnx_path  # noqa: E402
-from encoders.onnx_encoder import CPU, OnnxEncoder  # noqa: E402
+from encoders.onnx_encoder import OnnxEncoder  # noqa: E402
+from encoders.providers import CPU  # noqa: E402
 
 
 def _no_spin(threads: int) -> ort.SessionOptions:

@@ -27,7 +27,8 @@ from rich.console import Console
 from rich.table import Table
 
 from encoders.artifacts import default_model_dir, default_onnx_path
-from encoders.onnx_encoder import CUDA, OnnxEncoder
+from encoders.onnx_encoder import OnnxEncoder
+from encoders.providers import CUDA
 from encoders.sidecar import Sidecar, sidecar_path
 from export.onnx_export import model_id
 from encoders.text import item_text
@@ -39,7 +40,7 @@ console = Console()
 
 def movielens_texts(n: int) -> list[str]:
     """``passage: Title (year). Genre, Genre`` for the first ``n`` MovieLens-100K items."""
-    from polyrec.movielens import load_movies
+    from polyrec.datasets.movielens import load_movies
 
     movies = list(load_movies().values())[:n]
     return ["passage: " + item_text(m.display_title, m.description) for m in movies]

@@ -12,10 +12,10 @@ import os
 import faust
 from prometheus_client import Counter, start_http_server
 
-from polyrec.config import Settings
+from stream.settings import Settings
 from stream.faust_process import drop_monitor, quiet_worker, use_event_loop
 
-use_event_loop(Settings.from_env().event_loop)  # before the app exists, as in stream/app.py
+use_event_loop(Settings.from_env().event_loop)  # before the app exists, as in polyrec_cli/worker.py
 
 EVENTS = Counter("polyrec_events_total", "Events consumed by the no-op agent.", ["type", "outcome"])
 

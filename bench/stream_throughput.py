@@ -15,7 +15,7 @@ same span each Faust process's CPU use (``process_cpu_seconds_total``, all threa
 micro-batch size and (workers) item-factor records written per event; each contender runs
 ``--repeats`` times and the median is reported, with ratios between them. Then
 freshness: events produced at a fixed rate, with ``ts`` = send time; each event's delay runs to
-the first write of its user's recommendations that had learned it (``polyrec/freshness.py``),
+the first write of its user's recommendations that had learned it (``polyrec/evaluation/freshness.py``),
 p50/p99 over all events. Writes results/stream_bench.json and prints a table.
 """
 
@@ -35,10 +35,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from polyrec.config import Settings  # noqa: E402
-from polyrec.embedded import LocalServer, ensure_redis, free_port, start_tansu  # noqa: E402
-from polyrec.freshness import event_freshness  # noqa: E402
-from polyrec.movielens import load_interactions  # noqa: E402
+from stream.settings import Settings  # noqa: E402
+from polyrec_cli.devservers import LocalServer, ensure_redis, free_port, start_tansu  # noqa: E402
+from polyrec.evaluation.freshness import event_freshness  # noqa: E402
+from polyrec.datasets.movielens import load_interactions  # noqa: E402
 from stream.metrics import scrape_totals  # noqa: E402
 from stream.topics import ensure_topics  # noqa: E402
 
@@ -118,7 +118,7 @@ def contender(kind: str, bootstrap: str, topic: str, app_id: str, port: int, **e
         env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, POLYREC_APP_ID=app_id, POLYREC_REDIS_PREFIX=app_id,
                    POLYREC_EVENTS_TOPIC=topic, POLYREC_METRICS_PORT=str(port), POLYREC_WEB_PORT=str(free_port()),
                    POLYREC_DATA_DIR=data, **env)
-        cmd = [sys.executable, "-m", "polyrec.cli", "worker", "--loglevel", "warn"]
+        cmd = [sys.executable, "-m", "polyrec_cli", "worker", "--loglevel", "warn"]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return LocalServer(kind, f"127.0.0.1:{port}", proc, data)
 

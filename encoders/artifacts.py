@@ -3,11 +3,21 @@ and whether this install can run an encoder at all."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from polyrec.paths import cache_dir
-
 DEFAULT_MODEL = "multilingual-e5-small"
+
+
+def cache_dir(*parts: str) -> Path:
+    """Return (and create) a folder under polyrec's cache root, ``$POLYREC_CACHE`` or ``~/.cache/polyrec``.
+
+    The same root as :func:`polyrec.datasets.paths.cache_dir` (a test keeps the two in step); written
+    again here because ``encoders`` imports nothing from ``polyrec``.
+    """
+    path = Path(os.environ.get("POLYREC_CACHE", Path.home() / ".cache" / "polyrec")).joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def default_model_dir() -> Path:

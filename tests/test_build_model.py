@@ -78,7 +78,7 @@ def test_check_fails_on_an_unaligned_encoder() -> None:
 def test_broken_weights_fail_the_build_loudly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     """Shuffled word embeddings (a plausible conversion bug) must exit non-zero and cache nothing."""
-    from polyrec.cli import main
+    from polyrec_cli.main import main
 
     real = bm.bert_state_dict
 

@@ -118,7 +118,7 @@ def test_overlap_and_retrieval():
 def _cached_int8_graph():
     """The worker's default int8 graph, once ``make setup`` has cached it and MovieLens-100K."""
     from encoders.artifacts import default_onnx_path
-    from polyrec.paths import cache_dir
+    from polyrec.datasets.paths import cache_dir
 
     onnx, item_file = default_onnx_path("int8"), cache_dir("data", "ml-100k") / "ml-100k.item"
     assert onnx.exists() and onnx.with_suffix(".json").exists() and item_file.exists(), \
@@ -129,12 +129,12 @@ def _cached_int8_graph():
 @pytest.mark.integration
 def test_the_real_encoder_aligns_translated_movielens_titles():
     """Real multilingual-e5-small (int8) on the real ML-100K title pairs (``make setup`` caches them)."""
-    from polyrec.evaluation.coldstart_run import TRANSLATED
-    from polyrec.movielens_i18n import bilingual_pairs
+    from polyrec_cli.evaluation.coldstart_run import TRANSLATED
+    from polyrec.datasets.movielens_i18n import bilingual_pairs
 
     onnx = _cached_int8_graph()
     from encoders.onnx_encoder import OnnxEncoder
-    from polyrec.movielens import load_movies
+    from polyrec.datasets.movielens import load_movies
 
     pairs = [p for p in bilingual_pairs({i: m.title for i, m in load_movies().items()}) if p[1] in TRANSLATED]
     with OnnxEncoder(onnx, provider="cpu") as encoder:
@@ -148,8 +148,8 @@ def test_the_real_encoder_aligns_translated_movielens_titles():
 @pytest.mark.integration
 def test_the_real_encoder_aligns_translated_genre_lists():
     """Each of the catalogue's distinct genre lists in a language vs all English lists (chance: 1/216)."""
-    from polyrec.movielens import load_movies
-    from polyrec.movielens_i18n import LANGUAGES, genre_names
+    from polyrec.datasets.movielens import load_movies
+    from polyrec.datasets.movielens_i18n import LANGUAGES, genre_names
 
     onnx = _cached_int8_graph()
     from encoders.onnx_encoder import OnnxEncoder
@@ -170,8 +170,8 @@ def test_the_real_encoder_aligns_translated_genre_lists():
 @pytest.mark.integration
 def test_polyrec_eval_cold_start_writes_its_json_plot_and_table(tmp_path, capsys, monkeypatch):
     """The whole command on the first 5,000 events (~20 s): every measure the docs describe is written."""
-    from polyrec.cli import main
-    from polyrec.movielens_i18n import LANGUAGES
+    from polyrec_cli.main import main
+    from polyrec.datasets.movielens_i18n import LANGUAGES
 
     _cached_int8_graph()
     monkeypatch.delenv("POLYREC_ENCODER", raising=False)  # the default int8 graph checked above
@@ -199,9 +199,9 @@ def test_recall_by_occurrence():
 
 
 def test_eval_texts_are_what_the_stream_encodes_from_the_demo_records():
-    from polyrec.demo import item_record
-    from polyrec.evaluation.coldstart_run import variant_texts
-    from polyrec.movielens import Movie
+    from polyrec_cli.demo import item_record
+    from polyrec_cli.evaluation.coldstart_run import variant_texts
+    from polyrec.datasets.movielens import Movie
     from stream.items import item_with_text
 
     movies = {"1": Movie("1", "Toy Story", "1995", ("Animation", "Comedy")),

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from dockerfile_parse import DockerfileParser
 
-from polyrec.config import Settings
+from stream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -233,7 +233,7 @@ def pyproject_extras() -> dict[str, list[str]]:
 
 @pytest.mark.integration
 def test_topics_command_creates_the_topics(broker, tmp_path, monkeypatch, capsys):
-    from polyrec.cli import main
+    from polyrec_cli.main import main
     from stream.topics import topic_specs
     from tests.support import cleanup_policies, run, topic_partitions, worker_env
 

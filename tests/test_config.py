@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from polyrec.config import Settings, markdown_table
+from stream.settings import Settings, markdown_table
 
 DOC = Path(__file__).parent.parent / "docs" / "configuration.md"
 
@@ -56,7 +56,7 @@ def test_a_zero_weight_refit_period_port_or_seed_is_allowed():
 
 
 def test_config_prints_variables_with_passwords_masked(monkeypatch, capsys):
-    from polyrec.cli import main
+    from polyrec_cli.main import main
 
     monkeypatch.setenv("REDIS_URL", "redis://:s3cret@redis:6379/2")
     assert main(["config"]) == 0
@@ -66,7 +66,7 @@ def test_config_prints_variables_with_passwords_masked(monkeypatch, capsys):
 
 
 def test_a_bad_setting_is_a_one_line_error_not_a_traceback(monkeypatch, capsys):
-    from polyrec.cli import main
+    from polyrec_cli.main import main
 
     monkeypatch.setenv("POLYREC_TOP_K", "ten")
     assert main(["config"]) == 2

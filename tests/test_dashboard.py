@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from polyrec.embedded import free_port
+from polyrec_cli.devservers import free_port
 from tests.support import event, http_json, produce, run, wait_for, worker_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +118,7 @@ def test_a_worker_exports_zero_series_for_the_counters_alerts_watch():
     (one failed batch) would never fire PolyrecBatchFailures (deploy/prometheus/alerts_test.yml)."""
     from prometheus_client import REGISTRY
 
-    from polyrec.config import Settings
+    from stream.settings import Settings
     from stream import metrics
     from stream.app import build_app
 
@@ -208,8 +208,8 @@ def prometheus(tmp_path):
 def load(bootstrap: str, env: dict, rounds: int, pause: float) -> None:
     """The demo's own load (MovieLens items, then rating events, by the demo's producers), plus
     bad records for the DLQ series, in ``rounds``."""
-    from polyrec.demo import _publish_items, _replay
-    from polyrec.movielens import load_movies
+    from polyrec_cli.demo import _publish_items, _replay
+    from polyrec.datasets.movielens import load_movies
 
     movies = list(load_movies().values())
     for r in range(rounds):

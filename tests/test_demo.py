@@ -29,7 +29,7 @@ def _pids(pattern: str) -> set[int]:
 def _demo_workers() -> set[int]:
     """Worker processes started by a demo (their app id is polyrec-demo-<time>)."""
     found = set()
-    for pid in _pids("polyrec.cli worker"):
+    for pid in _pids("polyrec_cli worker"):
         try:
             if b"POLYREC_APP_ID=polyrec-demo-" in Path(f"/proc/{pid}/environ").read_bytes():
                 found.add(pid)
@@ -44,7 +44,7 @@ def _demo(*args: str, bootstrap: str | None = None) -> subprocess.Popen:
     env.pop("KAFKA_BOOTSTRAP", None)
     if bootstrap:
         env["KAFKA_BOOTSTRAP"] = bootstrap
-    return subprocess.Popen([sys.executable, "-m", "polyrec.cli", "demo", *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "polyrec_cli", "demo", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from polyrec.freshness import event_freshness
+from polyrec.evaluation.freshness import event_freshness
 
 
 def _w(user: str, event_ts: float, updated_at: float) -> dict:

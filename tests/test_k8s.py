@@ -19,7 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from polyrec.config import Settings
+from stream.settings import Settings
 from tests.test_compose import Dockerfile, onnx_graphs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 
 import pytest
 
-from polyrec.movielens_i18n import (ENGLISH_ALIASES, FOREIGN_MAIN, FOREIGN_TITLE, GENRES, LANGUAGES,
+from polyrec.datasets.movielens_i18n import (ENGLISH_ALIASES, FOREIGN_MAIN, FOREIGN_TITLE, GENRES, LANGUAGES,
                                     bilingual_pairs, front_article, parse_title, render, titles_by_language)
 
 ML_GENRES = ("Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",

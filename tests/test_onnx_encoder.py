@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from encoders import onnx_encoder
-from encoders.onnx_encoder import CPU, CUDA, OnnxEncoder, select_provider
+from encoders.onnx_encoder import OnnxEncoder
+from encoders.providers import CPU, CUDA, select_provider
 from export.probes import PARALLEL, VALIDATION
 
 # Short texts in many scripts (the probes' 500+ token text is left to the truncation test).
@@ -137,8 +138,8 @@ def test_without_onnxruntime_the_worker_imports_and_the_encoder_paths_say_what_t
     code = (
         "import sys; sys.modules['onnxruntime'] = None\n"  # as if no extra were installed
         "import stream.app\n"
-        "from polyrec.config import Settings\n"
-        "from polyrec.cli import main\n"
+        "from stream.settings import Settings\n"
+        "from polyrec_cli.main import main\n"
         "try:\n"
         "    stream.app.open_encoder(Settings())\n"
         "except ModuleNotFoundError as exc:\n"

@@ -12,7 +12,7 @@ import pytest
 from encoders.sidecar import OUTPUT_NAME, Sidecar, file_sha256, sidecar_path
 from export import onnx_export
 from export.validate import Tolerance, ValidationError, compare
-from polyrec.cli import main
+from polyrec_cli.main import main
 
 
 def test_compare_metrics() -> None:

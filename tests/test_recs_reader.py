@@ -73,7 +73,7 @@ def test_published_keys_expire_and_the_stream_is_trimmed(redis_client):
 
 
 def test_the_recs_command_prints_a_users_payload_and_fails_for_an_unknown_user(redis_client, monkeypatch, capsys):
-    from polyrec.cli import main
+    from polyrec_cli.main import main
 
     prefix = f"test-cli-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("REDIS_URL", REDIS_URL)

@@ -9,7 +9,7 @@ import uuid
 import pytest
 from aiokafka.admin import NewTopic
 
-from polyrec.config import Settings
+from stream.settings import Settings
 from stream.app import build_app
 from stream.topics import (TopicError, admin_client, creation_errors, ensure_topics, topic_specs,
                            users_changelog_topic)

@@ -7,7 +7,7 @@ import sys
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from polyrec.movielens import ensure_movielens
+    from polyrec.datasets.movielens import ensure_movielens
 
     print(f"MovieLens-100K ready in {ensure_movielens()}")
     return 0
@@ -19,16 +19,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit's advice; numpy GEMMs here are small
     if args.cold_start:
-        from polyrec.evaluation import coldstart_report
-        from polyrec.evaluation.coldstart_run import run as run_cold_start
+        from polyrec_cli.evaluation import coldstart_report
+        from polyrec_cli.evaluation.coldstart_run import run as run_cold_start
 
         result = run_cold_start(Path(args.out), limit=args.limit, dim=args.dim)
         coldstart_report.print_table(result)
         print(f"wrote {Path(args.out) / 'coldstart.json'} and {Path(args.out) / 'coldstart.png'} "
               f"in {result['elapsed_s']} s")
         return 0
-    from polyrec.evaluation import report
-    from polyrec.evaluation.run import run
+    from polyrec_cli.evaluation import report
+    from polyrec_cli.evaluation.run import run
 
     sweep = tuple(int(b) for b in args.batch_sizes.split(","))
     result = run(Path(args.out), dim=args.dim, sweep=sweep, limit=args.limit, repeats=args.repeats)
@@ -39,8 +39,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from polyrec.config import Settings
-    from stream.app import run_worker
+    from polyrec_cli.worker import run_worker
+    from stream.settings import Settings
 
     run_worker(Settings.from_env(), loglevel=args.loglevel)
     return 0
@@ -49,7 +49,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 def _cmd_topics(args: argparse.Namespace) -> int:
     import asyncio
 
-    from polyrec.config import Settings
+    from stream.settings import Settings
     from stream.topics import ensure_topics, topic_specs
 
     settings = Settings.from_env()
@@ -62,7 +62,7 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 def _cmd_recs(args: argparse.Namespace) -> int:
     import json
 
-    from polyrec.config import Settings, redact_url
+    from stream.settings import Settings, redact_url
     from stream.recs import RecsReader
 
     settings = Settings.from_env()
@@ -75,7 +75,7 @@ def _cmd_recs(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from polyrec.demo import run_demo
+    from polyrec_cli.demo import run_demo
 
     try:
         run_demo(limit=args.limit, keep_running=args.keep_running)
@@ -86,7 +86,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    from polyrec.config import Settings, markdown_table
+    from stream.settings import Settings, markdown_table
 
     if args.markdown:
         print(markdown_table(), end="")
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     cf.set_defaults(func=_cmd_config)
     tp = sub.add_parser("topics", help="create polyrec's topics (partitions, compaction) if missing, then exit")
     tp.set_defaults(func=_cmd_topics)
-    from export.cli import add_commands as add_export_commands
+    from polyrec_cli.export_cmds import add_commands as add_export_commands
 
     add_export_commands(sub)
     return parser
@@ -142,13 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that a bad setting or an unreachable service causes: a one-line message, not a
-    traceback. Library error types count only if their library is loaded (imports stay lazy)."""
-    kinds: list[type[BaseException]] = [ValueError, OSError, ModuleNotFoundError]  # the last: an extra not installed
-    for module, name in (("redis.exceptions", "RedisError"), ("aiokafka.errors", "KafkaError"),
-                         ("polyrec.embedded", "EmbeddedError"), ("stream.topics", "TopicError")):
-        if module in sys.modules:
-            kinds.append(getattr(sys.modules[module], name))
-    return tuple(kinds)
+    traceback. Imported here, on the error path only, so that each command's imports stay lazy."""
+    from aiokafka.errors import KafkaError
+    from redis.exceptions import RedisError
+
+    from polyrec_cli.devservers import EmbeddedError
+    from stream.topics import TopicError
+
+    # ModuleNotFoundError: an extra not installed
+    return ValueError, OSError, ModuleNotFoundError, RedisError, KafkaError, EmbeddedError, TopicError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,25 +6,13 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
-from polyrec.evaluation import report, throughput, tuning
+from polyrec.datasets.movielens import MAPPING, movielens_replay
+from polyrec.evaluation import throughput, tuning
 from polyrec.evaluation.baselines import ImplicitALS, Popularity, PolyrecMF
 from polyrec.evaluation.protocol import Replay, run_prequential
 from polyrec.events import DEFAULT_WEIGHTS
 from polyrec.mf import MFConfig
-from polyrec.movielens import load_interactions
-
-MAPPING = "rating 5 -> purchase, 4 -> click, <=3 -> view"
-
-
-def movielens_replay(limit: int | None = None, weights: dict[str, float] = DEFAULT_WEIGHTS) -> Replay:
-    """MovieLens-100K as weighted typed events, in replay order."""
-    x = load_interactions()
-    n = len(x) if limit is None else min(limit, len(x))
-    w = np.array([weights[e] for e in x.events[:n]], np.float32)
-    return Replay(x.users[:n], x.items[:n], x.events[:n], w)
-
+from polyrec_cli.evaluation import report
 
 def _models(tuned: dict[str, dict], dim: int) -> list:
     c = {fam: t["chosen"] for fam, t in tuned.items()}

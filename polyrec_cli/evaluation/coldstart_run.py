@@ -17,18 +17,17 @@ from pathlib import Path
 import numpy as np
 
 from encoders.text import item_text
-from polyrec.evaluation import coldstart_report, report
+from polyrec_cli.evaluation import coldstart_report, report
 from polyrec.evaluation.baselines import Popularity
 from polyrec.evaluation.coldstart import (ColdStartMF, ItemTexts, KnownStartMF, ProjectionSettings,
                                           final_vectors, first_events, holdout_items, occurrence, overlap_at_k,
                                           recall_by_occurrence, top1_hits)
 from polyrec.evaluation.protocol import Replay, run_prequential
-from polyrec.evaluation.run import MAPPING, movielens_replay
 from polyrec.evaluation.tuning import grid
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig
-from polyrec.movielens import Movie, load_movies
-from polyrec.movielens_i18n import LANGUAGES, bilingual_pairs, genre_names, render
+from polyrec.datasets.movielens import MAPPING, Movie, load_movies, movielens_replay
+from polyrec.datasets.movielens_i18n import LANGUAGES, bilingual_pairs, genre_names, render
 
 GRID = grid(alpha=(0.3, 3.0, 30.0), min_count=(3, 10), refit_every=(250, 2000))
 # Real translations in a language the encoder was trained on, Latin script (the romanised ones are not).
@@ -119,7 +118,7 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
 
     from encoders.artifacts import resolve_onnx_path
     from encoders.onnx_encoder import OnnxEncoder
-    from polyrec.config import Settings
+    from stream.settings import Settings
 
     started = time.perf_counter()
     replay = movielens_replay(limit)

@@ -1,4 +1,4 @@
-"""Runtime configuration from environment variables, with documented defaults.
+"""A worker's configuration (and the ``polyrec`` command's) from environment variables, with documented defaults.
 
 Every setting is one field of :class:`Settings`; ``docs/configuration.md`` is generated from
 this table (``polyrec config --markdown``) and a test keeps the two in step.
@@ -12,8 +12,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from encoders.providers import PROVIDERS as ENCODER_PROVIDERS
 
-ENCODER_PROVIDERS = ("auto", "cpu", "cuda")  # what a user may ask the ONNX encoder for
+
 EVENT_LOOPS = ("uvloop", "asyncio")
 STORES = ("memory", "rocksdb")  # Faust table stores the worker supports (URL schemes)
 

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
-from polyrec.paths import cache_dir
-from polyrec.wheels import extract_members, fetch_wheel
+from polyrec.datasets.paths import cache_dir
+from polyrec.datasets.wheels import extract_members, fetch_wheel
+from polyrec.evaluation.protocol import Replay
+from polyrec.events import DEFAULT_WEIGHTS
 
 RECBOLE = "recbole==1.2.1"
+MAPPING = "rating 5 -> purchase, 4 -> click, <=3 -> view"
 _PREFIX = "recbole/dataset_example/ml-100k/"
 
 
@@ -96,3 +99,11 @@ def load_movies() -> dict[str, Movie]:
             item_id, title, year, genres = (row + ["", "", ""])[:4]
             movies[item_id] = Movie(item_id, title.strip(), year.strip(), tuple(genres.split()))
     return movies
+
+
+def movielens_replay(limit: int | None = None, weights: dict[str, float] = DEFAULT_WEIGHTS) -> Replay:
+    """MovieLens-100K as weighted typed events, in replay order."""
+    x = load_interactions()
+    n = len(x) if limit is None else min(limit, len(x))
+    w = np.array([weights[e] for e in x.events[:n]], np.float32)
+    return Replay(x.users[:n], x.items[:n], x.events[:n], w)

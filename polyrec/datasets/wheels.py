@@ -11,7 +11,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from polyrec.paths import cache_dir
+from polyrec.datasets.paths import cache_dir
 
 
 def fetch_wheel(requirement: str) -> Path:

@@ -6,7 +6,7 @@ replayed through Kafka: first the catalogue through ``items`` (titles and genres
 worker's items agent), then the ratings as events, with a live view of fresh recommendations.
 Each event's ``ts`` is its send time (the rating's own time rides along as ``rating_ts``), so
 freshness is exact: from each event's ``ts`` to the first write of its user's recommendations
-that had learned it (``polyrec/freshness.py``).
+that had learned it (``polyrec/evaluation/freshness.py``).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from polyrec.config import Settings, redact_url
-from polyrec.embedded import EmbeddedError, LocalServer, ensure_redis, free_port, start_tansu
-from polyrec.freshness import event_freshness
-from polyrec.movielens import Movie, load_interactions, load_movies
+from stream.settings import Settings, redact_url
+from polyrec_cli.devservers import EmbeddedError, LocalServer, ensure_redis, free_port, start_tansu
+from polyrec.evaluation.freshness import event_freshness
+from polyrec.datasets.movielens import Movie, load_interactions, load_movies
 from stream.metrics import scrape_totals
 from stream.topics import delete_topics
 
@@ -183,7 +183,7 @@ def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout
                        POLYREC_DATA_DIR=str(workdir / "data"), POLYREC_ITEMS_AGENT="1",
                        POLYREC_EVENTS_TOPIC=events_topic, POLYREC_ITEMS_TOPIC=items_topic)
             log = workdir / "worker.log"
-            worker = subprocess.Popen([sys.executable, "-m", "polyrec.cli", "worker"], env=env,
+            worker = subprocess.Popen([sys.executable, "-m", "polyrec_cli", "worker"], env=env,
                                       stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
             servers.append(LocalServer("worker", f"127.0.0.1:{web_port}", worker, log=log))
             with console.status("starting the worker (joins the consumer group, recovers state)..."):

@@ -1,0 +1,30 @@
+"""``polyrec worker``: one streaming worker process (the Faust app is :func:`stream.app.build_app`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from stream import metrics
+from stream.app import build_app, encoder_file
+from stream.faust_process import quiet_worker, use_event_loop
+from stream.settings import Settings
+from stream.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Create topics if needed, serve metrics, and run one worker until SIGTERM/SIGINT."""
+    if settings.items_agent:
+        encoder_file(settings)  # a missing encoder fails before anything connects
+    loop = use_event_loop(settings.event_loop)
+    asyncio.run(ensure_topics(settings, replication=settings.replication))
+    app = build_app(settings)
+
+    @app.task
+    async def log_event_loop() -> None:
+        log.info("event loop: %s", loop)
+
+    metrics.serve(settings.metrics_port)
+    quiet_worker(app, loglevel).execute_from_commandline()
