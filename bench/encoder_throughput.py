@@ -29,7 +29,7 @@ from rich.table import Table
 from encoders.artifacts import default_model_dir, default_onnx_path
 from encoders.onnx_encoder import OnnxEncoder
 from encoders.providers import CUDA
-from encoders.sidecar import Sidecar, sidecar_path
+from encoders.sidecar import E5_PREFIXES, Sidecar, sidecar_path
 from export.onnx_export import model_id
 from encoders.text import item_text
 
@@ -43,7 +43,7 @@ def movielens_texts(n: int) -> list[str]:
     from polyrec.datasets.movielens import load_movies
 
     movies = list(load_movies().values())[:n]
-    return ["passage: " + item_text(m.display_title, m.description) for m in movies]
+    return [E5_PREFIXES["passage"] + item_text(m.display_title, m.description) for m in movies]
 
 
 def torch_encoder(model: Path, device: str, dtype) -> Encode:
@@ -151,7 +151,7 @@ def cuda_missing() -> str | None:
     if not torch.cuda.is_available():
         return "torch sees no CUDA device"
     if CUDA not in ort.get_available_providers():
-        return "onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)"
+        return f"onnxruntime has no {CUDA} (install onnxruntime-gpu)"
     return None
 
 

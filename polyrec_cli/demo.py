@@ -32,6 +32,7 @@ from polyrec_cli.devservers import EmbeddedError, LocalServer, ensure_redis, fre
 from polyrec.evaluation.freshness import event_freshness
 from polyrec.datasets.movielens import Movie, load_interactions, load_movies
 from stream.metrics import scrape_totals
+from stream.recs import key_pattern, recs_key, stream_key
 from stream.topics import delete_topics
 
 
@@ -118,7 +119,7 @@ def _sample_table(redis, prefix: str, titles: dict[str, str], n_users: int = 4):
     table.add_column("top-10 (title)", ratio=1)
     table.add_column("age", width=8, justify="right")
     seen: set[str] = set()
-    for _, fields in redis.xrevrange(f"{prefix}:recs", count=200):
+    for _, fields in redis.xrevrange(stream_key(prefix), count=200):
         p = json.loads(fields[b"payload"])
         if p["user_id"] in seen:
             continue
@@ -230,8 +231,8 @@ def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout
             seconds = time.time() - started
             n = len(sent_users)
             fresh, missing = event_freshness(sent_users, sent_ts,
-                                             (json.loads(f[b"payload"]) for _, f in r.xrange(f"{prefix}:recs")))
-            users = sum(1 for _ in r.scan_iter(f"{prefix}:recs:*", count=1000))
+                                             (json.loads(f[b"payload"]) for _, f in r.xrange(stream_key(prefix))))
+            users = sum(1 for _ in r.scan_iter(recs_key(prefix, "*"), count=1000))
             result = DemoResult(n, seconds, fresh, users)
             console.print(f"\n[bold]{n:,} events[/] learned in {seconds:.1f} s: [bold]{n / seconds:,.0f} events/s[/] "
                           f"end to end (Tansu -> worker -> Redis), {users} users with recommendations")
@@ -257,7 +258,7 @@ def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout
                     console.print(f"[red]could not delete the demo's topics {run_id}-* (delete them by hand): {exc!r}")
             if not keep_running and r is not None:
                 with contextlib.suppress(Exception):  # Redis may be what failed
-                    keys = list(r.scan_iter(f"{prefix}:*", count=1000))
+                    keys = list(r.scan_iter(key_pattern(prefix), count=1000))
                     if keys:
                         r.delete(*keys)
             if not (keep_running or failed):
@@ -266,7 +267,7 @@ def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout
 
 def _print_how_to_query(console, r, prefix: str, redis_url: str, metrics_port: int,
                         servers: list[LocalServer], workdir: Path) -> None:
-    last = r.xrevrange(f"{prefix}:recs", count=1)
+    last = r.xrevrange(stream_key(prefix), count=1)
     user = json.loads(last[0][1][b"payload"])["user_id"] if last else "42"
     polyrec = Path(sys.executable).parent / "polyrec"
     url = redact_url(redis_url)
@@ -275,9 +276,9 @@ def _print_how_to_query(console, r, prefix: str, redis_url: str, metrics_port: i
     console.print(f"\n[bold]still running[/] (stop with: {stop})", soft_wrap=True)
     folders = " ".join([str(workdir)] + [s.workdir for s in servers if s.workdir])  # Tansu's, Redis's data
     for command in (f"REDIS_URL={url} POLYREC_REDIS_PREFIX={prefix} {polyrec} recs {user}",
-                    f"redis-cli -u {url} GET {prefix}:recs:{user}",
+                    f"redis-cli -u {url} GET {recs_key(prefix, user)}",
                     f"curl http://127.0.0.1:{metrics_port}/metrics"):
         console.print(f"  {command}", soft_wrap=True, markup=False, highlight=False)  # one line: copy-pastable
-    console.print(f"  afterwards: redis-cli -u {url} --scan --pattern '{prefix}:*' | xargs -r redis-cli -u {url} DEL; "
-                  f"rm -rf {folders}", soft_wrap=True, markup=False, highlight=False)
+    console.print(f"  afterwards: redis-cli -u {url} --scan --pattern '{key_pattern(prefix)}' "
+                  f"| xargs -r redis-cli -u {url} DEL; rm -rf {folders}", soft_wrap=True, markup=False, highlight=False)
 

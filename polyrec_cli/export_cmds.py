@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from encoders.sidecar import POOLINGS
+from encoders.sidecar import E5_PREFIXES, POOLINGS
 
 
 def _cmd_model_build(args: argparse.Namespace) -> int:
@@ -71,8 +71,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--min-cos", type=float, default=None, help="gate: minimum cosine to torch fp32")
     export.add_argument("--max-abs-diff", type=float, default=None, help="gate: maximum abs difference")
     export.add_argument("--max-length", type=int, default=None, help="token cap (default: the model's)")
-    export.add_argument("--query-prefix", default="query: ", help="prepended to queries (E5 default)")
-    export.add_argument("--passage-prefix", default="passage: ", help="prepended to items (E5 default)")
+    export.add_argument("--query-prefix", default=E5_PREFIXES["query"], help="prepended to queries (E5 default)")
+    export.add_argument("--passage-prefix", default=E5_PREFIXES["passage"], help="prepended to items (E5 default)")
     export.add_argument("--pooling", choices=POOLINGS, default="mean",
                         help="sentence vector: mean of the tokens (E5 default) or the first token (BGE-style)")
     export.set_defaults(func=_cmd_export)

@@ -28,6 +28,11 @@ def stream_key(prefix: str) -> str:
     return f"{prefix}:recs"
 
 
+def key_pattern(prefix: str) -> str:
+    """A ``SCAN`` pattern of every key polyrec writes under ``prefix``."""
+    return f"{prefix}:*"
+
+
 def payload(user_id: str, items: list[str], scores: list[float], model_version: str,
             event_ts: float) -> dict[str, Any]:
     """The documented recommendation payload for one user (``updated_at`` is stamped when written)."""

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from encoders.providers import PROVIDERS as ENCODER_PROVIDERS
+from polyrec.events import DEFAULT_WEIGHTS
 
 
 EVENT_LOOPS = ("uvloop", "asyncio")
@@ -43,9 +44,10 @@ class Settings:
                                       "Consumer-group rebalance timeout, seconds.")
     top_k: int = _env("POLYREC_TOP_K", 10, "Recommendations written per user.")
     dim: int = _env("POLYREC_DIM", 32, "Factor dimension of the MF model.")
-    weight_view: float = _env("POLYREC_WEIGHT_VIEW", 1.0, "Implicit-feedback weight of a view.")
-    weight_click: float = _env("POLYREC_WEIGHT_CLICK", 2.0, "Implicit-feedback weight of a click.")
-    weight_purchase: float = _env("POLYREC_WEIGHT_PURCHASE", 3.0, "Implicit-feedback weight of a purchase.")
+    weight_view: float = _env("POLYREC_WEIGHT_VIEW", DEFAULT_WEIGHTS["view"], "Implicit-feedback weight of a view.")
+    weight_click: float = _env("POLYREC_WEIGHT_CLICK", DEFAULT_WEIGHTS["click"], "Implicit-feedback weight of a click.")
+    weight_purchase: float = _env("POLYREC_WEIGHT_PURCHASE", DEFAULT_WEIGHTS["purchase"],
+                                  "Implicit-feedback weight of a purchase.")
     history_max: int = _env("POLYREC_HISTORY_MAX", 500,
                             "Distinct recent items kept per user for seen-item exclusion.")
     batch_max: int = _env("POLYREC_BATCH_MAX", 1000, "Most events in one micro-batch.")

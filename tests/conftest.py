@@ -31,6 +31,7 @@ def redis_client():
 @pytest.fixture
 def workers(tmp_path, redis_client):
     """Start workers with ``workers.new(env)``; all are stopped and their Redis keys removed at the end."""
+    from stream.recs import key_pattern
     from tests.support import Worker
 
     started: list[Worker] = []
@@ -46,7 +47,7 @@ def workers(tmp_path, redis_client):
     for w in started:
         w.stop()
     for prefix in prefixes:
-        keys = list(redis_client.scan_iter(f"{prefix}:*"))
+        keys = list(redis_client.scan_iter(key_pattern(prefix)))
         if keys:
             redis_client.delete(*keys)
 

