@@ -25,7 +25,7 @@ ONNX_DIR := $(CACHE)/onnx/multilingual-e5-small
 # The export recipe's version (encoders/sidecar.py FORMAT): a new one makes the graphs stale.
 ONNX_RECIPE := $(ONNX_DIR)/.recipe-$(shell sed -n 's|^FORMAT = "\(.*\)"|\1|p' encoders/sidecar.py | tr / -)
 
-.PHONY: setup encoder prometheus demo test eval clean FORCE
+.PHONY: setup encoder prometheus demo lint test eval clean FORCE
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,7 +64,17 @@ prometheus:
 	@command -v prometheus >/dev/null || { $(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
 
-test: setup prometheus
+# The guards, before any test runs: style and imports (ruff), the layers (import-linter; the contracts
+# are in pyproject.toml and drawn in docs/architecture.md), and types in the core package (mypy).
+# All three run; any finding fails the target.
+lint: $(STAMP)
+	@rc=0; \
+	echo "ruff check ."; $(BIN)/ruff check . || rc=1; \
+	echo "lint-imports"; $(BIN)/lint-imports --no-logo || rc=1; \
+	echo "mypy (polyrec/)"; $(BIN)/mypy || rc=1; \
+	exit $$rc
+
+test: setup prometheus lint
 	$(BIN)/python -m pytest -q
 
 clean:

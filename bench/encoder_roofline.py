@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     ceiling = med["torch fp32"] / (gemm_flop / 1e9 / best)
     for name, v in cpu.items():
         print(f"{name:10s} CPU-s per pass (median of {args.repeats}) {med[name]:6.2f}  "
-              f"dense-GEMM GFLOP per CPU-s {gemm_flop / 1e9 / med[name]:5.1f}  torch/this {med['torch fp32'] / med[name]:4.2f}"
+              f"dense-GEMM GFLOP per CPU-s {gemm_flop / 1e9 / med[name]:5.1f}  "
+              f"torch/this {med['torch fp32'] / med[name]:4.2f}"
               f"  (all {[round(x, 2) for x in v]})")
     print(f"padded tokens per pass {padded} (real {sum(lengths)}), dense GEMM work {gemm_flop / 1e9:.0f} GFLOP")
     print("best fp32 GEMM on these shapes, GFLOP per CPU-s: " + ", ".join(f"{k} {v:.1f}" for k, v in rates.items()))

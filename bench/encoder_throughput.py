@@ -30,8 +30,8 @@ from encoders.artifacts import default_model_dir, default_onnx_path
 from encoders.onnx_encoder import OnnxEncoder
 from encoders.providers import CUDA
 from encoders.sidecar import E5_PREFIXES, Sidecar, sidecar_path
-from export.onnx_export import model_id
 from encoders.text import item_text
+from export.onnx_export import model_id
 
 Encode = Callable[[list[str]], np.ndarray]  # one batch of prefixed texts -> [B, H]
 ACCEPT_ORT_FP32 = 1.5  # ORT fp32 must be at least this many times torch fp32 on CPU

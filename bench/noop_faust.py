@@ -12,8 +12,8 @@ import os
 import faust
 from prometheus_client import Counter, start_http_server
 
-from stream.settings import Settings
 from stream.faust_process import drop_monitor, quiet_worker, use_event_loop
+from stream.settings import Settings
 
 use_event_loop(Settings.from_env().event_loop)  # before the app exists, as in polyrec_cli/worker.py
 

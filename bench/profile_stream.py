@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stream_throughput import ROOT, STOP_TIMEOUT_S, _clean_redis, _events_total, _fill, contender  # noqa: E402
 
-from stream.settings import Settings  # noqa: E402
 from polyrec_cli.devservers import free_port, start_tansu  # noqa: E402
+from stream.settings import Settings  # noqa: E402
 from stream.topics import ensure_topics  # noqa: E402
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")

@@ -35,12 +35,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from stream.settings import Settings  # noqa: E402
-from polyrec_cli.devservers import LocalServer, ensure_redis, free_port, start_tansu  # noqa: E402
-from polyrec.evaluation.freshness import event_freshness  # noqa: E402
 from polyrec.datasets.movielens import load_interactions  # noqa: E402
+from polyrec.evaluation.freshness import event_freshness  # noqa: E402
+from polyrec_cli.devservers import LocalServer, ensure_redis, free_port, start_tansu  # noqa: E402
 from stream.metrics import scrape_totals  # noqa: E402
 from stream.recs import key_pattern, stream_key  # noqa: E402
+from stream.settings import Settings  # noqa: E402
 from stream.topics import ensure_topics  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -50,4 +50,5 @@ def require_onnxruntime(needed_by: str) -> None:
     except ImportError as exc:
         raise ModuleNotFoundError(
             f"{needed_by} needs onnxruntime, which polyrec does not install by itself: "
-            "pip install '.[cpu]' in the polyrec checkout (or '.[gpu]' for CUDA; not both)", name="onnxruntime") from exc
+            "pip install '.[cpu]' in the polyrec checkout (or '.[gpu]' for CUDA; not both)",
+            name="onnxruntime") from exc

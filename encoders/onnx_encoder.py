@@ -20,8 +20,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from encoders.sidecar import Sidecar, file_sha256, sidecar_path
 from encoders.providers import CPU, CUDA, select_provider
+from encoders.sidecar import Sidecar, file_sha256, sidecar_path
 
 log = logging.getLogger(__name__)
 

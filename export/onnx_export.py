@@ -6,16 +6,15 @@ Everything is written under a hidden ``.partial`` folder next to ``out``; the gr
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import warnings
-import importlib
 from pathlib import Path
 
 import numpy as np
 
-from encoders.sidecar import (E5_PREFIXES, INPUT_NAMES, OUTPUT_NAME, TOKENIZER_FILE, Sidecar, file_sha256,
-                              sidecar_path)
+from encoders.sidecar import E5_PREFIXES, INPUT_NAMES, OUTPUT_NAME, TOKENIZER_FILE, Sidecar, file_sha256, sidecar_path
 from export.probes import VALIDATION
 from export.validate import DEFAULT_TOLERANCE, Tolerance, ValidationError, validate
 

@@ -10,6 +10,7 @@ bounded step instead of an exploding sum. The hot path has no per-event Python l
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -117,7 +118,7 @@ class OnlineMF:
     def item_bias(self) -> np.ndarray:
         return self._b[: len(self.items)]
 
-    def add_users(self, ids: list[str] | np.ndarray) -> np.ndarray:
+    def add_users(self, ids: Sequence[str] | np.ndarray) -> np.ndarray:
         """Rows for user ids, creating unseen users."""
         before = len(self.users)
         rows = self.users.add_many(ids)
@@ -133,7 +134,7 @@ class OnlineMF:
         self._p = np.zeros((0, self.config.dim), np.float32)
         self._gp = np.zeros(0, np.float32)
 
-    def add_items(self, ids: list[str] | np.ndarray) -> np.ndarray:
+    def add_items(self, ids: Sequence[str] | np.ndarray) -> np.ndarray:
         """Rows for item ids, creating unseen items."""
         before = len(self.items)
         rows = self.items.add_many(ids)
@@ -150,7 +151,7 @@ class OnlineMF:
         return id_normals(ids, c.dim, c.seed * 2 + salt, c.init_std)
 
     # -- learning ------------------------------------------------------------------------
-    def learn_many(self, users: list[str] | np.ndarray, items: list[str] | np.ndarray,
+    def learn_many(self, users: Sequence[str] | np.ndarray, items: Sequence[str] | np.ndarray,
                    weights: np.ndarray | None = None) -> Update:
         """One step on a micro-batch of events given by string ids."""
         u = self.add_users(users)
@@ -219,7 +220,7 @@ class OnlineMF:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> "OnlineMF":
+    def load(cls, path: str | Path) -> OnlineMF:
         """Read a snapshot written by :meth:`save` (no pickle involved)."""
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))

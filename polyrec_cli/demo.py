@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from stream.settings import Settings, redact_url
-from polyrec_cli.devservers import EmbeddedError, LocalServer, ensure_redis, free_port, start_tansu
-from polyrec.evaluation.freshness import event_freshness
 from polyrec.datasets.movielens import Movie, load_interactions, load_movies
+from polyrec.evaluation.freshness import event_freshness
+from polyrec_cli.devservers import EmbeddedError, LocalServer, ensure_redis, free_port, start_tansu
 from stream.metrics import scrape_totals
 from stream.recs import key_pattern, recs_key, stream_key
+from stream.settings import Settings, redact_url
 from stream.topics import delete_topics
 
 
@@ -176,7 +176,8 @@ def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout
                 bootstrap = servers[-1].address
                 console.print(f"broker: embedded Tansu at {bootstrap}")
             servers.append(ensure_redis(base.redis_url))
-            console.print(f"redis:  {redact_url(base.redis_url)}" + (" (started for this demo)" if servers[-1].proc else ""))
+            started = " (started for this demo)" if servers[-1].proc else ""
+            console.print(f"redis:  {redact_url(base.redis_url)}{started}")
             r = redis_lib.Redis.from_url(base.redis_url)
             web_port, metrics_port = free_port(), free_port()
             env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, POLYREC_WEB_PORT=str(web_port),

@@ -62,8 +62,8 @@ def _cmd_topics(args: argparse.Namespace) -> int:
 def _cmd_recs(args: argparse.Namespace) -> int:
     import json
 
-    from stream.settings import Settings, redact_url
     from stream.recs import RecsReader
+    from stream.settings import Settings, redact_url
 
     settings = Settings.from_env()
     got = RecsReader.from_url(settings.redis_url, settings.redis_prefix).get(args.user_id)

@@ -26,18 +26,19 @@ from faust.types import TP
 
 from encoders.artifacts import require_onnxruntime, resolve_onnx_path
 from polyrec import __version__
-from stream.settings import Settings
 from polyrec.mf import MFConfig
 from stream import commits, metrics
 from stream.faust_process import drop_monitor
 from stream.fetch_wait import install_fetch_max_wait
 from stream.items import ItemPipeline
+from stream.offsets import install_recovery_fix
 from stream.pipeline import EventPipeline, process_or_dead_letter
 from stream.records import REASONS
 from stream.recs import RecsPublisher
-from stream.replica import OUTCOMES as REPLICA_OUTCOMES, HandOverBarrier, ItemReplica
+from stream.replica import OUTCOMES as REPLICA_OUTCOMES
+from stream.replica import HandOverBarrier, ItemReplica
+from stream.settings import Settings
 from stream.state import UserState, WorkerModel
-from stream.offsets import install_recovery_fix
 from stream.topics import USERS_TABLE, item_factors_topic
 
 if TYPE_CHECKING:  # onnxruntime comes with an extra: a worker without the items agent runs without it

@@ -23,8 +23,9 @@ FRESHNESS = Histogram("polyrec_freshness_seconds",
                       buckets=_FRESHNESS)
 REDIS_SECONDS = Histogram("polyrec_redis_write_duration_seconds", "One pipelined Redis write of a micro-batch.",
                           buckets=_LATENCY)
-REDIS_ERRORS = Counter("polyrec_redis_write_errors_total", "Failed Redis write attempts (a batch is tried 5 times, then "
-                        "its payloads are dropped until the users' next events).")
+REDIS_ERRORS = Counter("polyrec_redis_write_errors_total",
+                       "Failed Redis write attempts (a batch is tried 5 times, then its payloads are dropped until "
+                       "the users' next events).")
 RECS = Counter("polyrec_recommendations_published_total", "User recommendation payloads written to Redis.")
 LOSS = Gauge("polyrec_training_loss", "Exponential moving average of the micro-batch training loss.")
 USERS = Gauge("polyrec_users_known", "Users this worker holds in memory: those with events since its partitions "

@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from polyrec.events import EVENT_TYPES
@@ -125,7 +125,8 @@ def _require(obj: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> A
     if value is None:
         raise Rejected("missing_field", f"{name!r} is required")
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise Rejected("invalid_type", f"{name!r} must be {getattr(kind, '__name__', kind)}, got {type(value).__name__}")
+        expected = getattr(kind, "__name__", kind)
+        raise Rejected("invalid_type", f"{name!r} must be {expected}, got {type(value).__name__}")
     return value
 
 
@@ -157,7 +158,7 @@ def parse_ts(value: Any) -> float:
         except ValueError:
             raise Rejected("invalid_timestamp", f"cannot parse {value[:40]!r} as ISO-8601") from None
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
+            dt = dt.replace(tzinfo=UTC)
         return dt.timestamp() * 1000.0
     raise Rejected("invalid_timestamp", "ts must be epoch milliseconds or ISO-8601")
 

@@ -73,7 +73,7 @@ class RecsReader:
         self.redis, self.prefix = redis, prefix
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "polyrec") -> "RecsReader":
+    def from_url(cls, url: str, prefix: str = "polyrec") -> RecsReader:
         import redis
 
         return cls(redis.Redis.from_url(url), prefix)

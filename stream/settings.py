@@ -15,7 +15,6 @@ from urllib.parse import urlsplit, urlunsplit
 from encoders.providers import PROVIDERS as ENCODER_PROVIDERS
 from polyrec.events import DEFAULT_WEIGHTS
 
-
 EVENT_LOOPS = ("uvloop", "asyncio")
 STORES = ("memory", "rocksdb")  # Faust table stores the worker supports (URL schemes)
 
@@ -95,7 +94,7 @@ class Settings:
     seed: int = _env("POLYREC_SEED", 42, "Seed of the model's random initialisation and sampling.")
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
         """Read every field from its environment variable, falling back to the default."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from polyrec.history import History
-from polyrec.mf import MFConfig, OnlineMF
 from polyrec.ids import IdIndex
+from polyrec.mf import MFConfig, OnlineMF
 from polyrec.recommend import recommend
 
 TEXT_SOURCE = "text"
@@ -61,7 +61,7 @@ class UserState:
         return d if self.partition is None else {**d, "p": self.partition}
 
     @classmethod
-    def from_json(cls, d: dict) -> "UserState":
+    def from_json(cls, d: dict) -> UserState:
         p = d.get("p")
         return cls(decode_vector(d["f"]), float(d["g"]), list(d["h"]), int(d["o"]), None if p is None else int(p))
 
@@ -98,7 +98,7 @@ class ItemRecord:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> "ItemRecord":
+    def from_json(cls, d: dict) -> ItemRecord:
         emb = d.get("e")
         return cls(d["item_id"], d["source"], decode_vector(d["v"]), int(d["o"]),
                    None if emb is None else decode_vector(emb), int(d.get("n", 0)))

@@ -160,7 +160,7 @@ class Worker:
     metrics_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
 
-    def start(self) -> "Worker":
+    def start(self) -> Worker:
         env = dict(self.env, POLYREC_WEB_PORT=str(self.web_port), POLYREC_METRICS_PORT=str(self.metrics_port))
         self.proc = subprocess.Popen([sys.executable, "-m", "polyrec_cli", "worker", "--loglevel", "info"],
                                      env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
@@ -236,7 +236,7 @@ def durable_item_counts(bootstrap: str, env: dict) -> Counter:
     return counts
 
 
-def two_workers(pool, env: dict, partitions: int = 4) -> tuple[list["Worker"], dict[int, "Worker"]]:
+def two_workers(pool, env: dict, partitions: int = 4) -> tuple[list[Worker], dict[int, Worker]]:
     """Start two workers on ``env`` and wait for an even split; return them and partition -> owner."""
     a, b = pool.new(env), pool.new(env)
     for w in (a, b):

@@ -5,9 +5,19 @@ import json
 import numpy as np
 import pytest
 
-from polyrec.evaluation.coldstart import (ColdStartMF, ItemTexts, KnownStartMF, ProjectionSettings,
-                                          final_vectors, first_events, holdout_items, occurrence, overlap_at_k,
-                                          recall_by_occurrence, top1_hits)
+from polyrec.evaluation.coldstart import (
+    ColdStartMF,
+    ItemTexts,
+    KnownStartMF,
+    ProjectionSettings,
+    final_vectors,
+    first_events,
+    holdout_items,
+    occurrence,
+    overlap_at_k,
+    recall_by_occurrence,
+    top1_hits,
+)
 from polyrec.evaluation.protocol import Replay, run_prequential
 from polyrec.mf import MFConfig
 
@@ -129,8 +139,8 @@ def _cached_int8_graph():
 @pytest.mark.integration
 def test_the_real_encoder_aligns_translated_movielens_titles():
     """Real multilingual-e5-small (int8) on the real ML-100K title pairs (``make setup`` caches them)."""
-    from polyrec_cli.evaluation.coldstart_run import TRANSLATED
     from polyrec.datasets.movielens_i18n import bilingual_pairs
+    from polyrec_cli.evaluation.coldstart_run import TRANSLATED
 
     onnx = _cached_int8_graph()
     from encoders.onnx_encoder import OnnxEncoder
@@ -170,8 +180,8 @@ def test_the_real_encoder_aligns_translated_genre_lists():
 @pytest.mark.integration
 def test_polyrec_eval_cold_start_writes_its_json_plot_and_table(tmp_path, capsys, monkeypatch):
     """The whole command on the first 5,000 events (~20 s): every measure the docs describe is written."""
-    from polyrec_cli.main import main
     from polyrec.datasets.movielens_i18n import LANGUAGES
+    from polyrec_cli.main import main
 
     _cached_int8_graph()
     monkeypatch.delenv("POLYREC_ENCODER", raising=False)  # the default int8 graph checked above
@@ -199,9 +209,9 @@ def test_recall_by_occurrence():
 
 
 def test_eval_texts_are_what_the_stream_encodes_from_the_demo_records():
+    from polyrec.datasets.movielens import Movie
     from polyrec_cli.demo import item_record
     from polyrec_cli.evaluation.coldstart_run import variant_texts
-    from polyrec.datasets.movielens import Movie
     from stream.items import item_with_text
 
     movies = {"1": Movie("1", "Toy Story", "1995", ("Animation", "Comedy")),

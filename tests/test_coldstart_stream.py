@@ -7,8 +7,21 @@ import time
 import numpy as np
 import pytest
 
-from tests.support import (durable_item_counts, event, http_json, item, latest_item_records, metric_value,
-                           partition_of, produce, read_topic, run, two_workers, wait_for, worker_env)
+from tests.support import (
+    durable_item_counts,
+    event,
+    http_json,
+    item,
+    latest_item_records,
+    metric_value,
+    partition_of,
+    produce,
+    read_topic,
+    run,
+    two_workers,
+    wait_for,
+    worker_env,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

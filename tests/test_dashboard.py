@@ -97,8 +97,9 @@ def metric_names(expr: str) -> set[str]:
 
 def exported_names() -> set[str]:
     """Every sample name the worker's registry can export (stream.metrics plus default collectors)."""
-    import stream.metrics  # noqa: F401  (registers the polyrec_* metrics)
     from prometheus_client import REGISTRY
+
+    import stream.metrics  # noqa: F401  (registers the polyrec_* metrics)
 
     suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "info": ["_info"],
                 "gauge": [""], "summary": ["_sum", "_count", ""]}
@@ -118,9 +119,9 @@ def test_a_worker_exports_zero_series_for_the_counters_alerts_watch():
     (one failed batch) would never fire PolyrecBatchFailures (deploy/prometheus/alerts_test.yml)."""
     from prometheus_client import REGISTRY
 
-    from stream.settings import Settings
     from stream import metrics
     from stream.app import build_app
+    from stream.settings import Settings
 
     tag = uuid.uuid4().hex[:8]
     settings = Settings(app_id=f"zeros-{tag}", events_topic=f"events-{tag}", items_topic=f"items-{tag}",
@@ -208,8 +209,8 @@ def prometheus(tmp_path):
 def load(bootstrap: str, env: dict, rounds: int, pause: float) -> None:
     """The demo's own load (MovieLens items, then rating events, by the demo's producers), plus
     bad records for the DLQ series, in ``rounds``."""
-    from polyrec_cli.demo import _publish_items, _replay
     from polyrec.datasets.movielens import load_movies
+    from polyrec_cli.demo import _publish_items, _replay
 
     movies = list(load_movies().values())
     for r in range(rounds):
@@ -242,7 +243,7 @@ def test_every_dashboard_query_returns_data(broker, workers, prometheus, tmp_pat
     assert not failures, f"{len(failures)} dashboard queries failed:\n" + "\n".join(failures)
 
 
-def query_failures(prom: "Prometheus") -> list[str]:
+def query_failures(prom: Prometheus) -> list[str]:
     """Every dashboard query and variable that fails or returns no data, and every alert
     expression that fails to evaluate (alerts are normally silent), one line each."""
     dash = dashboard()

@@ -227,4 +227,5 @@ def test_sigterm_within_the_grace_period_commits_offsets_and_writes_redis(broker
     assert covered, "SIGTERM committed no offsets"
     recs = redis_client.mget([recs_key(settings.redis_prefix, u) for u in covered])
     missing = [u for u, raw in zip(covered, recs) if raw is None]
-    assert not missing, f"{len(missing)} of {len(covered)} users of committed events have no recommendations: {missing[:5]}"
+    assert not missing, \
+        f"{len(missing)} of {len(covered)} users of committed events have no recommendations: {missing[:5]}"

@@ -38,7 +38,8 @@ def test_gradients_match_finite_differences(loss):
             plus, minus = {k: v.copy() for k, v in params.items()}, {k: v.copy() for k, v in params.items()}
             plus[name][idx] += h
             minus[name][idx] -= h
-            numeric[idx] = (_objective(c, **plus, w=w, neg_weight=nw) - _objective(c, **minus, w=w, neg_weight=nw)) / (2 * h)
+            up, down = _objective(c, **plus, w=w, neg_weight=nw), _objective(c, **minus, w=w, neg_weight=nw)
+            numeric[idx] = (up - down) / (2 * h)
         # the code returns ascent directions: minus the objective's gradient
         np.testing.assert_allclose(analytic[name], -numeric, rtol=1e-5, atol=1e-6, err_msg=name)
     data_loss = _objective(replace(c, reg=0.0, bias_reg=0.0), **params, w=w, neg_weight=nw) / B

@@ -2,8 +2,18 @@
 
 import pytest
 
-from polyrec.datasets.movielens_i18n import (ENGLISH_ALIASES, FOREIGN_MAIN, FOREIGN_TITLE, GENRES, LANGUAGES,
-                                    bilingual_pairs, front_article, parse_title, render, titles_by_language)
+from polyrec.datasets.movielens_i18n import (
+    ENGLISH_ALIASES,
+    FOREIGN_MAIN,
+    FOREIGN_TITLE,
+    GENRES,
+    LANGUAGES,
+    bilingual_pairs,
+    front_article,
+    parse_title,
+    render,
+    titles_by_language,
+)
 
 ML_GENRES = ("Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
              "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War",
@@ -62,7 +72,8 @@ def test_render_uses_the_real_title_in_that_language_else_english():
     assert render("639", title, ("Drama", "War"), "fr") == ("The Tin Drum", ("Drame", "Guerre"))
     assert render("639", title, ("Drama",), "en") == ("The Tin Drum", ("Drama",))
     # romanised Chinese is not a zh title
-    assert render("6", "Shanghai Triad (Yao a yao yao dao waipo qiao)", ("Drama",), "zh") == ("Shanghai Triad", ("剧情",))
+    assert render("6", "Shanghai Triad (Yao a yao yao dao waipo qiao)", ("Drama",), "zh") == \
+        ("Shanghai Triad", ("剧情",))
 
 
 def test_bilingual_pairs():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import subprocess
-import threading
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -113,7 +113,8 @@ def test_concurrent_encodes_equal_serial(fp32: OnnxEncoder) -> None:
 
 def test_encode_async_runs_in_the_encoder_pool(fp32: OnnxEncoder, monkeypatch: pytest.MonkeyPatch) -> None:
     threads, encode = [], fp32.encode
-    monkeypatch.setattr(fp32, "encode", lambda *a, **k: threads.append(threading.current_thread().name) or encode(*a, **k))
+    monkeypatch.setattr(fp32, "encode",
+                        lambda *a, **k: threads.append(threading.current_thread().name) or encode(*a, **k))
 
     async def main() -> list[np.ndarray]:
         return await asyncio.gather(fp32.encode_async(TEXTS[:4]), fp32.encode_async(TEXTS[:4], kind="query"))

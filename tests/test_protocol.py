@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from polyrec.evaluation.baselines import Popularity, PolyrecMF
+from polyrec.evaluation.baselines import PolyrecMF, Popularity
 from polyrec.evaluation.protocol import Replay, run_prequential
 
 

@@ -78,7 +78,8 @@ def test_the_recs_command_prints_a_users_payload_and_fails_for_an_unknown_user(r
     prefix = f"test-cli-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("REDIS_URL", REDIS_URL)
     monkeypatch.setenv("POLYREC_REDIS_PREFIX", prefix)
-    redis_client.set(recs_key(prefix, "u1"), json.dumps({"user_id": "u1", "items": [{"item_id": "Amélie", "score": 1}]}))
+    payload = {"user_id": "u1", "items": [{"item_id": "Amélie", "score": 1}]}
+    redis_client.set(recs_key(prefix, "u1"), json.dumps(payload))
     try:
         assert main(["recs", "u1"]) == 0
         assert json.loads(capsys.readouterr().out)["items"] == [{"item_id": "Amélie", "score": 1}]

@@ -10,8 +10,19 @@ import numpy as np
 import pytest
 
 from stream.pipeline import DLQ_MAX_BYTES
-from tests.support import (durable_item_counts, event, http_json, keys_in_partition, metric_value, produce,
-                           read_topic, run, two_workers, wait_for, worker_env)
+from tests.support import (
+    durable_item_counts,
+    event,
+    http_json,
+    keys_in_partition,
+    metric_value,
+    produce,
+    read_topic,
+    run,
+    two_workers,
+    wait_for,
+    worker_env,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PARTITIONS = 4
@@ -126,7 +137,8 @@ def test_user_state_survives_a_restart(broker, tmp_path, workers, redis_client, 
         assert last and _rocksdb_persisted_offsets(tmp_path / "data") == last
     w2 = workers.new(env)
     w2.wait_ready(90)
-    assert metric_value(w2.metrics(), "polyrec_items_known") == len(set(things)), "the replica's items, before any event"
+    known = metric_value(w2.metrics(), "polyrec_items_known")
+    assert known == len(set(things)), "the replica's items, before any event"
     for u in users:
         code, after = http_json(w2.url(f"/polyrec/users/{u}"))
         assert code == 200, after

@@ -9,10 +9,9 @@ import uuid
 import pytest
 from aiokafka.admin import NewTopic
 
-from stream.settings import Settings
 from stream.app import build_app
-from stream.topics import (TopicError, admin_client, creation_errors, ensure_topics, topic_specs,
-                           users_changelog_topic)
+from stream.settings import Settings
+from stream.topics import TopicError, admin_client, creation_errors, ensure_topics, topic_specs, users_changelog_topic
 from tests.support import topic_partitions
 
 

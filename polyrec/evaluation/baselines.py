@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Collection, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -147,7 +148,7 @@ class ImplicitALS:
         self.users, self.items = IdIndex(), IdIndex()
         self.history: list[dict[int, float]] = []  # per user row: item row -> summed weight
         self._since = 0
-        self._model = None
+        self._model: Any = None  # implicit's AlternatingLeastSquares once trained (implicit is untyped)
         self._trained_shape = (0, 0)
         self.popularity = Popularity()
         self._cols = _ColumnMap()

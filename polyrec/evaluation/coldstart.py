@@ -121,6 +121,7 @@ class ColdStartMF(PolyrecMF):
     def _refit_if_stale(self) -> None:
         """Refit on every item with ``min_count`` events, as the stream does before projecting."""
         s = self.settings
+        assert self.texts is not None  # only _starts refits, and only with texts
         if self.projection is not None and self._since_fit < s.refit_every:
             return
         mf = self.model

@@ -6,7 +6,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from polyrec.evaluation.baselines import ImplicitALS, Popularity, PolyrecMF, RiverMF
+from polyrec.evaluation.baselines import ImplicitALS, PolyrecMF, Popularity, RiverMF
 from polyrec.evaluation.protocol import Recommender, Replay, run_prequential
 from polyrec.mf import MFConfig
 
@@ -26,13 +26,14 @@ def grid(**axes: tuple) -> list[dict]:
 
 def candidates(dim: int) -> list[Candidate]:
     """The grids searched for each model family (all at the same factor dimension)."""
-    out = [Candidate("polyrec", p, lambda name, p=p: PolyrecMF(MFConfig(dim=dim, **p), name=name))
+    # mypy cannot infer a lambda with a default argument (p=p binds each grid point): hence the ignores
+    out = [Candidate("polyrec", p, lambda name, p=p: PolyrecMF(MFConfig(dim=dim, **p), name=name))  # type: ignore[misc]
            for p in grid(user_lr=(0.05, 0.15, 0.5), item_lr=(0.02, 0.05, 0.1), reg=(0.01, 0.03))]
-    out += [Candidate("implicit-als", p, lambda name, p=p: ImplicitALS(name=name, **p))
+    out += [Candidate("implicit-als", p, lambda name, p=p: ImplicitALS(name=name, **p))  # type: ignore[misc]
             for p in grid(factors=(dim, 2 * dim), regularization=(0.1, 1.0), alpha=(1.0, 10.0))]
-    out += [Candidate("river-biasedmf", p, lambda name, p=p: _river(name, dim, **p))
+    out += [Candidate("river-biasedmf", p, lambda name, p=p: _river(name, dim, **p))  # type: ignore[misc]
             for p in grid(lr=(0.005, 0.02, 0.05))]
-    out += [Candidate("popularity-recent", p, lambda name, p=p: Popularity(name=name, **p))
+    out += [Candidate("popularity-recent", p, lambda name, p=p: Popularity(name=name, **p))  # type: ignore[misc]
             for p in grid(window=(1000, 2000, 5000))]
     return out
 
@@ -40,8 +41,7 @@ def candidates(dim: int) -> list[Candidate]:
 def _river(name: str, dim: int, lr: float) -> RiverMF:
     from river import optim
 
-    return RiverMF(n_factors=dim, name=name, **{f"{part}_optimizer": optim.SGD(lr)
-                                              for part in ("bias", "latent")})
+    return RiverMF(n_factors=dim, name=name, bias_optimizer=optim.SGD(lr), latent_optimizer=optim.SGD(lr))
 
 
 def tune(warmup: Replay, dim: int, progress: Callable[[int], None] | None = None) -> dict[str, dict]:

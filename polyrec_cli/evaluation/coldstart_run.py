@@ -17,17 +17,27 @@ from pathlib import Path
 import numpy as np
 
 from encoders.text import item_text
-from polyrec_cli.evaluation import coldstart_report, report
+from polyrec.datasets.movielens import MAPPING, NAME, Movie, load_movies, movielens_replay
+from polyrec.datasets.movielens_i18n import LANGUAGES, bilingual_pairs, genre_names, render
 from polyrec.evaluation.baselines import Popularity
-from polyrec.evaluation.coldstart import (ColdStartMF, ItemTexts, KnownStartMF, ProjectionSettings,
-                                          final_vectors, first_events, holdout_items, occurrence, overlap_at_k,
-                                          recall_by_occurrence, top1_hits)
+from polyrec.evaluation.coldstart import (
+    ColdStartMF,
+    ItemTexts,
+    KnownStartMF,
+    ProjectionSettings,
+    final_vectors,
+    first_events,
+    holdout_items,
+    occurrence,
+    overlap_at_k,
+    recall_by_occurrence,
+    top1_hits,
+)
 from polyrec.evaluation.protocol import Replay, run_prequential
 from polyrec.evaluation.tuning import grid
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig
-from polyrec.datasets.movielens import MAPPING, NAME, Movie, load_movies, movielens_replay
-from polyrec.datasets.movielens_i18n import LANGUAGES, bilingual_pairs, genre_names, render
+from polyrec_cli.evaluation import coldstart_report, report
 
 GRID = grid(alpha=(0.3, 3.0, 30.0), min_count=(3, 10), refit_every=(250, 2000))
 # Real translations in a language the encoder was trained on, Latin script (the romanised ones are not).
@@ -101,10 +111,10 @@ def alignment(encoder, movies: dict[str, Movie], advance: Callable[[int], None])
             "translated_subset": {"languages": list(TRANSLATED), "pairs": int(translated.sum()),
                                   "top1_en_to_other": float(to_other[translated].mean()),
                                   "top1_other_to_en": float(to_en[translated].mean())},
-            "per_language": {str(l): {"pairs": int((lang == l).sum()),
-                                      "top1_en_to_other": float(to_other[lang == l].mean()),
-                                      "top1_other_to_en": float(to_en[lang == l].mean())}
-                             for l in np.unique(lang)},
+            "per_language": {str(code): {"pairs": int((lang == code).sum()),
+                                         "top1_en_to_other": float(to_other[lang == code].mean()),
+                                         "top1_other_to_en": float(to_en[lang == code].mean())}
+                             for code in np.unique(lang)},
             "misses_en_to_other": [list(p) for p, hit in zip(pairs, to_other) if not hit]}
 
 
@@ -213,8 +223,8 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
                      "scored": "click and purchase events of a new item among its first "
                                f"{n_first} events, scored before the batch is learned",
                      "announce": "an item joins the catalog just before the batch of its first event",
-                     "projection_fitted_on": "items with >= min_count events: the English text of old items, the text a "
-                                             "new item arrived with (the run's language)",
+                     "projection_fitted_on": "items with >= min_count events: the English text of old items, the "
+                                             "text a new item arrived with (the run's language)",
                      "control": f"{CONTROL}: the new items' English texts permuted among the new items",
                      "ceilings": "leaky references for what a start can buy: each new item starts from the vector "
                                  "random-init learned for it by the end of the stream (factors and bias; "

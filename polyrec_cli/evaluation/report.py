@@ -79,4 +79,5 @@ def print_table(result: dict) -> None:
         t2.add_row(name, f"{v:,.0f}", f"{tp['ratio_to_river_learn_one'][name]:.2f}")
     console.print(t2)
     for check, ok in result["acceptance"].items():
-        console.print(f"[{'green' if ok['pass'] else 'red'}]{'PASS' if ok['pass'] else 'FAIL'}[/] {check}: {ok['value']:.3f} (needs >= {ok['needs']})")
+        verdict = f"[{'green' if ok['pass'] else 'red'}]{'PASS' if ok['pass'] else 'FAIL'}[/]"
+        console.print(f"{verdict} {check}: {ok['value']:.3f} (needs >= {ok['needs']})")

@@ -8,11 +8,12 @@ from pathlib import Path
 
 from polyrec.datasets.movielens import MAPPING, NAME, movielens_replay
 from polyrec.evaluation import throughput, tuning
-from polyrec.evaluation.baselines import ImplicitALS, Popularity, PolyrecMF
+from polyrec.evaluation.baselines import ImplicitALS, PolyrecMF, Popularity
 from polyrec.evaluation.protocol import Replay, run_prequential
 from polyrec.events import DEFAULT_WEIGHTS
 from polyrec.mf import MFConfig
 from polyrec_cli.evaluation import report
+
 
 def _models(tuned: dict[str, dict], dim: int) -> list:
     c = {fam: t["chosen"] for fam, t in tuned.items()}
