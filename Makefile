@@ -58,7 +58,7 @@ demo: setup
 eval: setup
 	$(BIN)/polyrec eval
 
-# The real Prometheus server that tests/test_dashboard.py queries (Debian's package; sudo only if not root).
+# The real Prometheus server that tests/deploy/test_dashboard.py queries (Debian's package; sudo only if not root).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 prometheus:
 	@command -v prometheus >/dev/null || { $(SUDO) apt-get update -qq && \

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from encoders.artifacts import default_onnx_path
-from polyrec_cli.devservers import start_tansu
 from tests.support import REDIS_URL
 
 
 @pytest.fixture(scope="session")
 def broker():
     """A real Kafka-wire broker (Tansu, in memory) for the whole session."""
+    from polyrec_cli.devservers import start_tansu
+
     server = start_tansu()
     yield server.address
     server.stop()
@@ -63,6 +63,7 @@ def model_dir() -> Path:
 @pytest.fixture(scope="session")
 def onnx_paths(model_dir: Path) -> dict[str, Path]:
     """The exported fp32 and int8 graphs of the real model, keyed by variant."""
+    from encoders.artifacts import default_onnx_path
     from export.onnx_export import export_onnx
 
     paths = {v: default_onnx_path(v) for v in ("fp32", "int8")}

@@ -18,7 +18,7 @@ from tests.support import REDIS_URL
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _pids(pattern: str) -> set[int]:

@@ -21,7 +21,7 @@ from dockerfile_parse import DockerfileParser
 
 from stream.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 HEAVY_EXTRAS = {"export", "eval"}  # torch, transformers, implicit, matplotlib: never in the runtime image
 

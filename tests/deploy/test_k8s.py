@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from stream.settings import Settings
-from tests.test_compose import Dockerfile, onnx_graphs
+from tests.deploy.test_compose import Dockerfile, onnx_graphs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 KUSTOMIZATIONS = ["base", "overlays/keda-lag", "overlays/gpu"]
 KUBERNETES_VERSION = "1.32.0"

@@ -1,24 +1,18 @@
 """The item replica skips records it cannot use instead of crashing, and applies a large fetch
 in chunks that let the event loop run; the hand-over barrier waits for it once per partition
-after every rebalance (pure: no broker). On a real broker, the replica reads a topic from its start,
-keeps tailing it, and ``wait_caught_up`` means what it says."""
+after every rebalance (pure: no broker; tests/integration/test_replica.py runs it on one)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
-from aiokafka.admin import NewTopic
 
 from polyrec.mf import MFConfig
 from stream.replica import APPLY_CHUNK, HandOverBarrier, ItemReplica
 from stream.state import ItemRecord, WorkerModel
-from stream.topics import admin_client
-from tests.support import produce
 
 CFG = MFConfig(dim=4, seed=0)
 
@@ -89,39 +83,3 @@ def test_the_first_batch_of_each_partition_after_a_rebalance_waits_for_the_repli
     assert batches(1, 1, 2) == 2  # after a rebalance, each partition waits again, once
     assert batches(0) == 1  # a partition not seen since: it may have had another owner meanwhile
     assert batches(0, 1, 2) == 0
-
-
-@pytest.mark.integration
-def test_the_replica_reads_its_topic_from_the_start_and_keeps_tailing_it(broker):
-    topic = f"replica-{uuid.uuid4().hex[:8]}"
-    applied: list[str] = []
-    outcomes: list[str] = []
-
-    def apply(rec: ItemRecord) -> bool:
-        applied.append(rec.item_id)
-        return True
-
-    def items(lo: int, hi: int) -> list[tuple[bytes, bytes]]:
-        return [(f"m{i}".encode(), encoded(4, item=f"m{i}")) for i in range(lo, hi)]
-
-    async def main() -> None:
-        async with admin_client(broker) as admin:
-            await admin.create_topics([NewTopic(topic, 3, 1)])
-        await produce(broker, topic, items(0, 30) + [(b"m0", b"{not json")])  # written before the worker
-        replica = ItemReplica([broker], topic, apply, lambda *header: False, outcomes.append,
-                              fetch_max_wait_ms=50)
-        task = asyncio.create_task(replica.run())
-        try:
-            await replica.wait_caught_up(timeout=30)
-            assert replica.caught_up_once
-            assert sorted(applied) == sorted(f"m{i}" for i in range(30)), "caught up means every record read"
-            assert outcomes.count("invalid") == 1  # skipped, and the replica kept going
-            await produce(broker, topic, items(30, 40))  # written while it runs
-            await replica.wait_caught_up(timeout=30)
-            assert sorted(applied) == sorted(f"m{i}" for i in range(40))
-        finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-
-    asyncio.run(main())

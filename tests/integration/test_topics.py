@@ -1,5 +1,5 @@
-"""Topic creation: broker refusals are errors, and the co-partitioned topics must have the
-configured partition count (against a real Tansu broker, except the pure response check)."""
+"""Topic creation on a real Tansu broker: the co-partitioned topics must have the configured
+partition count."""
 
 from __future__ import annotations
 
@@ -9,21 +9,9 @@ import uuid
 import pytest
 from aiokafka.admin import NewTopic
 
-from stream.app import build_app
 from stream.settings import Settings
-from stream.topics import TopicError, admin_client, creation_errors, ensure_topics, topic_specs, users_changelog_topic
+from stream.topics import TopicError, admin_client, ensure_topics, topic_specs, users_changelog_topic
 from tests.support import topic_partitions
-
-
-def test_creation_errors_names_refusals_but_not_topics_that_already_exist():
-    errors = creation_errors([("a", 0, None), ("b", 36, "Topic with this name already exists."),
-                              ("c", 38, "Replication factor: 3 larger than available brokers: 1.")])
-    assert errors == ["c: InvalidReplicationFactorError (Replication factor: 3 larger than available brokers: 1.)"]
-
-
-def test_the_users_changelog_name_is_the_one_faust_gives_the_table():
-    settings = Settings(app_id="polyrec-names", items_agent=False)
-    assert build_app(settings).tables["users"].changelog_topic.get_topic_name() == users_changelog_topic(settings)
 
 
 async def _create(broker: str, name: str, partitions: int) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from stream.settings import Settings, markdown_table
 
-DOC = Path(__file__).parent.parent / "docs" / "configuration.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
 
 
 def test_defaults_and_overrides_from_the_environment():

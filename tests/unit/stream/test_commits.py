@@ -1,6 +1,6 @@
 """FlushOnCommit: a commit of an events partition first writes that partition's item contributions,
 and a failed write stops the commit (pure: a Faust app that is never started; the integration
-tests in test_stream_integration.py cover it on a real broker)."""
+tests in tests/integration/test_stream_integration.py cover it on a real broker)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ import yaml
 from polyrec_cli.devservers import free_port
 from tests.support import event, http_json, produce, run, wait_for, worker_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "polyrec.json"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 JOB = "polyrec"
