@@ -3,19 +3,8 @@
 import numpy as np
 import pytest
 
-from polyrec.evaluation.coldstart import (
-    ColdStartMF,
-    ItemTexts,
-    KnownStartMF,
-    ProjectionSettings,
-    final_vectors,
-    first_events,
-    holdout_items,
-    occurrence,
-    overlap_at_k,
-    recall_by_occurrence,
-    top1_hits,
-)
+from polyrec.evaluation import coldstart
+from polyrec.evaluation.coldstart import ColdStartMF, ItemTexts, KnownStartMF, ProjectionSettings
 from polyrec.evaluation.protocol import Replay, run_prequential
 from polyrec.mf import MFConfig
 
@@ -47,10 +36,10 @@ def _texts(informative: bool, seed: int = 1) -> ItemTexts:
 
 
 def _recall(replay: Replay, texts: ItemTexts | None) -> float:
-    new = holdout_items(replay.items, 0.2, seed=0)
+    new = coldstart.holdout_items(replay.items, 0.2, seed=0)
     model = ColdStartMF(MFConfig(dim=8), new, texts, ProjectionSettings(alpha=0.1, min_count=3, refit_every=200))
     result = run_prequential(replay, [model], batch_size=10, announce=True,
-                             score_mask=first_events(replay.items, new, 3))
+                             score_mask=coldstart.first_events(replay.items, new, 3))
     return result[0].summary()["recall@10"]
 
 
@@ -63,39 +52,40 @@ def test_an_informative_projection_beats_random_init_and_a_shuffled_one_does_not
 
 def test_a_start_from_the_final_learned_vectors_bounds_what_a_start_can_buy():
     replay = _stream()
-    new = holdout_items(replay.items, 0.2, seed=0)
+    new = coldstart.holdout_items(replay.items, 0.2, seed=0)
     learned = ColdStartMF(MFConfig(dim=8), new)
     run_prequential(replay, [learned], batch_size=10, announce=True, score_mask=np.zeros(len(replay), bool))
-    ceilings = [KnownStartMF(MFConfig(dim=8), final_vectors(learned.model, list(new), part), name=part)
+    ceilings = [KnownStartMF(MFConfig(dim=8), coldstart.final_vectors(learned.model, list(new), part), name=part)
                 for part in ("both", "factors", "bias")]
     results = run_prequential(replay, [ColdStartMF(MFConfig(dim=8), new), *ceilings], batch_size=10,
-                              announce=True, score_mask=first_events(replay.items, new, 3))
+                              announce=True, score_mask=coldstart.first_events(replay.items, new, 3))
     recall = {r.name: r.summary()["recall@10"] for r in results}
     assert recall["both"] > 2 * recall["random-init"] and recall["factors"] > 2 * recall["random-init"]
     # the starts are what the learned model held: factors and bias, factors with bias 0, random factors and bias
     item = str(new[0])
     row = learned.model.items.row(item)
-    both, factors, bias = (final_vectors(learned.model, [item], part)[item] for part in ("both", "factors", "bias"))
+    both, factors, bias = (coldstart.final_vectors(learned.model, [item], part)[item]
+                           for part in ("both", "factors", "bias"))
     np.testing.assert_array_equal(both, np.r_[learned.model.item_factors[row], learned.model.item_bias[row]])
     assert factors[-1] == 0 and np.array_equal(factors[:-1], both[:-1]) and bias[-1] == both[-1]
     np.testing.assert_array_equal(bias[:-1], learned.model.initial_factors([item], salt=1)[0])
     with pytest.raises(ValueError, match="part must be both, factors or bias"):
-        final_vectors(learned.model, [item], "norm")
+        coldstart.final_vectors(learned.model, [item], "norm")
     with pytest.raises(KeyError, match="never-seen"):
-        final_vectors(learned.model, ["never-seen"])
+        coldstart.final_vectors(learned.model, ["never-seen"])
 
 
 def test_occurrence_and_first_events():
     items = np.array(["a", "b", "a", "c", "a", "b"], dtype=object)
-    assert occurrence(items).tolist() == [0, 0, 1, 0, 2, 1]
-    assert first_events(items, np.array(["a", "c"]), 2).tolist() == [True, False, True, True, False, False]
+    assert coldstart.occurrence(items).tolist() == [0, 0, 1, 0, 2, 1]
+    assert coldstart.first_events(items, np.array(["a", "c"]), 2).tolist() == [True, False, True, True, False, False]
 
 
 def test_holdout_is_seeded_and_sized():
     items = np.array([f"i{i}" for i in range(100)] * 3, dtype=object)
-    a, b = holdout_items(items, 0.2, seed=3), holdout_items(items, 0.2, seed=3)
+    a, b = coldstart.holdout_items(items, 0.2, seed=3), coldstart.holdout_items(items, 0.2, seed=3)
     assert len(a) == 20 and a.tolist() == b.tolist()
-    assert holdout_items(items, 0.2, seed=4).tolist() != a.tolist()
+    assert coldstart.holdout_items(items, 0.2, seed=4).tolist() != a.tolist()
 
 
 def test_new_items_start_from_the_projection_and_old_ones_from_random():
@@ -115,15 +105,15 @@ def test_new_items_start_from_the_projection_and_old_ones_from_random():
 def test_overlap_and_retrieval():
     rng = np.random.default_rng(0)
     users, a = rng.normal(size=(20, 4)), rng.normal(size=(30, 5))
-    assert overlap_at_k(users, a, a, k=10).tolist() == [1.0] * 20
-    assert overlap_at_k(users, a, -a, k=10).mean() < 0.5
-    assert overlap_at_k(users, a[:4], -a[:4], k=10).tolist() == [1.0] * 20  # fewer items than k: all of them
+    assert coldstart.overlap_at_k(users, a, a, k=10).tolist() == [1.0] * 20
+    assert coldstart.overlap_at_k(users, a, -a, k=10).mean() < 0.5
+    assert coldstart.overlap_at_k(users, a[:4], -a[:4], k=10).tolist() == [1.0] * 20  # fewer items than k: all of them
     x = np.eye(5)
-    assert top1_hits(x, x).all()
-    assert top1_hits(x, x[::-1]).tolist() == [False, False, True, False, False]
+    assert coldstart.top1_hits(x, x).all()
+    assert coldstart.top1_hits(x, x[::-1]).tolist() == [False, False, True, False, False]
 
 
 def test_recall_by_occurrence():
     hits = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
     occ = np.array([0, 0, 3, 7, 19])
-    assert recall_by_occurrence(hits, occ) == {"1": 0.5, "2-5": 1.0, "6-20": 0.5}
+    assert coldstart.recall_by_occurrence(hits, occ) == {"1": 0.5, "2-5": 1.0, "6-20": 0.5}
