@@ -7,21 +7,8 @@ import time
 import numpy as np
 import pytest
 
-from tests.support import (
-    durable_item_counts,
-    event,
-    http_json,
-    item,
-    latest_item_records,
-    metric_value,
-    partition_of,
-    produce,
-    read_topic,
-    run,
-    two_workers,
-    wait_for,
-    worker_env,
-)
+from tests import support
+from tests.support import item, metric_value, produce, run, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -82,15 +69,15 @@ def _recs(redis_client, env, user):
 def _item_vectors(broker: str, env: dict) -> dict[str, np.ndarray]:
     """Every item's vector (factors + bias) as the workers see it: text base + partition contributions."""
     vectors: dict[str, np.ndarray] = {}
-    for rec in latest_item_records(broker, env):
+    for rec in support.latest_item_records(broker, env):
         vectors[rec.item_id] = vectors.get(rec.item_id, 0) + rec.vector
     return vectors
 
 
 def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(broker, tmp_path, workers,
                                                                                  redis_client):
-    env = worker_env(broker, tmp_path, POLYREC_PROJECTION_MIN_COUNT="3", POLYREC_PROJECTION_REFIT_S="0")
-    pool, owners = two_workers(workers, env)
+    env = support.worker_env(broker, tmp_path, POLYREC_PROJECTION_MIN_COUNT="3", POLYREC_PROJECTION_REFIT_S="0")
+    pool, owners = support.two_workers(workers, env)
 
     def total(name: str, **labels: str) -> float:
         return sum(metric_value(w.metrics(), name, **labels) for w in pool)
@@ -106,7 +93,7 @@ def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(
     # two passes 0.41-0.87 over 5 runs on a Zen 5 VM, and one CI failure there at 0.397)
     rng = random.Random(7)
     fans = {kind: [f"{kind}-fan{n}" for n in range(20)] for kind in topics}
-    history = [event(u, i, "purchase") for kind, items in topics.items() for u in fans[kind]
+    history = [support.event(u, i, "purchase") for kind, items in topics.items() for u in fans[kind]
                for i in rng.sample(items, 12)] * 3
     rng.shuffle(history)
     run(produce(broker, env["POLYREC_EVENTS_TOPIC"], history))
@@ -117,7 +104,7 @@ def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(
     # so the projection is fitted on every partition's factors (a German item arriving sooner would be
     # projected from what its worker had seen so far; a fixed 0.5 s for the replicas was once too
     # short in CI, and the German item then fell out of the top-10)
-    wait_for(lambda: sum(durable_item_counts(broker, env).values()) == len(history), 15,
+    wait_for(lambda: sum(support.durable_item_counts(broker, env).values()) == len(history), 15,
              what="the history's item contributions written")
     written = total("polyrec_item_records_written_total")  # contributions and the English items' text records
     wait_for(lambda: all(metric_value(w.metrics(), "polyrec_item_records_total") >= written for w in pool), 15,
@@ -148,9 +135,9 @@ def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(
 
     # 2. end to end, across workers: the next event of a space fan whose partition the *other*
     # worker owns (not the one that encoded the item) refreshes their recommendations with it
-    encoder_worker = owners[partition_of(GERMAN["space"][0], 4)]  # items and events are co-partitioned
-    user = next(u for u in fans["space"] if owners[partition_of(u, 4)] is not encoder_worker)
-    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(user, topics["space"][0], "view")]))
+    encoder_worker = owners[support.partition_of(GERMAN["space"][0], 4)]  # items and events are co-partitioned
+    user = next(u for u in fans["space"] if owners[support.partition_of(u, 4)] is not encoder_worker)
+    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [support.event(user, topics["space"][0], "view")]))
     recs = wait_for(lambda: (r := _recs(redis_client, env, user)) and r["updated_at"] / 1000 > published and r,
                     30, what=f"{user}'s fresh recs")
     elapsed = time.time() - published
@@ -162,14 +149,14 @@ def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(
 def _user_state(pool: list, user: str) -> dict:
     """A user's state from whichever worker holds it."""
     for w in pool:
-        code, body = http_json(w.url(f"/polyrec/users/{user}"))
+        code, body = support.http_json(w.url(f"/polyrec/users/{user}"))
         if code == 200:
             return body
     raise AssertionError(f"no worker holds {user!r}")
 
 
 def test_bad_items_go_to_the_dlq(broker, tmp_path, workers, redis_client):
-    env = worker_env(broker, tmp_path)
+    env = support.worker_env(broker, tmp_path)
     w = workers.new(env)
     w.wait_ready(90)
     topic = env["POLYREC_ITEMS_TOPIC"]
@@ -179,7 +166,8 @@ def test_bad_items_go_to_the_dlq(broker, tmp_path, workers, redis_client):
     # in one micro-batch with the good item: a bad record must not take the batch down with it
     run(produce(broker, topic, bad + [item("fine", "A perfectly good item")]))
     wait_for(lambda: metric_value(w.metrics(), "polyrec_encoder_items_total") == 1, 30, what="the good item")
-    dlq = wait_for(lambda: len(r := run(read_topic(broker, f"{topic}.dlq"))) == 5 and r, 15, what="5 dead letters")
+    dlq = wait_for(lambda: len(r := run(support.read_topic(broker, f"{topic}.dlq"))) == 5 and r, 15,
+                   what="5 dead letters")
     reasons = sorted(dict(r.headers)["polyrec-reason"].decode() for r in dlq)
     assert reasons == ["empty_text", "empty_text", "malformed_json", "malformed_json", "missing_field"]
     assert metric_value(w.metrics(), "polyrec_dlq_records_total", topic=topic) == 5
