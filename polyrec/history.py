@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import chain
+
 import numpy as np
 
 
@@ -31,15 +33,18 @@ class History:
             h = self._rows[user]
             new = chunk.tolist()
             fresh = set(new)
-            h[:] = [i for i in h if i not in fresh] + list(dict.fromkeys(reversed(new)))[::-1]
+            if len(fresh) == len(new) and fresh.isdisjoint(h):  # the common case: only new items
+                h.extend(new)
+            else:
+                h[:] = [i for i in h if i not in fresh] + list(dict.fromkeys(reversed(new)))[::-1]
             del h[: max(0, len(h) - self.max_len)]
 
     def pairs(self, user_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(n, item_row)`` pairs for every seen item of ``user_rows[n]`` (a mask for top-K)."""
         lists = [self.get(u) for u in user_rows.tolist()]
-        lengths = np.fromiter((len(h) for h in lists), dtype=np.int64, count=len(lists))
+        lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
         rows = np.repeat(np.arange(len(lists)), lengths)
-        cols = np.fromiter((i for h in lists for i in h), dtype=np.int64, count=int(lengths.sum()))
+        cols = np.fromiter(chain.from_iterable(lists), dtype=np.int64, count=int(lengths.sum()))
         return rows, cols
 
     def _grow(self, n: int) -> None:

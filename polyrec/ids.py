@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 
 import numpy as np
 
@@ -32,15 +33,16 @@ class IdIndex:
 
     def add_many(self, ids: Iterable[str]) -> np.ndarray:
         """Rows for ``ids``, adding the unseen ones. Returns an int64 array."""
+        ids = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
         rows = self._rows
-        out = []
-        for id_ in ids:
-            row = rows.get(id_)
+        out = np.fromiter(map(rows.get, ids, repeat(-1)), np.int64, len(ids))  # C-level passes only
+        for n in np.flatnonzero(out < 0).tolist():  # the new ones, in order (an id may repeat)
+            row = rows.get(ids[n])
             if row is None:
-                row = rows[id_] = len(self._ids)
-                self._ids.append(id_)
-            out.append(row)
-        return np.asarray(out, dtype=np.int64)
+                row = rows[ids[n]] = len(self._ids)
+                self._ids.append(ids[n])
+            out[n] = row
+        return out
 
     def row(self, id_: str) -> int:
         """The row of one id; -1 if unknown."""
@@ -48,8 +50,8 @@ class IdIndex:
 
     def rows(self, ids: Iterable[str]) -> np.ndarray:
         """Rows for known ids; -1 for unknown ones."""
-        get = self._rows.get
-        return np.asarray([get(i, -1) for i in ids], dtype=np.int64)
+        ids = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
+        return np.fromiter(map(self._rows.get, ids, repeat(-1)), np.int64, len(ids))
 
     def id_at(self, rows: Sequence[int] | np.ndarray) -> list[str]:
         """Ids for rows."""

@@ -1,9 +1,10 @@
-"""Top-K recommendations from the MF model with seen items excluded."""
+"""Scores and top-K recommendations: the factors, blended with the co-occurrence memory."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from polyrec.cooccurrence import Cooccurrence
 from polyrec.history import History
 from polyrec.mf import OnlineMF
 from polyrec.topk import mask_rows, top_k
@@ -11,19 +12,33 @@ from polyrec.topk import mask_rows, top_k
 SCORE_CELLS = 1 << 22  # user x item scores held at once (16 MiB of float32), whatever the batch
 
 
+def score_users(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray,
+                memory: Cooccurrence | None = None, context: np.ndarray | None = None) -> np.ndarray:
+    """Every item's score for each user vector (users x items): ``b_i + p_u . q_i``, blended with
+    the co-occurrence ``memory`` from each user's ``context`` rows (``Cooccurrence.recent``)."""
+    scores = item_bias + user_factors @ item_factors.T
+    if memory is None or context is None:
+        return scores
+    return memory.blend(scores, context)
+
+
 def recommend(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray,
-              seen: tuple[np.ndarray, np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+              seen: tuple[np.ndarray, np.ndarray], k: int, memory: Cooccurrence | None = None,
+              context: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` item rows and scores for each user vector, the ``seen`` pairs excluded (-1 pads).
 
-    ``seen`` is ``(n, item_row)`` pairs with ``n`` ascending (``History.pairs``). Users are scored
-    in chunks of at most :data:`SCORE_CELLS` scores, so a batch of many users over a large
-    catalogue does not hold (and copy) one users x items matrix.
+    ``seen`` is ``(n, item_row)`` pairs with ``n`` ascending (``History.pairs``); ``memory`` and
+    ``context`` as for :func:`score_users`. Users are scored in chunks of at most
+    :data:`SCORE_CELLS` scores, so a batch of many users over a large catalogue does not hold (and
+    copy) one users x items matrix.
     """
     seen_users, seen_items = seen
     step = max(1, SCORE_CELLS // max(len(item_factors), 1))
     idx, best = [], []
     for start in range(0, max(len(user_factors), 1), step):
-        scores = item_bias + user_factors[start:start + step] @ item_factors.T
+        chunk = slice(start, start + step)
+        scores = score_users(user_factors[chunk], item_factors, item_bias, memory,
+                             None if context is None else context[chunk])
         lo, hi = np.searchsorted(seen_users, [start, start + step])
         mask_rows(scores, seen_users[lo:hi] - start, seen_items[lo:hi])
         i, b = top_k(scores, k)
@@ -32,8 +47,10 @@ def recommend(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.
     return np.concatenate(idx), np.concatenate(best)
 
 
-def recommend_rows(model: OnlineMF, history: History, user_rows: np.ndarray,
-                   k: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`recommend` for user rows of ``model``, their ``history`` excluded."""
+def recommend_rows(model: OnlineMF, history: History, user_rows: np.ndarray, k: int,
+                   memory: Cooccurrence | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`recommend` for user rows of ``model``, their ``history`` excluded, blended with
+    ``memory`` if given (sharing the model's user index)."""
+    context = None if memory is None else memory.recent_rows(user_rows)
     return recommend(model.user_factors[user_rows], model.item_factors, model.item_bias,
-                     history.pairs(user_rows), k)
+                     history.pairs(user_rows), k, memory, context)
