@@ -7,9 +7,10 @@ import sys
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from polyrec.datasets.movielens import ensure_movielens
+    from polyrec.datasets.movielens import DATASETS, ensure_movielens
 
-    print(f"MovieLens-100K ready in {ensure_movielens()}")
+    for source in DATASETS.values():
+        print(f"{source.title} ready in {ensure_movielens(source)}")
     return 0
 
 
@@ -28,13 +29,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
               f"in {result['elapsed_s']} s")
         return 0
     from polyrec_cli.evaluation import report
-    from polyrec_cli.evaluation.run import run
+    from polyrec_cli.evaluation.run import output_paths, run
 
     sweep = tuple(int(b) for b in args.batch_sizes.split(","))
-    result = run(Path(args.out), dim=args.dim, sweep=sweep, limit=args.limit, repeats=args.repeats)
+    result = run(Path(args.out), dataset=args.dataset, dim=args.dim, sweep=sweep, limit=args.limit,
+                 repeats=args.repeats, sample_every=args.sample_every, resamples=args.resamples)
     report.print_table(result)
-    print(f"wrote {Path(args.out) / 'prequential.json'} and {Path(args.out) / 'prequential.png'} "
-          f"in {result['elapsed_s']} s")
+    json_path, png_path = output_paths(Path(args.out), args.dataset)
+    print(f"wrote {json_path} and {png_path} in {result['elapsed_s']} s")
     return 0
 
 
@@ -105,15 +107,22 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="polyrec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    fetch = sub.add_parser("fetch", help="download the MovieLens-100K data set into the cache")
+    fetch = sub.add_parser("fetch", help="download the MovieLens-100K and -1M data sets into the cache")
     fetch.set_defaults(func=_cmd_fetch)
-    ev = sub.add_parser("eval", help="prequential evaluation of polyrec against peers on MovieLens-100K")
-    ev.add_argument("--out", default="results", help="folder for prequential.json and prequential.png")
+    ev = sub.add_parser("eval", help="prequential evaluation of polyrec against peers on MovieLens")
+    ev.add_argument("--dataset", choices=("ml-100k", "ml-1m"), default="ml-100k",
+                    help="MovieLens-100K (default) or MovieLens-1M (its full run takes hours on 2 cores)")
+    ev.add_argument("--out", default="results",
+                    help="folder for prequential.json and prequential.png (ml-1m: prequential-ml-1m.*)")
     ev.add_argument("--dim", type=int, default=32, help="factor dimension for every MF model")
     ev.add_argument("--batch-sizes", default="1,10,100",
                     help="micro-batch sizes to replay; the first is the headline protocol (1 = per event)")
     ev.add_argument("--limit", type=int, default=None, help="replay only the first N events (smoke runs)")
     ev.add_argument("--repeats", type=int, default=3, help="repeats of the throughput measurement")
+    ev.add_argument("--sample-every", type=_positive_int, default=1,
+                    help="score a fixed 1-in-N sample of the scorable events (the same for every model)")
+    ev.add_argument("--resamples", type=_positive_int, default=2000,
+                    help="bootstrap resamples (over users) of the 95%% confidence intervals")
     ev.add_argument("--cold-start", action="store_true",
                     help="evaluate new-item start from multilingual text instead (coldstart.json, coldstart.png)")
     ev.set_defaults(func=_cmd_eval)

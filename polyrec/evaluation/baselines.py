@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from polyrec.cooccurrence import Cooccurrence, CooccurrenceConfig
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
+from polyrec.recommend import score_users
 
 
 class _ColumnMap:
@@ -68,20 +70,91 @@ class Popularity:
                 self.counts -= np.bincount(old, minlength=len(self.counts))
 
 
-class PolyrecMF:
-    """polyrec's own :class:`~polyrec.mf.OnlineMF`, one ``learn_many`` per micro-batch."""
+class Polyrec:
+    """polyrec's model as the worker runs it: :class:`~polyrec.mf.OnlineMF` learns each micro-batch
+    (``learn_many``), the :class:`~polyrec.cooccurrence.Cooccurrence` memory learns the same events,
+    and :func:`~polyrec.recommend.score_users` blends the two. Without ``cooccurrence`` it is the
+    factors alone (an ablation)."""
 
-    def __init__(self, config: MFConfig | None = None, name: str = "polyrec") -> None:
+    def __init__(self, config: MFConfig | None = None, cooccurrence: CooccurrenceConfig | None = None,
+                 name: str = "polyrec") -> None:
         self.name = name
         self.model = OnlineMF(config)
+        self.memory = None if cooccurrence is None else Cooccurrence(cooccurrence, users=self.model.users)
         self._cols = _ColumnMap()
 
     def scores(self, users: Sequence[str], catalog: Sequence[str]) -> np.ndarray:
         cols = self._cols.get(self.model.items, catalog)
-        return self.model.score_rows(self.model.add_users(users))[:, cols]
+        rows = self.model.add_users(users)
+        context = None if self.memory is None else self.memory.recent_rows(rows)
+        return score_users(self.model.user_factors[rows], self.model.item_factors, self.model.item_bias,
+                           self.memory, context)[:, cols]
 
     def learn(self, users: Sequence[str], items: Sequence[str], weights: np.ndarray) -> None:
-        self.model.learn_many(users, items, weights)
+        u, i = self.model.add_users(users), self.model.add_items(items)
+        self.model.learn_rows(u, i, np.asarray(weights, np.float32))
+        if self.memory is not None:
+            self.memory.learn_rows(u, i)
+
+
+class ItemKNN:
+    """Incremental item-to-item kNN, as teams deploy it: cosine on weighted co-occurrence, updated
+    event by event.
+
+    A user's weight on an item is the sum of their event weights on it; ``C[i, j]`` sums, over users,
+    the product of their weights on ``i`` and ``j`` and is kept dense (items x items: fine for the
+    evaluation's catalogues). ``sim(i, j) = C[i, j] / (|i| |j| + shrink)``, where ``|i|^2`` sums the
+    squared weights on ``i``. A user's score of ``j`` sums ``weight(u, i) * sim(i, j)`` over their
+    items ``i``, or over their last ``recent`` distinct items; with ``neighbours`` each item ``i``
+    lends its score only to its ``neighbours`` most similar items.
+    """
+
+    def __init__(self, recent: int | None = None, neighbours: int | None = None, shrink: float = 0.0,
+                 name: str | None = None) -> None:
+        self.name = name or ("item-knn-recent" if recent else "item-knn")
+        self.recent, self.neighbours, self.shrink = recent, neighbours, shrink
+        self.users, self.items = IdIndex(), IdIndex()
+        self.cooc = np.zeros((64, 64), np.float32)
+        self.sq = np.zeros(64, np.float64)  # |i|^2
+        self.history: list[dict[int, float]] = []  # per user row: item row -> weight, least recent first
+        self._cols = _ColumnMap()
+
+    def learn(self, users: Sequence[str], items: Sequence[str], weights: np.ndarray) -> None:
+        u_rows, i_rows = self.users.add_many(users), self.items.add_many(items)
+        if len(self.items) > len(self.sq):
+            n = max(len(self.items), 2 * len(self.sq))
+            self.cooc = np.pad(self.cooc, ((0, n - len(self.cooc)), (0, n - len(self.cooc))))
+            self.sq = np.pad(self.sq, (0, n - len(self.sq)))
+        self.history.extend({} for _ in range(len(self.users) - len(self.history)))
+        for u, i, w in zip(u_rows.tolist(), i_rows.tolist(), np.asarray(weights).tolist()):
+            h = self.history[u]
+            old = h.pop(i, 0.0)  # re-inserted last: the dict keeps recency order
+            if h:
+                others = np.fromiter(h, np.int64, len(h))
+                inc = w * np.fromiter(h.values(), np.float32, len(h))
+                self.cooc[i, others] += inc
+                self.cooc[others, i] += inc
+            self.sq[i] += (old + w) ** 2 - old**2
+            h[i] = old + w
+
+    def scores(self, users: Sequence[str], catalog: Sequence[str]) -> np.ndarray:
+        cols = self._cols.get(self.items, catalog)
+        n = len(self.items)
+        norm = np.sqrt(self.sq[:n])
+        out = np.zeros((len(users), len(catalog)))
+        for row, u in enumerate(self.users.rows(users).tolist()):
+            h = self.history[u] if u >= 0 else {}
+            if not h:
+                continue
+            mine = np.fromiter(h, np.int64, len(h))[-self.recent if self.recent else 0:]
+            w = np.fromiter(h.values(), np.float64, len(h))[-len(mine):]
+            sim = self.cooc[mine, :n] / (norm[mine, None] * norm[None, :] + self.shrink + 1e-12)
+            if self.neighbours and self.neighbours < n:
+                sim[np.arange(len(mine)), mine] = 0.0
+                kth = -np.partition(-sim, self.neighbours - 1, axis=1)[:, self.neighbours - 1, None]
+                sim = np.where(sim >= kth, sim, 0.0)
+            out[row] = (w @ sim)[cols]
+        return out
 
 
 class RiverMF:
@@ -135,14 +208,20 @@ class RiverMF:
 class ImplicitALS:
     """implicit's ALS, retrained from scratch every ``retrain_every`` events, used as deployed.
 
-    Users known at the last retrain are folded in at request time from their full current
-    history (``recalculate_user``); unknown users, and everyone before the first retrain, get
-    all-time popularity. Items that arrived after the last retrain rank below known ones.
+    At request time a user's factors are solved from their full current history against the last
+    retrain's item factors (``recalculate_user``, as implicit's ``recommend(recalculate_user=True)``
+    does): every user with any history (``fold_in="all"``), or only the users the last retrain
+    knew (``fold_in="trained"``). The others, and everyone before the first retrain, get all-time
+    popularity. Items that arrived after the last retrain rank below trained ones.
     """
 
     def __init__(self, factors: int = 64, regularization: float = 0.05, iterations: int = 15,
-                 alpha: float = 1.0, retrain_every: int = 5000, name: str = "implicit-als") -> None:
-        self.name = name
+                 alpha: float = 1.0, retrain_every: int = 5000, fold_in: str = "all",
+                 name: str | None = None) -> None:
+        if fold_in not in ("all", "trained"):
+            raise ValueError(f"fold_in must be 'all' or 'trained', got {fold_in!r}")
+        self.name = name or ("als-foldin" if fold_in == "all" else "als-foldin-trained-users")
+        self.fold_in = fold_in
         self.params = dict(factors=factors, regularization=regularization, iterations=iterations, alpha=alpha)
         self.retrain_every = retrain_every
         self.users, self.items = IdIndex(), IdIndex()
@@ -159,9 +238,12 @@ class ImplicitALS:
             return out
         n_users, n_items = self._trained_shape
         rows = self.users.rows(users)
-        known = np.flatnonzero((rows >= 0) & (rows < n_users))
+        foldable = (rows >= 0) & (rows < (len(self.history) if self.fold_in == "all" else n_users))
+        history = self._csr([self.history[r] for r in rows[foldable]], n_items)
+        has_items = np.diff(history.indptr) > 0  # not someone whose items all came after the retrain
+        known = np.flatnonzero(foldable)[has_items]
+        history = history[has_items]
         if len(known):
-            history = self._csr([self.history[r] for r in rows[known]], n_items)
             factors = self._model.recalculate_user(rows[known], history)
             cols = self._cols.get(self.items, catalog)
             trained = (cols >= 0) & (cols < n_items)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from polyrec.evaluation.baselines import PolyrecMF
+from polyrec.evaluation.baselines import Polyrec
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
 from polyrec.projection import Projection, count_weights, fit_projection, mf_targets
@@ -71,7 +71,7 @@ class ProjectionSettings:
     refit_every: int = 1000  # events
 
 
-class ColdStartMF(PolyrecMF):
+class ColdStartMF(Polyrec):
     """``OnlineMF`` whose ``new_items`` start from their projected text (random without ``texts``)."""
 
     def __init__(self, config: MFConfig, new_items: Collection[str], texts: ItemTexts | None = None,

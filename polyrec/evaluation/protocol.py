@@ -53,6 +53,7 @@ class ModelResult:
     name: str
     hits: list[np.ndarray] = field(default_factory=list)
     ndcg: list[np.ndarray] = field(default_factory=list)
+    users: list[np.ndarray] = field(default_factory=list)  # the protocol's user row of each scored event
     learn_seconds: float = 0.0
     learned: int = 0
 
@@ -121,6 +122,7 @@ def run_prequential(
             for result in results:
                 result.hits.append(np.zeros(len(scorable), np.float32))
                 result.ndcg.append(np.zeros(len(scorable), np.float32))
+                result.users.append(u_rows[scorable])
         elif len(scorable):
             target_cols = catalog.rows(b_items[scorable])  # -1 for items never seen: a miss
             seen.ensure(len(users_idx), n_known)
@@ -138,6 +140,7 @@ def run_prequential(
                 hit = rank < k
                 result.hits.append(hit.astype(np.float32))
                 result.ndcg.append(np.where(hit, discount[np.minimum(rank, k - 1)], 0.0).astype(np.float32))
+                result.users.append(u_rows[scorable])
         for model, result in zip(models, results):
             t0 = time.perf_counter()
             model.learn(list(b_users), list(b_items), b_w)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from polyrec.cooccurrence import Cooccurrence, CooccurrenceConfig
 from polyrec.evaluation.protocol import Replay
 from polyrec.history import History
 from polyrec.mf import MFConfig, OnlineMF
@@ -25,29 +26,35 @@ def _river_pass(replay: Replay, dim: int, lr: float) -> float:
     return time.perf_counter() - t0
 
 
-def _polyrec_pass(replay: Replay, config: MFConfig, batch: int, refresh_k: int) -> float:
-    """Seconds spent learning (and, if ``refresh_k``, refreshing touched users' top-K)."""
+def _polyrec_pass(replay: Replay, config: MFConfig, cooccurrence: CooccurrenceConfig, batch: int,
+                  refresh_k: int) -> float:
+    """Seconds spent learning the factors and the co-occurrence memory (and, if ``refresh_k``,
+    refreshing every touched user's blended top-K), as the worker does per micro-batch."""
     model, history = OnlineMF(config), History()
+    memory = Cooccurrence(cooccurrence, users=model.users)
     spent = 0.0
     for start in range(0, len(replay), batch):
         sl = slice(start, start + batch)
         t0 = time.perf_counter()
-        update = model.learn_many(replay.users[sl], replay.items[sl], replay.weights[sl])
+        u, i = model.add_users(replay.users[sl]), model.add_items(replay.items[sl])
+        update = model.learn_rows(u, i, replay.weights[sl])
+        memory.learn_rows(u, i)
         if refresh_k:
-            history.add(model.users.rows(replay.users[sl]), model.items.rows(replay.items[sl]))
-            recommend_rows(model, history, update.user_rows, refresh_k)
+            history.add(u, i)
+            recommend_rows(model, history, update.user_rows, refresh_k, memory)
         spent += time.perf_counter() - t0
     return spent
 
 
-def measure(replay: Replay, config: MFConfig, river_lr: float, *, batch: int = 1000, k: int = 10,
-            repeats: int = 3, progress: Callable[[int], None] | None = None) -> dict:
+def measure(replay: Replay, config: MFConfig, cooccurrence: CooccurrenceConfig, river_lr: float, *,
+            batch: int = 1000, k: int = 10, repeats: int = 3,
+            progress: Callable[[int], None] | None = None) -> dict:
     """Median events/s over ``repeats`` full passes of each contender, and ratios to River."""
-    runs: dict[str, list[float]] = {"river_learn_one": [], "polyrec_learn_many": [], "polyrec_learn_and_top10": []}
+    runs: dict[str, list[float]] = {"river_learn_one": [], "polyrec_learn": [], "polyrec_learn_and_top10": []}
     for _ in range(repeats):
         runs["river_learn_one"].append(len(replay) / _river_pass(replay, config.dim, river_lr))
-        runs["polyrec_learn_many"].append(len(replay) / _polyrec_pass(replay, config, batch, 0))
-        runs["polyrec_learn_and_top10"].append(len(replay) / _polyrec_pass(replay, config, batch, k))
+        runs["polyrec_learn"].append(len(replay) / _polyrec_pass(replay, config, cooccurrence, batch, 0))
+        runs["polyrec_learn_and_top10"].append(len(replay) / _polyrec_pass(replay, config, cooccurrence, batch, k))
         if progress:
             progress(1)
     med = {name: float(np.median(v)) for name, v in runs.items()}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from polyrec.evaluation.baselines import PolyrecMF, Popularity
+from polyrec.evaluation.baselines import Polyrec, Popularity
 from polyrec.evaluation.protocol import Replay, run_prequential
 
 
@@ -88,7 +88,7 @@ def test_seen_items_are_masked_even_within_a_batch():
 def test_sample_every_scores_the_same_subset_for_all_models():
     r = _replay(n=600)
     full = run_prequential(r, [Popularity()], batch_size=10, warmup=50)[0]
-    half = run_prequential(r, [Popularity(), PolyrecMF()], batch_size=10, warmup=50, sample_every=2)
+    half = run_prequential(r, [Popularity(), Polyrec()], batch_size=10, warmup=50, sample_every=2)
     n_full = len(np.concatenate(full.hits))
     assert [len(np.concatenate(h.hits)) for h in half] == [n_full // 2] * 2
     assert half[0].summary()["learn_events_per_s"] > 0
