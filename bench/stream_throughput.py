@@ -6,7 +6,9 @@ broker), each contender consumes everything with a fresh consumer group:
 * ``raw_aiokafka``: a plain aiokafka consumer decoding JSON (the raw ceiling);
 * ``noop_faust``: a no-op Faust agent over ``stream.take`` (the framework ceiling);
 * ``polyrec``: a real worker (validate, learn, persist state, write Redis);
-* ``polyrec_asyncio``: the same worker on asyncio's default event loop instead of uvloop.
+* ``polyrec_asyncio``: the same worker on asyncio's default event loop instead of uvloop;
+* ``polyrec@REV`` (with ``--baseline REV``): the worker of an earlier commit, from a temporary
+  git worktree, on the same venv, so that a change's cost is measured against it in one run.
 
 The no-op agent and ``polyrec`` run on the worker's default loop (``POLYREC_EVENT_LOOP``, uvloop).
 
@@ -107,9 +109,11 @@ def _rate_from_counter(port: int, n: int, proc: subprocess.Popen, timeout: float
 STOP_TIMEOUT_S = 30  # a contender's graceful shutdown, then SIGKILL
 
 
-def contender(kind: str, bootstrap: str, topic: str, app_id: str, port: int, **env: str) -> LocalServer:
-    """Start a no-op Faust agent ("noop") or a polyrec worker ("polyrec") on ``topic``, its
-    metrics on ``port``; ``env`` adds variables. ``stop()`` ends it and removes its data folder."""
+def contender(kind: str, bootstrap: str, topic: str, app_id: str, port: int, root: Path = ROOT,
+              **env: str) -> LocalServer:
+    """Start a no-op Faust agent ("noop") or a polyrec worker ("polyrec", the code under ``root``) on
+    ``topic``, its metrics on ``port``; ``env`` adds variables. ``stop()`` ends it and removes its
+    data folder."""
     data = tempfile.mkdtemp(prefix=f"polyrec-bench-{kind}-")
     if kind == "noop":
         env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, BENCH_APP_ID=app_id, BENCH_TOPIC=topic,
@@ -119,8 +123,10 @@ def contender(kind: str, bootstrap: str, topic: str, app_id: str, port: int, **e
         env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, POLYREC_APP_ID=app_id, POLYREC_REDIS_PREFIX=app_id,
                    POLYREC_EVENTS_TOPIC=topic, POLYREC_METRICS_PORT=str(port), POLYREC_WEB_PORT=str(free_port()),
                    POLYREC_DATA_DIR=data, **env)
-        cmd = [sys.executable, "-m", "polyrec_cli", "worker", "--loglevel", "warn"]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        entry = "polyrec_cli" if (root / "polyrec_cli").is_dir() else "polyrec.cli"  # before the app layer moved
+        cmd = [sys.executable, "-m", entry, "worker", "--loglevel", "warn"]
+    # ``-m`` puts the working directory first on sys.path: ``root``'s packages win over the venv's
+    proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return LocalServer(kind, f"127.0.0.1:{port}", proc, data)
 
 
@@ -134,9 +140,10 @@ def run_noop(bootstrap: str, topic: str, n: int, tag: str) -> tuple[float, dict]
 
 
 def run_polyrec(bootstrap: str, redis_url: str, topic: str, n: int, tag: str,
-                loop: str = "uvloop") -> tuple[float, dict]:
+                loop: str = "uvloop", root: Path = ROOT) -> tuple[float, dict]:
     port = free_port()
-    worker = contender("polyrec", bootstrap, topic, f"bench-{tag}", port, REDIS_URL=redis_url, POLYREC_EVENT_LOOP=loop)
+    worker = contender("polyrec", bootstrap, topic, f"bench-{tag}", port, root, REDIS_URL=redis_url,
+                       POLYREC_EVENT_LOOP=loop)
     try:
         return _rate_from_counter(port, n, worker.proc, timeout=900)
     finally:
@@ -205,6 +212,14 @@ def freshness(bootstrap: str, redis_url: str, rate: float, seconds: float) -> di
         _clean_redis(redis_url, "bench-fresh")
 
 
+def _worktree(rev: str) -> Path:
+    """A detached git worktree of ``rev`` in a temporary folder (removed at the end of the run)."""
+    path = Path(tempfile.mkdtemp(prefix="polyrec-baseline-")) / "tree"
+    subprocess.run(["git", "worktree", "add", "--detach", str(path), rev], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=50_000)
@@ -212,8 +227,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000.0, help="produce rate of the freshness run")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the freshness run")
     parser.add_argument("--freshness-only", action="store_true", help="skip the throughput runs (quick check)")
+    parser.add_argument("--baseline", metavar="REV", default=None,
+                        help="also run the worker of git revision REV (e.g. main~3) in the same run")
     parser.add_argument("--out", default="results/stream_bench.json")
     args = parser.parse_args()
+    baseline = _worktree(args.baseline) if args.baseline else None
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
     tansu, redis_server = start_tansu(), ensure_redis(redis_url)
     try:
@@ -230,6 +248,9 @@ def main() -> None:
             "polyrec_asyncio": lambda tag: run_polyrec(tansu.address, redis_url, topic, args.events, f"{tag}-aio",
                                                        loop="asyncio"),
         }
+        if baseline:
+            processes[f"polyrec@{args.baseline}"] = lambda tag: run_polyrec(
+                tansu.address, redis_url, topic, args.events, f"{tag}-base", root=baseline)
         runs: dict[str, list[float]] = {"raw_aiokafka": [], **{k: [] for k in processes}}
         stats: dict[str, list[dict]] = {k: [] for k in processes}
         for rep in range(args.repeats):
@@ -245,6 +266,9 @@ def main() -> None:
     finally:
         tansu.stop()
         redis_server.stop()
+        if baseline:
+            subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=ROOT, check=False)
+    base = f"polyrec@{args.baseline}"
     result = {
         "events": args.events, "repeats": args.repeats, "partitions": 4, "broker": "Tansu 0.6.0 (in memory)",
         "events_per_s_runs": runs, "events_per_s_median": med, "process_stats_runs": stats,
@@ -253,7 +277,11 @@ def main() -> None:
         "ratios": {"polyrec / noop_faust": med["polyrec"] / med["noop_faust"],
                    "polyrec / raw_aiokafka": med["polyrec"] / med["raw_aiokafka"],
                    "noop_faust / raw_aiokafka": med["noop_faust"] / med["raw_aiokafka"],
-                   "polyrec (uvloop) / polyrec_asyncio": med["polyrec"] / med["polyrec_asyncio"]},
+                   "polyrec (uvloop) / polyrec_asyncio": med["polyrec"] / med["polyrec_asyncio"],
+                   **({f"polyrec / {base}": med["polyrec"] / med[base],
+                       f"(polyrec / noop_faust) / ({base} / noop_faust) - 1":
+                           (med["polyrec"] / med["noop_faust"]) / (med[base] / med["noop_faust"]) - 1}
+                      if baseline else {})},
         "freshness": fresh,
         "targets": {"polyrec >= 10000 events/s": med["polyrec"] >= 10_000,
                     "polyrec >= 0.5 x noop_faust": med["polyrec"] >= 0.5 * med["noop_faust"],

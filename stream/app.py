@@ -26,6 +26,7 @@ from faust.types import TP
 
 from encoders.artifacts import require_onnxruntime, resolve_onnx_path
 from polyrec import __version__
+from polyrec.cooccurrence import CooccurrenceConfig
 from polyrec.mf import MFConfig
 from stream import commits, metrics
 from stream.faust_process import drop_monitor
@@ -36,7 +37,7 @@ from stream.pipeline import EventPipeline, process_or_dead_letter
 from stream.records import REASONS
 from stream.recs import RecsPublisher
 from stream.replica import OUTCOMES as REPLICA_OUTCOMES
-from stream.replica import HandOverBarrier, ItemReplica
+from stream.replica import EventReplica, HandOverBarrier, ItemReplica
 from stream.settings import Settings
 from stream.state import UserState, WorkerModel
 from stream.topics import USERS_TABLE, item_factors_topic
@@ -47,13 +48,9 @@ if TYPE_CHECKING:  # onnxruntime comes with an extra: a worker without the items
 log = logging.getLogger(__name__)
 
 
-def model_version(config: MFConfig) -> str:
-    digest = hashlib.sha1(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:8]
-    return f"polyrec-{__version__}-{config.loss}-d{config.dim}-{digest}"
-
-
-def mf_config(settings: Settings) -> MFConfig:
-    return MFConfig(dim=settings.dim, seed=settings.seed)
+def model_version(config: MFConfig, cooccurrence: CooccurrenceConfig) -> str:
+    digest = hashlib.sha1(json.dumps([asdict(config), asdict(cooccurrence)], sort_keys=True).encode()).hexdigest()
+    return f"polyrec-{__version__}-{config.loss}-d{config.dim}-{digest[:8]}"
 
 
 def encoder_file(settings: Settings) -> Path:
@@ -92,10 +89,11 @@ def build_app(settings: Settings) -> faust.App:
         key_serializer="raw",
         value_serializer="raw",
     )
-    config = mf_config(settings)
-    version = model_version(config)
-    metrics.MODEL.info({"version": version, **{k: str(v) for k, v in asdict(config).items()}})
-    model = WorkerModel(config, history_max=settings.history_max, k=settings.top_k)
+    config, cooccurrence = settings.mf_config(), settings.cooccurrence_config()
+    version = model_version(config, cooccurrence)
+    metrics.MODEL.info({"version": version, **{k: str(v) for k, v in asdict(config).items()},
+                        **{f"cooccurrence_{k}": str(v) for k, v in asdict(cooccurrence).items()}})
+    model = WorkerModel(config, cooccurrence, history_max=settings.history_max, k=settings.top_k)
 
     # export zeros, not "no data": an alert on increase() misses a counter's first value
     for topic in (settings.events_topic, settings.items_topic):
@@ -127,18 +125,21 @@ def build_app(settings: Settings) -> faust.App:
                           model.knows, lambda outcome: metrics.ITEM_RECORDS.labels(outcome).inc(),
                           fetch_max_wait_ms=settings.fetch_max_wait_ms)
     barrier = HandOverBarrier(replica.wait_caught_up)
+    event_replica = EventReplica(settings.broker_list, settings.events_topic, model.learn_memory,
+                                 metrics.MEMORY_EVENTS.inc, fetch_max_wait_ms=settings.fetch_max_wait_ms)
     redis = aioredis.from_url(settings.redis_url)
     pipeline = EventPipeline(
         model, settings.weights, produce, users.data.get, users_store, users_persisted,
         {"items": item_factors_topic(settings), "users": users.changelog_topic.get_topic_name(),
          "dlq": events_dlq},
         RecsPublisher(redis, settings.redis_prefix, settings.recs_ttl_s, settings.stream_maxlen), version,
-        barrier=barrier.before_batch,
+        barrier=barrier.before_batch, memory_ready=event_replica.wait_for,
     )
 
     @app.agent(events, isolated_partitions=True)
     async def learn(stream: faust.StreamT) -> None:
-        await replica.wait_caught_up()  # the catch-up from the topic's start, holding no events
+        await replica.wait_caught_up()  # the catch-ups from the topics' start, holding no events
+        await event_replica.wait_caught_up(timeout=None)  # as long as the events topic takes to read
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_window_s):
             await process_or_dead_letter(pipeline, batch)
 
@@ -180,6 +181,10 @@ def build_app(settings: Settings) -> faust.App:
     @app.task
     async def item_replica() -> None:
         await replica.run()
+
+    @app.task
+    async def memory_replica() -> None:
+        await event_replica.run()
 
     lag_series: set[int] = set()  # the events partitions this worker exports a lag series for
 
@@ -230,7 +235,8 @@ def build_app(settings: Settings) -> faust.App:
     def is_ready() -> bool:
         """Read by /polyrec/ready and by the gauge (in the metrics server's thread: flags only).
         A worker that is stopping (SIGTERM, a crash) is not ready, for the whole graceful shutdown."""
-        return (assigned_once.is_set() and replica.caught_up_once and not app.rebalancing
+        return (assigned_once.is_set() and replica.caught_up_once and event_replica.caught_up_once
+                and not app.rebalancing
                 and not app.should_stop)
 
     metrics.READY.set_function(lambda: float(is_ready()))

@@ -36,6 +36,10 @@ ITEM_RECORDS = Counter("polyrec_item_records_total", "Item-factor records read f
 ITEM_RECORDS_WRITTEN = Counter("polyrec_item_records_written_total", "Item-factor records this worker wrote: "
                                "one per item its partitions touched since the previous commit, and one per new "
                                "item it encoded.")
+MEMORY_EVENTS = Counter("polyrec_memory_events_total", "Valid events of every partition learned by this worker's "
+                        "co-occurrence memory (the whole events topic, read from its start at every start).")
+MEMORY_BEHIND = Counter("polyrec_memory_behind_total", "Micro-batches scored before the co-occurrence memory held "
+                        "their own events (it was more than 5 s behind: their recommendations miss them).")
 LAG = Gauge("polyrec_consumer_lag_records", "Records between the consumer position and the end of a partition.",
             ["topic", "partition"])
 ENCODER_SECONDS = Histogram("polyrec_encoder_batch_duration_seconds", "One encoder batch (tokenise + ONNX run).",

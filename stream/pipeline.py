@@ -31,6 +31,7 @@ from stream.state import ItemRecord, UserState, WorkerModel
 log = logging.getLogger(__name__)
 
 SEND_CHUNK = 100  # records encoded and queued between two yields to the event loop
+MEMORY_WAIT_S = 5.0  # longest a batch waits for the co-occurrence memory to hold its events
 # Key + value of a dead-letter copy at most: Faust's producer refuses requests over 1,000,000
 # bytes, while a Kafka producer and broker accept records of up to 1 MiB.
 DLQ_MAX_BYTES = 900_000
@@ -166,9 +167,12 @@ class EventPipeline:
     def __init__(self, model: WorkerModel, weights: dict[str, float], produce: Produce,
                  users_get: Callable[[str], Any], users_store: Callable[[Any, str, dict], None],
                  users_persisted: Callable[[int, int], None], topics: dict[str, str], publisher: RecsPublisher,
-                 model_version: str, *, barrier: Callable[[int], Awaitable[None]], redis_retries: int = 5) -> None:
+                 model_version: str, *, barrier: Callable[[int], Awaitable[None]],
+                 memory_ready: Callable[[int, int, float], Awaitable[bool]], redis_retries: int = 5) -> None:
         """``topics`` names the ``items`` (item factors), ``users`` (changelog) and ``dlq`` topics;
         ``barrier(partition)`` is awaited before a batch is learned (``HandOverBarrier.before_batch``);
+        ``memory_ready(partition, offset, timeout)`` before it is scored, until the co-occurrence memory
+        holds the batch's events (``EventReplica.wait_for``; False: scored without them, counted);
         ``users_store(event, key, value)`` updates the local table store without I/O;
         ``users_persisted(partition, offset)`` is told the changelog offset up to which the local
         store holds what the broker acknowledged (a RocksDB store then recovers from there)."""
@@ -176,6 +180,7 @@ class EventPipeline:
         self.users_get, self.users_store, self.topics = users_get, users_store, topics
         self.users_persisted = users_persisted
         self.publisher, self.model_version, self.barrier = publisher, model_version, barrier
+        self.memory_ready = memory_ready
         self.redis_retries = redis_retries
         self.loss = metrics.LossTracker()
         self.unusable_states: Counter[str] = Counter()  # STATE_WARNINGS key -> users so far
@@ -205,6 +210,8 @@ class EventPipeline:
         partition = events[0].message.partition
         if parsed:
             await self.barrier(partition)
+            if not await self.memory_ready(partition, events[-1].message.offset, MEMORY_WAIT_S):
+                metrics.MEMORY_BEHIND.inc()
             await self._learn(events[-1], [e for _, e in parsed],
                               np.array([ev.message.offset for ev, _ in parsed], np.int64),
                               np.array([ev.message.timestamp for ev, _ in parsed], float))

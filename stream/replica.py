@@ -1,10 +1,17 @@
-"""Every worker's copy of the shared item factors: the compacted item-factor topic, read whole.
+"""What every worker reads whole: the item-factor topic and the events topic.
 
-A plain ``aiokafka`` consumer without a group is assigned every partition, reads from the
-beginning and keeps tailing. ``wait_caught_up()`` returns once the replica has read every item
-record that existed when it was called; ``HandOverBarrier`` calls it before the first batch of
-each ``events`` partition after every rebalance, so contributions written by a partition's
-previous owner are known before they are extended.
+A :class:`TopicReplica` is a plain ``aiokafka`` consumer without a group: it is assigned every
+partition of its topic, reads from the beginning and keeps tailing.
+
+* :class:`ItemReplica` folds the compacted item-factor topic into the shared item vectors.
+  ``wait_caught_up()`` returns once the replica has read every item record that existed when it
+  was called; ``HandOverBarrier`` calls it before the first batch of each ``events`` partition
+  after every rebalance, so contributions written by a partition's previous owner are known
+  before they are extended.
+* :class:`EventReplica` feeds every valid event of every partition to the co-occurrence memory,
+  once each and in offset order per partition (the memory is rebuilt from the topic's start at
+  every start), so that the memory is the same on every worker. ``wait_for(partition, offset)``
+  lets a batch wait until the memory holds the batch's own events before its top-K is scored.
 """
 
 from __future__ import annotations
@@ -17,29 +24,26 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from stream.offsets import fetch_end_offsets
+from stream.records import Rejected, parse_event
 from stream.state import ItemRecord
 
 log = logging.getLogger(__name__)
 
 APPLY_CHUNK = 200  # records applied between two yields to the event loop (a fetch holds up to 5,000)
-OUTCOMES = ("applied", "stale", "invalid")  # what applying one record can come to (``_apply``)
+OUTCOMES = ("applied", "stale", "invalid")  # what applying one item record can come to (``_apply``)
 
 
-class ItemReplica:
-    def __init__(self, bootstrap: list[str], topic: str, apply: Callable[[ItemRecord], bool],
-                 known: Callable[[str, int, str, str], bool],
-                 on_applied: Callable[[str], None] | None = None, fetch_max_wait_ms: int = 500) -> None:
-        """``apply`` folds a record in; ``known(source, offset, item_id, writer)`` spots echoes of
-        records this worker wrote itself (and late ones of an evicted owner) from their headers,
-        before any decoding."""
-        self.bootstrap, self.topic, self.apply, self.known = bootstrap, topic, apply, known
-        self.on_applied, self.fetch_max_wait_ms = on_applied, fetch_max_wait_ms
+class TopicReplica:
+    """Every partition of ``topic``, from the start and then tailing; a subclass folds the records
+    in (:meth:`apply_all`)."""
+
+    def __init__(self, bootstrap: list[str], topic: str, fetch_max_wait_ms: int = 500) -> None:
+        self.bootstrap, self.topic, self.fetch_max_wait_ms = bootstrap, topic, fetch_max_wait_ms
         self._consumer: AIOKafkaConsumer | None = None
         self._positions: dict[TopicPartition, int] = {}
         self._progress = asyncio.Condition()
         self._started = asyncio.Event()
         self.caught_up_once = False
-        self.invalid = 0
 
     async def run(self) -> None:
         """Consume forever (until cancelled); each record is applied in the event loop thread."""
@@ -65,6 +69,62 @@ class ItemReplica:
         finally:
             self._started.set()
             await consumer.stop()
+
+    async def apply_all(self, records: Iterable[ConsumerRecord]) -> None:
+        """Fold one fetch's records in (in offset order per partition)."""
+        raise NotImplementedError
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[int]:
+        for _ in range(100):
+            parts = consumer.partitions_for_topic(self.topic)
+            if parts:
+                return sorted(parts)
+            await consumer.force_metadata_update()
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"topic {self.topic!r} has no partitions: was it created?")
+
+    async def wait_caught_up(self, timeout: float | None = 120.0) -> None:
+        """Return once every record that exists now has been applied."""
+        await asyncio.wait_for(self._started.wait(), timeout)
+        if self._consumer is None:
+            raise RuntimeError(f"the replica of {self.topic!r} is not running")
+        ends = await fetch_end_offsets(self.bootstrap, list(self._positions))
+
+        def done() -> bool:
+            return all(self._positions[tp] >= end for tp, end in ends.items())
+
+        async with self._progress:
+            await asyncio.wait_for(self._progress.wait_for(done), timeout)
+        self.caught_up_once = True
+
+    async def wait_for(self, partition: int, offset: int, timeout: float) -> bool:
+        """Wait until the record at ``offset`` of ``partition`` has been applied; False if that
+        takes longer than ``timeout`` seconds."""
+        tp = TopicPartition(self.topic, partition)
+
+        def done() -> bool:
+            return self._positions.get(tp, 0) > offset
+
+        try:
+            async with self._progress:
+                await asyncio.wait_for(self._progress.wait_for(done), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+class ItemReplica(TopicReplica):
+    """Every worker's copy of the shared item factors (the compacted item-factor topic)."""
+
+    def __init__(self, bootstrap: list[str], topic: str, apply: Callable[[ItemRecord], bool],
+                 known: Callable[[str, int, str, str], bool],
+                 on_applied: Callable[[str], None] | None = None, fetch_max_wait_ms: int = 500) -> None:
+        """``apply`` folds a record in; ``known(source, offset, item_id, writer)`` spots echoes of
+        records this worker wrote itself (and late ones of an evicted owner) from their headers,
+        before any decoding."""
+        super().__init__(bootstrap, topic, fetch_max_wait_ms)
+        self.apply, self.known, self.on_applied = apply, known, on_applied
+        self.invalid = 0
 
     async def apply_all(self, records: Iterable[ConsumerRecord]) -> None:
         """Fold fetched records in, in order, yielding to the event loop every ``APPLY_CHUNK``
@@ -94,29 +154,42 @@ class ItemReplica:
                           r.topic, r.partition, r.offset, self.invalid, exc)
             return "invalid"
 
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[int]:
-        for _ in range(100):
-            parts = consumer.partitions_for_topic(self.topic)
-            if parts:
-                return sorted(parts)
-            await consumer.force_metadata_update()
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"topic {self.topic!r} has no partitions: was it created?")
 
-    async def wait_caught_up(self, timeout: float = 120.0) -> None:
-        """Return once every record that exists now has been applied."""
-        await asyncio.wait_for(self._started.wait(), timeout)
-        consumer = self._consumer
-        if consumer is None:
-            raise RuntimeError("the item replica is not running")
-        ends = await fetch_end_offsets(self.bootstrap, list(self._positions))
+class EventReplica(TopicReplica):
+    """Feeds every valid event to ``learn(users, items)`` (``WorkerModel.learn_memory``).
 
-        def done() -> bool:
-            return all(self._positions[tp] >= end for tp, end in ends.items())
+    Records are validated exactly as the events agent validates them (``parse_event``); the
+    invalid ones, which the agent dead-letters, are skipped. A fetch is learned in micro-batches of
+    up to ``APPLY_CHUNK`` records, with a yield to the event loop between them.
+    """
 
-        async with self._progress:
-            await asyncio.wait_for(self._progress.wait_for(done), timeout)
-        self.caught_up_once = True
+    def __init__(self, bootstrap: list[str], topic: str, learn: Callable[[list[str], list[str]], None],
+                 on_applied: Callable[[int], None] | None = None, fetch_max_wait_ms: int = 500) -> None:
+        super().__init__(bootstrap, topic, fetch_max_wait_ms)
+        self.learn, self.on_applied = learn, on_applied
+
+    async def apply_all(self, records: Iterable[ConsumerRecord]) -> None:
+        users: list[str] = []
+        items: list[str] = []
+        for n, r in enumerate(records, 1):
+            try:
+                event = parse_event(r.value, r.key)
+            except Rejected:
+                pass
+            else:
+                users.append(event.user_id)
+                items.append(event.item_id)
+            if n % APPLY_CHUNK == 0:
+                self._learn(users, items)
+                users, items = [], []
+                await asyncio.sleep(0)
+        self._learn(users, items)
+
+    def _learn(self, users: list[str], items: list[str]) -> None:
+        if users:
+            self.learn(users, items)
+            if self.on_applied:
+                self.on_applied(len(users))
 
 
 class HandOverBarrier:

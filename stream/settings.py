@@ -13,7 +13,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from encoders.providers import PROVIDERS as ENCODER_PROVIDERS
+from polyrec.cooccurrence import CooccurrenceConfig
 from polyrec.events import DEFAULT_WEIGHTS
+from polyrec.mf import MFConfig
 
 EVENT_LOOPS = ("uvloop", "asyncio")
 STORES = ("memory", "rocksdb")  # Faust table stores the worker supports (URL schemes)
@@ -42,7 +44,29 @@ class Settings:
     rebalance_timeout_s: float = _env("POLYREC_REBALANCE_TIMEOUT_S", 4.0,
                                       "Consumer-group rebalance timeout, seconds.")
     top_k: int = _env("POLYREC_TOP_K", 10, "Recommendations written per user.")
-    dim: int = _env("POLYREC_DIM", 32, "Factor dimension of the MF model.")
+    dim: int = _env("POLYREC_DIM", MFConfig.dim, "Factor dimension of the MF model.")
+    user_lr: float = _env("POLYREC_USER_LR", MFConfig.user_lr, "AdaGrad learning rate of the user factors.")
+    item_lr: float = _env("POLYREC_ITEM_LR", MFConfig.item_lr, "AdaGrad learning rate of the item factors and biases.")
+    reg: float = _env("POLYREC_REG", MFConfig.reg, "L2 regularisation of the factors.")
+    negatives: int = _env("POLYREC_NEGATIVES", MFConfig.n_negatives,
+                          "Sampled negative items per event (BPR), drawn from one pool per micro-batch.")
+    cooccur_items: int = _env("POLYREC_COOCCUR_ITEMS", CooccurrenceConfig.max_items,
+                              "Items with a row in the co-occurrence matrix, first come (memory: this squared x 4 "
+                              "bytes at most); later items are scored by the factors alone.")
+    cooccur_window: int = _env("POLYREC_COOCCUR_WINDOW", CooccurrenceConfig.window,
+                               "Previous events of the same user that an event is paired with.")
+    cooccur_decay: float = _env("POLYREC_COOCCUR_DECAY", CooccurrenceConfig.pair_decay,
+                                "Weight of a co-occurring pair per step of distance, in (0, 1].")
+    context: int = _env("POLYREC_CONTEXT", CooccurrenceConfig.context,
+                        "A user's last events whose co-occurring items are scored.")
+    context_decay: float = _env("POLYREC_CONTEXT_DECAY", CooccurrenceConfig.context_decay,
+                                "Weight per step back in a user's context, in (0, 1].")
+    cooccur_alpha: float = _env("POLYREC_COOCCUR_ALPHA", CooccurrenceConfig.alpha,
+                                "Normalisation of co-occurrence by popularity (0.5: cosine).")
+    mf_weight: float = _env("POLYREC_MF_WEIGHT", CooccurrenceConfig.mf_weight,
+                            "Weight of the factor score against the log co-occurrence score.")
+    cooccur_floor: float = _env("POLYREC_COOCCUR_FLOOR", CooccurrenceConfig.floor,
+                                "Share of a user's best co-occurrence score that every item starts from (> 0).")
     weight_view: float = _env("POLYREC_WEIGHT_VIEW", DEFAULT_WEIGHTS["view"], "Implicit-feedback weight of a view.")
     weight_click: float = _env("POLYREC_WEIGHT_CLICK", DEFAULT_WEIGHTS["click"], "Implicit-feedback weight of a click.")
     weight_purchase: float = _env("POLYREC_WEIGHT_PURCHASE", DEFAULT_WEIGHTS["purchase"],
@@ -112,14 +136,15 @@ class Settings:
 
     def __post_init__(self) -> None:
         for name in ("top_k", "dim", "partitions", "replication", "batch_max", "items_batch_max", "history_max",
-                     "recs_ttl_s", "stream_maxlen", "projection_min_count"):
+                     "recs_ttl_s", "stream_maxlen", "projection_min_count", "negatives", "cooccur_items",
+                     "cooccur_window", "context"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{_env_name(name)} must be at least 1, got {getattr(self, name)}")
         for name in ("metrics_port", "web_port"):  # 0: off
             if not 0 <= getattr(self, name) <= 65535:
                 raise ValueError(f"{_env_name(name)} must be a port from 0 (off) to 65535, got {getattr(self, name)}")
         for name in ("projection_alpha", "batch_window_s", "commit_interval_s", "session_timeout_s",
-                     "heartbeat_interval_s", "rebalance_timeout_s"):
+                     "heartbeat_interval_s", "rebalance_timeout_s", "cooccur_floor"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{_env_name(name)} must be positive, got {getattr(self, name)}")
         for f in fields(self):  # the other numbers (weights, the refit period, the seed, ...) may be 0
@@ -132,12 +157,25 @@ class Settings:
                                      ("POLYREC_EVENT_LOOP", self.event_loop, EVENT_LOOPS)):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        for name in ("cooccur_decay", "context_decay"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{_env_name(name)} must be in (0, 1], got {getattr(self, name)}")
         if "://" not in self.store or urlsplit(self.store).scheme not in STORES:
             raise ValueError(f"POLYREC_STORE must be one of {', '.join(s + '://' for s in STORES)}, got {self.store!r}")
 
     def describe(self) -> list[str]:
         """``VARIABLE=value`` lines of every setting, with passwords in URLs masked."""
         return [f"{f.metadata['env']}={redact_url(str(getattr(self, f.name)))}" for f in fields(self)]
+
+    def mf_config(self) -> MFConfig:
+        return MFConfig(dim=self.dim, user_lr=self.user_lr, item_lr=self.item_lr, reg=self.reg,
+                        n_negatives=self.negatives, seed=self.seed)
+
+    def cooccurrence_config(self) -> CooccurrenceConfig:
+        return CooccurrenceConfig(max_items=self.cooccur_items, window=self.cooccur_window,
+                                  pair_decay=self.cooccur_decay, context=self.context,
+                                  context_decay=self.context_decay, alpha=self.cooccur_alpha,
+                                  mf_weight=self.mf_weight, floor=self.cooccur_floor)
 
     @property
     def weights(self) -> dict[str, float]:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from polyrec.cooccurrence import Cooccurrence, CooccurrenceConfig
 from polyrec.history import History
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
@@ -121,10 +122,13 @@ class RecsJob:
     item_ids: IdIndex  # append-only: the rows above keep their ids
     latest_ts: list[float]  # of each user's latest event in the batch
     k: int
+    memory: Cooccurrence  # read live (rows learned meanwhile may be read torn, as above)
+    context: np.ndarray  # each user's last events' item rows, at capture
 
     def run(self) -> list[tuple[str, list[str], list[float], float]]:
         """(user, items, scores, latest event ts) per user, best first, seen items excluded."""
-        top, scores = recommend(self.user_factors, self.item_factors, self.item_bias, self.seen, self.k)
+        top, scores = recommend(self.user_factors, self.item_factors, self.item_bias, self.seen, self.k,
+                                self.memory, self.context)
         keep = top >= 0
         return [(user, self.item_ids.id_at(idx[m]), sc[m].tolist(), ts)
                 for user, idx, sc, m, ts in zip(self.users, top, scores, keep, self.latest_ts)]
@@ -179,14 +183,17 @@ class WorkerModel:
     """A worker's view of the model: local users of its partitions, every item."""
 
     config: MFConfig
+    cooccurrence: CooccurrenceConfig = field(default_factory=CooccurrenceConfig)
     history_max: int = 500
     k: int = 10
     mf: OnlineMF = field(init=False)
     history: History = field(init=False)
+    memory: Cooccurrence = field(init=False)
 
     def __post_init__(self) -> None:
         self.mf = OnlineMF(self.config)
         self.history = History(self.history_max)
+        self.memory = Cooccurrence(self.cooccurrence)
         self._contrib: dict[int, _Contributions] = {}
         self._text_base: dict[int, np.ndarray] = {}
         self._text_offset: dict[int, int] = {}  # item row -> ``items`` offset of the text its base is from
@@ -291,6 +298,12 @@ class WorkerModel:
         self.mf.item_factors[row] += delta[:-1]
         self.mf.item_bias[row] += delta[-1]
 
+    # -- the co-occurrence memory ---------------------------------------------------------
+    def learn_memory(self, users: list[str], items: list[str]) -> None:
+        """Feed valid events of any partition, each exactly once and in offset order per partition,
+        to the co-occurrence memory (stream/replica.py: ``EventReplica``)."""
+        self.memory.learn(users, self.mf.add_items(items))
+
     # -- users ---------------------------------------------------------------------------
     def _start_user(self, row: int, user_id: str) -> None:
         """A user's first factors (deterministic from the id) and an empty AdaGrad accumulator."""
@@ -382,7 +395,8 @@ class WorkerModel:
         rows = self.mf.users.rows(distinct)
         latest = {x: t for x, t in zip(users, ts_ms.tolist())}
         recs = RecsJob(distinct, self.mf.user_factors[rows], self.history.pairs(rows), self.mf.item_factors,
-                       self.mf.item_bias, self.mf.items, [latest[x] for x in distinct], self.k)
+                       self.mf.item_bias, self.mf.items, [latest[x] for x in distinct], self.k, self.memory,
+                       self.memory.recent(distinct))
         return BatchResult(changed, recs, int(user_mask.sum()), int(item_mask.sum()),
                            ~user_mask & ~item_mask, user_mask, loss, moved, resized)
 

@@ -20,7 +20,7 @@ from tests.support import acked
 
 
 def test_unusable_user_states_are_logged_the_first_ten_times_then_every_thousandth(caplog):
-    pipeline = EventPipeline(None, {}, None, None, None, None, {}, None, "v", barrier=None)
+    pipeline = EventPipeline(None, {}, None, None, None, None, {}, None, "v", barrier=None, memory_ready=None)
     with caplog.at_level(logging.WARNING, logger="stream.pipeline"):
         for n in range(2000):
             pipeline._warn({"moved": [f"u{n}"], "resized": [f"u{n}"] if n < 3 else []})
@@ -42,7 +42,8 @@ def test_dead_lettered_events_count_by_type_when_valid_and_as_invalid_otherwise(
                                                                      key=b"u1"))
 
     click = event(json.dumps({"user_id": "u1", "item_id": "i1", "event": "click", "ts": 1}).encode(), 1)
-    pipeline = EventPipeline(None, {}, produce, None, None, None, {"dlq": "events.dlq"}, None, "v", barrier=None)
+    pipeline = EventPipeline(None, {}, produce, None, None, None, {"dlq": "events.dlq"}, None, "v", barrier=None,
+                             memory_ready=None)
     before = {k: metrics.EVENTS.labels(k, "dead_lettered")._value.get() for k in ("click", "invalid")}
     asyncio.run(pipeline.dead_letter([(click, Rejected(PROCESSING_FAILED, "its batch failed")),
                                       (event(b"{", 2), Rejected("malformed_json", "not JSON"))]))
@@ -63,7 +64,8 @@ def test_a_batch_waits_at_the_hand_over_barrier_before_anything_is_learned():
         raise TimeoutError(f"replica behind for partition {partition}")
 
     event = SimpleNamespace(message=SimpleNamespace(topic="events", partition=2, offset=5))
-    pipeline = EventPipeline(None, {}, None, None, None, None, {}, None, "v", barrier=barrier)  # no model
+    pipeline = EventPipeline(None, {}, None, None, None, None, {}, None, "v", barrier=barrier,
+                             memory_ready=None)  # no model
     with pytest.raises(TimeoutError, match="partition 2"):  # not the AttributeError of learning with no model
         asyncio.run(pipeline.learn([event], [(event, None)]))
 
@@ -99,6 +101,12 @@ def learning(produce, publisher: Publisher, stored: list, persisted: list, redis
 
     model = WorkerModel(MFConfig(dim=4), history_max=10, k=3)
     model.mf.add_items([f"i{n}" for n in range(8)])
+
+    async def memory_ready(partition: int, offset: int, timeout: float) -> bool:
+        """The events replica, read up to ``offset``: the memory learns the batch's events."""
+        model.learn_memory([f"u{n % 2}" for n in range(offset + 1)], [f"i{n}" for n in range(offset + 1)])
+        return True
+
     events = [SimpleNamespace(message=SimpleNamespace(topic="events", partition=0, offset=n, timestamp=0.0,
                                                       key=f"u{n % 2}".encode()),
                               value=json.dumps({"user_id": f"u{n % 2}", "item_id": f"i{n}", "event": "click",
@@ -106,7 +114,7 @@ def learning(produce, publisher: Publisher, stored: list, persisted: list, redis
               for n in range(4)]
     pipeline = EventPipeline(model, {"click": 1.0}, produce, table.get, store, lambda *a: persisted.append(a),
                              {"users": "users", "items": "items", "dlq": "events.dlq"}, publisher, "v",
-                             barrier=barrier, redis_retries=redis_retries)
+                             barrier=barrier, memory_ready=memory_ready, redis_retries=redis_retries)
     valid, rejected = pipeline.validate(events)
     assert not rejected
     return pipeline, (events, valid)
