@@ -78,6 +78,7 @@ class Cooccurrence:
         self.slot_items = np.full(1, -1, np.int64)  # matrix slot -> item row
         self.matrix = np.zeros((1, 1), np.float32)
         self.totals = np.zeros(1, np.float32)  # per slot: its pairs' weight with real items
+        self._in_row_order = True  # slot s holds item row s - 1 (items met in row order, the usual case)
         self._ring = np.zeros((0, self._span), np.int64)  # user row -> last events' slots (0: none)
         self._count = np.zeros(0, np.int64)  # user row -> events seen
 
@@ -111,16 +112,17 @@ class Cooccurrence:
         sequence[at] = mine
         prev = sequence[at[:, None] - lags]  # (events, window): the predecessors, nearest first
         prev[prev == mine[:, None]] = 0  # an item is not its own partner
-        prev[mine == 0] = 0
+        if not mine.all():
+            prev[mine == 0] = 0
         n = len(self.matrix)
         flat = self.matrix.reshape(-1)
         # flat indices and one weight per index: numpy 2.4's add.at mis-broadcasts (B, W) against (W,)
         w = np.tile(self._decay, len(u))
-        np.add.at(flat, (mine[:, None] * n + prev).ravel(), w)  # float32 into float32: numpy's fast path
+        np.add.at(flat, (prev + (mine * n)[:, None]).ravel(), w)  # float32 into float32: numpy's fast path
         np.add.at(flat, (prev * n + mine[:, None]).ravel(), w)
-        real = np.where(prev.ravel() > 0, w, np.float32(0))
-        self.totals += (np.bincount(mine, real.reshape(prev.shape).sum(axis=1), minlength=n)
-                        + np.bincount(prev.ravel(), real, minlength=n)).astype(np.float32)
+        real = np.where(prev > 0, self._decay, np.float32(0))
+        self.totals += (np.bincount(mine, real.sum(axis=1), minlength=n)
+                        + np.bincount(prev.ravel(), real.ravel(), minlength=n)).astype(np.float32)
         # the ring keeps each user's last ``span`` events
         rank = np.arange(len(u)) - np.repeat(starts, sizes)
         last = rank >= np.repeat(sizes, sizes) - span
@@ -144,7 +146,9 @@ class Cooccurrence:
         if free == 0 or slots.all():
             return slots
         fresh = np.unique(rows[slots == 0])[:free]
-        self.slot[fresh] = len(self.slot_items) + np.arange(len(fresh))
+        first = len(self.slot_items)
+        self.slot[fresh] = first + np.arange(len(fresh))
+        self._in_row_order &= bool((fresh == np.arange(first - 1, first - 1 + len(fresh))).all())
         self.slot_items = np.r_[self.slot_items, fresh]
         need = len(self.slot_items)
         if need > len(self.matrix):
@@ -184,6 +188,9 @@ class Cooccurrence:
         weight /= np.maximum(self.totals[context], 1e-12) ** c.alpha
         mixed = np.einsum("ul,ulj->uj", weight, self.matrix[context, 1:m])
         mixed /= np.maximum(self.totals[1:m], 1e-12) ** (1 - c.alpha)
+        if self._in_row_order and m - 1 <= n_items:  # slot s holds item row s - 1: no scatter
+            out[:, : m - 1] = mixed
+            return out
         cols = self.slot_items[1:m]
         keep = cols < n_items
         out[:, cols[keep]] = mixed[:, keep]
@@ -193,5 +200,7 @@ class Cooccurrence:
         """The final scores of users whose factor scores are ``mf_scores`` (users x items)."""
         c = self.config
         co = self.scores(context, mf_scores.shape[1])
-        best = np.maximum(co.max(axis=1, keepdims=True, initial=0.0), 1e-12)
-        return (np.log(c.floor * best + co) + c.mf_weight * mf_scores).astype(np.float32)
+        co += c.floor * np.maximum(co.max(axis=1, keepdims=True, initial=0.0), 1e-12)
+        np.log(co, out=co)
+        co += np.float32(c.mf_weight) * mf_scores
+        return co

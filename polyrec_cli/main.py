@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-sizes", default="1,10,100",
                     help="micro-batch sizes to replay; the first is the headline protocol (1 = per event)")
     ev.add_argument("--limit", type=int, default=None, help="replay only the first N events (smoke runs)")
-    ev.add_argument("--repeats", type=int, default=3, help="repeats of the throughput measurement")
+    ev.add_argument("--repeats", type=int, default=5, help="repeats of the throughput measurement")
     ev.add_argument("--sample-every", type=_positive_int, default=1,
                     help="score a fixed 1-in-N sample of the scorable events (the same for every model)")
     ev.add_argument("--resamples", type=_positive_int, default=2000,

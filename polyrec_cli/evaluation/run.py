@@ -67,7 +67,7 @@ def comparison(results: list[ModelResult], resamples: int) -> dict:
 
 
 def run(out_dir: Path, *, dataset: str = "ml-100k", dim: int = 32, warmup_frac: float = 0.1,
-        sweep: tuple[int, ...] = (1, 10, 100), limit: int | None = None, repeats: int = 3, sample_every: int = 1,
+        sweep: tuple[int, ...] = (1, 10, 100), limit: int | None = None, repeats: int = 5, sample_every: int = 1,
         resamples: int = 2000) -> dict:
     """Run the whole evaluation; write its JSON and plot (:func:`output_paths`)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
