@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from polyrec.datasets.movielens import DATASETS, load_interactions  # noqa: E402
 from polyrec_cli.devservers import start_tansu  # noqa: E402
+from polyrec_cli.harness import event_record, send_records  # noqa: E402
 from stream.replica import EventReplica  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.state import WorkerModel  # noqa: E402
@@ -33,18 +34,9 @@ from stream.topics import ensure_topics  # noqa: E402
 
 
 async def fill(bootstrap: str, topic: str, n: int, dataset: str) -> None:
-    from aiokafka import AIOKafkaProducer
-
     x = load_interactions(DATASETS[dataset])
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
-    await producer.start()
-    try:
-        for k in range(min(n, len(x))):
-            body = {"user_id": x.users[k], "item_id": x.items[k], "event": x.events[k], "ts": int(x.ts[k]) * 1000}
-            await producer.send(topic, json.dumps(body).encode(), key=x.users[k].encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await send_records(bootstrap, topic, (event_record(x.users[k], x.items[k], x.events[k], ts=int(x.ts[k]) * 1000)
+                                          for k in range(min(n, len(x)))), linger_ms=20)
 
 
 async def replica_catchup(bootstrap: str, topic: str) -> tuple[float, int]:

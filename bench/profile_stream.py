@@ -24,7 +24,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stream_throughput import ROOT, STOP_TIMEOUT_S, _clean_redis, _events_total, _fill, contender  # noqa: E402
+from stream_throughput import (  # noqa: E402
+    ROOT,
+    STOP_TIMEOUT_S,
+    _clean_redis,
+    _events_total,
+    _fill,
+    noop_agent,
+    polyrec_worker,
+)
 
 from polyrec_cli.devservers import free_port, start_tansu  # noqa: E402
 from stream.settings import Settings  # noqa: E402
@@ -76,7 +84,8 @@ def main() -> None:
         env = {"REDIS_URL": REDIS_URL, "POLYREC_ITEMS_AGENT": "0"} if args.contender == "polyrec" else {}
         app_id = f"profile-{args.contender}"
         try:
-            server = contender(args.contender, tansu.address, topic, app_id, port, **env)
+            server = (polyrec_worker(tansu.address, topic, app_id, port, **env) if args.contender == "polyrec"
+                      else noop_agent(tansu.address, topic, app_id, port))
             try:
                 proc = server.proc
                 while _events_total(port) < 0.05 * args.events:
@@ -93,7 +102,7 @@ def main() -> None:
                 spy.send_signal(signal.SIGINT)
                 spy.wait(60)
             finally:
-                server.stop(STOP_TIMEOUT_S)
+                server.stop(timeout=STOP_TIMEOUT_S)
         finally:
             if args.contender == "polyrec":
                 _clean_redis(REDIS_URL, app_id)

@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from polyrec.datasets.movielens import load_interactions  # noqa: E402
 from polyrec.evaluation.freshness import event_freshness  # noqa: E402
 from polyrec_cli.devservers import LocalServer, ensure_redis, free_port, start_tansu  # noqa: E402
+from polyrec_cli.harness import WorkerProcess, event_record, send_records  # noqa: E402
 from stream.metrics import scrape_totals  # noqa: E402
 from stream.recs import key_pattern, stream_key  # noqa: E402
 from stream.settings import Settings  # noqa: E402
@@ -54,28 +55,17 @@ def _events_total(port: int) -> float:
 
 async def _fill(bootstrap: str, topic: str, n: int, rate: float | None = None) -> tuple[list[str], list[int]]:
     """Produce ``n`` events (``rate`` per second, or as fast as possible); returns their users and ``ts``."""
-    from aiokafka import AIOKafkaProducer
-
     x = load_interactions()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
     users, stamps = [], []
-    await producer.start()
-    try:
-        started = time.perf_counter()
+
+    def records():
         for k in range(n):
             m = k % len(x)
-            body = {"user_id": x.users[m], "item_id": x.items[m], "event": x.events[m],
-                    "ts": int(time.time() * 1000)}
-            users.append(body["user_id"])
-            stamps.append(body["ts"])
-            await producer.send(topic, json.dumps(body).encode(), key=x.users[m].encode())
-            if rate and k % 50 == 0:
-                ahead = k / rate - (time.perf_counter() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-        await producer.flush()
-    finally:
-        await producer.stop()
+            users.append(x.users[m])
+            stamps.append(int(time.time() * 1000))
+            yield event_record(x.users[m], x.items[m], x.events[m], ts=stamps[-1])
+
+    await send_records(bootstrap, topic, records(), rate=rate)
     return users, stamps
 
 
@@ -109,45 +99,45 @@ def _rate_from_counter(port: int, n: int, proc: subprocess.Popen, timeout: float
 STOP_TIMEOUT_S = 30  # a contender's graceful shutdown, then SIGKILL
 
 
-def contender(kind: str, bootstrap: str, topic: str, app_id: str, port: int, root: Path = ROOT,
-              **env: str) -> LocalServer:
-    """Start a no-op Faust agent ("noop") or a polyrec worker ("polyrec", the code under ``root``) on
-    ``topic``, its metrics on ``port``; ``env`` adds variables. ``stop()`` ends it and removes its
-    data folder."""
-    data = tempfile.mkdtemp(prefix=f"polyrec-bench-{kind}-")
-    if kind == "noop":
-        env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, BENCH_APP_ID=app_id, BENCH_TOPIC=topic,
-                   BENCH_METRICS_PORT=str(port), BENCH_DATA_DIR=data, **env)
-        cmd = [sys.executable, str(ROOT / "bench" / "noop_faust.py"), "worker"]
-    else:
-        env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, POLYREC_APP_ID=app_id, POLYREC_REDIS_PREFIX=app_id,
-                   POLYREC_EVENTS_TOPIC=topic, POLYREC_METRICS_PORT=str(port), POLYREC_WEB_PORT=str(free_port()),
-                   POLYREC_DATA_DIR=data, **env)
-        entry = "polyrec_cli" if (root / "polyrec_cli").is_dir() else "polyrec.cli"  # before the app layer moved
-        cmd = [sys.executable, "-m", entry, "worker", "--loglevel", "warn"]
-    # ``-m`` puts the working directory first on sys.path: ``root``'s packages win over the venv's
-    proc = subprocess.Popen(cmd, env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return LocalServer(kind, f"127.0.0.1:{port}", proc, data)
+def noop_agent(bootstrap: str, topic: str, app_id: str, port: int) -> LocalServer:
+    """Start a no-op Faust agent on ``topic``, its metrics on ``port``; ``stop()`` ends it and removes
+    its data folder."""
+    data = tempfile.mkdtemp(prefix="polyrec-bench-noop-")
+    env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, BENCH_APP_ID=app_id, BENCH_TOPIC=topic,
+               BENCH_METRICS_PORT=str(port), BENCH_DATA_DIR=data)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "noop_faust.py"), "worker"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return LocalServer("noop", f"127.0.0.1:{port}", proc, data)
+
+
+def polyrec_worker(bootstrap: str, topic: str, app_id: str, port: int, root: Path = ROOT,
+                   **env: str) -> WorkerProcess:
+    """Start a polyrec worker (the code under ``root``) on ``topic``, its metrics on ``port``; ``env``
+    adds variables. ``stop()`` ends it and removes its data folder."""
+    data = tempfile.mkdtemp(prefix="polyrec-bench-polyrec-")
+    env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, POLYREC_APP_ID=app_id, POLYREC_REDIS_PREFIX=app_id,
+               POLYREC_EVENTS_TOPIC=topic, POLYREC_DATA_DIR=data, **env)
+    return WorkerProcess(env, cwd=root, loglevel="warn", workdir=data, metrics_port=port).start()
 
 
 def run_noop(bootstrap: str, topic: str, n: int, tag: str) -> tuple[float, dict]:
     port = free_port()
-    noop = contender("noop", bootstrap, topic, f"noop-{tag}", port)
+    noop = noop_agent(bootstrap, topic, f"noop-{tag}", port)
     try:
         return _rate_from_counter(port, n, noop.proc, timeout=600)
     finally:
-        noop.stop(STOP_TIMEOUT_S)
+        noop.stop(timeout=STOP_TIMEOUT_S)
 
 
 def run_polyrec(bootstrap: str, redis_url: str, topic: str, n: int, tag: str,
                 loop: str = "uvloop", root: Path = ROOT) -> tuple[float, dict]:
     port = free_port()
-    worker = contender("polyrec", bootstrap, topic, f"bench-{tag}", port, root, REDIS_URL=redis_url,
-                       POLYREC_EVENT_LOOP=loop)
+    worker = polyrec_worker(bootstrap, topic, f"bench-{tag}", port, root, REDIS_URL=redis_url,
+                            POLYREC_EVENT_LOOP=loop)
     try:
         return _rate_from_counter(port, n, worker.proc, timeout=900)
     finally:
-        worker.stop(STOP_TIMEOUT_S)
+        worker.stop(timeout=STOP_TIMEOUT_S)
         _clean_redis(redis_url, f"bench-{tag}")
 
 
@@ -188,8 +178,7 @@ def freshness(bootstrap: str, redis_url: str, rate: float, seconds: float) -> di
     topic = "events-fresh"
     asyncio.run(ensure_topics(Settings(kafka_bootstrap=bootstrap, events_topic=topic)))
     port = free_port()
-    worker = contender("polyrec", bootstrap, topic, "bench-fresh", port, REDIS_URL=redis_url,
-                       POLYREC_EVENT_LOOP="uvloop")
+    worker = polyrec_worker(bootstrap, topic, "bench-fresh", port, REDIS_URL=redis_url, POLYREC_EVENT_LOOP="uvloop")
     try:
         while _events_total(port) == 0 and worker.proc.poll() is None:  # warm up and wait for assignment
             asyncio.run(_fill(bootstrap, topic, 200))
@@ -208,7 +197,7 @@ def freshness(bootstrap: str, redis_url: str, rate: float, seconds: float) -> di
                 "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
                 "max_ms": float(lat.max())}
     finally:
-        worker.stop(STOP_TIMEOUT_S)
+        worker.stop(timeout=STOP_TIMEOUT_S)
         _clean_redis(redis_url, "bench-fresh")
 
 

@@ -9,6 +9,7 @@ gets a plausible bias. Items with more events have better-learned factors and co
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,3 +77,17 @@ def count_weights(counts: np.ndarray, min_count: int = 5, cap: int = 50) -> np.n
 def mf_targets(factors: np.ndarray, bias: np.ndarray) -> np.ndarray:
     """Item vectors as projection targets: factors with the bias appended."""
     return np.column_stack([factors, bias]).astype(np.float32)
+
+
+def refit_projection(embeddings: Sequence[np.ndarray] | np.ndarray, counts: np.ndarray, factors: np.ndarray,
+                     bias: np.ndarray, alpha: float = 1.0, min_count: int = 5) -> Projection | None:
+    """The projection fitted on candidate items (one per row of every argument: text embedding,
+    events seen, learned factors and bias), each weighted by ``count_weights``; None if fewer than two
+    have ``min_count`` events. The one refit of the stream (stream/items.py) and the cold-start
+    evaluation (polyrec/evaluation/coldstart.py)."""
+    weights = count_weights(counts, min_count)
+    keep = np.flatnonzero(weights > 0)
+    if len(keep) < 2:
+        return None
+    x = np.stack([embeddings[k] for k in keep.tolist()])
+    return fit_projection(x, mf_targets(factors[keep], bias[keep]), alpha, weights[keep])

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,8 @@ import numpy as np
 
 from polyrec.datasets.movielens import Movie, load_interactions, load_movies
 from polyrec.evaluation.freshness import event_freshness
-from polyrec_cli.devservers import EmbeddedError, LocalServer, ensure_redis, free_port, start_tansu
+from polyrec_cli.devservers import EmbeddedError, LocalServer, ensure_redis, start_tansu
+from polyrec_cli.harness import WorkerProcess, event_record, send_records
 from stream.metrics import scrape_totals
 from stream.recs import key_pattern, recs_key, stream_key
 from stream.settings import Settings, redact_url
@@ -44,49 +44,18 @@ class DemoResult:
     users_with_recs: int
 
 
-def _check_worker(worker: subprocess.Popen, log: Path) -> None:
-    if worker.poll() is not None:
-        raise EmbeddedError(f"the worker died (exit code {worker.returncode}); its log:\n{log.read_text()[-3000:]}")
-
-
-def _wait_ready(port: int, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        _check_worker(proc, log)
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/polyrec/ready", timeout=1) as r:
-                if json.loads(r.read()).get("assigned"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise EmbeddedError(f"the worker was not ready within {timeout:.0f} s; see {log}")
-
-
 async def _replay(bootstrap: str, topic: str, limit: int | None, progress) -> tuple[list[str], list[int]]:
     """Send the ratings as events, as fast as the producer goes; returns their users and ``ts``."""
-    from aiokafka import AIOKafkaProducer
-
     x = load_interactions()
     n = len(x) if limit is None else min(limit, len(x))
     stamps: list[int] = []
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
-    await producer.start()
-    try:
-        for start in range(0, n, 1000):
-            now = int(time.time() * 1000)
-            for u, i, e, ts in zip(x.users[start:start + 1000], x.items[start:start + 1000],
-                                   x.events[start:start + 1000], x.ts[start:start + 1000]):
-                body = {"user_id": u, "item_id": i, "event": e, "ts": now, "rating_ts": int(ts) * 1000}
-                await producer.send(topic, json.dumps(body).encode(), key=u.encode())
-            stamps.extend([now] * min(1000, n - start))
-            progress(min(1000, n - start))
-            await asyncio.sleep(0)
-        await producer.flush()
-    finally:
-        await producer.stop()
+
+    def records() -> Iterator[tuple[bytes, bytes]]:
+        for u, i, e, ts in zip(x.users[:n], x.items[:n], x.events[:n], x.ts[:n]):
+            stamps.append(int(time.time() * 1000))  # the send time: freshness is measured from it
+            yield event_record(u, i, e, ts=stamps[-1], rating_ts=int(ts) * 1000)
+
+    await send_records(bootstrap, topic, records(), on_sent=progress, max_batch_size=256 * 1024)
     return list(x.users[:n]), stamps
 
 
@@ -98,17 +67,9 @@ def item_record(movie: Movie, ts_ms: int) -> dict:
 
 async def _publish_items(bootstrap: str, topic: str, movies: list[Movie]) -> None:
     """The catalogue as ``items`` records (``item_record``)."""
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    await producer.start()
-    try:
-        now = int(time.time() * 1000)
-        for m in movies:
-            await producer.send(topic, json.dumps(item_record(m, now)).encode(), key=m.item_id.encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
+    now = int(time.time() * 1000)
+    await send_records(bootstrap, topic, ((m.item_id.encode(), json.dumps(item_record(m, now)).encode())
+                                          for m in movies))
 
 
 def _sample_table(redis, prefix: str, titles: dict[str, str], n_users: int = 4):
@@ -156,7 +117,7 @@ def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout
 
     console = Console()
     base = Settings.from_env()
-    servers: list[LocalServer] = []  # stopped in reverse order: the worker first
+    servers: list[LocalServer | WorkerProcess] = []  # stopped in reverse order: the worker first
     workdir = Path(tempfile.mkdtemp(prefix="polyrec-demo-"))
     run_id = f"polyrec-demo-{int(time.time())}"
     prefix = run_id  # a Redis prefix of its own: keys of an interrupted run never count in the next
@@ -179,17 +140,14 @@ def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout
             started = " (started for this demo)" if servers[-1].proc else ""
             console.print(f"redis:  {redact_url(base.redis_url)}{started}")
             r = redis_lib.Redis.from_url(base.redis_url)
-            web_port, metrics_port = free_port(), free_port()
-            env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, POLYREC_WEB_PORT=str(web_port),
-                       POLYREC_METRICS_PORT=str(metrics_port), POLYREC_REDIS_PREFIX=prefix, POLYREC_APP_ID=run_id,
+            env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, POLYREC_REDIS_PREFIX=prefix, POLYREC_APP_ID=run_id,
                        POLYREC_DATA_DIR=str(workdir / "data"), POLYREC_ITEMS_AGENT="1",
                        POLYREC_EVENTS_TOPIC=events_topic, POLYREC_ITEMS_TOPIC=items_topic)
-            log = workdir / "worker.log"
-            worker = subprocess.Popen([sys.executable, "-m", "polyrec_cli", "worker"], env=env,
-                                      stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
-            servers.append(LocalServer("worker", f"127.0.0.1:{web_port}", worker, log=log))
+            worker = WorkerProcess(env, log=workdir / "worker.log").start(new_session=True)
+            servers.append(worker)
+            metrics_port, log = worker.metrics_port, worker.log
             with console.status("starting the worker (joins the consumer group, recovers state)..."):
-                _wait_ready(web_port, worker, log)
+                worker.wait_ready()
             console.print(f"worker: ready (metrics http://127.0.0.1:{metrics_port}/metrics, log {log})")
             movies = load_movies()
             titles = {k: m.display_title for k, m in movies.items()}
@@ -206,7 +164,7 @@ def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout
                     progress.update(items_task, completed=handled)
                     if handled >= len(movies):
                         break
-                    _check_worker(worker, log)
+                    worker.check()
                     if time.monotonic() > deadline:
                         raise EmbeddedError(f"only {handled:.0f} of {len(movies)} items were encoded within "
                                             f"{items_timeout_s:.0f} s; see {log}")
@@ -225,7 +183,7 @@ def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout
                         live.update(Group(progress, _sample_table(r, prefix, titles)))
                         if producing.done() and done >= len(producing.result()[0]):
                             return producing.result()
-                        _check_worker(worker, log)
+                        worker.check()
                         await asyncio.sleep(0.25)
 
                 sent_users, sent_ts = asyncio.run(main())
@@ -267,7 +225,7 @@ def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout
 
 
 def _print_how_to_query(console, r, prefix: str, redis_url: str, metrics_port: int,
-                        servers: list[LocalServer], workdir: Path) -> None:
+                        servers: list[LocalServer | WorkerProcess], workdir: Path) -> None:
     last = r.xrevrange(stream_key(prefix), count=1)
     user = json.loads(last[0][1][b"payload"])["user_id"] if last else "42"
     polyrec = Path(sys.executable).parent / "polyrec"

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from encoders.text import EmptyTextError, item_text
-from polyrec.projection import Projection, count_weights, fit_projection, mf_targets
+from polyrec.projection import Projection, refit_projection
 from stream import metrics
 from stream.pipeline import Produce, dead_letter, delivered, send_item_record
 from stream.records import Item, Rejected, parse_item, validate_all
@@ -34,21 +34,17 @@ if TYPE_CHECKING:  # onnxruntime comes with an extra: a worker without the items
 log = logging.getLogger(__name__)
 
 
-def projection_data(model: WorkerModel, min_count: int,
-                    dim: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray] | None:
-    """(embeddings, targets, weights) of the items with a ``dim``-wide text embedding (records of
-    another encoder are left out) and enough events; None if < 2. The embeddings are a list of
-    the model's own (never mutated) arrays: stack them off the event loop."""
+def projection_data(model: WorkerModel,
+                    dim: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, np.ndarray] | None:
+    """The projection's candidates, for ``refit_projection``: the items with a ``dim``-wide text
+    embedding (records of another encoder are left out), as (embeddings, event counts, factors,
+    bias); None if fewer than 2. Copies, or the model's never-mutated arrays: safe off the event loop."""
     ids = [item for item, emb in model.embeddings.items() if emb.shape == (dim,)]
     if len(ids) < 2:
         return None
     rows = model.mf.items.rows(ids)
-    weights = count_weights(model.item_counts()[rows], min_count)
-    keep = np.flatnonzero(weights > 0)
-    if len(keep) < 2:
-        return None
-    targets = mf_targets(model.mf.item_factors[rows[keep]], model.mf.item_bias[rows[keep]])
-    return [model.embeddings[ids[k]] for k in keep], targets, weights[keep]
+    return ([model.embeddings[i] for i in ids], model.item_counts()[rows], model.mf.item_factors[rows],
+            model.mf.item_bias[rows])
 
 
 def item_with_text(raw: bytes | None, key: bytes | None) -> tuple[Item, str]:
@@ -112,14 +108,15 @@ class ItemPipeline:
         """The projection, refitted first if it is older than ``refit_s`` (or missing)."""
         if time.monotonic() - self._fitted_at < self.refit_s and self.projection is not None:
             return self.projection
-        data = projection_data(self.model, self.min_count, self.encoder.dim)  # copies: safe off the loop
+        data = projection_data(self.model, self.encoder.dim)  # copies: safe off the loop
         if data is not None:
-            vectors, targets, weights = data
             loop = asyncio.get_running_loop()
             try:
-                self.projection = await loop.run_in_executor(
-                    None, lambda: fit_projection(np.stack(vectors), targets, self.alpha, weights))
+                fitted = await loop.run_in_executor(
+                    None, lambda: refit_projection(*data, alpha=self.alpha, min_count=self.min_count))
             except ValueError as exc:  # e.g. every candidate holds a non-finite number
                 log.warning("projection not refitted, keeping the previous one: %s", exc)
+            else:
+                self.projection = fitted or self.projection
             self._fitted_at = time.monotonic()
         return self.projection

@@ -31,14 +31,14 @@ def redis_client():
 @pytest.fixture
 def workers(tmp_path, redis_client):
     """Start workers with ``workers.new(env)``; all are stopped and their Redis keys removed at the end."""
+    from polyrec_cli.harness import WorkerProcess
     from stream.recs import key_pattern
-    from tests.support import Worker
 
-    started: list[Worker] = []
+    started: list[WorkerProcess] = []
 
     class Pool:
-        def new(self, env: dict) -> Worker:
-            w = Worker(env, tmp_path / f"worker{len(started)}.log")
+        def new(self, env: dict) -> WorkerProcess:
+            w = WorkerProcess(env, tmp_path / f"worker{len(started)}.log")
             started.append(w)
             return w.start()
 

@@ -5,21 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import murmur2
 
-from polyrec_cli.devservers import free_port
+from polyrec_cli.harness import WorkerProcess
 from stream.state import TEXT_SOURCE, ItemRecord
 from stream.topics import admin_client
 
@@ -48,26 +43,10 @@ def keys_in_partition(prefix: str, partition: int, partitions: int, n: int) -> l
     return out
 
 
-def event(user: str, item: str, kind: str = "click", ts: int | None = None, **extra) -> tuple[bytes, bytes]:
-    body = {"user_id": user, "item_id": item, "event": kind, "ts": ts or int(time.time() * 1000), **extra}
-    return user.encode(), json.dumps(body).encode()
-
-
 def item(item_id: str, title: str, **fields) -> tuple[bytes, bytes]:
     """An ``items`` record: key and JSON value."""
     body = {"item_id": item_id, "title": title, "ts": int(time.time() * 1000), **fields}
     return item_id.encode(), json.dumps(body, ensure_ascii=False).encode()
-
-
-async def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    await producer.start()
-    try:
-        for key, value in records:
-            await producer.send(topic, value, key=key)
-        await producer.flush()
-    finally:
-        await producer.stop()
 
 
 async def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list:
@@ -113,19 +92,6 @@ async def cleanup_policies(bootstrap: str, topics: list[str]) -> dict[str, str]:
             for response in responses for r in response.resources}
 
 
-def http_json(url: str, timeout: float = 2.0) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
-
-
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-        return r.read().decode()
-
-
 def metric_value(text: str, name: str, **labels: str) -> float:
     """Sum of a metric's samples whose labels include ``labels``."""
     total = 0.0
@@ -148,59 +114,6 @@ def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "cond
             return got
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-@dataclass
-class Worker:
-    """A ``polyrec worker`` child process with its own ports."""
-
-    env: dict
-    log: Path
-    web_port: int = field(default_factory=free_port)
-    metrics_port: int = field(default_factory=free_port)
-    proc: subprocess.Popen | None = None
-
-    def start(self) -> Worker:
-        env = dict(self.env, POLYREC_WEB_PORT=str(self.web_port), POLYREC_METRICS_PORT=str(self.metrics_port))
-        self.proc = subprocess.Popen([sys.executable, "-m", "polyrec_cli", "worker", "--loglevel", "info"],
-                                     env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
-        return self
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.web_port}{path}"
-
-    def ready(self) -> bool:
-        try:
-            code, body = http_json(self.url("/polyrec/ready"))
-            return code == 200 and bool(body.get("assigned"))
-        except OSError:
-            return False
-
-    def assigned(self) -> set[int]:
-        """The ``events`` partitions the worker holds, as /polyrec/ready lists them."""
-        return set(http_json(self.url("/polyrec/ready"))[1]["assigned"])
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        wait_for(lambda: self.alive() and self.ready(), timeout, what=f"worker ready (log: {self.log})")
-
-    def alive(self) -> bool:
-        if self.proc is None or self.proc.poll() is not None:
-            raise AssertionError(f"worker exited ({self.proc and self.proc.returncode}); log:\n"
-                                 + self.log.read_text()[-3000:])
-        return True
-
-    def metrics(self) -> str:
-        return scrape(self.metrics_port)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else 0
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
 
 
 def worker_env(bootstrap: str, tmp: Path, **extra: str) -> dict:
@@ -236,7 +149,7 @@ def durable_item_counts(bootstrap: str, env: dict) -> Counter:
     return counts
 
 
-def two_workers(pool, env: dict, partitions: int = 4) -> tuple[list[Worker], dict[int, Worker]]:
+def two_workers(pool, env: dict, partitions: int = 4) -> tuple[list[WorkerProcess], dict[int, WorkerProcess]]:
     """Start two workers on ``env`` and wait for an even split; return them and partition -> owner."""
     a, b = pool.new(env), pool.new(env)
     for w in (a, b):

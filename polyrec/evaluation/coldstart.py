@@ -17,7 +17,7 @@ import numpy as np
 from polyrec.evaluation.baselines import Polyrec
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
-from polyrec.projection import Projection, count_weights, fit_projection, mf_targets
+from polyrec.projection import Projection, refit_projection
 
 
 def holdout_items(items: np.ndarray, frac: float = 0.2, seed: int = 0) -> np.ndarray:
@@ -119,20 +119,18 @@ class ColdStartMF(Polyrec):
         return self.projection.project(self.texts.new[self._new_rows.rows(ids)])
 
     def _refit_if_stale(self) -> None:
-        """Refit on every item with ``min_count`` events, as the stream does before projecting."""
+        """Refit on the items with a text and ``min_count`` events, as the stream does before projecting."""
         s = self.settings
         assert self.texts is not None  # only _starts refits, and only with texts
         if self.projection is not None and self._since_fit < s.refit_every:
             return
         mf = self.model
-        weights = count_weights(self.counts, s.min_count)
-        rows = np.flatnonzero(weights > 0)
-        if len(rows) < 2:
-            return
-        x = self.texts.catalog[self._catalog_rows.rows(mf.items.id_at(rows))]
-        y = mf_targets(mf.item_factors[rows], mf.item_bias[rows])
-        self.projection = fit_projection(x, y, s.alpha, weights[rows])
-        self._since_fit = 0
+        text_rows = self._catalog_rows.rows(mf.items.ids)
+        rows = np.flatnonzero(text_rows >= 0)
+        fitted = refit_projection(self.texts.catalog[text_rows[rows]], self.counts[rows], mf.item_factors[rows],
+                                  mf.item_bias[rows], s.alpha, s.min_count)
+        if fitted is not None:
+            self.projection, self._since_fit = fitted, 0
 
 
 class KnownStartMF(ColdStartMF):

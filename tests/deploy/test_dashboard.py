@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from polyrec_cli.devservers import free_port
-from tests.support import event, http_json, produce, run, wait_for, worker_env
+from polyrec_cli.harness import event_record, get_json, send_records
+from tests.support import run, wait_for, worker_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "polyrec.json"
@@ -169,7 +170,7 @@ class Prometheus:
 
     def query(self, expr: str) -> tuple[int, dict]:
         url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        return http_json(url, timeout=5.0)
+        return get_json(url, timeout=5.0)
 
     def ready(self) -> bool:
         assert self.proc.poll() is None, (self.folder / "prometheus.log").read_text()[-2000:]
@@ -216,8 +217,8 @@ def load(bootstrap: str, env: dict, rounds: int, pause: float) -> None:
     for r in range(rounds):
         run(_publish_items(bootstrap, env["POLYREC_ITEMS_TOPIC"], movies[r * 20:(r + 1) * 20]))
         run(_replay(bootstrap, env["POLYREC_EVENTS_TOPIC"], 500, lambda n: None))
-        bad = [(b"u1", b"not json"), event("u2", "i1", "like"), (b"someone-else", event("u3", "i2")[1])]
-        run(produce(bootstrap, env["POLYREC_EVENTS_TOPIC"], bad))
+        bad = [(b"u1", b"not json"), event_record("u2", "i1", "like"), (b"someone-else", event_record("u3", "i2")[1])]
+        run(send_records(bootstrap, env["POLYREC_EVENTS_TOPIC"], bad))
         time.sleep(pause)
 
 

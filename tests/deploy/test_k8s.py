@@ -189,8 +189,9 @@ def test_sigterm_within_the_grace_period_commits_offsets_and_writes_redis(broker
     committed event has recommendations in Redis."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from polyrec_cli.harness import event_record, send_records
     from stream.recs import recs_key
-    from tests.support import event, metric_value, produce, read_topic, run, wait_for, worker_env
+    from tests.support import metric_value, read_topic, run, wait_for, worker_env
 
     grace = yaml.safe_load((K8S / "base" / "deployment.yaml").read_text())["spec"]["template"]["spec"][
         "terminationGracePeriodSeconds"]
@@ -198,7 +199,7 @@ def test_sigterm_within_the_grace_period_commits_offsets_and_writes_redis(broker
     settings = Settings.from_env(env)
     worker = workers.new(env)
     worker.wait_ready(90)
-    run(produce(broker, settings.events_topic, [event(f"u{n // 2}", f"i{n % 13}") for n in range(20_000)]))
+    run(send_records(broker, settings.events_topic, [event_record(f"u{n // 2}", f"i{n % 13}") for n in range(20_000)]))
     wait_for(lambda: metric_value(worker.metrics(), "polyrec_events_total") > 0, 60, what="the first events processed")
 
     assert metric_value(worker.metrics(), "polyrec_worker_ready") == 1

@@ -7,8 +7,10 @@ import time
 import numpy as np
 import pytest
 
+from polyrec_cli.harness import event_record, get_json, send_records
+from stream.recs import recs_key
 from tests import support
-from tests.support import item, metric_value, produce, run, wait_for
+from tests.support import item, metric_value, run, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -62,7 +64,7 @@ GERMAN = {"space": ("weltraum-de", "Raketenstart zum Mars: eine Dokumentation ü
 
 
 def _recs(redis_client, env, user):
-    raw = redis_client.get(f"{env['POLYREC_REDIS_PREFIX']}:recs:{user}")
+    raw = redis_client.get(recs_key(env["POLYREC_REDIS_PREFIX"], user))
     return None if raw is None else json.loads(raw)
 
 
@@ -84,7 +86,7 @@ def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(
 
     topics = {"space": [f"space{n:02d}" for n in range(len(SPACE))],
               "cook": [f"cook{n:02d}" for n in range(len(COOKING))]}
-    run(produce(broker, env["POLYREC_ITEMS_TOPIC"], [item(i, t, lang="en") for i, t in
+    run(send_records(broker, env["POLYREC_ITEMS_TOPIC"], [item(i, t, lang="en") for i, t in
                                                     zip(topics["space"] + topics["cook"], SPACE + COOKING)]))
     wait_for(lambda: total("polyrec_encoder_items_total") == 40, 60, what="40 items encoded")
 
@@ -93,10 +95,10 @@ def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(
     # two passes 0.41-0.87 over 5 runs on a Zen 5 VM, and one CI failure there at 0.397)
     rng = random.Random(7)
     fans = {kind: [f"{kind}-fan{n}" for n in range(20)] for kind in topics}
-    history = [support.event(u, i, "purchase") for kind, items in topics.items() for u in fans[kind]
+    history = [event_record(u, i, "purchase") for kind, items in topics.items() for u in fans[kind]
                for i in rng.sample(items, 12)] * 3
     rng.shuffle(history)
-    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], history))
+    run(send_records(broker, env["POLYREC_EVENTS_TOPIC"], history))
     wait_for(lambda: total("polyrec_events_total", outcome="applied") == len(history), 60,
              what="the history applied")
     # item contributions are shared at each offset commit (POLYREC_COMMIT_INTERVAL_S, 1 s): wait until
@@ -111,7 +113,7 @@ def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(
              what="both replicas caught up")
 
     published = time.time()
-    run(produce(broker, env["POLYREC_ITEMS_TOPIC"], [item(i, t, lang="de") for i, t in GERMAN.values()]))
+    run(send_records(broker, env["POLYREC_ITEMS_TOPIC"], [item(i, t, lang="de") for i, t in GERMAN.values()]))
     wait_for(lambda: total("polyrec_encoder_items_total") == 42, 30, what="the German items")
 
     # 1. the projection places each German item with its English neighbours: over every fan, it
@@ -137,7 +139,7 @@ def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(
     # worker owns (not the one that encoded the item) refreshes their recommendations with it
     encoder_worker = owners[support.partition_of(GERMAN["space"][0], 4)]  # items and events are co-partitioned
     user = next(u for u in fans["space"] if owners[support.partition_of(u, 4)] is not encoder_worker)
-    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [support.event(user, topics["space"][0], "view")]))
+    run(send_records(broker, env["POLYREC_EVENTS_TOPIC"], [event_record(user, topics["space"][0], "view")]))
     recs = wait_for(lambda: (r := _recs(redis_client, env, user)) and r["updated_at"] / 1000 > published and r,
                     30, what=f"{user}'s fresh recs")
     elapsed = time.time() - published
@@ -149,7 +151,7 @@ def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(
 def _user_state(pool: list, user: str) -> dict:
     """A user's state from whichever worker holds it."""
     for w in pool:
-        code, body = support.http_json(w.url(f"/polyrec/users/{user}"))
+        code, body = get_json(w.url(f"/polyrec/users/{user}"))
         if code == 200:
             return body
     raise AssertionError(f"no worker holds {user!r}")
@@ -164,11 +166,11 @@ def test_bad_items_go_to_the_dlq(broker, tmp_path, workers, redis_client):
            item("markup", "<b></b>", description="<i>\u200b</i>"),  # no text in either field
            (b"surrogate", b'{"item_id": "surrogate", "title": "Am\\ud800lie", "ts": 1}')]  # cannot be tokenised
     # in one micro-batch with the good item: a bad record must not take the batch down with it
-    run(produce(broker, topic, bad + [item("fine", "A perfectly good item")]))
+    run(send_records(broker, topic, bad + [item("fine", "A perfectly good item")]))
     wait_for(lambda: metric_value(w.metrics(), "polyrec_encoder_items_total") == 1, 30, what="the good item")
     dlq = wait_for(lambda: len(r := run(support.read_topic(broker, f"{topic}.dlq"))) == 5 and r, 15,
                    what="5 dead letters")
     reasons = sorted(dict(r.headers)["polyrec-reason"].decode() for r in dlq)
     assert reasons == ["empty_text", "empty_text", "malformed_json", "malformed_json", "missing_field"]
     assert metric_value(w.metrics(), "polyrec_dlq_records_total", topic=topic) == 5
-    w.alive()
+    w.check()

@@ -14,9 +14,10 @@ import pytest
 from polyrec.evaluation.baselines import Polyrec
 from polyrec.history import History
 from polyrec.recommend import recommend
+from polyrec_cli.harness import event_record, send_records
 from stream.recs import stream_key
 from stream.settings import Settings
-from tests.support import event, produce, run, wait_for, worker_env
+from tests.support import run, wait_for, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,7 +47,7 @@ def test_the_worker_publishes_what_the_evaluated_model_recommends(broker, tmp_pa
     events = [(f"u{rng.integers(6)}", f"i{rng.integers(25)}", kinds[rng.integers(3)]) for _ in range(70)]
     stream = stream_key(env["POLYREC_REDIS_PREFIX"])
     for n, (user, item, kind) in enumerate(events):
-        run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(user, item, kind, ts=n)]))
+        run(send_records(broker, env["POLYREC_EVENTS_TOPIC"], [event_record(user, item, kind, ts=n)]))
         wait_for(lambda n=n: redis_client.xlen(stream) > n, 15, what=f"the payload of event {n}")
     published = [json.loads(fields[b"payload"]) for _, fields in redis_client.xrange(stream)]
     assert len(published) == len(events)

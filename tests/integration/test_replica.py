@@ -9,10 +9,10 @@ import uuid
 import pytest
 from aiokafka.admin import NewTopic
 
+from polyrec_cli.harness import send_records
 from stream.replica import ItemReplica
 from stream.state import ItemRecord
 from stream.topics import admin_client
-from tests.support import produce
 from tests.unit.stream.test_replica import encoded
 
 
@@ -32,7 +32,7 @@ def test_the_replica_reads_its_topic_from_the_start_and_keeps_tailing_it(broker)
     async def main() -> None:
         async with admin_client(broker) as admin:
             await admin.create_topics([NewTopic(topic, 3, 1)])
-        await produce(broker, topic, items(0, 30) + [(b"m0", b"{not json")])  # written before the worker
+        await send_records(broker, topic, items(0, 30) + [(b"m0", b"{not json")])  # written before the worker
         replica = ItemReplica([broker], topic, apply, lambda *header: False, outcomes.append,
                               fetch_max_wait_ms=50)
         task = asyncio.create_task(replica.run())
@@ -41,7 +41,7 @@ def test_the_replica_reads_its_topic_from_the_start_and_keeps_tailing_it(broker)
             assert replica.caught_up_once
             assert sorted(applied) == sorted(f"m{i}" for i in range(30)), "caught up means every record read"
             assert outcomes.count("invalid") == 1  # skipped, and the replica kept going
-            await produce(broker, topic, items(30, 40))  # written while it runs
+            await send_records(broker, topic, items(30, 40))  # written while it runs
             await replica.wait_caught_up(timeout=30)
             assert sorted(applied) == sorted(f"m{i}" for i in range(40))
         finally:

@@ -9,14 +9,13 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from polyrec_cli.harness import event_record, get_json, send_records
 from stream.pipeline import DLQ_MAX_BYTES
+from stream.recs import recs_key
 from tests.support import (
     durable_item_counts,
-    event,
-    http_json,
     keys_in_partition,
     metric_value,
-    produce,
     read_topic,
     run,
     two_workers,
@@ -28,8 +27,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PARTITIONS = 4
 
 
+def _send_events(broker, env, records):
+    run(send_records(broker, env["POLYREC_EVENTS_TOPIC"], records))
+
+
 def _recs(redis_client, env, user):
-    raw = redis_client.get(f"{env['POLYREC_REDIS_PREFIX']}:recs:{user}")
+    raw = redis_client.get(recs_key(env["POLYREC_REDIS_PREFIX"], user))
     return None if raw is None else json.loads(raw)
 
 
@@ -38,16 +41,16 @@ def test_events_in_recommendations_out(broker, tmp_path, workers, redis_client):
     w = workers.new(env)
     w.wait_ready()
     # the probes: liveness, the readiness gauge agreeing with /polyrec/ready, a user it does not hold
-    code, health = http_json(w.url("/polyrec/health"))
+    code, health = get_json(w.url("/polyrec/health"))
     assert code == 200 and health["status"] == "ok" and health["model_version"], health
     wait_for(lambda: metric_value(w.metrics(), "polyrec_worker_ready") == 1, 5, what="the readiness gauge at 1")
-    assert http_json(w.url("/polyrec/users/nobody"))[0] == 404
-    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event("seed", f"item{n}", "view") for n in range(30)]))
+    assert get_json(w.url("/polyrec/users/nobody"))[0] == 404
+    _send_events(broker, env, [event_record("seed", f"item{n}", "view") for n in range(30)])
     wait_for(lambda: _recs(redis_client, env, "seed"), 15, what="the catalog seeded")
     users = [f"alice{n}" for n in range(8)]
-    records = [event(u, f"item{(3 * n + k) % 30}") for n, u in enumerate(users) for k in range(6)]
+    records = [event_record(u, f"item{(3 * n + k) % 30}") for n, u in enumerate(users) for k in range(6)]
     sent = time.time() * 1000
-    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], records))
+    _send_events(broker, env, records)
     got = wait_for(lambda: all(_recs(redis_client, env, u) for u in users) and
                    {u: _recs(redis_client, env, u) for u in users}, 15, what="recs for every user")
     for n, u in enumerate(users):
@@ -77,13 +80,13 @@ def test_two_workers_four_partitions_share_item_factors(broker, tmp_path, worker
     _, owners = two_workers(workers, env, PARTITIONS)
     # a catalogue, then a "blockbuster" learned only from partition 0's users, on partition 0's worker
     seed = keys_in_partition("seed", 0, PARTITIONS, 1)[0]
-    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(seed, f"filler{n}", "view") for n in range(30)]))
+    _send_events(broker, env, [event_record(seed, f"filler{n}", "view") for n in range(30)])
     fans = keys_in_partition("fan", 0, PARTITIONS, 40)
     # in 10 rounds: each micro-batch is one AdaGrad step per item, so 40 purchases in one batch would
     # lift the blockbuster no more than one sampled negative on the other worker lowers it
     for r in range(0, len(fans), 4):
         round_ = fans[r:r + 4]
-        run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(u, "blockbuster", "purchase") for u in round_]))
+        _send_events(broker, env, [event_record(u, "blockbuster", "purchase") for u in round_])
         wait_for(lambda round_=round_: all(_recs(redis_client, env, u) for u in round_), 20, what="fans' recs")
     # item contributions are shared at each offset commit (every POLYREC_COMMIT_INTERVAL_S = 1 s): wait
     # until the blockbuster's are in the item-factor topic and the other worker's replica has read every
@@ -96,7 +99,7 @@ def test_two_workers_four_partitions_share_item_factors(broker, tmp_path, worker
              what="the other worker's replica caught up")
     # users of the other worker's partitions see it first, though no one there touched it
     targets = [keys_in_partition("viewer", p, PARTITIONS, 1)[0] for p in others]
-    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(u, f"niche{n}", "view") for n, u in enumerate(targets)]))
+    _send_events(broker, env, [event_record(u, f"niche{n}", "view") for n, u in enumerate(targets)])
     got = wait_for(lambda: all(_recs(redis_client, env, u) for u in targets) and
                    [_recs(redis_client, env, u) for u in targets], 20, what="targets' recs")
     for p in got:
@@ -129,12 +132,12 @@ def test_user_state_survives_a_restart(broker, tmp_path, workers, redis_client, 
     w.wait_ready()
     users = [f"bob{n}" for n in range(6)]
     things = [f"thing{(n * 7 + k) % 20}" for n in range(len(users)) for k in range(5)]
-    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(u, things[n * 5 + k]) for n, u in enumerate(users)
-                                   for k in range(5)]))
+    _send_events(broker, env, [event_record(u, things[n * 5 + k]) for n, u in enumerate(users)
+                                   for k in range(5)])
     wait_for(lambda: metric_value(w.metrics(), "polyrec_events_total", outcome="applied") == 30, 15,
              what="all 30 events applied")
     wait_for(lambda: all(_recs(redis_client, env, u) for u in users), 15, what="recs")
-    before = {u: http_json(w.url(f"/polyrec/users/{u}"))[1] for u in users}
+    before = {u: get_json(w.url(f"/polyrec/users/{u}"))[1] for u in users}
     assert all(len(s["history"]) == 5 for s in before.values())
     # a commit (every second) first writes the item contributions of the offsets it covers
     wait_for(lambda: durable_item_counts(broker, env) == Counter(things), 15, what="the contributions written")
@@ -149,14 +152,14 @@ def test_user_state_survives_a_restart(broker, tmp_path, workers, redis_client, 
     known = metric_value(w2.metrics(), "polyrec_items_known")
     assert known == len(set(things)), "the replica's items, before any event"
     for u in users:
-        code, after = http_json(w2.url(f"/polyrec/users/{u}"))
+        code, after = get_json(w2.url(f"/polyrec/users/{u}"))
         assert code == 200, after
         np.testing.assert_allclose(after["factors"], before[u]["factors"], rtol=1e-5, atol=1e-6)
         assert after["history"] == before[u]["history"]
         assert after["offset"] == before[u]["offset"]
         assert after["accum"] == pytest.approx(before[u]["accum"], rel=1e-6)
     # the new worker re-applies nothing to items and writes its own contributions
-    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(u, "thing0") for u in users]))
+    _send_events(broker, env, [event_record(u, "thing0") for u in users])
     wait_for(lambda: metric_value(w2.metrics(), "polyrec_events_total", outcome="applied") == len(users), 15,
              what="the new events applied")
     wait_for(lambda: durable_item_counts(broker, env) == Counter(things) + Counter({"thing0": len(users)}), 10,
@@ -177,7 +180,7 @@ def test_pending_item_contributions_are_written_when_partitions_move(broker, tmp
     a = workers.new(env)
     a.wait_ready()
     things = [f"gadget{n % 7}" for n in range(40)]
-    run(produce(broker, env["POLYREC_EVENTS_TOPIC"], [event(f"dana{n % 10}", t) for n, t in enumerate(things)]))
+    _send_events(broker, env, [event_record(f"dana{n % 10}", t) for n, t in enumerate(things)])
     wait_for(lambda: metric_value(a.metrics(), "polyrec_events_total", outcome="applied") == len(things), 15,
              what="all events applied")
     topic = env["POLYREC_EVENTS_TOPIC"]
@@ -222,17 +225,17 @@ def test_bad_input_goes_to_the_dlq_and_valid_events_around_it_are_applied(broker
     w.wait_ready()
     valid, records = [], []
     for n, (value, _) in enumerate(BAD):
-        good = event("carol", f"film{n}", "view", extra_field="kept")
+        good = event_record("carol", f"film{n}", "view", extra_field="kept")
         valid.append(good)
         records += [good, (b"u", value)]
-    records.append((b"someone-else", event("carol", "film-x")[1]))  # key is not the user id
-    run(produce(broker, "events-bad", records))
+    records.append((b"someone-else", event_record("carol", "film-x")[1]))  # key is not the user id
+    run(send_records(broker, "events-bad", records))
     time.sleep(0.5)
-    run(produce(broker, "events-bad", [event("carol", "after-the-storm")]))  # the worker is still alive
+    run(send_records(broker, "events-bad", [event_record("carol", "after-the-storm")]))  # the worker is still alive
     wait_for(lambda: (_recs(redis_client, env, "carol") or {}).get("event_ts") and
              metric_value(w.metrics(), "polyrec_events_total", outcome="applied") == len(valid) + 1,
              20, what="all valid events applied")
-    state = http_json(w.url("/polyrec/users/carol"))[1]
+    state = get_json(w.url("/polyrec/users/carol"))[1]
     assert set(state["history"]) == {f"film{n}" for n in range(len(BAD))} | {"after-the-storm"}
     dlq = run(read_topic(broker, "events-bad.dlq"))
     reasons = [dict(r.headers)["polyrec-reason"].decode() for r in dlq]
@@ -252,4 +255,4 @@ def test_bad_input_goes_to_the_dlq_and_valid_events_around_it_are_applied(broker
     text = w.metrics()
     assert metric_value(text, "polyrec_dlq_records_total") == len(BAD) + 1
     assert metric_value(text, "polyrec_dlq_records_total", reason="invalid_id") == 2
-    w.alive()
+    w.check()

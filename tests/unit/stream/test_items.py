@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from polyrec.mf import MFConfig
+from polyrec.projection import refit_projection
 from stream import items as items_module
 from stream import metrics
 from stream.items import ItemPipeline, parse_items, projection_data
@@ -56,10 +57,13 @@ def test_projection_data_takes_items_with_a_text_of_this_encoder_and_enough_even
     model = _learned_model()
     model.embeddings.update({f"i{n}": np.full(6, n, np.float32) for n in range(5)})
     model.embeddings["i1"] = np.ones(9, np.float32)  # another encoder's width: left out
-    embeddings, targets, weights = projection_data(model, min_count=10, dim=6)
-    assert [e[0] for e in embeddings] == [0.0, 2.0]  # i0 (20 events), i2 (12); i3, i4 have too few
-    assert targets.shape == (2, 5) and (weights > 0).all() and weights[0] > weights[1]
-    assert projection_data(model, min_count=13, dim=6) is None  # only i0 left: no fit
+    data = projection_data(model, dim=6)
+    embeddings, counts, factors, bias = data
+    assert [e[0] for e in embeddings] == [0.0, 2.0, 3.0, 4.0] and factors.shape == (4, 4) and bias.shape == (4,)
+    assert refit_projection(*data, min_count=10).n_items == 2  # i0 (20 events), i2 (12); i3, i4 have too few
+    assert refit_projection(*data, min_count=13) is None  # only i0 left: no fit
+    model.embeddings = {"i0": model.embeddings["i0"]}
+    assert projection_data(model, dim=6) is None
 
 
 def test_the_projection_is_refitted_when_stale_and_kept_when_a_refit_fails(monkeypatch, caplog):
@@ -75,7 +79,10 @@ def test_the_projection_is_refitted_when_stale_and_kept_when_a_refit_fails(monke
     second = asyncio.run(pipeline._current_projection())
     assert second is not first and not np.allclose(second.x_mean, first.x_mean)  # stale: refitted
 
-    monkeypatch.setattr(items_module, "fit_projection", lambda *a: (_ for _ in ()).throw(ValueError("bad rows")))
+    def failing(*args, **kwargs):
+        raise ValueError("bad rows")
+
+    monkeypatch.setattr(items_module, "refit_projection", failing)
     with caplog.at_level("WARNING"):
         assert asyncio.run(pipeline._current_projection()) is second  # the refit failed: the old one stays
     assert "keeping the previous one: bad rows" in caplog.text
