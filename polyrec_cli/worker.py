@@ -1,4 +1,4 @@
-"""``polyrec worker``: one streaming worker process (the Faust app is :func:`stream.app.build_app`)."""
+"""``polyrec worker``: one streaming worker process (its Faust app is :class:`stream.app.Worker`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from stream import metrics
-from stream.app import build_app, encoder_file
+from stream.app import Worker, encoder_file
 from stream.faust_process import quiet_worker, use_event_loop
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -20,7 +20,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
         encoder_file(settings)  # a missing encoder fails before anything connects
     loop = use_event_loop(settings.event_loop)
     asyncio.run(ensure_topics(settings, replication=settings.replication))
-    app = build_app(settings)
+    app = Worker(settings).app
 
     @app.task
     async def log_event_loop() -> None:

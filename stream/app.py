@@ -1,8 +1,9 @@
-"""The Faust application: topics, the users table, the events agent, the item replica.
+"""The Faust application of one worker process: :class:`Worker`.
 
-Reading order: build_app() declares everything; the ``learn`` agent runs one actor per
-assigned ``events`` partition (isolated partitions), waits for the item replica to catch up,
-then feeds micro-batches (``take_events``) to :class:`stream.pipeline.EventPipeline`.
+Reading order: ``Worker.__init__`` builds the parts (the model, the users table, the replicas, the
+pipelines) and ``_register`` hands its methods to Faust. The ``learn`` agent runs one actor per
+assigned ``events`` partition (isolated partitions), waits for the replicas to catch up, then feeds
+micro-batches (``take_events``) to :class:`stream.pipeline.EventPipeline`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import logging
 import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,141 +68,163 @@ def open_encoder(settings: Settings) -> OnnxEncoder:
     return OnnxEncoder(path, provider=settings.encoder_provider, intra_op_threads=settings.encoder_threads)
 
 
-def build_app(settings: Settings) -> faust.App:
-    """A Faust app for one worker process, configured from ``settings``."""
-    install_recovery_fix()
-    install_fetch_max_wait(settings.fetch_max_wait_ms)
-    app = faust.App(
-        settings.app_id,
-        broker=[f"kafka://{h}" for h in settings.broker_list],
-        store=settings.store,
-        datadir=settings.data_dir,
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication,
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=settings.heartbeat_interval_s,
-        broker_rebalance_timeout=settings.rebalance_timeout_s,
-        producer_acks=-1,
-        broker_commit_interval=settings.commit_interval_s,
-        web_enabled=settings.web_port != 0,
-        web_port=settings.web_port or 6066,
-        web_bind="0.0.0.0",
-        key_serializer="raw",
-        value_serializer="raw",
-    )
-    config, cooccurrence = settings.mf_config(), settings.cooccurrence_config()
-    version = model_version(config, cooccurrence)
-    metrics.MODEL.info({"version": version, **{k: str(v) for k, v in asdict(config).items()},
-                        **{f"cooccurrence_{k}": str(v) for k, v in asdict(cooccurrence).items()}})
-    model = WorkerModel(config, cooccurrence, history_max=settings.history_max, k=settings.top_k)
+class Worker:
+    """One worker process: a Faust app configured from ``settings``, its model, pipelines and replicas.
 
-    # export zeros, not "no data": an alert on increase() misses a counter's first value
-    for topic in (settings.events_topic, settings.items_topic):
-        metrics.BATCH_FAILURES.labels(topic)
-        for reason in REASONS:
-            metrics.DLQ.labels(topic, reason)
-    for outcome in REPLICA_OUTCOMES:
-        metrics.ITEM_RECORDS.labels(outcome)
-    events = app.topic(settings.events_topic, partitions=settings.partitions)
-    users = app.Table(USERS_TABLE, default=None, partitions=settings.partitions,
-                      schema=faust.Schema(key_serializer="json", value_serializer="json"))
+    The methods below are what Faust runs (agents, tasks, the lag timer, rebalance signals) and what
+    the web pages answer; ``_register`` hands them over, and nothing else touches Faust's decorators.
+    """
 
-    def users_store(event: faust.EventT, key: str, value: dict) -> None:
+    def __init__(self, settings: Settings) -> None:
+        install_recovery_fix()
+        install_fetch_max_wait(settings.fetch_max_wait_ms)
+        self.settings = s = settings
+        self.app = faust.App(
+            s.app_id,
+            broker=[f"kafka://{h}" for h in s.broker_list],
+            store=s.store,
+            datadir=s.data_dir,
+            topic_partitions=s.partitions,
+            topic_replication_factor=s.replication,
+            broker_session_timeout=s.session_timeout_s,
+            broker_heartbeat_interval=s.heartbeat_interval_s,
+            broker_rebalance_timeout=s.rebalance_timeout_s,
+            producer_acks=-1,
+            broker_commit_interval=s.commit_interval_s,
+            web_enabled=s.web_port != 0,
+            web_port=s.web_port or 6066,
+            web_bind="0.0.0.0",
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        config, cooccurrence = s.mf_config(), s.cooccurrence_config()
+        self.version = model_version(config, cooccurrence)
+        metrics.MODEL.info({"version": self.version, **{k: str(v) for k, v in asdict(config).items()},
+                            **{f"cooccurrence_{k}": str(v) for k, v in asdict(cooccurrence).items()}})
+        self.model = WorkerModel(config, cooccurrence, history_max=s.history_max, k=s.top_k)
+        _export_zero_series(s)
+        self.events = self.app.topic(s.events_topic, partitions=s.partitions)
+        self.users = self.app.Table(USERS_TABLE, default=None, partitions=s.partitions,
+                                    schema=faust.Schema(key_serializer="json", value_serializer="json"))
+        self.replica = ItemReplica(s.broker_list, item_factors_topic(s), self.model.apply_item_record,
+                                   self.model.knows, lambda outcome: metrics.ITEM_RECORDS.labels(outcome).inc(),
+                                   fetch_max_wait_ms=s.fetch_max_wait_ms)
+        self.barrier = HandOverBarrier(self.replica.wait_caught_up)
+        self.event_replica = EventReplica(s.broker_list, s.events_topic, self.model.learn_memory,
+                                          metrics.MEMORY_EVENTS.inc, fetch_max_wait_ms=s.fetch_max_wait_ms)
+        self.redis = aioredis.from_url(s.redis_url)
+        self.pipeline = EventPipeline(
+            self.model, s.weights, self.produce, self.users.data.get, self._store_user, self._user_persisted,
+            {"items": item_factors_topic(s), "users": self.users.changelog_topic.get_topic_name(),
+             "dlq": f"{s.events_topic}.dlq"},
+            RecsPublisher(self.redis, s.redis_prefix, s.recs_ttl_s, s.stream_maxlen), self.version,
+            barrier=self.barrier.before_batch, memory_ready=self.event_replica.wait_for,
+        )
+        self.item_pipeline = None if not s.items_agent else ItemPipeline(
+            self.model, open_encoder(s), self.produce, {"items": item_factors_topic(s), "dlq": f"{s.items_topic}.dlq"},
+            s.projection_alpha, s.projection_min_count, s.projection_refit_s)
+        self._assigned_once = threading.Event()  # the consumer has started (the web server answers before)
+        self._lag_series: set[int] = set()  # the events partitions this worker exports a lag series for
+        self._register()
+
+    def _register(self) -> None:
+        """Hand the methods to Faust, and the gauges to Prometheus."""
+        app, s = self.app, self.settings
+        app.agent(self.events, name="learn", isolated_partitions=True)(self.learn)
+        if self.item_pipeline is not None:
+            app.agent(app.topic(s.items_topic, partitions=s.partitions), name="encode_items")(self.encode_items)
+        commits.install(app, s.events_topic, self.pipeline.flush_items)
+        app.on_partitions_revoked.connect(self.hand_over)
+        app.on_partitions_assigned.connect(self.on_assigned)
+        app.on_before_shutdown.connect(self.close)
+        drop_monitor(app)
+        app.task(self.replica.run)
+        app.task(self.event_replica.run)
+        app.timer(5.0, name="consumer_lag")(self.consumer_lag)
+        # Faust makes a page's handler a method of its view class: plain functions, not bound methods
+        for path, handler in (("/polyrec/health", self.health), ("/polyrec/ready", self.readiness),
+                              ("/polyrec/users/{user_id}", self.user_state)):
+            app.page(path)(_json_view(handler))
+        metrics.READY.set_function(lambda: float(self.is_ready()))
+        metrics.USERS.set_function(lambda: float(len(self.model.mf.users)))
+        metrics.ITEMS.set_function(lambda: float(len(self.model.mf.items)))  # the replica's items too, from start-up
+
+    # -- what the pipelines write through ---------------------------------------------------
+    async def produce(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
+                      headers: list | None):
+        return await self.app.producer.send(topic, key, value, partition, None, headers)
+
+    def _store_user(self, event: faust.EventT, key: str, value: dict) -> None:
         # the RocksDB store picks its per-partition database from the current event; inside a
         # take_events body Faust leaves that context empty, so name the batch's event explicitly
         faust_streams._current_event.set(weakref.ref(event))
-        users.data[key] = value
+        self.users.data[key] = value
 
-    def users_persisted(partition: int, offset: int) -> None:
+    def _user_persisted(self, partition: int, offset: int) -> None:
         # Faust records this itself only for changelog records it sends; the pipeline sends its own
-        users.data.set_persisted_offset(TP(users.changelog_topic.get_topic_name(), partition), offset)
+        self.users.data.set_persisted_offset(TP(self.users.changelog_topic.get_topic_name(), partition), offset)
 
-    async def produce(topic: str, key: bytes | None, value: bytes | None, partition: int | None,
-                      headers: list | None):
-        return await app.producer.send(topic, key, value, partition, None, headers)
+    # -- agents ------------------------------------------------------------------------------
+    async def learn(self, stream: faust.StreamT) -> None:
+        """The events agent, one actor per assigned partition."""
+        await self.replica.wait_caught_up()  # the catch-ups from the topics' start, holding no events
+        await self.event_replica.wait_caught_up(timeout=None)  # as long as the events topic takes to read
+        async for batch in stream.take_events(self.settings.batch_max, within=self.settings.batch_window_s):
+            await process_or_dead_letter(self.pipeline, batch)
 
-    events_dlq, items_dlq = f"{settings.events_topic}.dlq", f"{settings.items_topic}.dlq"
-    replica = ItemReplica(settings.broker_list, item_factors_topic(settings), model.apply_item_record,
-                          model.knows, lambda outcome: metrics.ITEM_RECORDS.labels(outcome).inc(),
-                          fetch_max_wait_ms=settings.fetch_max_wait_ms)
-    barrier = HandOverBarrier(replica.wait_caught_up)
-    event_replica = EventReplica(settings.broker_list, settings.events_topic, model.learn_memory,
-                                 metrics.MEMORY_EVENTS.inc, fetch_max_wait_ms=settings.fetch_max_wait_ms)
-    redis = aioredis.from_url(settings.redis_url)
-    pipeline = EventPipeline(
-        model, settings.weights, produce, users.data.get, users_store, users_persisted,
-        {"items": item_factors_topic(settings), "users": users.changelog_topic.get_topic_name(),
-         "dlq": events_dlq},
-        RecsPublisher(redis, settings.redis_prefix, settings.recs_ttl_s, settings.stream_maxlen), version,
-        barrier=barrier.before_batch, memory_ready=event_replica.wait_for,
-    )
+    async def encode_items(self, stream: faust.StreamT) -> None:
+        """The items agent: encode new items' texts, place them, share them."""
+        assert self.item_pipeline is not None  # registered only with the pipeline
+        await self.replica.wait_caught_up()
+        async for batch in stream.take_events(self.settings.items_batch_max, within=self.settings.batch_window_s):
+            await process_or_dead_letter(self.item_pipeline, batch)
 
-    @app.agent(events, isolated_partitions=True)
-    async def learn(stream: faust.StreamT) -> None:
-        await replica.wait_caught_up()  # the catch-ups from the topics' start, holding no events
-        await event_replica.wait_caught_up(timeout=None)  # as long as the events topic takes to read
-        async for batch in stream.take_events(settings.batch_max, within=settings.batch_window_s):
-            await process_or_dead_letter(pipeline, batch)
-
-    if settings.items_agent:
-        item_pipeline = ItemPipeline(
-            model, open_encoder(settings), produce,
-            {"items": item_factors_topic(settings), "dlq": items_dlq},
-            settings.projection_alpha, settings.projection_min_count, settings.projection_refit_s)
-        items = app.topic(settings.items_topic, partitions=settings.partitions)
-
-        @app.agent(items)
-        async def encode_items(stream: faust.StreamT) -> None:
-            await replica.wait_caught_up()
-            async for batch in stream.take_events(settings.items_batch_max, within=settings.batch_window_s):
-                await process_or_dead_letter(item_pipeline, batch)
-
-        @app.on_before_shutdown.connect
-        async def close_encoder(app: faust.App, **kwargs: object) -> None:
-            item_pipeline.encoder.close()
-
-    commits.install(app, settings.events_topic, pipeline.flush_items)
-
-    def events_partitions(tps: Iterable[TP]) -> set[int]:
+    # -- rebalances and shutdown ---------------------------------------------------------------
+    def _events_partitions(self, tps: Iterable[TP]) -> set[int]:
         """The ``events`` partitions among ``tps`` (an assignment also holds changelogs and items)."""
-        return {tp.partition for tp in tps if tp.topic == settings.events_topic}
+        return {tp.partition for tp in tps if tp.topic == self.settings.events_topic}
 
-    @app.on_partitions_revoked.connect
-    async def hand_over(app: faust.App, revoked: set, **kwargs: object) -> None:
+    async def hand_over(self, app: faust.App, revoked: set, **kwargs: object) -> None:
         """Before a partition's next owner starts: its contributions written, users reloaded later."""
-        barrier.rebalancing()
-        partitions = events_partitions(revoked)
-        await pipeline.flush_items(partitions)
-        model.forget_users()
+        self.barrier.rebalancing()
+        partitions = self._events_partitions(revoked)
+        await self.pipeline.flush_items(partitions)
+        self.model.forget_users()
         for p in partitions:  # a stale position must not count if the partition comes back
-            pipeline.positions.pop(p, None)
+            self.pipeline.positions.pop(p, None)
 
-    drop_monitor(app)
+    async def on_assigned(self, app: faust.App, assigned: set, **kwargs: object) -> None:
+        """The consumer has started; partitions given away stop exporting their lag (their next owner
+        reports it once recovered; a stale value here would add to theirs). Kept ones stay continuous."""
+        self._assigned_once.set()
+        kept = self._events_partitions(assigned)
+        for p in self._lag_series - kept:
+            with contextlib.suppress(KeyError):  # a metric must never crash the worker
+                metrics.LAG.remove(self.settings.events_topic, str(p))
+        self._lag_series.intersection_update(kept)
 
-    @app.task
-    async def item_replica() -> None:
-        await replica.run()
+    async def close(self, app: faust.App, **kwargs: object) -> None:
+        """Before Faust shuts down: the encoder's threads, the Redis connections."""
+        if self.item_pipeline is not None:
+            self.item_pipeline.encoder.close()
+        await self.redis.aclose()
 
-    @app.task
-    async def memory_replica() -> None:
-        await event_replica.run()
-
-    lag_series: set[int] = set()  # the events partitions this worker exports a lag series for
-
-    @app.timer(5.0)
-    async def consumer_lag() -> None:
-        """A metric only: never let it crash the worker (timers that raise stop the app). Nothing
-        is exported from a tick that a rebalance overlapped: it may hold partitions given away."""
+    # -- metrics -------------------------------------------------------------------------------
+    async def consumer_lag(self) -> None:
+        """Every 5 s, each assigned ``events`` partition's lag. A metric only: never let it crash the
+        worker (timers that raise stop the app). Nothing is exported from a tick that a rebalance
+        overlapped: it may hold partitions given away."""
+        app, topic = self.app, self.settings.events_topic
         rebalance = app.rebalancing_count
         if app.rebalancing:
             return
         lags = {}
         for tp in app.consumer.assignment():
-            if tp.topic != settings.events_topic:
+            if tp.topic != topic:
                 continue
             try:
                 highwater = app.consumer.highwater(tp)  # None until the partition's first fetch
-                position = pipeline.positions.get(tp.partition)
+                position = self.pipeline.positions.get(tp.partition)
                 if position is None:
                     position = await app.consumer.position(tp) or 0
             except Exception as exc:  # noqa: BLE001 - e.g. revoked while awaiting position()
@@ -212,59 +235,54 @@ def build_app(settings: Settings) -> faust.App:
         if app.rebalancing or app.rebalancing_count != rebalance:
             return
         for p, lag in lags.items():
-            metrics.LAG.labels(settings.events_topic, str(p)).set(lag)
-        lag_series.update(lags)
+            metrics.LAG.labels(topic, str(p)).set(lag)
+        self._lag_series.update(lags)
 
-    @app.page("/polyrec/health")
-    async def health(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        return web.json({"status": "ok", "model_version": version})
-
-    assigned_once = threading.Event()  # the consumer has started (the web server answers before)
-
-    @app.on_partitions_assigned.connect
-    async def on_assigned(app: faust.App, assigned: set, **kwargs: object) -> None:
-        """The consumer has started; partitions given away stop exporting their lag (their next owner
-        reports it once recovered; a stale value here would add to theirs). Kept ones stay continuous."""
-        assigned_once.set()
-        kept = events_partitions(assigned)
-        for p in lag_series - kept:
-            with contextlib.suppress(KeyError):  # a metric must never crash the worker
-                metrics.LAG.remove(settings.events_topic, str(p))
-        lag_series.intersection_update(kept)
-
-    def is_ready() -> bool:
+    def is_ready(self) -> bool:
         """Read by /polyrec/ready and by the gauge (in the metrics server's thread: flags only).
         A worker that is stopping (SIGTERM, a crash) is not ready, for the whole graceful shutdown."""
-        return (assigned_once.is_set() and replica.caught_up_once and event_replica.caught_up_once
-                and not app.rebalancing
-                and not app.should_stop)
+        return (self._assigned_once.is_set() and self.replica.caught_up_once and self.event_replica.caught_up_once
+                and not self.app.rebalancing and not self.app.should_stop)
 
-    metrics.READY.set_function(lambda: float(is_ready()))
-    metrics.USERS.set_function(lambda: float(len(model.mf.users)))
-    metrics.ITEMS.set_function(lambda: float(len(model.mf.items)))  # the replica's items too, from start-up
+    # -- web pages: (JSON body, HTTP status) ---------------------------------------------------
+    async def health(self) -> tuple[dict, int]:
+        return {"status": "ok", "model_version": self.version}, 200
 
-    @app.page("/polyrec/ready")
-    async def ready(web: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        ok = is_ready()
+    async def readiness(self) -> tuple[dict, int]:
+        ok = self.is_ready()
         try:
-            assigned = sorted(events_partitions(app.consumer.assignment()))
+            assigned = sorted(self._events_partitions(self.app.consumer.assignment()))
         except ConsumerNotStarted:  # not ready either: nothing was assigned yet
             ok, assigned = False, []
-        return web.json({"ready": ok, "assigned": assigned}, status=200 if ok else 503)
+        return {"ready": ok, "assigned": assigned}, 200 if ok else 503
 
-    @app.page("/polyrec/users/{user_id}")
-    async def user_state(web: faust.web.View, request: faust.web.Request, user_id: str) -> faust.web.Response:
+    async def user_state(self, user_id: str) -> tuple[dict, int]:
         """This worker's durable state of one user (404 if the user is not on this worker)."""
-        raw = users.data.get(user_id)
+        raw = self.users.data.get(user_id)
         if raw is None:
-            return web.json({"error": f"user {user_id!r} has no state on this worker"}, status=404)
+            return {"error": f"user {user_id!r} has no state on this worker"}, 404
         st = UserState.from_json(raw)
-        return web.json({"user_id": user_id, "factors": st.factors.tolist(), "accum": st.accum,
-                         "history": st.history, "offset": st.offset})
+        return {"user_id": user_id, "factors": st.factors.tolist(), "accum": st.accum,
+                "history": st.history, "offset": st.offset}, 200
 
-    @app.on_before_shutdown.connect
-    async def close_redis(app: faust.App, **kwargs: object) -> None:
-        await redis.aclose()
 
-    app.polyrec = {"model": model, "pipeline": pipeline, "replica": replica, "users": users}
-    return app
+def _json_view(handler: Callable[..., Awaitable[tuple[dict, int]]]) -> Callable[..., Awaitable[faust.web.Response]]:
+    """A Faust page handler answering ``handler(**url_parameters)`` as JSON with its status."""
+
+    async def view(web: faust.web.View, request: faust.web.Request, **params: str) -> faust.web.Response:
+        body, status = await handler(**params)
+        return web.json(body, status=status)
+
+    view.__name__ = handler.__name__
+    view.__doc__ = handler.__doc__
+    return view
+
+
+def _export_zero_series(settings: Settings) -> None:
+    """Export zeros, not "no data": an alert on increase() misses a counter's first value."""
+    for topic in (settings.events_topic, settings.items_topic):
+        metrics.BATCH_FAILURES.labels(topic)
+        for reason in REASONS:
+            metrics.DLQ.labels(topic, reason)
+    for outcome in REPLICA_OUTCOMES:
+        metrics.ITEM_RECORDS.labels(outcome)

@@ -121,7 +121,7 @@ def test_a_worker_exports_zero_series_for_the_counters_alerts_watch():
     from prometheus_client import REGISTRY
 
     from stream import metrics
-    from stream.app import build_app
+    from stream.app import Worker
     from stream.settings import Settings
 
     tag = uuid.uuid4().hex[:8]
@@ -135,7 +135,7 @@ def test_a_worker_exports_zero_series_for_the_counters_alerts_watch():
                 + [REGISTRY.get_sample_value("polyrec_item_records_total", {"outcome": o}) for o in outcomes])
 
     assert values() == [None] * 5
-    build_app(settings)
+    Worker(settings)
     assert values() == [0.0] * 5
 
 

@@ -3,7 +3,7 @@ creates them on a real one)."""
 
 from __future__ import annotations
 
-from stream.app import build_app
+from stream.app import Worker
 from stream.settings import Settings
 from stream.topics import creation_errors, users_changelog_topic
 
@@ -16,4 +16,4 @@ def test_creation_errors_names_refusals_but_not_topics_that_already_exist():
 
 def test_the_users_changelog_name_is_the_one_faust_gives_the_table():
     settings = Settings(app_id="polyrec-names", items_agent=False)
-    assert build_app(settings).tables["users"].changelog_topic.get_topic_name() == users_changelog_topic(settings)
+    assert Worker(settings).app.tables["users"].changelog_topic.get_topic_name() == users_changelog_topic(settings)
