@@ -67,6 +67,11 @@ def _grown(arr: np.ndarray, n: int) -> np.ndarray:
     return new
 
 
+def _read_only(view: np.ndarray) -> np.ndarray:
+    view.flags.writeable = False
+    return view
+
+
 def _adagrad_step(param: np.ndarray, accum: np.ndarray, rows: np.ndarray, grad: np.ndarray,
                   lr: float) -> tuple[np.ndarray, np.ndarray]:
     """Ascend ``grad`` (one row per unique row) with a per-row AdaGrad step; return the increments."""
@@ -101,22 +106,41 @@ class OnlineMF:
         self._gb = np.zeros(0, np.float32)
         self._rng = np.random.default_rng(c.seed)
 
-    # -- rows ----------------------------------------------------------------------------
+    # -- rows (read-only views: write through the methods below) ----------------------------
     @property
     def user_factors(self) -> np.ndarray:
-        return self._p[: len(self.users)]
+        return _read_only(self._p[: len(self.users)])
 
     @property
     def user_accum(self) -> np.ndarray:
-        return self._gp[: len(self.users)]
+        return _read_only(self._gp[: len(self.users)])
 
     @property
     def item_factors(self) -> np.ndarray:
-        return self._q[: len(self.items)]
+        return _read_only(self._q[: len(self.items)])
 
     @property
     def item_bias(self) -> np.ndarray:
-        return self._b[: len(self.items)]
+        return _read_only(self._b[: len(self.items)])
+
+    def set_users(self, rows: np.ndarray | int, factors: np.ndarray, accum: np.ndarray | float) -> None:
+        """Overwrite user rows' factors and AdaGrad accumulators (a state loaded from storage)."""
+        self._p[rows], self._gp[rows] = factors, accum
+
+    def restart_users(self, rows: np.ndarray) -> None:
+        """User rows back to their first factors (deterministic from the id) and an empty accumulator."""
+        rows = np.atleast_1d(rows)
+        self._p[rows] = self.initial_factors(self.users.id_at(rows), salt=0)
+        self._gp[rows] = 0.0
+
+    def set_items(self, rows: np.ndarray, factors: np.ndarray, bias: np.ndarray) -> None:
+        """Overwrite item rows' factors and bias (a start from elsewhere, e.g. the item's text)."""
+        self._q[rows], self._b[rows] = factors, bias
+
+    def shift_items(self, rows: np.ndarray | int, factors: np.ndarray, bias: np.ndarray | float) -> None:
+        """Add to item rows' factors and bias (another worker's contribution, replicated)."""
+        self._q[rows] += factors
+        self._b[rows] += bias
 
     def add_users(self, ids: Sequence[str] | np.ndarray) -> np.ndarray:
         """Rows for user ids, creating unseen users."""

@@ -26,7 +26,7 @@ import numpy as np
 from stream import metrics
 from stream.records import PROCESSING_FAILED, Rejected, compact_json, parse_event, validate_all
 from stream.recs import RecsPublisher, payload
-from stream.state import ItemRecord, UserState, WorkerModel
+from stream.state import BatchResult, ItemRecord, UserState, WorkerModel
 
 log = logging.getLogger(__name__)
 
@@ -220,21 +220,33 @@ class EventPipeline:
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
     async def _learn(self, last: Any, events: list, offsets: np.ndarray, produced: np.ndarray) -> None:
-        """Learn the valid events; ``last`` is the batch's last Faust event (its partition's);
-        ``produced`` holds their Kafka timestamps (epoch seconds)."""
-        partition = last.message.partition
+        """Learn the valid events, then score, persist, publish and count them, one step each;
+        ``last`` is the batch's last Faust event (its partition's); ``produced`` holds their Kafka
+        timestamps (epoch seconds)."""
         users = [e.user_id for e in events]
+        weights = np.array([self.weights[e.event] for e in events], np.float32)
+        result = self.model.process(last.message.partition, users, [e.item_id for e in events], weights, offsets,
+                                    np.array([e.ts_ms for e in events]), self._load_states(users))
+        self._warn({"moved": result.moved, "resized": result.resized})
+        # top-K is CPU-bound on a large catalogue (docs/operations.md): off the event loop
+        recs = await asyncio.get_running_loop().run_in_executor(self._top_k, result.recs.run)
+        await self._persist_and_publish(last, result.users, recs)
+        self._count(events, result, produced)
+
+    def _load_states(self, users: list[str]) -> dict[str, UserState | None]:
+        """The table's state of each distinct user (None: none yet)."""
         states = {}
         for u in dict.fromkeys(users):
             raw = self.users_get(u)
             states[u] = None if raw is None else UserState.from_json(raw)
-        weights = np.array([self.weights[e.event] for e in events], np.float32)
-        result = self.model.process(partition, users, [e.item_id for e in events], weights, offsets,
-                                    np.array([e.ts_ms for e in events]), states)
-        self._warn({"moved": result.moved, "resized": result.resized})
-        # top-K is CPU-bound on a large catalogue (docs/operations.md): off the event loop
-        recs = await asyncio.get_running_loop().run_in_executor(self._top_k, result.recs.run)
-        values = {user: st.to_json() for user, st in result.users.items()}
+        return states
+
+    async def _persist_and_publish(self, last: Any, states: dict[str, UserState],
+                                   recs: list[tuple[str, list[str], list[float], float]]) -> None:
+        """The changed user states to the changelog and the recommendations to Redis, together;
+        then the states into the local store."""
+        partition = last.message.partition
+        values = {user: st.to_json() for user, st in states.items()}
         sends = [self.produce(self.topics["users"], encode_json(user), encode_json(value), partition, None)
                  for user, value in values.items()]
         payloads = [payload(u, items, scores, self.model_version, ts) for u, items, scores, ts in recs]
@@ -245,6 +257,9 @@ class EventPipeline:
             self.users_store(last, user, value)
         if acks:
             self.users_persisted(partition, max(ack.offset for ack in acks))
+
+    def _count(self, events: list, result: BatchResult, produced: np.ndarray) -> None:
+        """The batch's metrics: freshness, events by type and outcome, the training loss."""
         # an event its user's state already held (a replay after a rebalance, restart or crash) was
         # delivered before: not a freshness sample
         for delay in np.maximum(time.time() - produced[result.user_new], 0.0):  # Kafka timestamps, in s

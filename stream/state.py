@@ -295,8 +295,7 @@ class WorkerModel:
         return offset <= mine
 
     def _shift(self, row: int, delta: np.ndarray) -> None:
-        self.mf.item_factors[row] += delta[:-1]
-        self.mf.item_bias[row] += delta[-1]
+        self.mf.shift_items(row, delta[:-1], delta[-1])
 
     # -- the co-occurrence memory ---------------------------------------------------------
     def learn_memory(self, users: list[str], items: list[str]) -> None:
@@ -305,11 +304,6 @@ class WorkerModel:
         self.memory.learn(users, self.mf.add_items(items))
 
     # -- users ---------------------------------------------------------------------------
-    def _start_user(self, row: int, user_id: str) -> None:
-        """A user's first factors (deterministic from the id) and an empty AdaGrad accumulator."""
-        self.mf.user_factors[row] = self.mf.initial_factors([user_id], salt=0)[0]
-        self.mf.user_accum[row] = 0.0
-
     def _load_users(self, partition: int, user_ids: list[str],
                     states: dict[str, UserState | None]) -> tuple[dict[str, int], list[str], list[str]]:
         """Put the table's states into the local rows; return each user's applied offset in
@@ -325,7 +319,7 @@ class WorkerModel:
         for user, row in zip(user_ids, rows.tolist()):
             st = states.get(user)
             if st is None:
-                self._start_user(row, user)
+                self.mf.restart_users(np.array([row]))
                 self.history.set(row, [])
                 offsets[user] = -1
                 continue
@@ -334,10 +328,10 @@ class WorkerModel:
                 moved.append(user)
             if self._loaded.get(user) != (st.partition, st.offset):  # the row does not hold this state yet
                 if st.factors.shape == (self.config.dim,):
-                    self.mf.user_factors[row], self.mf.user_accum[row] = st.factors, st.accum
+                    self.mf.set_users(row, st.factors, st.accum)
                 else:
                     resized.append(user)
-                    self._start_user(row, user)
+                    self.mf.restart_users(np.array([row]))
                 self.history.set(row, self.mf.add_items(st.history).tolist())
                 self._loaded[user] = (st.partition, st.offset)
             offsets[user] = -1 if elsewhere else st.offset

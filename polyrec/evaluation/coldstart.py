@@ -106,7 +106,7 @@ class ColdStartMF(Polyrec):
         new = fresh[[i in self.new_items for i in mf.items.id_at(fresh)]]
         vectors = self._starts(mf.items.id_at(new)) if len(new) else None
         if vectors is not None:
-            mf.item_factors[new], mf.item_bias[new] = vectors[:, :-1], vectors[:, -1]
+            mf.set_items(new, vectors[:, :-1], vectors[:, -1])
         return rows
 
     def _starts(self, ids: list[str]) -> np.ndarray | None:

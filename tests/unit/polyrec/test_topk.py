@@ -51,8 +51,8 @@ def test_recommendations_exclude_seen_items():
     m = OnlineMF(MFConfig(dim=4, seed=0))
     m.add_items([f"i{n}" for n in range(12)])
     users = m.add_users(["alice", "bob"])
-    m.item_bias[:] = np.arange(12)[::-1]  # i0 is the most popular
-    m.user_factors[:] = 0.0
+    m.set_items(np.arange(12), m.item_factors, np.arange(12)[::-1])  # i0 is the most popular
+    m.set_users(np.arange(len(m.users)), 0.0, m.user_accum)
     h = History()
     h.add(np.array([users[0]] * 3), m.items.rows(["i0", "i1", "i5"]))
     idx, _ = recommend_rows(m, h, users, 4)
@@ -67,7 +67,7 @@ def test_chunked_scoring_gives_the_same_recommendations(monkeypatch):
     m = OnlineMF(MFConfig(dim=4, seed=0))
     m.add_items([f"i{n}" for n in range(50)])
     users = m.add_users([f"u{n}" for n in range(7)])
-    m.user_factors[:] = rng.normal(size=m.user_factors.shape)
+    m.set_users(np.arange(len(m.users)), rng.normal(size=m.user_factors.shape), m.user_accum)
     h = History()
     with_history = np.delete(users, [2, 3])  # users 2 and 3 (the second chunk) have seen nothing
     h.add(np.repeat(with_history, 3), rng.integers(0, 50, 15))
