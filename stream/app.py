@@ -13,14 +13,12 @@ import hashlib
 import json
 import logging
 import threading
-import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import faust
-import faust.streams as faust_streams
 import redis.asyncio as aioredis
 from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
@@ -29,11 +27,15 @@ from encoders.artifacts import require_onnxruntime, resolve_onnx_path
 from polyrec import __version__
 from polyrec.cooccurrence import CooccurrenceConfig
 from polyrec.mf import MFConfig
-from stream import commits, metrics
+from stream import metrics
+from stream.faust_patches import (
+    install_fetch_max_wait,
+    install_flush_on_commit,
+    install_recovery_fix,
+    set_current_event,
+)
 from stream.faust_process import drop_monitor
-from stream.fetch_wait import install_fetch_max_wait
 from stream.items import ItemPipeline
-from stream.offsets import install_recovery_fix
 from stream.pipeline import EventPipeline, process_or_dead_letter
 from stream.records import REASONS
 from stream.recs import RecsPublisher
@@ -133,7 +135,7 @@ class Worker:
         app.agent(self.events, name="learn", isolated_partitions=True)(self.learn)
         if self.item_pipeline is not None:
             app.agent(app.topic(s.items_topic, partitions=s.partitions), name="encode_items")(self.encode_items)
-        commits.install(app, s.events_topic, self.pipeline.flush_items)
+        install_flush_on_commit(app, s.events_topic, self.pipeline.flush_items)
         app.on_partitions_revoked.connect(self.hand_over)
         app.on_partitions_assigned.connect(self.on_assigned)
         app.on_before_shutdown.connect(self.close)
@@ -155,9 +157,7 @@ class Worker:
         return await self.app.producer.send(topic, key, value, partition, None, headers)
 
     def _store_user(self, event: faust.EventT, key: str, value: dict) -> None:
-        # the RocksDB store picks its per-partition database from the current event; inside a
-        # take_events body Faust leaves that context empty, so name the batch's event explicitly
-        faust_streams._current_event.set(weakref.ref(event))
+        set_current_event(event)  # the RocksDB store's partition (stream/faust_patches.py)
         self.users.data[key] = value
 
     def _user_persisted(self, partition: int, offset: int) -> None:

@@ -4,7 +4,8 @@ Tansu 0.6.0 answers ListOffsets(latest) with "first offset of the last batch + 1
 log end, so ``end_offsets()`` can be short by a whole batch; Fetch responses carry the right
 high watermark. Faust's table recovery reads the changelog up to ``end_offsets()`` and would stop
 early, silently losing the newest state (the probe in docs/architecture.md shows it). The Fetch
-answer is also right on Apache Kafka, so the fix below is installed unconditionally.
+answer is also right on Apache Kafka, so the recovery reads its end offsets from here,
+unconditionally (``stream/faust_patches.py: install_recovery_fix``).
 """
 
 from __future__ import annotations
@@ -42,26 +43,3 @@ async def fetch_end_offsets(bootstrap: list[str] | str, tps: Iterable[TopicParti
         return result
     finally:
         await consumer.stop()
-
-
-def install_recovery_fix() -> None:
-    """Make Faust's table recovery read changelogs up to the true end offsets."""
-    from faust.tables import recovery
-
-    if getattr(recovery.Recovery._build_highwaters, "_polyrec", False):
-        return
-    original = recovery.Recovery._build_highwaters
-
-    async def build_highwaters(self, consumer, tps, destination, title):  # type: ignore[no-untyped-def]
-        await original(self, consumer, tps, destination, title)
-        if not tps:
-            return
-        bootstrap = [f"{u.host}:{u.port or 9092}" for u in self.app.conf.broker]
-        ends = await fetch_end_offsets(bootstrap, [TopicPartition(tp.topic, tp.partition) for tp in tps])
-        for tp in tps:  # Faust keeps "last offset" (end - 1); destination is a Counter: assign, never update
-            destination[tp] = ends[TopicPartition(tp.topic, tp.partition)] - 1
-        self.log.info("%s changelog end offsets read from Fetch: %s", title,
-                      {f"{tp.topic}[{tp.partition}]": destination[tp] for tp in tps})
-
-    build_highwaters._polyrec = True  # type: ignore[attr-defined]
-    recovery.Recovery._build_highwaters = build_highwaters

@@ -3,7 +3,7 @@
 The batch's user records are sent and acknowledged by the broker (and the recommendations written
 to Redis, concurrently) before the agent returns; only then does Faust acknowledge the batch's
 offsets. Item contributions are not sent per batch: ``flush_items`` writes one record per item
-touched since the last flush, and Faust calls it (stream/commits.py) before it commits a
+touched since the last flush, and Faust calls it (stream/faust_patches.py: FlushOnCommit) before it commits a
 partition's offsets, so a popular item costs one record per commit interval instead of one per
 batch. Their relative order does not matter: each user state and each item contribution carries
 the offset it is complete to, so a replay applies exactly the side that was lost (see

@@ -16,7 +16,7 @@ Exactly-once effect: an event at offset ``o`` of partition ``p`` is applied to i
 if ``o > user.offset``, and to its item only if ``o > C[p][item].offset``. User records are
 written every batch; item contributions are coalesced (``take_item_records``: one record per item
 touched since the last write) and written before Faust commits the offsets they cover
-(stream/commits.py). Both are durable before their offsets are committed; if a crash keeps one
+(stream/faust_patches.py: FlushOnCommit). Both are durable before their offsets are committed; if a crash keeps one
 side and loses the other, the replay re-applies only the lost side. (The negatives an interrupted
 batch pushed are re-drawn on replay: sampling is random either way.)
 """

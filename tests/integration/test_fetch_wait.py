@@ -9,7 +9,7 @@ import asyncio
 import faust
 import pytest
 
-from stream.fetch_wait import install_fetch_max_wait
+from stream.faust_patches import install_fetch_max_wait
 
 
 @pytest.mark.integration

@@ -10,7 +10,7 @@ import faust
 import pytest
 from faust.types import TP
 
-from stream import commits
+from stream.faust_patches import install_flush_on_commit
 
 
 def test_a_commit_of_an_events_partition_flushes_that_partition_first_and_a_failed_flush_stops_it():
@@ -23,7 +23,7 @@ def test_a_commit_of_an_events_partition_flushes_that_partition_first_and_a_fail
         flushed.append(list(partitions))
 
     app = faust.App("commits-test", broker="kafka://127.0.0.1:1")
-    commits.install(app, "events", flush)
+    install_flush_on_commit(app, "events", flush)
 
     async def commit(tp: TP, offset: int) -> list:  # what Faust's consumer awaits before committing
         return await app._attachments.publish_for_tp_offset(tp, offset)

@@ -1,0 +1,110 @@
+"""Every change polyrec makes to Faust's and aiokafka's private internals, one section each, with
+the reason and the upstream state. Nothing else in the code reaches a private name of a library
+(ruff's SLF001 rule, on for every other module, enforces it): a Faust or aiokafka upgrade is checked
+here, and against the tests named in each section.
+
+1. ``install_recovery_fix``: table recovery reads changelogs up to the true end offsets. Tansu 0.6.0
+   answers ListOffsets(latest) with "first offset of the last batch + 1", so Faust's recovery would
+   stop a batch short and silently drop the newest user states; the Fetch high watermark is right on
+   every broker (stream/offsets.py). Upstream: a Tansu bug, not reported there yet (no issue found,
+   2026-12-03). Tests: tests/integration/test_offsets.py, ``test_user_state_survives_a_restart`` in
+   tests/integration/test_stream_integration.py.
+2. ``install_fetch_max_wait``: Faust hard-codes ``fetch_max_wait_ms=1500`` for its consumer; Tansu
+   holds fetches that long when records trickle in, and the wait is part of every event's freshness
+   (``POLYREC_FETCH_MAX_WAIT_MS``, docs/performance.md). Upstream: still hard-coded in
+   faust-streaming 0.15.3 (no issue found, 2026-12-03). Test: tests/integration/test_fetch_wait.py.
+3. ``install_flush_on_commit``: item contributions are durable before Faust commits the offsets they
+   cover. Faust commits through one path, which first publishes the messages "attached" to those
+   offsets (``Attachments.publish_for_tp_offset``); :class:`FlushOnCommit` writes the partition's
+   pending contributions there (``EventPipeline.flush_items``) and waits for the acknowledgements
+   itself (Faust's own wait does not raise when a send fails), so a failed write stops the commit.
+   Upstream: Faust has no public pre-commit hook. Test: tests/unit/stream/test_commits.py.
+4. ``set_current_event``: Faust's RocksDB store picks its per-partition database from the current
+   event, which Faust leaves empty inside a ``take_events`` body; the pipeline names the batch's
+   event before it writes a user's state. Upstream: the same gap for periodic flushes was fixed in
+   faust-streaming/faust#522; ``take_events`` still has it. Test: ``test_user_state_survives_a_restart``
+   (its RocksDB case) in tests/integration/test_stream_integration.py.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import faust
+import faust.streams as faust_streams
+from aiokafka import TopicPartition
+from faust.app._attached import Attachments
+from faust.types import TP
+
+from stream.offsets import fetch_end_offsets
+
+
+# -- 1. table recovery up to the true end offsets ------------------------------------------------
+def install_recovery_fix() -> None:
+    """Make Faust's table recovery read changelogs up to the true end offsets."""
+    from faust.tables import recovery
+
+    if getattr(recovery.Recovery._build_highwaters, "_polyrec", False):
+        return
+    original = recovery.Recovery._build_highwaters
+
+    async def build_highwaters(self, consumer, tps, destination, title):  # type: ignore[no-untyped-def]
+        await original(self, consumer, tps, destination, title)
+        if not tps:
+            return
+        bootstrap = [f"{u.host}:{u.port or 9092}" for u in self.app.conf.broker]
+        ends = await fetch_end_offsets(bootstrap, [TopicPartition(tp.topic, tp.partition) for tp in tps])
+        for tp in tps:  # Faust keeps "last offset" (end - 1); destination is a Counter: assign, never update
+            destination[tp] = ends[TopicPartition(tp.topic, tp.partition)] - 1
+        self.log.info("%s changelog end offsets read from Fetch: %s", title,
+                      {f"{tp.topic}[{tp.partition}]": destination[tp] for tp in tps})
+
+    build_highwaters._polyrec = True  # type: ignore[attr-defined]
+    recovery.Recovery._build_highwaters = build_highwaters
+
+
+# -- 2. the consumer's fetch wait -----------------------------------------------------------------
+def install_fetch_max_wait(ms: int) -> None:
+    """Make every consumer Faust creates from now on use ``fetch_max_wait_ms=ms``."""
+    from faust.transport.drivers import aiokafka as driver
+
+    create = driver.AIOKafkaConsumerThread._create_worker_consumer
+    original = getattr(create, "_polyrec_original", create)
+
+    def create_worker_consumer(self, transport):  # type: ignore[no-untyped-def]
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = ms  # read when the consumer starts and builds its fetcher
+        return consumer
+
+    create_worker_consumer._polyrec_original = original  # type: ignore[attr-defined]
+    driver.AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer
+
+
+# -- 3. item contributions flushed before each offset commit ------------------------------------------
+Flush = Callable[[Iterable[int]], Awaitable[None]]  # write these partitions' contributions, acknowledged
+
+
+class FlushOnCommit(Attachments):
+    """Faust's attachments, plus ``flush`` of the ``topic`` partition about to be committed."""
+
+    def __init__(self, app: faust.App, topic: str, flush: Flush) -> None:
+        super().__init__(app)
+        self.topic, self.flush = topic, flush
+
+    async def publish_for_tp_offset(self, tp: TP, offset: int) -> list[Awaitable[Any]]:
+        if tp.topic == self.topic:
+            await self.flush([tp.partition])
+        return await super().publish_for_tp_offset(tp, offset)
+
+
+def install_flush_on_commit(app: faust.App, topic: str, flush: Flush) -> None:
+    """Route every offset commit of ``topic`` through ``flush`` first."""
+    app._attachments = FlushOnCommit(app, topic, flush)
+
+
+# -- 4. the current event inside take_events -----------------------------------------------------------
+def set_current_event(event: faust.EventT) -> None:
+    """Make ``event`` Faust's current event (the RocksDB store reads its partition from it)."""
+    faust_streams._current_event.set(weakref.ref(event))
