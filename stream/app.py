@@ -28,6 +28,7 @@ from polyrec import __version__
 from polyrec.cooccurrence import CooccurrenceConfig
 from polyrec.mf import MFConfig
 from stream import metrics
+from stream.dead_letters import process_or_dead_letter
 from stream.faust_patches import (
     install_fetch_max_wait,
     install_flush_on_commit,
@@ -36,14 +37,15 @@ from stream.faust_patches import (
 )
 from stream.faust_process import drop_monitor
 from stream.items import ItemPipeline
-from stream.pipeline import EventPipeline, process_or_dead_letter
+from stream.pipeline import EventPipeline
 from stream.records import REASONS
 from stream.recs import RecsPublisher
 from stream.replica import OUTCOMES as REPLICA_OUTCOMES
 from stream.replica import EventReplica, HandOverBarrier, ItemReplica
 from stream.settings import Settings
-from stream.state import UserState, WorkerModel
+from stream.state import WorkerModel
 from stream.topics import USERS_TABLE, item_factors_topic
+from stream.wire import UserState
 
 if TYPE_CHECKING:  # onnxruntime comes with an extra: a worker without the items agent runs without it
     from encoders.onnx_encoder import OnnxEncoder

@@ -24,9 +24,11 @@ import numpy as np
 from encoders.text import EmptyTextError, item_text
 from polyrec.projection import Projection, refit_projection
 from stream import metrics
-from stream.pipeline import Produce, dead_letter, delivered, send_item_record
+from stream.dead_letters import dead_letter
 from stream.records import Item, Rejected, parse_item, validate_all
-from stream.state import TEXT_SOURCE, ItemRecord, WorkerModel
+from stream.sends import Produce, delivered, send_item_record
+from stream.state import WorkerModel
+from stream.wire import TEXT_SOURCE, ItemRecord
 
 if TYPE_CHECKING:  # onnxruntime comes with an extra: a worker without the items agent runs without it
     from encoders.onnx_encoder import OnnxEncoder

@@ -14,29 +14,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from stream import metrics
-from stream.records import PROCESSING_FAILED, Rejected, compact_json, parse_event, validate_all
+from stream.dead_letters import dead_letter
+from stream.records import PROCESSING_FAILED, Rejected, parse_event, validate_all
 from stream.recs import RecsPublisher, payload
-from stream.state import BatchResult, ItemRecord, UserState, WorkerModel
+from stream.sends import Produce, delivered, encode_json, send_item_record
+from stream.state import BatchResult, WorkerModel
+from stream.wire import UserState
 
 log = logging.getLogger(__name__)
 
-SEND_CHUNK = 100  # records encoded and queued between two yields to the event loop
 MEMORY_WAIT_S = 5.0  # longest a batch waits for the co-occurrence memory to hold its events
-# Key + value of a dead-letter copy at most: Faust's producer refuses requests over 1,000,000
-# bytes, while a Kafka producer and broker accept records of up to 1 MiB.
-DLQ_MAX_BYTES = 900_000
-DLQ_MAX_KEY_BYTES = 64 * 1024
-DLQ_DETAIL_BYTES = 500  # the polyrec-detail header at most (whole UTF-8 characters)
 # Why a stored user state could not be used as is (stream/state.py, WorkerModel._load_users).
 STATE_WARNINGS = {
     "moved": "its stored state is from another partition of the events topic: its producers do not "
@@ -45,123 +41,6 @@ STATE_WARNINGS = {
     "resized": "its stored state has another factor dimension (POLYREC_DIM changed): its factors restart, "
                "its history and offset are kept",
 }
-EXIT_BATCH_FAILED = 70  # exit status when a batch and its dead letters failed (EX_SOFTWARE)
-
-# (topic, key, value, partition, headers) -> a future that resolves on the broker's ack.
-# In the worker this is Faust's own producer (``app.producer.send``), lifecycle and all; the
-# Topic/Channel layer above it costs ~4x more per record and buffers changelog writes.
-Produce = Callable[[str, bytes | None, bytes | None, int | None, list | None], Awaitable[Awaitable[Any]]]
-
-
-def encode_json(obj: Any) -> bytes:
-    return compact_json(obj).encode()
-
-
-def dlq_headers(reason: str, detail: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
-    """Kafka headers of a dead-letter record (its key and value are the original bytes)."""
-    detail_bytes = detail.encode("utf-8", "replace")[:DLQ_DETAIL_BYTES].decode("utf-8", "ignore").encode()
-    return [("polyrec-reason", reason.encode()), ("polyrec-detail", detail_bytes),
-            ("polyrec-source-topic", topic.encode()), ("polyrec-source-partition", str(partition).encode()),
-            ("polyrec-source-offset", str(offset).encode())]
-
-
-async def delivered(sends: Sequence[Awaitable[Awaitable[Any]]]) -> list[Any]:
-    """Await a group of sends (queued in order), then all their broker acknowledgements (returned,
-    in order). Yields to the event loop every ``SEND_CHUNK`` sends, so that a large group is no stall."""
-    futures = []
-    for n, send in enumerate(sends, 1):
-        futures.append(await send)
-        if n % SEND_CHUNK == 0:
-            await asyncio.sleep(0)
-    return await asyncio.gather(*futures)
-
-
-async def send_item_record(produce: Produce, topic: str, rec: ItemRecord) -> Awaitable[Any]:
-    """Queue one record of the item-factor topic (key, JSON value, skip-without-decoding headers);
-    return its acknowledgement. Encoding happens when awaited, inside ``delivered``'s chunks."""
-    return await produce(topic, rec.key.encode(), encode_json(rec.to_json()), None, rec.headers())
-
-
-def dlq_copy(key: bytes | None, value: bytes | None) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
-    """The key and value a dead-letter record carries: the originals, unless together they exceed
-    ``DLQ_MAX_BYTES`` (then their heads, and a ``polyrec-truncated`` header with the original sizes)."""
-    n_key, n_value = len(key or b""), len(value or b"")
-    if n_key + n_value <= DLQ_MAX_BYTES:
-        return key, value, []
-    key = None if key is None else key[:DLQ_MAX_KEY_BYTES]
-    value = None if value is None else value[:DLQ_MAX_BYTES - len(key or b"")]
-    return key, value, [("polyrec-truncated", f"key {n_key} bytes, value {n_value} bytes".encode())]
-
-
-async def dead_letter(produce: Produce, dlq_topic: str, rejected: Sequence[tuple[Any, Rejected]]) -> None:
-    """Send rejected Faust events' original bytes to ``dlq_topic`` with the reason, and count them."""
-    sends = []
-    for ev, exc in rejected:
-        msg = ev.message
-        key, value, truncated = dlq_copy(msg.key, ev.value)
-        sends.append(produce(dlq_topic, key, value, None, dlq_headers(
-            exc.reason, exc.detail, msg.topic, msg.partition, msg.offset) + truncated))
-        metrics.DLQ.labels(msg.topic, exc.reason).inc()
-        log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
-    await delivered(sends)
-
-
-def exit_now(status: int) -> None:
-    """End the process at once (no cleanup, no further commits), after flushing the logs."""
-    logging.shutdown()
-    os._exit(status)
-
-
-class BatchSteps(Protocol):
-    """A pipeline's three steps for one micro-batch of Faust events."""
-
-    def validate(self, events: Sequence[Any]) -> tuple[list[tuple[Any, Any]], list[tuple[Any, Rejected]]]:
-        """``(event, parsed)`` pairs to learn and ``(event, rejection)`` pairs to dead-letter."""
-
-    async def learn(self, events: Sequence[Any], valid: list[tuple[Any, Any]]) -> None:
-        """Learn the valid events of the batch ``events``."""
-
-    async def dead_letter(self, rejected: Sequence[tuple[Any, Rejected]]) -> None:
-        """Send rejected events to the pipeline's dead-letter topic, acknowledged."""
-
-
-async def process_or_dead_letter(steps: BatchSteps, events: Sequence[Any], *, attempts: int = 5,
-                                 backoff_s: float = 0.5, exit: Callable[[int], Any] = exit_now) -> None:
-    """Validate ``events`` once, then dead-letter the invalid ones and learn the rest, retried with
-    backoff; if every attempt fails, the valid events go to the dead-letter topic (reason
-    ``processing_failed``) with any invalid ones not sent yet; if that fails too, the process exits.
-
-    Faust acknowledges a ``take_events`` batch even when the agent raises (in the generator's
-    ``finally``), and acknowledged offsets get committed: an agent that let the error out would
-    lose the batch silently. Retrying is safe (offsets make a repeat apply only what is missing;
-    invalid events already dead-lettered are not sent again); a batch that fails every time (a
-    bug) is dead-lettered so that it neither blocks the partition nor vanishes; and exiting at
-    once, like a SIGKILL, commits nothing more, so the next start replays the batch (a broker
-    that refuses writes refuses the dead letters too).
-    """
-    first = events[0].message
-    valid, unsent = steps.validate(events)
-    for attempt in range(1, attempts + 1):
-        try:
-            if unsent:
-                await steps.dead_letter(unsent)
-                unsent = []
-            return await steps.learn(events, valid)
-        except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
-            error = exc
-            metrics.BATCH_FAILURES.labels(first.topic).inc()
-            log.exception("a batch of %s[%d] from offset %d failed (attempt %d of %d)",
-                          first.topic, first.partition, first.offset, attempt, attempts)
-            if attempt < attempts:
-                await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
-    detail = f"its micro-batch failed {attempts} times, last with {type(error).__name__}: {error}"
-    try:
-        await steps.dead_letter(unsent + [(ev, Rejected(PROCESSING_FAILED, detail)) for ev, _ in valid])
-    except Exception:  # noqa: BLE001
-        log.critical("cannot dead-letter the failed batch either: exiting without committing it, so that "
-                     "the next start replays it", exc_info=True)
-        exit(EXIT_BATCH_FAILED)
-
 
 class EventPipeline:
     def __init__(self, model: WorkerModel, weights: dict[str, float], produce: Produce,

@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from stream.offsets import fetch_end_offsets
 from stream.records import Rejected, parse_event
-from stream.state import ItemRecord
+from stream.wire import ItemRecord
 
 log = logging.getLogger(__name__)
 

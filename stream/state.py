@@ -1,4 +1,5 @@
-"""The worker's model state, and the bookkeeping that makes replays harmless. No I/O here.
+"""The worker's model state, and the bookkeeping that makes replays harmless. No I/O here (the
+records' wire form is stream/wire.py).
 
 Ownership (docs/architecture.md has the full argument):
 
@@ -23,7 +24,6 @@ batch pushed are re-drawn on replay: sampling is random either way.)
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,74 +35,7 @@ from polyrec.history import History
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
 from polyrec.recommend import recommend
-
-TEXT_SOURCE = "text"
-
-
-def encode_vector(v: np.ndarray) -> str:
-    return base64.b64encode(np.asarray(v, "<f4").tobytes()).decode("ascii")
-
-
-def decode_vector(s: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(s), dtype="<f4").astype(np.float32)
-
-
-@dataclass
-class UserState:
-    """One user's durable state: the value of the users table."""
-
-    factors: np.ndarray
-    accum: float
-    history: list[str]
-    offset: int  # last applied offset in the user's partition of ``events``
-    partition: int | None = None  # that partition (None: a state written before it was recorded)
-
-    def to_json(self) -> dict:
-        d = {"f": encode_vector(self.factors), "g": float(self.accum), "h": self.history, "o": self.offset}
-        return d if self.partition is None else {**d, "p": self.partition}
-
-    @classmethod
-    def from_json(cls, d: dict) -> UserState:
-        p = d.get("p")
-        return cls(decode_vector(d["f"]), float(d["g"]), list(d["h"]), int(d["o"]), None if p is None else int(p))
-
-
-@dataclass(frozen=True)
-class ItemRecord:
-    """One record of the item-factor topic: a partition's contribution, or a text base.
-
-    ``vector`` holds the factors followed by the bias (length dim + 1).
-    """
-
-    item_id: str
-    source: str  # "p<partition>" or "text"
-    vector: np.ndarray
-    offset: int
-    embedding: np.ndarray | None = None  # text records only: the item's text embedding
-    count: int = 0  # partition records: how many of the partition's events had this item
-    writer: str = ""  # partition records: the writing worker's id (a header only, not in the value)
-
-    @property
-    def key(self) -> str:
-        return f"{self.source}/{self.item_id}"
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        """Kafka headers that let a reader skip a record it already has without decoding it."""
-        h = [("src", self.source.encode()), ("off", str(self.offset).encode()), ("item", self.item_id.encode())]
-        return h + [("w", self.writer.encode())] if self.writer else h
-
-    def to_json(self) -> dict:
-        d = {"item_id": self.item_id, "source": self.source, "v": encode_vector(self.vector), "o": self.offset,
-             "n": self.count}
-        if self.embedding is not None:
-            d["e"] = encode_vector(self.embedding)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> ItemRecord:
-        emb = d.get("e")
-        return cls(d["item_id"], d["source"], decode_vector(d["v"]), int(d["o"]),
-                   None if emb is None else decode_vector(emb), int(d.get("n", 0)))
+from stream.wire import TEXT_SOURCE, ItemRecord, UserState
 
 
 @dataclass(frozen=True)

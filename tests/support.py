@@ -15,8 +15,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import murmur2
 
 from polyrec_cli.harness import WorkerProcess
-from stream.state import TEXT_SOURCE, ItemRecord
 from stream.topics import admin_client
+from stream.wire import TEXT_SOURCE, ItemRecord
 
 REDIS_URL = os.environ.get("POLYREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 

@@ -211,12 +211,12 @@ def load(bootstrap: str, env: dict, rounds: int, pause: float) -> None:
     """The demo's own load (MovieLens items, then rating events, by the demo's producers), plus
     bad records for the DLQ series, in ``rounds``."""
     from polyrec.datasets.movielens import load_movies
-    from polyrec_cli.demo import _publish_items, _replay
+    from polyrec_cli.demo import publish_catalogue, replay_ratings
 
     movies = list(load_movies().values())
     for r in range(rounds):
-        run(_publish_items(bootstrap, env["POLYREC_ITEMS_TOPIC"], movies[r * 20:(r + 1) * 20]))
-        run(_replay(bootstrap, env["POLYREC_EVENTS_TOPIC"], 500, lambda n: None))
+        run(publish_catalogue(bootstrap, env["POLYREC_ITEMS_TOPIC"], movies[r * 20:(r + 1) * 20]))
+        run(replay_ratings(bootstrap, env["POLYREC_EVENTS_TOPIC"], 500, lambda n: None))
         bad = [(b"u1", b"not json"), event_record("u2", "i1", "like"), (b"someone-else", event_record("u3", "i2")[1])]
         run(send_records(bootstrap, env["POLYREC_EVENTS_TOPIC"], bad))
         time.sleep(pause)

@@ -11,8 +11,8 @@ from aiokafka.admin import NewTopic
 
 from polyrec_cli.harness import send_records
 from stream.replica import ItemReplica
-from stream.state import ItemRecord
 from stream.topics import admin_client
+from stream.wire import ItemRecord
 from tests.unit.stream.test_replica import encoded
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from polyrec_cli.harness import event_record, get_json, send_records
-from stream.pipeline import DLQ_MAX_BYTES
+from stream.dead_letters import DLQ_MAX_BYTES
 from stream.recs import recs_key
 from tests.support import (
     durable_item_counts,

@@ -13,9 +13,10 @@ from polyrec.mf import MFConfig
 from polyrec.projection import refit_projection
 from stream import items as items_module
 from stream import metrics
+from stream.dead_letters import process_or_dead_letter
 from stream.items import ItemPipeline, parse_items, projection_data
-from stream.pipeline import process_or_dead_letter
-from stream.state import WorkerModel, decode_vector
+from stream.state import WorkerModel
+from stream.wire import decode_vector
 from tests.support import acked
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from polyrec.mf import MFConfig
 from stream import metrics
-from stream.pipeline import DLQ_DETAIL_BYTES, EventPipeline, dlq_headers
+from stream.dead_letters import DLQ_DETAIL_BYTES, dlq_headers
+from stream.pipeline import EventPipeline
 from stream.records import PROCESSING_FAILED, Rejected
 from stream.state import RecsJob, WorkerModel
 from tests.support import acked

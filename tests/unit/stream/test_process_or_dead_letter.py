@@ -7,7 +7,7 @@ import asyncio
 from types import SimpleNamespace
 
 from stream import metrics
-from stream.pipeline import EXIT_BATCH_FAILED, process_or_dead_letter
+from stream.dead_letters import EXIT_BATCH_FAILED, process_or_dead_letter
 from stream.records import Rejected
 
 BATCH = [SimpleNamespace(message=SimpleNamespace(topic="events-retry", partition=3, offset=41 + n)) for n in range(4)]

@@ -103,7 +103,7 @@ def test_compact_json_has_no_spaces_and_round_trips():
 
 
 def test_a_dead_letter_copy_keeps_the_originals_unless_they_exceed_the_producer_limit():
-    from stream.pipeline import DLQ_MAX_BYTES, DLQ_MAX_KEY_BYTES, dlq_copy
+    from stream.dead_letters import DLQ_MAX_BYTES, DLQ_MAX_KEY_BYTES, dlq_copy
 
     assert dlq_copy(b"k", b"v" * 1000) == (b"k", b"v" * 1000, [])
     assert dlq_copy(None, None) == (None, None, [])

@@ -12,7 +12,8 @@ import numpy as np
 
 from polyrec.mf import MFConfig
 from stream.replica import APPLY_CHUNK, HandOverBarrier, ItemReplica
-from stream.state import ItemRecord, WorkerModel
+from stream.state import WorkerModel
+from stream.wire import ItemRecord
 
 CFG = MFConfig(dim=4, seed=0)
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from polyrec.mf import MFConfig
-from stream.state import TEXT_SOURCE, ItemRecord, UserState, WorkerModel
+from stream.state import WorkerModel
+from stream.wire import TEXT_SOURCE, ItemRecord, UserState
 
 CFG = MFConfig(dim=8, seed=3)
 
