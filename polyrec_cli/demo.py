@@ -44,7 +44,7 @@ class DemoResult:
     users_with_recs: int
 
 
-async def _replay(bootstrap: str, topic: str, limit: int | None, progress) -> tuple[list[str], list[int]]:
+async def replay_ratings(bootstrap: str, topic: str, limit: int | None, progress) -> tuple[list[str], list[int]]:
     """Send the ratings as events, as fast as the producer goes; returns their users and ``ts``."""
     x = load_interactions()
     n = len(x) if limit is None else min(limit, len(x))
@@ -65,7 +65,7 @@ def item_record(movie: Movie, ts_ms: int) -> dict:
             "ts": ts_ms}
 
 
-async def _publish_items(bootstrap: str, topic: str, movies: list[Movie]) -> None:
+async def publish_catalogue(bootstrap: str, topic: str, movies: list[Movie]) -> None:
     """The catalogue as ``items`` records (``item_record``)."""
     now = int(time.time() * 1000)
     await send_records(bootstrap, topic, ((m.item_id.encode(), json.dumps(item_record(m, now)).encode())
@@ -110,118 +110,161 @@ def _stop_on_signals() -> Iterator[None]:
 def run_demo(limit: int | None = None, keep_running: bool = False, items_timeout_s: float = 300.0) -> DemoResult:
     """Run the demo; everything it started is stopped on return, on error and on Ctrl-C/SIGTERM,
     unless ``keep_running`` (then it prints how to query and stop it)."""
-    import redis as redis_lib
-    from rich.console import Console, Group
-    from rich.live import Live
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    console = Console()
-    base = Settings.from_env()
-    servers: list[LocalServer | WorkerProcess] = []  # stopped in reverse order: the worker first
-    workdir = Path(tempfile.mkdtemp(prefix="polyrec-demo-"))
-    run_id = f"polyrec-demo-{int(time.time())}"
-    prefix = run_id  # a Redis prefix of its own: keys of an interrupted run never count in the next
-    r = None
-    failed = False  # keep the work folder (the worker's log) when something went wrong
-    external = bool(os.environ.get("KAFKA_BOOTSTRAP"))  # a user's Kafka: the demo's topics go afterwards
+    demo = _Demo(keep_running)
     with _stop_on_signals():
         try:
-            events_topic, items_topic = base.events_topic, base.items_topic
-            if external:
-                bootstrap = base.kafka_bootstrap
-                # never replay MovieLens into a real cluster's own topics
-                events_topic, items_topic = f"{run_id}-events", f"{run_id}-items"
-                console.print(f"broker: {bootstrap} (KAFKA_BOOTSTRAP); demo topics {events_topic}, {items_topic}")
-            else:
-                servers.append(start_tansu())
-                bootstrap = servers[-1].address
-                console.print(f"broker: embedded Tansu at {bootstrap}")
-            servers.append(ensure_redis(base.redis_url))
-            started = " (started for this demo)" if servers[-1].proc else ""
-            console.print(f"redis:  {redact_url(base.redis_url)}{started}")
-            r = redis_lib.Redis.from_url(base.redis_url)
-            env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, POLYREC_REDIS_PREFIX=prefix, POLYREC_APP_ID=run_id,
-                       POLYREC_DATA_DIR=str(workdir / "data"), POLYREC_ITEMS_AGENT="1",
-                       POLYREC_EVENTS_TOPIC=events_topic, POLYREC_ITEMS_TOPIC=items_topic)
-            worker = WorkerProcess(env, log=workdir / "worker.log").start(new_session=True)
-            servers.append(worker)
-            metrics_port, log = worker.metrics_port, worker.log
-            with console.status("starting the worker (joins the consumer group, recovers state)..."):
-                worker.wait_ready()
-            console.print(f"worker: ready (metrics http://127.0.0.1:{metrics_port}/metrics, log {log})")
+            demo.start()
             movies = load_movies()
-            titles = {k: m.display_title for k, m in movies.items()}
-            total = len(load_interactions()) if limit is None else limit
-            progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
-                                TimeElapsedColumn())
-            items_task = progress.add_task("items encoded", total=len(movies))
-            with Live(progress, console=console, refresh_per_second=4):
-                asyncio.run(_publish_items(bootstrap, items_topic, list(movies.values())))
-                deadline = time.monotonic() + items_timeout_s
-                while True:
-                    m = scrape_totals(metrics_port)  # a dead-lettered item is handled too
-                    handled = m.get("polyrec_encoder_items_total", 0) + m.get("polyrec_dlq_records_total", 0)
-                    progress.update(items_task, completed=handled)
-                    if handled >= len(movies):
-                        break
-                    worker.check()
-                    if time.monotonic() > deadline:
-                        raise EmbeddedError(f"only {handled:.0f} of {len(movies)} items were encoded within "
-                                            f"{items_timeout_s:.0f} s; see {log}")
-                    time.sleep(0.25)
-            sent_task = progress.add_task("events produced", total=total)
-            done_task = progress.add_task("events learned", total=total)
-            started = time.time()
-
-            with Live(Group(progress, _sample_table(r, prefix, titles)), console=console, refresh_per_second=4) as live:
-                async def main() -> tuple[list[str], list[int]]:
-                    producing = asyncio.create_task(_replay(bootstrap, events_topic, limit,
-                                                            lambda n: progress.advance(sent_task, n)))
-                    while True:
-                        done = scrape_totals(metrics_port).get("polyrec_events_total", 0)
-                        progress.update(done_task, completed=done)
-                        live.update(Group(progress, _sample_table(r, prefix, titles)))
-                        if producing.done() and done >= len(producing.result()[0]):
-                            return producing.result()
-                        worker.check()
-                        await asyncio.sleep(0.25)
-
-                sent_users, sent_ts = asyncio.run(main())
-            seconds = time.time() - started
-            n = len(sent_users)
-            fresh, missing = event_freshness(sent_users, sent_ts,
-                                             (json.loads(f[b"payload"]) for _, f in r.xrange(stream_key(prefix))))
-            users = sum(1 for _ in r.scan_iter(recs_key(prefix, "*"), count=1000))
-            result = DemoResult(n, seconds, fresh, users)
-            console.print(f"\n[bold]{n:,} events[/] learned in {seconds:.1f} s: [bold]{n / seconds:,.0f} events/s[/] "
-                          f"end to end (Tansu -> worker -> Redis), {users} users with recommendations")
-            console.print(f"freshness (event sent -> recommendations in Redis): p50 {np.percentile(fresh, 50):.0f} ms, "
-                          f"p99 {np.percentile(fresh, 99):.0f} ms over {len(fresh):,} events ({missing} without an "
-                          f"update; the replay sends as fast as it can, so this includes queueing; "
-                          f"bench/stream_throughput.py measures a fixed rate)")
+            demo.encode_catalogue(list(movies.values()), items_timeout_s)
+            result = demo.replay({k: m.display_title for k, m in movies.items()}, limit)
             if keep_running:
-                _print_how_to_query(console, r, prefix, base.redis_url, metrics_port, servers, workdir)
-                servers = []
+                demo.print_how_to_query()
             return result
         except Exception:
-            failed = True
+            demo.failed = True
             raise
         finally:
-            for server in reversed(servers):
-                server.stop(timeout=30)
-            if external and not keep_running:
-                try:
-                    deleted = asyncio.run(delete_topics(base.broker_list, f"{run_id}-"))
-                    console.print(f"deleted the demo's {len(deleted)} topics ({run_id}-*) from {base.kafka_bootstrap}")
-                except Exception as exc:  # noqa: BLE001 - report, and never hide what failed before
-                    console.print(f"[red]could not delete the demo's topics {run_id}-* (delete them by hand): {exc!r}")
-            if not keep_running and r is not None:
-                with contextlib.suppress(Exception):  # Redis may be what failed
-                    keys = list(r.scan_iter(key_pattern(prefix), count=1000))
-                    if keys:
-                        r.delete(*keys)
-            if not (keep_running or failed):
-                shutil.rmtree(workdir, ignore_errors=True)
+            demo.stop()
+
+
+class _Demo:
+    """One demo run: its servers and worker, its topics and Redis prefix, its progress on screen."""
+
+    def __init__(self, keep_running: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = Console()
+        self.keep_running, self.failed = keep_running, False  # failed: keep the work folder (the worker's log)
+        self.base = Settings.from_env()
+        self.servers: list[LocalServer | WorkerProcess] = []  # stopped in reverse order: the worker first
+        self.workdir = Path(tempfile.mkdtemp(prefix="polyrec-demo-"))
+        self.run_id = f"polyrec-demo-{int(time.time())}"
+        self.prefix = self.run_id  # a Redis prefix of its own: keys of an interrupted run never count in the next
+        self.external = bool(os.environ.get("KAFKA_BOOTSTRAP"))  # a user's Kafka: the demo's topics go afterwards
+        self.events_topic, self.items_topic = self.base.events_topic, self.base.items_topic
+        self.redis = None
+        self.progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn())
+
+    def start(self) -> None:
+        """The broker (embedded unless ``KAFKA_BOOTSTRAP``), Redis and one worker, ready."""
+        import redis as redis_lib
+
+        console, base = self.console, self.base
+        if self.external:
+            self.bootstrap = base.kafka_bootstrap
+            # never replay MovieLens into a real cluster's own topics
+            self.events_topic, self.items_topic = f"{self.run_id}-events", f"{self.run_id}-items"
+            console.print(f"broker: {self.bootstrap} (KAFKA_BOOTSTRAP); demo topics {self.events_topic}, "
+                          f"{self.items_topic}")
+        else:
+            self.servers.append(start_tansu())
+            self.bootstrap = self.servers[-1].address
+            console.print(f"broker: embedded Tansu at {self.bootstrap}")
+        self.servers.append(ensure_redis(base.redis_url))
+        started = " (started for this demo)" if self.servers[-1].proc else ""
+        console.print(f"redis:  {redact_url(base.redis_url)}{started}")
+        self.redis = redis_lib.Redis.from_url(base.redis_url)
+        env = dict(os.environ, KAFKA_BOOTSTRAP=self.bootstrap, POLYREC_REDIS_PREFIX=self.prefix,
+                   POLYREC_APP_ID=self.run_id, POLYREC_DATA_DIR=str(self.workdir / "data"), POLYREC_ITEMS_AGENT="1",
+                   POLYREC_EVENTS_TOPIC=self.events_topic, POLYREC_ITEMS_TOPIC=self.items_topic)
+        self.worker = WorkerProcess(env, log=self.workdir / "worker.log").start(new_session=True)
+        self.servers.append(self.worker)
+        with console.status("starting the worker (joins the consumer group, recovers state)..."):
+            self.worker.wait_ready()
+        console.print(f"worker: ready (metrics http://127.0.0.1:{self.worker.metrics_port}/metrics, "
+                      f"log {self.worker.log})")
+
+    def encode_catalogue(self, movies: list[Movie], timeout_s: float) -> None:
+        """Send the catalogue through ``items`` and wait until the worker has encoded (or dead-lettered) it."""
+        from rich.live import Live
+
+        task = self.progress.add_task("items encoded", total=len(movies))
+        with Live(self.progress, console=self.console, refresh_per_second=4):
+            asyncio.run(publish_catalogue(self.bootstrap, self.items_topic, movies))
+            deadline = time.monotonic() + timeout_s
+            while True:
+                m = scrape_totals(self.worker.metrics_port)  # a dead-lettered item is handled too
+                handled = m.get("polyrec_encoder_items_total", 0) + m.get("polyrec_dlq_records_total", 0)
+                self.progress.update(task, completed=handled)
+                if handled >= len(movies):
+                    return
+                self.worker.check()
+                if time.monotonic() > deadline:
+                    raise EmbeddedError(f"only {handled:.0f} of {len(movies)} items were encoded within "
+                                        f"{timeout_s:.0f} s; see {self.worker.log}")
+                time.sleep(0.25)
+
+    def replay(self, titles: dict[str, str], limit: int | None) -> DemoResult:
+        """Replay the ratings as events with a live view of fresh recommendations; then the report."""
+        from rich.console import Group
+        from rich.live import Live
+
+        total = len(load_interactions()) if limit is None else limit
+        sent_task = self.progress.add_task("events produced", total=total)
+        done_task = self.progress.add_task("events learned", total=total)
+        started = time.time()
+
+        def view() -> Group:
+            return Group(self.progress, _sample_table(self.redis, self.prefix, titles))
+
+        with Live(view(), console=self.console, refresh_per_second=4) as live:
+            async def main() -> tuple[list[str], list[int]]:
+                producing = asyncio.create_task(replay_ratings(self.bootstrap, self.events_topic, limit,
+                                                               lambda n: self.progress.advance(sent_task, n)))
+                while True:
+                    done = scrape_totals(self.worker.metrics_port).get("polyrec_events_total", 0)
+                    self.progress.update(done_task, completed=done)
+                    live.update(view())
+                    if producing.done() and done >= len(producing.result()[0]):
+                        return producing.result()
+                    self.worker.check()
+                    await asyncio.sleep(0.25)
+
+            sent_users, sent_ts = asyncio.run(main())
+        return self.report(sent_users, sent_ts, time.time() - started)
+
+    def report(self, sent_users: list[str], sent_ts: list[int], seconds: float) -> DemoResult:
+        """Events/s and freshness, printed and returned."""
+        r, n = self.redis, len(sent_users)
+        fresh, missing = event_freshness(sent_users, sent_ts,
+                                         (json.loads(f[b"payload"]) for _, f in r.xrange(stream_key(self.prefix))))
+        users = sum(1 for _ in r.scan_iter(recs_key(self.prefix, "*"), count=1000))
+        self.console.print(f"\n[bold]{n:,} events[/] learned in {seconds:.1f} s: [bold]{n / seconds:,.0f} events/s[/] "
+                           f"end to end (Tansu -> worker -> Redis), {users} users with recommendations")
+        self.console.print(f"freshness (event sent -> recommendations in Redis): p50 {np.percentile(fresh, 50):.0f} "
+                           f"ms, p99 {np.percentile(fresh, 99):.0f} ms over {len(fresh):,} events ({missing} without "
+                           f"an update; the replay sends as fast as it can, so this includes queueing; "
+                           f"bench/stream_throughput.py measures a fixed rate)")
+        return DemoResult(n, seconds, fresh, users)
+
+    def print_how_to_query(self) -> None:
+        """What is still running, how to query it and how to stop it; it is left running."""
+        _print_how_to_query(self.console, self.redis, self.prefix, self.base.redis_url, self.worker.metrics_port,
+                            self.servers, self.workdir)
+        self.servers = []
+
+    def stop(self) -> None:
+        """Stop what was started and remove what the run wrote (not with ``keep_running``; the work
+        folder stays after a failure)."""
+        for server in reversed(self.servers):
+            server.stop(timeout=30)
+        if self.external and not self.keep_running:
+            try:
+                deleted = asyncio.run(delete_topics(self.base.broker_list, f"{self.run_id}-"))
+                self.console.print(f"deleted the demo's {len(deleted)} topics ({self.run_id}-*) from "
+                                   f"{self.base.kafka_bootstrap}")
+            except Exception as exc:  # noqa: BLE001 - report, and never hide what failed before
+                self.console.print(f"[red]could not delete the demo's topics {self.run_id}-* (delete them by hand): "
+                                   f"{exc!r}")
+        if not self.keep_running and self.redis is not None:
+            with contextlib.suppress(Exception):  # Redis may be what failed
+                keys = list(self.redis.scan_iter(key_pattern(self.prefix), count=1000))
+                if keys:
+                    self.redis.delete(*keys)
+        if not (self.keep_running or self.failed):
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def _print_how_to_query(console, r, prefix: str, redis_url: str, metrics_port: int,

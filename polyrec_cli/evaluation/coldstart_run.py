@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +118,127 @@ def alignment(encoder, movies: dict[str, Movie], advance: Callable[[int], None])
             "misses_en_to_other": [list(p) for p, hit in zip(pairs, to_other) if not hit]}
 
 
+@dataclass
+class _Embeddings:
+    """Every text embedding a run needs, each encoded once."""
+
+    catalog: np.ndarray  # every item's English text, in ``ids`` order
+    new: dict[str, np.ndarray]  # language -> the new items' texts
+    again: np.ndarray  # the new items' English texts, encoded in other batches
+    slashed: np.ndarray  # the same with the genres joined by " / "
+    genre_texts: dict[str, list[str]]  # language -> the catalogue's distinct genre lists
+    genres: dict[str, np.ndarray]  # language -> their embeddings
+    alignment: dict  # top-1 retrieval between the real bilingual title pairs
+
+
+def _encode_all(encoder, movies: dict[str, Movie], ids: list[str], new: np.ndarray, languages: tuple[str, ...],
+                bar) -> _Embeddings:
+    """Encode everything, with a progress bar per kind of text."""
+    t = bar.add_task("encoding item texts (en, every item)", total=len(ids))
+    catalog = encode(encoder, variant_texts(movies, ids, "en"), lambda n: bar.advance(t, n))
+    emb = {"en": catalog[IdIndex(ids).rows(new)]}
+    for lang in languages[1:]:
+        t = bar.add_task(f"encoding new items' texts ({lang})", total=len(new))
+        emb[lang] = encode(encoder, variant_texts(movies, list(new), lang), lambda n, t=t: bar.advance(t, n))
+    t = bar.add_task("encoding new items' English references", total=2 * len(new))
+    again = encode(encoder, variant_texts(movies, list(new), "en"), lambda n: bar.advance(t, n))
+    slashed = encode(encoder, variant_texts(movies, list(new), "en", separator=" / "), lambda n: bar.advance(t, n))
+    genre_lists = sorted({m.genres for m in movies.values()})
+    genre_texts = {lang: [", ".join(genre_names(g, lang)) for g in genre_lists] for lang in languages}
+    t = bar.add_task("encoding genre lists", total=len(languages) * len(genre_lists))
+    genres = {lang: encode(encoder, texts, lambda n, t=t: bar.advance(t, n)) for lang, texts in genre_texts.items()}
+    t = bar.add_task("encoding bilingual title pairs", total=None)
+    aligned = alignment(encoder, movies, lambda n: bar.advance(t, n))
+    bar.stop_task(t)  # open-ended tasks: freeze their clocks
+    return _Embeddings(catalog, emb, again, slashed, genre_texts, genres, aligned)
+
+
+def _contenders(config: MFConfig, ids: list[str], new: np.ndarray, emb: _Embeddings, settings: ProjectionSettings,
+                languages: tuple[str, ...], seed: int) -> tuple[list, list[ColdStartMF], ColdStartMF]:
+    """Every contender (popularity, new-item popularity, random-init, a projection per language, the
+    shuffled-text control); the projections; random-init."""
+    new_rows = IdIndex(ids).rows(new)
+
+    def arriving(new_emb: np.ndarray) -> ItemTexts:
+        """New items arrive with ``new_emb`` and, once they have the events, train the projection with it."""
+        fit_on = emb.catalog.copy()
+        fit_on[new_rows] = new_emb
+        return ItemTexts(ids, fit_on, new, new_emb)
+
+    random_init = ColdStartMF(config, new, name="random-init")
+    projections = [ColdStartMF(config, new, arriving(emb.new[lang]), settings, name=f"projection-{lang}")
+                   for lang in languages]
+    # control: each new item gets another new item's English text, so only the text-item link is lost
+    shuffled = emb.new["en"][np.random.default_rng(seed).permutation(len(new))]
+    control = ColdStartMF(config, new, arriving(shuffled), settings, name=CONTROL)
+    return [Popularity(), Popularity(name=NEW_POPULARITY, only=new), random_init, *projections, control], \
+        projections, random_init
+
+
+def _consistency(base: ColdStartMF, emb: _Embeddings, languages: tuple[str, ...]) -> tuple[dict, dict, dict]:
+    """Cross-lingual overlap@10 of the new items' rankings (each language vs English, with ``base``'s
+    users and projection), its English references, and the genre lists' alignment."""
+    users, project = base.model.user_factors, base.projection.project
+    overlap = {lang: float(overlap_at_k(users, project(emb.new[lang]), project(emb.new["en"])).mean())
+               for lang in languages if lang != "en"}
+    references = {  # English vs English
+        "same texts, encoded in other batches": float(overlap_at_k(users, project(emb.again),
+                                                                   project(emb.new["en"])).mean()),
+        "genres joined by ' / ' (vs the same texts, same batching)":
+            float(overlap_at_k(users, project(emb.slashed), project(emb.again)).mean())}
+    genre_alignment = {}
+    for lang in languages[1:]:  # only the lists whose translation is not the English string (loan words)
+        changed = np.array(emb.genre_texts[lang]) != np.array(emb.genre_texts["en"])
+        top1 = top1_hits(emb.genres[lang], emb.genres["en"])[changed]
+        genre_alignment[lang] = {"genre_lists_top1": float(top1.mean()), "genre_lists_translated": int(changed.sum())}
+    return overlap, references, genre_alignment
+
+
+def _summaries(results: list, replay: Replay, new: np.ndarray, n_first: int) -> dict[str, dict]:
+    """Each contender's summary, with its recall@10 by a new item's n-th event."""
+    scored = first_events(replay.items, new, n_first) & np.isin(replay.events, SCORED_EVENTS)
+    occ = occurrence(replay.items)[scored]  # the order in which the protocol scored them
+    return {r.name: {**r.summary(), "recall@10_by_event": recall_by_occurrence(np.concatenate(r.hits), occ)}
+            for r in results}
+
+
+def _protocol(batch_size: int, n_new: int, frac: float, seed: int, n_first: int, n_users: int,
+              n_genre_lists: int) -> dict:
+    """The protocol, in words, for the JSON."""
+    return {"k": 10, "batch_size": batch_size, "new_items": n_new, "new_item_share": frac,
+            "seed": seed, "first_events": n_first,
+            "scored": "click and purchase events of a new item among its first "
+                      f"{n_first} events, scored before the batch is learned",
+            "announce": "an item joins the catalog just before the batch of its first event",
+            "projection_fitted_on": "items with >= min_count events: the English text of old items, the "
+                                    "text a new item arrived with (the run's language)",
+            "control": f"{CONTROL}: the new items' English texts permuted among the new items",
+            "ceilings": "leaky references for what a start can buy: each new item starts from the vector "
+                        "random-init learned for it by the end of the stream (factors and bias; "
+                        "factors only, bias 0; bias only, random factors), then learns as usual",
+            "overlap_users": f"all {n_users} users, ranking only the {n_new} new items, "
+                             "with projection-en's final user factors and projection",
+            "overlap_references": "the same overlap between English texts of the new items: the same "
+                                  "texts encoded again, in batches of the new items only (int8 activations "
+                                  "are quantised per batch; fp32 gives 1.0), and those texts with the "
+                                  "genres joined by ' / ' instead of ', ', encoded the same way",
+            "genre_lists_top1": f"of the catalogue's {n_genre_lists} distinct genre lists, those whose "
+                                "translation differs from the English string (genre_lists_translated): the "
+                                "share whose translation, encoded without a title (each language's lists in "
+                                "one call), is nearest (cosine) to its own English list among all "
+                                f"{n_genre_lists}: the part of an item's text that the language changes"}
+
+
+def _acceptance(per_language: dict, overlap: dict, aligned: dict) -> dict:
+    return {
+        **{f"projection-{lang} / random-init recall@10": report.check(v["ratio_to_random"], 2.0)
+           for lang, v in per_language.items()},
+        **{f"overlap@10 {lang} vs en": report.check(v, 0.8) for lang, v in overlap.items()},
+        "alignment top-1 en -> other": report.check(aligned["top1_en_to_other"], 0.8),
+        "alignment top-1 other -> en": report.check(aligned["top1_other_to_en"], 0.8),
+    }
+
+
 def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] = LANGUAGES, frac: float = 0.2,
         n_first: int = 20, batch_size: int = 10, seed: int = 0, dim: int = 32) -> dict:
     """Run the whole cold-start evaluation; write ``coldstart.json`` and ``coldstart.png``.
@@ -143,73 +264,25 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
         used = {"model": encoder.sidecar.model_id, "graph": encoder.sidecar.variant, "provider": encoder.provider,
                 "path": str(path), "prefix": encoder.sidecar.prefixes["passage"],
                 "text": "'title (year). genres' of the language variant, as the stream encodes an items record"}
-        t = bar.add_task("encoding item texts (en, every item)", total=len(ids))
-        catalog = encode(encoder, variant_texts(movies, ids, "en"), lambda n: bar.advance(t, n))
-        new_rows = IdIndex(ids).rows(new)
-        emb = {"en": catalog[new_rows]}  # language -> the new items' embeddings
-        for lang in languages[1:]:
-            t = bar.add_task(f"encoding new items' texts ({lang})", total=len(new))
-            emb[lang] = encode(encoder, variant_texts(movies, list(new), lang), lambda n, t=t: bar.advance(t, n))
-        t = bar.add_task("encoding new items' English references", total=2 * len(new))
-        again = encode(encoder, variant_texts(movies, list(new), "en"), lambda n: bar.advance(t, n))
-        slashed = encode(encoder, variant_texts(movies, list(new), "en", separator=" / "), lambda n: bar.advance(t, n))
-        genre_lists = sorted({m.genres for m in movies.values()})
-        genre_texts = {lang: [", ".join(genre_names(g, lang)) for g in genre_lists] for lang in languages}
-        t = bar.add_task("encoding genre lists", total=len(languages) * len(genre_lists))
-        genre_emb = {lang: encode(encoder, texts, lambda n, t=t: bar.advance(t, n))
-                     for lang, texts in genre_texts.items()}
-        t = bar.add_task("encoding bilingual title pairs", total=None)
-        aligned = alignment(encoder, movies, lambda n: bar.advance(t, n))
-        bar.stop_task(t)  # open-ended tasks: freeze their clocks
-        english = ItemTexts(ids, catalog, ids, catalog)
+        emb = _encode_all(encoder, movies, ids, new, languages, bar)
         t = bar.add_task("tuning the projection (validation split)", total=None)
-        tuned = tune(replay, new, english, config, frac=frac, seed=seed, n_first=n_first, batch_size=batch_size,
-                     progress=lambda n: bar.advance(t, n))
+        tuned = tune(replay, new, ItemTexts(ids, emb.catalog, ids, emb.catalog), config, frac=frac, seed=seed,
+                     n_first=n_first, batch_size=batch_size, progress=lambda n: bar.advance(t, n))
         bar.stop_task(t)
         settings = ProjectionSettings(**tuned["chosen"])
-        random_init = ColdStartMF(config, new, name="random-init")
-        models = [Popularity(), Popularity(name=NEW_POPULARITY, only=new), random_init]
-
-        def arriving(new_emb: np.ndarray) -> ItemTexts:
-            """New items arrive with ``new_emb`` and, once they have the events, train the projection with it."""
-            fit_on = catalog.copy()
-            fit_on[new_rows] = new_emb
-            return ItemTexts(ids, fit_on, new, new_emb)
-
-        projections = [ColdStartMF(config, new, arriving(emb[lang]), settings, name=f"projection-{lang}")
-                       for lang in languages]
-        models += projections
-        # control: each new item gets another new item's English text, so only the text-item link is lost
-        shuffled = emb["en"][np.random.default_rng(seed).permutation(len(new))]
-        models.append(ColdStartMF(config, new, arriving(shuffled), settings, name=CONTROL))
+        models, projections, random_init = _contenders(config, ids, new, emb, settings, languages, seed)
         t = bar.add_task("cold-start replay", total=len(replay))
         results = _replay_new(replay, models, new, n_first, batch_size, lambda n: bar.advance(t, n))
-        learned = random_init.model  # at the end of the stream
-        ceilings = [KnownStartMF(config, final_vectors(learned, list(new), part), name=name)
-                    for name, part in CEILINGS.items()]
+        ceilings = [KnownStartMF(config, final_vectors(random_init.model, list(new), part), name=name)
+                    for name, part in CEILINGS.items()]  # what random-init learned by the end of the stream
         t = bar.add_task("ceiling replay (leaky starts)", total=len(replay))
         results += _replay_new(replay, ceilings, new, n_first, batch_size, lambda n: bar.advance(t, n))
-    scored = first_events(replay.items, new, n_first) & np.isin(replay.events, SCORED_EVENTS)
-    occ = occurrence(replay.items)[scored]  # the order in which the protocol scored them
-    summaries = {r.name: {**r.summary(), "recall@10_by_event": recall_by_occurrence(np.concatenate(r.hits), occ)}
-                 for r in results}
+    summaries = _summaries(results, replay, new, n_first)
     base = projections[0]  # projection-en: its users and its last projection rank the new items
     if base.projection is None:
         raise ValueError(f"too few events for the cold-start eval (--limit {limit}): no projection was fitted, "
                          f"fewer than two items reached {settings.min_count} events; use --limit 5000 or more")
-    users = base.model.user_factors
-    project = base.projection.project
-    overlap = {lang: float(overlap_at_k(users, project(emb[lang]), project(emb["en"])).mean())
-               for lang in languages if lang != "en"}
-    overlap_references = {  # English vs English
-        "same texts, encoded in other batches": float(overlap_at_k(users, project(again), project(emb["en"])).mean()),
-        "genres joined by ' / ' (vs the same texts, same batching)":
-            float(overlap_at_k(users, project(slashed), project(again)).mean())}
-    genre_alignment = {}
-    for lang in languages[1:]:  # only the lists whose translation is not the English string (loan words)
-        changed = np.array(genre_texts[lang]) != np.array(genre_texts["en"])
-        genre_alignment[lang] = {"genre_lists_top1": float(top1_hits(genre_emb[lang], genre_emb["en"])[changed].mean()),
-                                 "genre_lists_translated": int(changed.sum())}
+    overlap, overlap_references, genre_alignment = _consistency(base, emb, languages)
     random_recall = summaries["random-init"]["recall@10"]
     per_language = {lang: {"projection": summaries[f"projection-{lang}"],
                            "ratio_to_random": summaries[f"projection-{lang}"]["recall@10"] / max(random_recall, 1e-12),
@@ -218,28 +291,8 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
     result = {
         "dataset": {"name": NAME, "events": len(replay), "items": len(ids),
                     "mapping": MAPPING, "order": "timestamp, file order as tie-break"},
-        "protocol": {"k": 10, "batch_size": batch_size, "new_items": len(new), "new_item_share": frac,
-                     "seed": seed, "first_events": n_first,
-                     "scored": "click and purchase events of a new item among its first "
-                               f"{n_first} events, scored before the batch is learned",
-                     "announce": "an item joins the catalog just before the batch of its first event",
-                     "projection_fitted_on": "items with >= min_count events: the English text of old items, the "
-                                             "text a new item arrived with (the run's language)",
-                     "control": f"{CONTROL}: the new items' English texts permuted among the new items",
-                     "ceilings": "leaky references for what a start can buy: each new item starts from the vector "
-                                 "random-init learned for it by the end of the stream (factors and bias; "
-                                 "factors only, bias 0; bias only, random factors), then learns as usual",
-                     "overlap_users": f"all {len(users)} users, ranking only the {len(new)} new items, "
-                                      "with projection-en's final user factors and projection",
-                     "overlap_references": "the same overlap between English texts of the new items: the same "
-                                           "texts encoded again, in batches of the new items only (int8 activations "
-                                           "are quantised per batch; fp32 gives 1.0), and those texts with the "
-                                           "genres joined by ' / ' instead of ', ', encoded the same way",
-                     "genre_lists_top1": f"of the catalogue's {len(genre_lists)} distinct genre lists, those whose "
-                                         "translation differs from the English string (genre_lists_translated): the "
-                                         "share whose translation, encoded without a title (each language's lists in "
-                                         "one call), is nearest (cosine) to its own English list among all "
-                                         f"{len(genre_lists)}: the part of an item's text that the language changes"},
+        "protocol": _protocol(batch_size, len(new), frac, seed, n_first, len(base.model.user_factors),
+                              len(emb.genre_texts["en"])),
         "encoder": used,
         "mf_config": asdict(config),
         "projection": asdict(settings),
@@ -247,14 +300,8 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
         "contenders": summaries,
         "per_language": per_language,
         "overlap_references": overlap_references,
-        "alignment": aligned,
-        "acceptance": {
-            **{f"projection-{lang} / random-init recall@10": report.check(per_language[lang]["ratio_to_random"], 2.0)
-               for lang in languages},
-            **{f"overlap@10 {lang} vs en": report.check(v, 0.8) for lang, v in overlap.items()},
-            "alignment top-1 en -> other": report.check(aligned["top1_en_to_other"], 0.8),
-            "alignment top-1 other -> en": report.check(aligned["top1_other_to_en"], 0.8),
-        },
+        "alignment": emb.alignment,
+        "acceptance": _acceptance(per_language, overlap, emb.alignment),
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
     report.write_json(result, out_dir / "coldstart.json")
