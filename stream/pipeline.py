@@ -40,6 +40,10 @@ STATE_WARNINGS = {
              "replay may learn them twice",
     "resized": "its stored state has another factor dimension (POLYREC_DIM changed): its factors restart, "
                "its history and offset are kept",
+    "invalid": "its stored state holds a non-finite or out-of-range number (a corrupt record): its factors "
+               "restart, its history and offset are kept",
+    "unreadable": "its stored state cannot be decoded (a corrupt record): it starts afresh, and its events "
+                  "all count as new",
 }
 
 class EventPipeline:
@@ -106,18 +110,24 @@ class EventPipeline:
         weights = np.array([self.weights[e.event] for e in events], np.float32)
         result = self.model.process(last.message.partition, users, [e.item_id for e in events], weights, offsets,
                                     np.array([e.ts_ms for e in events]), self._load_states(users))
-        self._warn({"moved": result.moved, "resized": result.resized})
+        self._warn({"moved": result.moved, "resized": result.resized, "invalid": result.invalid})
         # top-K is CPU-bound on a large catalogue (docs/operations.md): off the event loop
         recs = await asyncio.get_running_loop().run_in_executor(self._top_k, result.recs.run)
         await self._persist_and_publish(last, result.users, recs)
         self._count(events, result, produced)
 
     def _load_states(self, users: list[str]) -> dict[str, UserState | None]:
-        """The table's state of each distinct user (None: none yet)."""
-        states = {}
+        """The table's state of each distinct user (None: none yet, or one that cannot be decoded)."""
+        states: dict[str, UserState | None] = {}
+        unreadable = []
         for u in dict.fromkeys(users):
             raw = self.users_get(u)
-            states[u] = None if raw is None else UserState.from_json(raw)
+            try:
+                states[u] = None if raw is None else UserState.from_json(raw)
+            except (KeyError, TypeError, ValueError, AttributeError):  # not a state: failing would fail the batch
+                states[u] = None
+                unreadable.append(u)
+        self._warn({"unreadable": unreadable})
         return states
 
     async def _persist_and_publish(self, last: Any, states: dict[str, UserState],

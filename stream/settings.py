@@ -25,6 +25,8 @@ def _env(name: str, default: Any, doc: str) -> Any:
     return field(default=default, metadata={"env": name, "doc": doc})
 
 
+MAX_EVENT_WEIGHT = 1000.0  # an event weight above it only risks overflow in the AdaGrad accumulators
+
 @dataclass(frozen=True)
 class Settings:
     kafka_bootstrap: str = _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092",
@@ -67,10 +69,12 @@ class Settings:
                             "Weight of the factor score against the log co-occurrence score.")
     cooccur_floor: float = _env("POLYREC_COOCCUR_FLOOR", CooccurrenceConfig.floor,
                                 "Share of a user's best co-occurrence score that every item starts from (> 0).")
-    weight_view: float = _env("POLYREC_WEIGHT_VIEW", DEFAULT_WEIGHTS["view"], "Implicit-feedback weight of a view.")
-    weight_click: float = _env("POLYREC_WEIGHT_CLICK", DEFAULT_WEIGHTS["click"], "Implicit-feedback weight of a click.")
+    weight_view: float = _env("POLYREC_WEIGHT_VIEW", DEFAULT_WEIGHTS["view"],
+                              "Implicit-feedback weight of a view (0 to 1000).")
+    weight_click: float = _env("POLYREC_WEIGHT_CLICK", DEFAULT_WEIGHTS["click"],
+                               "Implicit-feedback weight of a click (0 to 1000).")
     weight_purchase: float = _env("POLYREC_WEIGHT_PURCHASE", DEFAULT_WEIGHTS["purchase"],
-                                  "Implicit-feedback weight of a purchase.")
+                                  "Implicit-feedback weight of a purchase (0 to 1000).")
     history_max: int = _env("POLYREC_HISTORY_MAX", 500,
                             "Distinct recent items kept per user for seen-item exclusion.")
     batch_max: int = _env("POLYREC_BATCH_MAX", 1000, "Most events in one micro-batch.")
@@ -157,6 +161,9 @@ class Settings:
                                      ("POLYREC_EVENT_LOOP", self.event_loop, EVENT_LOOPS)):
             if value not in choices:
                 raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        for name in ("weight_view", "weight_click", "weight_purchase"):  # 1e30 made accumulators inf, 1e38 factors NaN
+            if getattr(self, name) > MAX_EVENT_WEIGHT:
+                raise ValueError(f"{_env_name(name)} must be at most {MAX_EVENT_WEIGHT:g}, got {getattr(self, name)}")
         for name in ("cooccur_decay", "context_decay"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{_env_name(name)} must be in (0, 1], got {getattr(self, name)}")

@@ -35,7 +35,7 @@ from polyrec.history import History
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
 from polyrec.recommend import recommend
-from stream.wire import TEXT_SOURCE, ItemRecord, UserState
+from stream.wire import MAX_ABS_VALUE, TEXT_SOURCE, ItemRecord, UserState, sane
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ class BatchResult:
     loss: float
     moved: list[str]  # users whose state came from another partition
     resized: list[str]  # users whose state had another dimension
+    invalid: list[str]  # users whose state held a non-finite or out-of-range number
 
     @property
     def duplicates(self) -> int:
@@ -146,8 +147,8 @@ class WorkerModel:
         dim = self.config.dim
         if len(rec.vector) != dim + 1:
             raise ValueError(f"item record {rec.key!r} has dimension {len(rec.vector) - 1}, the model {dim}")
-        if not np.isfinite(rec.vector).all():
-            raise ValueError(f"item record {rec.key!r} holds a non-finite number")
+        if not sane(rec.vector):
+            raise ValueError(f"item record {rec.key!r} holds a non-finite number or one beyond ±{MAX_ABS_VALUE:g}")
         row = int(self.mf.add_items([rec.item_id])[0])
         if rec.source == TEXT_SOURCE:  # an item re-published twice: the later text wins, whatever lands last
             if rec.offset <= self._text_offset.get(row, -1):
@@ -238,17 +239,19 @@ class WorkerModel:
 
     # -- users ---------------------------------------------------------------------------
     def _load_users(self, partition: int, user_ids: list[str],
-                    states: dict[str, UserState | None]) -> tuple[dict[str, int], list[str], list[str]]:
+                    states: dict[str, UserState | None]) -> tuple[dict[str, int], list[str], list[str], list[str]]:
         """Put the table's states into the local rows; return each user's applied offset in
-        ``partition``, the users whose state came from another partition and those whose state had
-        another dimension. A state from another partition (producers that partition one user's
-        events differently) has no offset comparable with this one's: all its events here count as
-        new. A state of another dimension (``POLYREC_DIM`` changed) keeps its history and offset, and
-        its factors restart."""
+        ``partition``, the users whose state came from another partition, those whose state had
+        another dimension and those whose state held an unusable number. A state from another
+        partition (producers that partition one user's events differently) has no offset comparable
+        with this one's: all its events here count as new. A state of another dimension
+        (``POLYREC_DIM`` changed), or with a non-finite or out-of-range factor or accumulator (a
+        corrupt record), keeps its history and offset, and its factors restart."""
         rows = self.mf.add_users(user_ids)
         offsets: dict[str, int] = {}
         moved: list[str] = []
         resized: list[str] = []
+        invalid: list[str] = []
         for user, row in zip(user_ids, rows.tolist()):
             st = states.get(user)
             if st is None:
@@ -260,15 +263,18 @@ class WorkerModel:
             if elsewhere:
                 moved.append(user)
             if self._loaded.get(user) != (st.partition, st.offset):  # the row does not hold this state yet
-                if st.factors.shape == (self.config.dim,):
-                    self.mf.set_users(row, st.factors, st.accum)
-                else:
+                if st.factors.shape != (self.config.dim,):
                     resized.append(user)
                     self.mf.restart_users(np.array([row]))
+                elif not (sane(st.factors) and np.isfinite(st.accum) and st.accum >= 0):
+                    invalid.append(user)
+                    self.mf.restart_users(np.array([row]))
+                else:
+                    self.mf.set_users(row, st.factors, st.accum)
                 self.history.set(row, self.mf.add_items(st.history).tolist())
                 self._loaded[user] = (st.partition, st.offset)
             offsets[user] = -1 if elsewhere else st.offset
-        return offsets, moved, resized
+        return offsets, moved, resized, invalid
 
     def forget_users(self) -> None:
         """Drop every local user row; each user is reloaded from the table at its next event.
@@ -294,7 +300,7 @@ class WorkerModel:
         """Learn one micro-batch of one partition (events in offset order); its users' top-K is
         the result's ``recs`` job."""
         distinct = list(dict.fromkeys(users))
-        applied_offset, moved, resized = self._load_users(partition, distinct, states)
+        applied_offset, moved, resized, invalid = self._load_users(partition, distinct, states)
         u = self.mf.add_users(users)
         i = self.mf.add_items(items)
         part = self._partition(partition)
@@ -325,7 +331,7 @@ class WorkerModel:
                        self.mf.item_bias, self.mf.items, [latest[x] for x in distinct], self.k, self.memory,
                        self.memory.recent(distinct))
         return BatchResult(changed, recs, int(user_mask.sum()), int(item_mask.sum()),
-                           ~user_mask & ~item_mask, user_mask, loss, moved, resized)
+                           ~user_mask & ~item_mask, user_mask, loss, moved, resized, invalid)
 
 
 def _partition(source: str) -> int:

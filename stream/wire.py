@@ -11,6 +11,17 @@ from dataclasses import dataclass
 import numpy as np
 
 TEXT_SOURCE = "text"
+# Largest absolute factor or bias a record may carry. Learned values stay within a few units (after
+# MovieLens-100K: |user factor| <= 2.7, |item factor| <= 1.0, |bias| <= 1.8); a record beyond it, or
+# with a non-finite number, is refused where it is read: it would poison what it touches, or make one
+# item every user's top-1.
+MAX_ABS_VALUE = 1e3
+
+
+def sane(vector: np.ndarray) -> bool:
+    """Every number finite and within ``MAX_ABS_VALUE``."""
+    v = np.asarray(vector)
+    return bool(np.isfinite(v).all()) and (v.size == 0 or float(np.abs(v).max()) <= MAX_ABS_VALUE)
 
 
 def encode_vector(v: np.ndarray) -> str:

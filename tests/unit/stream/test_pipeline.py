@@ -31,6 +31,17 @@ def test_unusable_user_states_are_logged_the_first_ten_times_then_every_thousand
     assert len(resized) == 3 and pipeline.unusable_states == {"moved": 2000, "resized": 3}
 
 
+def test_a_stored_state_that_cannot_be_decoded_is_warned_about_and_treated_as_none(caplog):
+    # failing would fail the batch, and after five attempts dead-letter every event in it
+    table = {"u1": {"f": "not base64!", "g": 1.0, "h": [], "o": 3}, "u2": {"g": 1.0}, "u3": ["not", "a", "state"]}
+    pipeline = EventPipeline(None, {}, None, table.get, None, None, {}, None, "v", barrier=None, memory_ready=None)
+    with caplog.at_level(logging.WARNING, logger="stream.pipeline"):
+        states = pipeline._load_states(["u1", "u2", "u3", "u4"])
+    assert states == {"u1": None, "u2": None, "u3": None, "u4": None}
+    assert pipeline.unusable_states == {"unreadable": 3}
+    assert sum("cannot be decoded" in r.getMessage() for r in caplog.records) == 3
+
+
 def test_dead_lettered_events_count_by_type_when_valid_and_as_invalid_otherwise():
     sent = []
 

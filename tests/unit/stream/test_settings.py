@@ -41,7 +41,7 @@ def test_the_configuration_reference_matches_the_code():
                                  {"POLYREC_WEB_PORT": "-5"}, {"POLYREC_METRICS_PORT": "70000"},
                                  {"POLYREC_ENCODER_THREADS": "-1"}, {"POLYREC_FETCH_MAX_WAIT_MS": "-1"},
                                  {"POLYREC_SEED": "-1"}, {"POLYREC_STORE": "rocksbd://"},
-                                 {"POLYREC_STORE": "memory"}])
+                                 {"POLYREC_STORE": "memory"}, {"POLYREC_WEIGHT_PURCHASE": "1e30"}])
 def test_out_of_range_values_name_their_variable(env):
     with pytest.raises(ValueError, match=next(iter(env))):
         Settings.from_env(env)

@@ -320,3 +320,29 @@ def test_a_state_of_another_dimension_keeps_its_history_and_offset_and_restarts_
     res = w.process(0, ["u1"], ["i2"], np.ones(1, np.float32), np.array([8]), np.zeros(1), {"u1": st})
     assert res.applied_user == 1 and res.users["u1"].factors.shape == (CFG.dim,)
     assert set(res.users["u1"].history) == {"i1", "i2"}
+
+
+@pytest.mark.parametrize("factor, accum", [(np.nan, 1.0), (np.inf, 1.0), (3e37, 1.0), (0.1, np.nan), (0.1, -1.0)])
+def test_a_corrupt_stored_state_restarts_its_factors_and_poisons_nothing(factor, accum):
+    # a NaN state used to turn its item and every pooled negative NaN, and the next users who touched
+    # them got empty recommendations (shared/notes/reliability-audit.md, hole 5)
+    bad = UserState(np.full(CFG.dim, factor, np.float32), accum, ["i1"], 7, 0)
+    w = _worker()
+    res = w.process(0, ["u1"], ["i2"], np.ones(1, np.float32), np.array([8]), np.zeros(1), {"u1": bad})
+    assert res.invalid == ["u1"] and res.applied_user == 1
+    assert np.isfinite(res.users["u1"].factors).all() and np.isfinite(res.users["u1"].accum)
+    assert set(res.users["u1"].history) == {"i1", "i2"}  # the history and the offset are kept
+    assert np.isfinite(w.mf.item_factors).all() and np.isfinite(w.mf.item_bias).all()
+    after = w.process(0, ["u2"], ["i2"], np.ones(1, np.float32), np.array([9]), np.zeros(1), {})
+    assert len(after.recs.run()[0][1]) == 5  # the next user of the same item still gets recommendations
+
+
+@pytest.mark.parametrize("value", [np.nan, 3e37, -2e3])
+def test_an_item_record_with_an_unusable_number_is_refused(value):
+    w = _worker()
+    before = w.item_vector("i1")
+    vector = np.zeros(CFG.dim + 1, np.float32)
+    vector[2] = value
+    with pytest.raises(ValueError, match="non-finite number or one beyond"):
+        w.apply_item_record(ItemRecord("i1", "p0", vector, 5, count=1))
+    np.testing.assert_array_equal(w.item_vector("i1"), before)
