@@ -24,7 +24,7 @@ from typing import Any
 
 from polyrec_cli.devservers import EmbeddedError, free_port
 
-SEND_CHUNK = 1000  # records between progress calls (and yields to the event loop)
+PROGRESS_EVERY = 1000  # records between progress calls (and yields to the event loop)
 
 
 class WorkerExited(EmbeddedError):
@@ -127,7 +127,7 @@ async def send_records(bootstrap: str, topic: str, records: Iterable[tuple[bytes
                        rate: float | None = None, on_sent: Callable[[int], None] | None = None,
                        **producer: Any) -> int:
     """Send every ``(key, value)`` of ``records`` to ``topic``, in order, and flush; at most ``rate``
-    records/s (None: as fast as the producer goes). Every :data:`SEND_CHUNK` records it calls
+    records/s (None: as fast as the producer goes). Every :data:`PROGRESS_EVERY` records it calls
     ``on_sent(n)`` and yields to the event loop. ``producer``: options of ``AIOKafkaProducer``.
     Returns how many were sent."""
     from aiokafka import AIOKafkaProducer
@@ -143,7 +143,7 @@ async def send_records(bootstrap: str, topic: str, records: Iterable[tuple[bytes
                 ahead = sent / rate - (time.perf_counter() - started)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
-            if sent - reported == SEND_CHUNK:
+            if sent - reported == PROGRESS_EVERY:
                 if on_sent:
                     on_sent(sent - reported)
                 reported = sent
