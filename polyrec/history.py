@@ -6,6 +6,8 @@ from itertools import chain
 
 import numpy as np
 
+from polyrec.runs import run_starts
+
 
 class History:
     """The last ``max_len`` distinct item rows each user row interacted with (oldest first)."""
@@ -28,10 +30,12 @@ class History:
             return
         self._grow(int(user_rows.max()) + 1)
         order = np.argsort(user_rows, kind="stable")
-        users, starts = np.unique(user_rows[order], return_index=True)
-        for user, chunk in zip(users.tolist(), np.split(item_rows[order], starts[1:])):
+        by_user, items = user_rows[order], item_rows[order].tolist()
+        starts = run_starts(by_user)
+        bounds = [*starts.tolist(), len(items)]
+        for user, a, b in zip(by_user[starts].tolist(), bounds, bounds[1:]):
             h = self._rows[user]
-            new = chunk.tolist()
+            new = items[a:b]
             fresh = set(new)
             if len(fresh) == len(new) and fresh.isdisjoint(h):  # the common case: only new items
                 h.extend(new)

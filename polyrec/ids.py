@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from itertools import repeat
@@ -36,12 +37,13 @@ class IdIndex:
         ids = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
         rows = self._rows
         out = np.fromiter(map(rows.get, ids, repeat(-1)), np.int64, len(ids))  # C-level passes only
-        for n in np.flatnonzero(out < 0).tolist():  # the new ones, in order (an id may repeat)
-            row = rows.get(ids[n])
-            if row is None:
-                row = rows[ids[n]] = len(self._ids)
-                self._ids.append(ids[n])
-            out[n] = row
+        missing = np.flatnonzero(out < 0)
+        if len(missing):  # new ids (a new user's many events in one batch are many misses)
+            new = [ids[n] for n in missing.tolist()]
+            for id_ in dict.fromkeys(new):  # the distinct ones, in order of first appearance
+                rows[id_] = len(self._ids)
+                self._ids.append(id_)
+            out[missing] = np.fromiter(map(rows.__getitem__, new), np.int64, len(new))
         return out
 
     def row(self, id_: str) -> int:
@@ -81,15 +83,21 @@ def id_hash(ids: Sequence[str], seed: int) -> np.ndarray:
     )
 
 
+@functools.cache
+def _counter_streams(dim: int) -> np.ndarray:
+    """The mixed counters 0..2*dim-1 that every id's hash is combined with (read-only, one per dim)."""
+    streams = _splitmix64(np.arange(2 * dim, dtype=np.uint64))[None, :]
+    streams.flags.writeable = False
+    return streams
+
+
 def id_normals(ids: Sequence[str], dim: int, seed: int, std: float) -> np.ndarray:
     """Deterministic N(0, std^2) vectors, one row per id, a pure function of (id, seed).
 
     Every worker that first meets an id draws the same starting vector for it, without
     coordination: counter-based splitmix64 streams feed a Box-Muller transform.
     """
-    h = id_hash(ids, seed)[:, None]
-    counters = np.arange(2 * dim, dtype=np.uint64)[None, :]
-    bits = _splitmix64(h ^ _splitmix64(counters))
+    bits = _splitmix64(id_hash(ids, seed)[:, None] ^ _counter_streams(dim))
     uniform = ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / (1 << 53))
     u1, u2 = uniform[:, :dim], uniform[:, dim:]
     normals = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)

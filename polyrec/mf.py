@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from polyrec.ids import IdIndex, id_normals
+from polyrec.runs import group_sum
 
 _EPS = 1e-6
 
@@ -48,16 +49,6 @@ class Update:
     loss: float
 
 
-def group_sum(rows: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sum ``values`` over equal ``rows``: returns ``(unique_rows, sums)`` (a fast ``np.add.at``)."""
-    if len(rows) == 0:
-        return rows, values
-    order = np.argsort(rows, kind="stable")
-    sorted_rows = rows[order]
-    starts = np.flatnonzero(np.r_[True, sorted_rows[1:] != sorted_rows[:-1]])
-    return sorted_rows[starts], np.add.reduceat(values[order], starts, axis=0)
-
-
 def _grown(arr: np.ndarray, n: int) -> np.ndarray:
     """``arr`` with room for at least ``n`` rows (doubling: amortised O(1) per row)."""
     if n <= len(arr):
@@ -75,7 +66,7 @@ def _read_only(view: np.ndarray) -> np.ndarray:
 def _adagrad_step(param: np.ndarray, accum: np.ndarray, rows: np.ndarray, grad: np.ndarray,
                   lr: float) -> tuple[np.ndarray, np.ndarray]:
     """Ascend ``grad`` (one row per unique row) with a per-row AdaGrad step; return the increments."""
-    g2 = grad * grad if grad.ndim == 1 else np.mean(grad * grad, axis=1)
+    g2 = grad * grad if grad.ndim == 1 else np.einsum("ij,ij->i", grad, grad) / grad.shape[1]  # mean square
     accum[rows] += g2
     scale = lr / np.sqrt(accum[rows] + _EPS)
     step = (grad * (scale[:, None] if grad.ndim == 2 else scale)).astype(np.float32)

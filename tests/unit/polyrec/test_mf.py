@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from polyrec.ids import id_normals
-from polyrec.mf import MFConfig, OnlineMF, batch_gradients, group_sum
+from polyrec.mf import MFConfig, OnlineMF, batch_gradients
+from polyrec.runs import group_sum
 
 
 def _objective(c: MFConfig, pu, qi, qj, bi, bj, w, neg_weight) -> float:

@@ -21,6 +21,30 @@ def test_top_k_pads_when_too_few_candidates():
     assert idx.tolist() == [[2, 0, -1, -1]]
 
 
+def _reference_top_k(scores: np.ndarray, k: int) -> list[list[int]]:
+    """Sort each whole row: best first, ties by column, -inf left out."""
+    out = []
+    for row in scores:
+        order = np.lexsort((np.arange(len(row)), -row))[:k]
+        out.append([int(c) if np.isfinite(row[c]) else -1 for c in order] + [-1] * (k - len(order)))
+    return out
+
+
+def test_top_k_equals_a_full_sort_on_small_and_large_catalogues():
+    rng = np.random.default_rng(7)
+    for n_cols in (5, 300, 1281, 3706):  # both sides of the grouped pass's threshold (4 * 32 * k)
+        s = np.round(rng.normal(size=(40, n_cols)), 1).astype(np.float32)  # many ties
+        mask_rows(s, rng.integers(0, 40, 20 * n_cols), rng.integers(0, n_cols, 20 * n_cols))
+        s[3] = -np.inf  # everything seen
+        s[4, 2:] = -np.inf  # two left
+        s[5] = 0.5  # all tied
+        for k in (1, 10):
+            idx, best = top_k(s, k)
+            assert idx.tolist() == _reference_top_k(s, k), (n_cols, k)
+            expected = np.where(idx >= 0, np.take_along_axis(s, np.maximum(idx, 0), 1), -np.inf)
+            np.testing.assert_array_equal(best, expected)
+
+
 def test_rank_agrees_with_top_k():
     rng = np.random.default_rng(1)
     s = np.round(rng.normal(size=(50, 40)), 1)  # many ties

@@ -1,0 +1,34 @@
+"""Runs of equal values in sorted arrays: where each run starts, and sums over runs. Pure numpy.
+
+The learner groups a micro-batch's events by user or item row many times per batch: these helpers
+do it without ``np.unique`` (which sorts again) or ``np.r_`` (whose indexing machinery costs more
+than the work on a batch of a thousand).
+
+>>> run_starts(np.array([2, 2, 5, 7, 7, 7])).tolist()
+[0, 2, 3]
+>>> rows, sums = group_sum(np.array([7, 2, 7]), np.array([1.0, 2.0, 3.0]))
+>>> rows.tolist(), sums.tolist()
+([2, 7], [2.0, 4.0])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def run_starts(sorted_values: np.ndarray) -> np.ndarray:
+    """Indices where a run of equal values begins in ``sorted_values`` (empty for an empty array)."""
+    new = np.empty(len(sorted_values), bool)
+    new[:1] = True
+    np.not_equal(sorted_values[1:], sorted_values[:-1], out=new[1:])
+    return np.flatnonzero(new)
+
+
+def group_sum(rows: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum ``values`` over equal ``rows``: returns ``(unique_rows, sums)`` (a fast ``np.add.at``)."""
+    if len(rows) == 0:
+        return rows, values
+    order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    starts = run_starts(sorted_rows)
+    return sorted_rows[starts], np.add.reduceat(values[order], starts, axis=0)
