@@ -180,15 +180,17 @@ class Cooccurrence:
         """Co-occurrence scores (len(context), n_items) of item rows below ``n_items`` from each
         user's ``context`` (:meth:`recent`)."""
         c = self.config
-        out = np.zeros((len(context), n_items), np.float32)
         if not context.any():
-            return out
+            return np.zeros((len(context), n_items), np.float32)
         m = len(self.slot_items)
         weight = np.where(context > 0, self._context_decay, np.float32(0))
         weight /= np.maximum(self.totals[context], 1e-12) ** c.alpha
         mixed = np.matmul(weight[:, None, :], self.matrix[context, 1:m])[:, 0]  # BLAS: 2x an einsum
         mixed /= np.maximum(self.totals[1:m], 1e-12) ** (1 - c.alpha)
-        if self._in_row_order and m - 1 <= n_items:  # slot s holds item row s - 1: no scatter
+        if self._in_row_order and m - 1 == n_items:  # slot s holds item row s - 1: the scores as they are
+            return mixed
+        out = np.zeros((len(context), n_items), np.float32)
+        if self._in_row_order and m - 1 < n_items:
             out[:, : m - 1] = mixed
             return out
         cols = self.slot_items[1:m]
@@ -202,5 +204,4 @@ class Cooccurrence:
         co = self.scores(context, mf_scores.shape[1])
         co += c.floor * np.maximum(co.max(axis=1, keepdims=True, initial=0.0), 1e-12)
         np.log(co, out=co)
-        co += np.float32(c.mf_weight) * mf_scores
-        return co
+        return np.add(co, np.multiply(mf_scores, np.float32(c.mf_weight)), out=co)

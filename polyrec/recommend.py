@@ -16,7 +16,8 @@ def score_users(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: n
                 memory: Cooccurrence | None = None, context: np.ndarray | None = None) -> np.ndarray:
     """Every item's score for each user vector (users x items): ``b_i + p_u . q_i``, blended with
     the co-occurrence ``memory`` from each user's ``context`` rows (``Cooccurrence.recent``)."""
-    scores = item_bias + user_factors @ item_factors.T
+    scores = user_factors @ item_factors.T
+    scores += item_bias
     if memory is None or context is None or not context.any():  # no user has a last event: factors only
         return scores
     return memory.blend(scores, context)
