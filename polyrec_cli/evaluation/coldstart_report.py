@@ -21,8 +21,19 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    langs = list(result["per_language"])
     fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.8), gridspec_kw={"width_ratios": [3, 2, 1]})
+    _recall_panel(ax, result)
+    _overlap_panel(ax2, result)
+    _alignment_panel(ax3, result["alignment"])
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _recall_panel(ax, result: dict) -> None:
+    """Recall@10 per language of the new items' text and contender, with the control and ceilings."""
+    langs = list(result["per_language"])
     x, width = np.arange(len(langs)), 0.2
     for n, contender in enumerate(CONTENDERS):
         values = [_recall(result, lang, contender) for lang in langs]
@@ -46,35 +57,39 @@ def plot(result: dict, path: Path) -> None:
     ax.set_ylim(0, 1.35 * max(r["recall@10"] for r in result["contenders"].values()))
     ax.legend(fontsize=8, ncol=2, loc="upper left")
     ax.grid(axis="y", alpha=0.3)
-    others = [lang for lang in langs if lang != "en"]
+
+
+def _overlap_panel(ax, result: dict) -> None:
+    """Overlap@10 of each language's new-item top-10 with English's, against English references."""
+    others = [lang for lang in result["per_language"] if lang != "en"]
     overlap = [result["per_language"][lang]["overlap@10_vs_en"] for lang in others]
-    ax2.bar(others, overlap, color="tab:purple")
-    ax2.bar_label(ax2.containers[0], fmt="%.2f", fontsize=8)
-    ax2.axhline(0.8, color="red", ls="--", lw=1, label="target 0.8")
+    ax.bar(others, overlap, color="tab:purple")
+    ax.bar_label(ax.containers[0], fmt="%.2f", fontsize=8)
+    ax.axhline(0.8, color="red", ls="--", lw=1, label="target 0.8")
     for n, (name, value) in enumerate(result["overlap_references"].items()):
-        ax2.axhline(value, color="black", ls=(":", "-.", "--")[n % 3], lw=1.2, label=f"English: {name}")
-    ax2.plot(np.arange(len(others)) + 0.3, [result["per_language"][lang]["genre_lists_top1"] for lang in others],
-             "D", color="black", ms=5, label="genre lists: top-1 to their English list (share)")
-    ax2.set_ylim(0, 1.3)
-    ax2.set_title("Top-10 among new items: overlap with English")
-    ax2.set_ylabel("mean overlap@10; share")
-    ax2.legend(fontsize=7, loc="upper left")
-    a, sub = result["alignment"], result["alignment"]["translated_subset"]
-    ax3.bar([0, 1], [a["top1_en_to_other"], a["top1_other_to_en"]], 0.4, color="tab:gray",
-            label=f"all {a['pairs']} pairs")
-    ax3.bar([0.4, 1.4], [sub["top1_en_to_other"], sub["top1_other_to_en"]], 0.4, color="tab:olive",
-            label=f"{sub['pairs']} translated pairs")
-    for bars in ax3.containers:
-        ax3.bar_label(bars, fmt="%.2f", fontsize=8)
-    ax3.set_xticks([0.2, 1.2], ["en→other", "other→en"])
-    ax3.axhline(0.8, color="red", ls="--", lw=1)
-    ax3.set_ylim(0, 1.05)
-    ax3.set_title("Title pairs: top-1 retrieval")
-    ax3.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        ax.axhline(value, color="black", ls=(":", "-.", "--")[n % 3], lw=1.2, label=f"English: {name}")
+    ax.plot(np.arange(len(others)) + 0.3, [result["per_language"][lang]["genre_lists_top1"] for lang in others],
+            "D", color="black", ms=5, label="genre lists: top-1 to their English list (share)")
+    ax.set_ylim(0, 1.3)
+    ax.set_title("Top-10 among new items: overlap with English")
+    ax.set_ylabel("mean overlap@10; share")
+    ax.legend(fontsize=7, loc="upper left")
+
+
+def _alignment_panel(ax, a: dict) -> None:
+    """Top-1 retrieval of real title pairs, both ways, all pairs and the translated ones."""
+    sub = a["translated_subset"]
+    ax.bar([0, 1], [a["top1_en_to_other"], a["top1_other_to_en"]], 0.4, color="tab:gray",
+           label=f"all {a['pairs']} pairs")
+    ax.bar([0.4, 1.4], [sub["top1_en_to_other"], sub["top1_other_to_en"]], 0.4, color="tab:olive",
+           label=f"{sub['pairs']} translated pairs")
+    for bars in ax.containers:
+        ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax.set_xticks([0.2, 1.2], ["en→other", "other→en"])
+    ax.axhline(0.8, color="red", ls="--", lw=1)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Title pairs: top-1 retrieval")
+    ax.legend(fontsize=7, loc="lower right")
 
 
 def print_table(result: dict) -> None:

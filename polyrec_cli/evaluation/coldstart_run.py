@@ -245,18 +245,43 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
 
     ``languages`` must start with "en", the catalogue's language.
     """
+    started = time.perf_counter()
+    replay = movielens_replay(limit)
+    ids = sorted({str(i) for i in replay.items}, key=int)
+    new = holdout_items(replay.items, frac, seed)
+    config = MFConfig(dim=dim)
+    run_ = _replay_all(replay, ids, new, config, languages, frac=frac, n_first=n_first, batch_size=batch_size,
+                       seed=seed)
+    result = _result(run_, replay, ids, new, config, languages, frac=frac, n_first=n_first,
+                     batch_size=batch_size, seed=seed, limit=limit)
+    result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    report.write_json(result, out_dir / "coldstart.json")
+    coldstart_report.plot(result, out_dir / "coldstart.png")
+    return result
+
+
+@dataclass
+class _Run:
+    """What the replays of :func:`run` produced."""
+
+    encoder: dict  # which encoder, graph and provider encoded the texts
+    emb: _Embeddings
+    tuned: dict
+    settings: ProjectionSettings
+    projections: list
+    results: list
+
+
+def _replay_all(replay: Replay, ids: list[str], new: np.ndarray, config: MFConfig, languages: tuple[str, ...], *,
+                frac: float, n_first: int, batch_size: int, seed: int) -> _Run:
+    """Encode every text, tune the projection, replay the contenders and the leaky ceilings, with
+    progress bars."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from encoders.artifacts import resolve_onnx_path
     from encoders.onnx_encoder import OnnxEncoder
     from stream.settings import Settings
 
-    started = time.perf_counter()
-    replay = movielens_replay(limit)
-    movies = load_movies()
-    ids = sorted({str(i) for i in replay.items}, key=int)
-    new = holdout_items(replay.items, frac, seed)
-    config = MFConfig(dim=dim)
     columns = TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
     env = Settings.from_env()  # the worker's encoder: POLYREC_ENCODER, POLYREC_ENCODER_PROVIDER
     path = resolve_onnx_path(env.encoder_path)
@@ -264,7 +289,7 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
         used = {"model": encoder.sidecar.model_id, "graph": encoder.sidecar.variant, "provider": encoder.provider,
                 "path": str(path), "prefix": encoder.sidecar.prefixes["passage"],
                 "text": "'title (year). genres' of the language variant, as the stream encodes an items record"}
-        emb = _encode_all(encoder, movies, ids, new, languages, bar)
+        emb = _encode_all(encoder, load_movies(), ids, new, languages, bar)
         t = bar.add_task("tuning the projection (validation split)", total=None)
         tuned = tune(replay, new, ItemTexts(ids, emb.catalog, ids, emb.catalog), config, frac=frac, seed=seed,
                      n_first=n_first, batch_size=batch_size, progress=lambda n: bar.advance(t, n))
@@ -277,8 +302,16 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
                     for name, part in CEILINGS.items()]  # what random-init learned by the end of the stream
         t = bar.add_task("ceiling replay (leaky starts)", total=len(replay))
         results += _replay_new(replay, ceilings, new, n_first, batch_size, lambda n: bar.advance(t, n))
-    summaries = _summaries(results, replay, new, n_first)
-    base = projections[0]  # projection-en: its users and its last projection rank the new items
+    return _Run(used, emb, tuned, settings, projections, results)
+
+
+def _result(run_: _Run, replay: Replay, ids: list[str], new: np.ndarray, config: MFConfig,
+            languages: tuple[str, ...], *, frac: float, n_first: int, batch_size: int, seed: int,
+            limit: int | None) -> dict:
+    """The run's JSON: protocol, encoder, tuning, every contender, per language, alignment, acceptance."""
+    emb, settings = run_.emb, run_.settings
+    summaries = _summaries(run_.results, replay, new, n_first)
+    base = run_.projections[0]  # projection-en: its users and its last projection rank the new items
     if base.projection is None:
         raise ValueError(f"too few events for the cold-start eval (--limit {limit}): no projection was fitted, "
                          f"fewer than two items reached {settings.min_count} events; use --limit 5000 or more")
@@ -288,22 +321,18 @@ def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] =
                            "ratio_to_random": summaries[f"projection-{lang}"]["recall@10"] / max(random_recall, 1e-12),
                            "overlap@10_vs_en": overlap.get(lang, 1.0),
                            **genre_alignment.get(lang, {})} for lang in languages}
-    result = {
+    return {
         "dataset": {"name": NAME, "events": len(replay), "items": len(ids),
                     "mapping": MAPPING, "order": "timestamp, file order as tie-break"},
         "protocol": _protocol(batch_size, len(new), frac, seed, n_first, len(base.model.user_factors),
                               len(emb.genre_texts["en"])),
-        "encoder": used,
+        "encoder": run_.encoder,
         "mf_config": asdict(config),
         "projection": asdict(settings),
-        "tuning": tuned,
+        "tuning": run_.tuned,
         "contenders": summaries,
         "per_language": per_language,
         "overlap_references": overlap_references,
         "alignment": emb.alignment,
         "acceptance": _acceptance(per_language, overlap, emb.alignment),
-        "elapsed_s": round(time.perf_counter() - started, 1),
     }
-    report.write_json(result, out_dir / "coldstart.json")
-    coldstart_report.plot(result, out_dir / "coldstart.png")
-    return result

@@ -70,20 +70,31 @@ def run(out_dir: Path, *, dataset: str = "ml-100k", dim: int = 32, warmup_frac: 
         sweep: tuple[int, ...] = (1, 10, 100), limit: int | None = None, repeats: int = 5, sample_every: int = 1,
         resamples: int = 2000) -> dict:
     """Run the whole evaluation; write its JSON and plot (:func:`output_paths`)."""
+    started = time.perf_counter()
+    replay = movielens_replay(limit, source=DATASETS[dataset])
+    warm_n = int(len(replay) * warmup_frac)
+    tp, tuned, runs = _measure(replay, warm_n, dim=dim, sweep=sweep, repeats=repeats, sample_every=sample_every)
+    result = _result(dataset, replay, warm_n, dim, sample_every, tp, tuned, runs, resamples)
+    result["elapsed_s"] = round(time.perf_counter() - started, 1)
+    json_path, png_path = output_paths(out_dir, dataset)
+    report.write_json(result, json_path)
+    report.plot(runs[sweep[0]], result, png_path)
+    return result
+
+
+def _measure(replay: Replay, warm_n: int, *, dim: int, sweep: tuple[int, ...], repeats: int,
+             sample_every: int) -> tuple[dict, dict, dict[int, list[ModelResult]]]:
+    """The learning throughput, the tuning on the warm-up, and one prequential replay of every model
+    per batch size of ``sweep``, with progress bars."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    started = time.perf_counter()
-    source = DATASETS[dataset]
-    replay = movielens_replay(limit, source=source)
-    warm_n = int(len(replay) * warmup_frac)
     warm = Replay(replay.users[:warm_n], replay.items[:warm_n], replay.events[:warm_n], replay.weights[:warm_n])
     columns = (TextColumn("{task.description:<34}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns) as bar:
         # throughput first, in a fresh process: the replays below leave a heap full of models
         t = bar.add_task("learning throughput", total=repeats)
-        chosen = MFConfig(dim=dim)
         default = CooccurrenceConfig()  # what a worker runs unless told otherwise
-        tp = throughput.measure(replay, chosen, default, river_lr=0.02, repeats=repeats,
+        tp = throughput.measure(replay, MFConfig(dim=dim), default, river_lr=0.02, repeats=repeats,
                                 progress=lambda n: bar.advance(t, n))
         tp["cooccurrence"] = asdict(default)
         t = bar.add_task("tuning on the warm-up", total=warm_n)
@@ -93,23 +104,30 @@ def run(out_dir: Path, *, dataset: str = "ml-100k", dim: int = 32, warmup_frac: 
             t = bar.add_task(f"prequential replay, batch {b}", total=len(replay))
             runs[b] = run_prequential(replay, _models(tuned, dim), batch_size=b, warmup=warm_n,
                                       sample_every=sample_every, progress=lambda n, t=t: bar.advance(t, n))
+    return tp, tuned, runs
+
+
+def _result(dataset: str, replay: Replay, warm_n: int, dim: int, sample_every: int, tp: dict, tuned: dict,
+            runs: dict[int, list[ModelResult]], resamples: int) -> dict:
+    """The run's JSON: the protocol, every model's measures, the tuning, the intervals, the sweep, the
+    throughput and the acceptance checks."""
+    sweep = list(runs)
     cooccurrence = CooccurrenceConfig(**tuned["polyrec"]["chosen"])
     main = runs[sweep[0]]
-    models = {r.name: r.summary() for r in main}
     compared = comparison(main, resamples)
     best = compared["against_best_peer"]
-    result = {
-        "dataset": {"key": dataset, "name": source.name, "events": len(replay),
+    return {
+        "dataset": {"key": dataset, "name": DATASETS[dataset].name, "events": len(replay),
                     "mapping": MAPPING, "weights": DEFAULT_WEIGHTS,
                     "order": "timestamp, file order as tie-break"},
         "protocol": {"k": 10, "batch_size": sweep[0], "warmup_events": warm_n, "sample_every": sample_every,
                      "scored": "click and purchase events after the warm-up, scored before they are learned",
                      "candidates": "every item seen before the batch, minus the user's seen items"},
-        "models": models,
+        "models": {r.name: r.summary() for r in main},
         "peers": list(PEERS),
         "ablations": list(ABLATIONS),
-        "polyrec_config": {"mf": asdict(chosen), "cooccurrence": asdict(cooccurrence),
-                           "worker_defaults_are_this_choice": cooccurrence == default},
+        "polyrec_config": {"mf": asdict(MFConfig(dim=dim)), "cooccurrence": asdict(cooccurrence),
+                           "worker_defaults_are_this_choice": cooccurrence == CooccurrenceConfig()},
         "tuning": tuned,
         "confidence": compared,
         "batch_size_sweep": {str(b): {r.name: {k: r.summary()[k] for k in ("recall@10", "ndcg@10")} for r in rs}
@@ -123,9 +141,4 @@ def run(out_dir: Path, *, dataset: str = "ml-100k", dim: int = 32, warmup_frac: 
             "polyrec learn + top-10 / river learn_one": report.check(
                 tp["ratio_to_river_learn_one"]["polyrec_learn_and_top10"], 3.0),
         },
-        "elapsed_s": round(time.perf_counter() - started, 1),
     }
-    json_path, png_path = output_paths(out_dir, dataset)
-    report.write_json(result, json_path)
-    report.plot(main, result, png_path)
-    return result
