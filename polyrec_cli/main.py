@@ -41,11 +41,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    import os
-
-    # numpy's GEMMs here are small and the worker has its own threads (event loop, top-K): a second
-    # OpenBLAS thread would only spin on the core they share
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from polyrec_cli.worker import run_worker
     from stream.settings import Settings
 
