@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import faust
-import redis.asyncio as aioredis
 from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
 
@@ -39,7 +38,7 @@ from stream.faust_process import drop_monitor
 from stream.items import ItemPipeline
 from stream.pipeline import EventPipeline
 from stream.records import REASONS
-from stream.recs import RecsPublisher
+from stream.recs import RecsPublisher, redis_client
 from stream.replica import OUTCOMES as REPLICA_OUTCOMES
 from stream.replica import EventReplica, HandOverBarrier, ItemReplica
 from stream.settings import Settings
@@ -116,7 +115,7 @@ class Worker:
         self.barrier = HandOverBarrier(self.replica.wait_caught_up)
         self.event_replica = EventReplica(s.broker_list, s.events_topic, self.model.learn_memory,
                                           metrics.MEMORY_EVENTS.inc, fetch_max_wait_ms=s.fetch_max_wait_ms)
-        self.redis = aioredis.from_url(s.redis_url)
+        self.redis = redis_client(s.redis_url, s.redis_timeout_s)
         self.pipeline = EventPipeline(
             self.model, s.weights, self.produce, self.users.data.get, self._store_user, self._user_persisted,
             {"items": item_factors_topic(s), "users": self.users.changelog_topic.get_topic_name(),

@@ -195,6 +195,7 @@ class EventPipeline:
             except Exception as exc:  # redis errors are many classes; all are retried the same way
                 metrics.REDIS_ERRORS.inc()
                 log.warning("redis write failed (attempt %d/%d): %s", attempt + 1, self.redis_retries, exc)
-                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+                if attempt + 1 < self.redis_retries:
+                    await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
         log.error("giving up on %d recommendation payloads after %d attempts; state is saved and the "
                   "next event of each user rewrites them", len(payloads), self.redis_retries)

@@ -45,6 +45,20 @@ def payload(user_id: str, items: list[str], scores: list[float], model_version: 
     }
 
 
+def redis_client(url: str, timeout_s: float) -> Any:
+    """The worker's ``redis.asyncio`` client: a connect or command that takes longer than ``timeout_s``
+    fails, and the client retries nothing itself, so the pipeline's own attempts are the only ones
+    and a Redis outage costs a batch a known time (docs/operations.md, "Redis outages"). The
+    library's defaults differ between versions (redis-py 8: 5 s socket timeouts and internal
+    retries; 5.x: no socket timeout, so a hung Redis would hold a batch for ever)."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return aioredis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                             retry=Retry(NoBackoff(), 0))
+
+
 class RecsPublisher:
     """Writes a micro-batch of payloads in one pipelined round trip (``redis.asyncio``)."""
 

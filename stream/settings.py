@@ -33,6 +33,9 @@ class Settings:
                                 "Kafka bootstrap servers, comma-separated host:port (a kafka:// prefix is allowed).")
     redis_url: str = _env("REDIS_URL", "redis://127.0.0.1:6379/0",
                           "Redis URL; the DB number in the path is honoured (redis://host:port/DB).")
+    redis_timeout_s: float = _env("POLYREC_REDIS_TIMEOUT_S", 0.5,
+                                  "Longest a Redis connect or write may take before it counts as failed (each of a "
+                                  "batch's 5 attempts); the client itself does not retry.")
     app_id: str = _env("POLYREC_APP_ID", "polyrec",
                        "Faust application id: the consumer group and the prefix of internal topics.")
     events_topic: str = _env("POLYREC_EVENTS_TOPIC", "events", "Topic of user events (key: user id).")
@@ -147,7 +150,7 @@ class Settings:
         for name in ("metrics_port", "web_port"):  # 0: off
             if not 0 <= getattr(self, name) <= 65535:
                 raise ValueError(f"{_env_name(name)} must be a port from 0 (off) to 65535, got {getattr(self, name)}")
-        for name in ("projection_alpha", "batch_window_s", "commit_interval_s", "session_timeout_s",
+        for name in ("projection_alpha", "batch_window_s", "commit_interval_s", "session_timeout_s", "redis_timeout_s",
                      "heartbeat_interval_s", "rebalance_timeout_s", "cooccur_floor"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{_env_name(name)} must be positive, got {getattr(self, name)}")

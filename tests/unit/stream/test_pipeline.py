@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -171,8 +172,10 @@ def test_a_redis_outage_gives_up_on_the_payloads_but_keeps_the_learned_state(cap
     publisher, stored, persisted = Publisher(failures=10**6), [], []
     errors, published = metrics.REDIS_ERRORS._value.get(), metrics.RECS._value.get()
     pipeline, batch = learning(produce_acked, publisher, stored, persisted, redis_retries=3)
+    started = time.perf_counter()
     with caplog.at_level(logging.ERROR, logger="stream.pipeline"):
         asyncio.run(pipeline.learn(*batch))
+    assert time.perf_counter() - started < 0.6  # 0.1 + 0.2 s between the attempts, no sleep after the last
     assert publisher.calls == 3 and not publisher.payloads
     assert metrics.REDIS_ERRORS._value.get() - errors == 3 and metrics.RECS._value.get() == published
     assert "giving up on 2 recommendation payloads after 3 attempts" in caplog.text

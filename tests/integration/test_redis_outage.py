@@ -1,0 +1,90 @@
+"""The worker's Redis client against a Redis of its own that hangs (SIGSTOP) and dies: every write
+gives up within POLYREC_REDIS_TIMEOUT_S, and writes work again once Redis is back, on the same client."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+import redis
+
+from polyrec_cli.devservers import ensure_redis, free_port
+from stream.recs import RecsPublisher, recs_key, redis_client
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT_S = 0.3
+
+
+async def _timed_publish(publisher: RecsPublisher, user: str) -> tuple[float, BaseException | None]:
+    """Seconds one publish took, and what it raised (None if it succeeded); at most 10 s."""
+    t0 = time.perf_counter()
+    try:
+        await asyncio.wait_for(publisher.publish([{"user_id": user, "items": []}]), 10)
+    except (TimeoutError, redis.RedisError, OSError) as exc:
+        return time.perf_counter() - t0, exc
+    return time.perf_counter() - t0, None
+
+
+def test_a_hung_or_dead_redis_costs_a_write_one_timeout_and_the_client_recovers():
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    server = ensure_redis(url)
+    check = redis.Redis.from_url(url)
+
+    async def scenario() -> None:
+        client = redis_client(url, TIMEOUT_S)
+        publisher = RecsPublisher(client, "outage", ttl_s=60, maxlen=100)
+        try:
+            took, error = await _timed_publish(publisher, "before")
+            assert error is None and check.exists(recs_key("outage", "before"))
+
+            os.kill(server.proc.pid, signal.SIGSTOP)  # hung: the socket stays open, nothing answers
+            try:
+                took, error = await _timed_publish(publisher, "hung")
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+            assert isinstance(error, redis.TimeoutError), error
+            assert took < TIMEOUT_S + 0.5, f"a hung Redis held one write {took:.2f} s (timeout {TIMEOUT_S} s)"
+
+            took, error = await _timed_publish(publisher, "after-hang")
+            assert error is None and check.exists(recs_key("outage", "after-hang"))
+
+            server.stop()  # dead: connections refused
+            took, error = await _timed_publish(publisher, "dead")
+            assert isinstance(error, redis.ConnectionError), error
+            assert took < TIMEOUT_S + 0.5, f"a dead Redis held one write {took:.2f} s"
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.stop()
+
+
+def test_the_client_writes_again_when_a_dead_redis_comes_back_on_its_port():
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    server = ensure_redis(url)
+
+    async def scenario() -> None:
+        nonlocal server
+        client = redis_client(url, TIMEOUT_S)
+        publisher = RecsPublisher(client, "outage", ttl_s=60, maxlen=100)
+        try:
+            assert (await _timed_publish(publisher, "u"))[1] is None
+            server.stop()
+            assert isinstance((await _timed_publish(publisher, "u"))[1], redis.ConnectionError)
+            server = ensure_redis(url)  # a fresh, empty Redis on the same port
+            took, error = await _timed_publish(publisher, "u")
+            assert error is None, error
+            assert redis.Redis.from_url(url).exists(recs_key("outage", "u"))
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.stop()
