@@ -191,8 +191,7 @@ class Worker:
         partitions = self._events_partitions(revoked)
         await self.pipeline.flush_items(partitions)
         self.model.forget_users()
-        for p in partitions:  # a stale position must not count if the partition comes back
-            self.pipeline.positions.pop(p, None)
+        self.pipeline.revoked(partitions)  # a stale position must not count if the partition comes back
 
     async def on_assigned(self, app: faust.App, assigned: set, **kwargs: object) -> None:
         """The consumer has started; partitions given away stop exporting their lag (their next owner

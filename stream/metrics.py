@@ -24,9 +24,13 @@ FRESHNESS = Histogram("polyrec_freshness_seconds",
 REDIS_SECONDS = Histogram("polyrec_redis_write_duration_seconds", "One pipelined Redis write of a micro-batch.",
                           buckets=_LATENCY)
 REDIS_ERRORS = Counter("polyrec_redis_write_errors_total",
-                       "Failed Redis write attempts (a batch is tried 5 times, then its payloads are dropped until "
-                       "the users' next events).")
+                       "Failed Redis write attempts (a batch is tried 5 times, then its payloads are held for the "
+                       "partition's next batch).")
 RECS = Counter("polyrec_recommendations_published_total", "User recommendation payloads written to Redis.")
+RECS_HELD = Gauge("polyrec_recommendations_held", "Payloads held for Redis after failed writes, written with the "
+                  "next batches of their partitions once it is back.")
+RECS_DROPPED = Counter("polyrec_recommendations_dropped_total", "Held payloads given up: beyond the cap of 50,000, "
+                       "or of a partition given away (until the user's next event).")
 LOSS = Gauge("polyrec_training_loss", "Exponential moving average of the micro-batch training loss.")
 USERS = Gauge("polyrec_users_known", "Users this worker holds in memory: those with events since its partitions "
               "were last assigned (the rows are dropped at every rebalance and reloaded from the table).")

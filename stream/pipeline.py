@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,8 @@ from stream.wire import UserState
 
 log = logging.getLogger(__name__)
 
+HELD_MAX = 50_000  # payloads a worker holds while Redis fails (~1 KB each); the oldest go beyond it
+HELD_CHUNK = 1_000  # held payloads written with each batch of their partition once Redis is back
 MEMORY_WAIT_S = 5.0  # longest a batch waits for the co-occurrence memory to hold its events
 # Why a stored user state could not be used as is (stream/state.py, WorkerModel._load_users).
 STATE_WARNINGS = {
@@ -68,6 +71,7 @@ class EventPipeline:
         self.loss = metrics.LossTracker()
         self.unusable_states: Counter[str] = Counter()  # STATE_WARNINGS key -> users so far
         self.positions: dict[int, int] = {}  # partition -> next offset to consume (for lag)
+        self._held: dict[int, dict[str, dict]] = {}  # partition -> user -> a payload Redis did not take
         self._flushing = asyncio.Lock()
         # one batch's top-K at a time, whatever the number of partitions: bounded memory and cores,
         # and never queued behind other work of the loop's default pool (e.g. a refit)
@@ -139,7 +143,7 @@ class EventPipeline:
         sends = [self.produce(self.topics["users"], encode_json(user), encode_json(value), partition, None)
                  for user, value in values.items()]
         payloads = [payload(u, items, scores, self.model_version, ts) for u, items, scores, ts in recs]
-        acks, _ = await asyncio.gather(delivered(sends), self._publish(payloads))
+        acks, _ = await asyncio.gather(delivered(sends), self._publish(partition, payloads))
         # only what the changelog holds goes into the local store: a RocksDB store recovers from
         # the offset it names, so a state that never reached the broker must not be in it
         for user, value in values.items():
@@ -184,18 +188,48 @@ class EventPipeline:
                 raise
             metrics.ITEM_RECORDS_WRITTEN.inc(len(records))
 
-    async def _publish(self, payloads: list[dict]) -> None:
+    async def _publish(self, partition: int, payloads: list[dict]) -> None:
+        """Write a batch's payloads, with up to ``HELD_CHUNK`` of those its partition holds from
+        failed writes (oldest first; a user's newer payload supersedes a held one). If every attempt
+        fails, all of them are held for the partition's next batch: a Redis outage delays
+        recommendations, it does not lose them. Only batches of one partition write its held payloads,
+        and they run one at a time, so a held payload never lands after a newer one of its user."""
+        held = self._held.setdefault(partition, {})
+        for p in payloads:
+            held.pop(p["user_id"], None)
+        payloads = payloads + [held.pop(u) for u in list(islice(held, HELD_CHUNK))]
         for attempt in range(self.redis_retries):
             t0 = time.perf_counter()
             try:
                 await self.publisher.publish(payloads)
                 metrics.REDIS_SECONDS.observe(time.perf_counter() - t0)
                 metrics.RECS.inc(len(payloads))
+                metrics.RECS_HELD.set(self._held_count())
                 return
             except Exception as exc:  # redis errors are many classes; all are retried the same way
                 metrics.REDIS_ERRORS.inc()
                 log.warning("redis write failed (attempt %d/%d): %s", attempt + 1, self.redis_retries, exc)
                 if attempt + 1 < self.redis_retries:
                     await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
-        log.error("giving up on %d recommendation payloads after %d attempts; state is saved and the "
-                  "next event of each user rewrites them", len(payloads), self.redis_retries)
+        for p in payloads:  # the older held ones first, then the batch's own: the oldest leave first
+            held.setdefault(p["user_id"], p)
+        dropped = 0
+        while self._held_count() > HELD_MAX:
+            held.pop(next(iter(held)))
+            dropped += 1
+        metrics.RECS_DROPPED.inc(dropped)
+        metrics.RECS_HELD.set(self._held_count())
+        log.error("redis write failed %d times: holding %d recommendation payloads of partition %d for its "
+                  "next batch (%d held in all, %d dropped beyond %d); the users' state is saved",
+                  self.redis_retries, len(held), partition, self._held_count(), dropped, HELD_MAX)
+
+    def _held_count(self) -> int:
+        return sum(map(len, self._held.values()))
+
+    def revoked(self, partitions: Iterable[int]) -> None:
+        """Partitions given away: their lag positions and held payloads go (their next owner writes
+        its users' newer payloads; these would be older)."""
+        for p in partitions:
+            self.positions.pop(p, None)
+            metrics.RECS_DROPPED.inc(len(self._held.pop(p, {})))
+        metrics.RECS_HELD.set(self._held_count())

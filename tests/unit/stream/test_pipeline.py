@@ -166,9 +166,9 @@ def test_redis_write_failures_are_retried_and_counted():
     assert sorted(stored) == ["u0", "u1"] and persisted == [(0, 7)]
 
 
-def test_a_redis_outage_gives_up_on_the_payloads_but_keeps_the_learned_state(caplog):
-    """The batch is not failed (its state is in the changelog; the users' next events rewrite their
-    recommendations): retried ``redis_retries`` times, logged, counted."""
+def test_a_redis_outage_holds_the_payloads_and_keeps_the_learned_state(caplog):
+    """The batch is not failed (its state is in the changelog): retried ``redis_retries`` times,
+    logged, counted, its payloads held for the partition's next batch."""
     publisher, stored, persisted = Publisher(failures=10**6), [], []
     errors, published = metrics.REDIS_ERRORS._value.get(), metrics.RECS._value.get()
     pipeline, batch = learning(produce_acked, publisher, stored, persisted, redis_retries=3)
@@ -178,7 +178,7 @@ def test_a_redis_outage_gives_up_on_the_payloads_but_keeps_the_learned_state(cap
     assert time.perf_counter() - started < 0.6  # 0.1 + 0.2 s between the attempts, no sleep after the last
     assert publisher.calls == 3 and not publisher.payloads
     assert metrics.REDIS_ERRORS._value.get() - errors == 3 and metrics.RECS._value.get() == published
-    assert "giving up on 2 recommendation payloads after 3 attempts" in caplog.text
+    assert "redis write failed 3 times: holding 2 recommendation payloads of partition 0" in caplog.text
     assert sorted(stored) == ["u0", "u1"] and persisted == [(0, 7)]
 
 
@@ -224,3 +224,48 @@ def test_a_replayed_batch_is_not_counted_again_in_freshness():
     asyncio.run(restarted.learn(*batch))
     assert duplicates() - replayed == 4, "new to the restarted worker's items: not a duplicate"
     assert samples() - before == 4
+
+
+def _payloads(tag: str, *users: str) -> list[dict]:
+    return [{"user_id": u, "items": [], "tag": tag} for u in users]
+
+
+def _written(publisher: Publisher) -> list[str]:
+    return [f"{p['user_id']}{p['tag']}" for p in publisher.payloads]
+
+
+def test_payloads_redis_did_not_take_go_out_with_their_partitions_next_batch_unless_superseded():
+    publisher = Publisher(failures=2)
+    pipeline = EventPipeline(None, {}, None, None, None, None, {}, publisher, "v", barrier=None,
+                             memory_ready=None, redis_retries=2)
+    asyncio.run(pipeline._publish(0, _payloads("1", "a", "b")))  # both attempts fail: held
+    assert publisher.payloads == [] and metrics.RECS_HELD._value.get() == 2
+    asyncio.run(pipeline._publish(1, _payloads("1", "c")))  # another partition's batch: only its own
+    assert _written(publisher) == ["c1"]
+    asyncio.run(pipeline._publish(0, _payloads("2", "b", "d")))  # b's newer payload supersedes the held one
+    assert _written(publisher) == ["c1", "b2", "d2", "a1"] and metrics.RECS_HELD._value.get() == 0
+
+
+def test_held_payloads_of_a_partition_given_away_are_dropped_and_counted():
+    publisher = Publisher(failures=2)
+    pipeline = EventPipeline(None, {}, None, None, None, None, {}, publisher, "v", barrier=None,
+                             memory_ready=None, redis_retries=2)
+    dropped = metrics.RECS_DROPPED._value.get()
+    asyncio.run(pipeline._publish(3, _payloads("1", "e")))
+    pipeline.revoked([3])  # its next owner writes e's newer payloads
+    asyncio.run(pipeline._publish(3, _payloads("2", "f")))
+    assert _written(publisher) == ["f2"] and metrics.RECS_DROPPED._value.get() - dropped == 1
+
+
+def test_at_most_held_max_payloads_are_held_the_oldest_go_first(monkeypatch):
+    import stream.pipeline
+
+    monkeypatch.setattr(stream.pipeline, "HELD_MAX", 3)
+    publisher = Publisher(failures=2)
+    pipeline = EventPipeline(None, {}, None, None, None, None, {}, publisher, "v", barrier=None,
+                             memory_ready=None, redis_retries=2)
+    dropped = metrics.RECS_DROPPED._value.get()
+    asyncio.run(pipeline._publish(0, _payloads("1", "u0", "u1", "u2", "u3", "u4")))
+    assert metrics.RECS_DROPPED._value.get() - dropped == 2
+    asyncio.run(pipeline._publish(0, []))
+    assert _written(publisher) == ["u21", "u31", "u41"]
