@@ -88,3 +88,42 @@ def test_the_client_writes_again_when_a_dead_redis_comes_back_on_its_port():
         asyncio.run(scenario())
     finally:
         server.stop()
+
+
+def test_a_worker_writes_what_it_learned_while_redis_was_down_once_redis_is_back(broker, workers, tmp_path):
+    """A user whose only event came while Redis was down gets its recommendations once a Redis is back
+    and the partition's next batch runs (held, not dropped). Redis is killed and a fresh one started:
+    a hung one that resumes would run the writes queued in its socket and hide the difference."""
+    from polyrec_cli.harness import event_record, send_records
+    from stream.settings import Settings
+    from tests.support import metric_value, run, wait_for, worker_env
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    server = ensure_redis(url)
+    try:
+        check = redis.Redis.from_url(url)
+        env = worker_env(broker, tmp_path, REDIS_URL=url, POLYREC_PARTITIONS="1")
+        settings = Settings.from_env(env)
+        worker = workers.new(env)
+        worker.wait_ready(90)
+
+        def send(user: str, item: str) -> None:
+            run(send_records(broker, settings.events_topic, [event_record(user, item)]))
+
+        def written(user: str) -> bool:
+            return bool(check.exists(recs_key(settings.redis_prefix, user)))
+
+        send("before", "i1")
+        wait_for(lambda: written("before"), 60, what="the first user's recommendations")
+        server.stop()
+        send("during", "i2")
+        wait_for(lambda: metric_value(worker.metrics(), "polyrec_recommendations_held") >= 1, 60,
+                 what="the worker holding the payload Redis did not take")
+        server = ensure_redis(url)  # back, empty
+        assert not written("during")
+        send("after", "i3")  # the partition's next batch writes the held payload with its own
+        wait_for(lambda: written("after") and written("during"), 60, what="the held payload written")
+        assert metric_value(worker.metrics(), "polyrec_recommendations_held") == 0
+        assert metric_value(worker.metrics(), "polyrec_recommendations_dropped_total") == 0
+    finally:
+        server.stop()
