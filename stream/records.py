@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +24,10 @@ R = TypeVar("R")
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_ID_BYTES = 256
+TS_RANGE_MS = (0.0, 4_102_444_800_000.0)  # 1970-01-01 to 2100-01-01 UTC: a ts outside is a producer's bug
+# C0 and C1 controls (NUL, newlines, escapes) and the bidirectional controls (RLO, isolates, marks):
+# in an id they forge log lines and Redis keys, or make one id display as another
+_UNSAFE_ID_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 PROCESSING_FAILED = "processing_failed"  # its whole micro-batch failed every attempt (see the worker log)
 REASONS = (
@@ -30,10 +35,10 @@ REASONS = (
     "malformed_json",  # not UTF-8 JSON, not a JSON object, nested too deeply, or lone surrogates
     "missing_field",  # a required field is absent or null
     "invalid_type",  # a field has the wrong JSON type
-    "invalid_id",  # an id is empty or longer than 256 bytes
+    "invalid_id",  # an id is empty, longer than 256 bytes, holds a control character or is not NFC
     "unknown_event_type",  # event is not view, click or purchase
     "non_finite_number",  # NaN or +-Infinity anywhere in the record
-    "invalid_timestamp",  # ts is neither epoch milliseconds nor ISO-8601
+    "invalid_timestamp",  # ts is neither epoch milliseconds nor ISO-8601, or outside 1970-2100
     "key_mismatch",  # the Kafka key is not the record's id (breaks per-key ordering)
     "empty_text",  # an item whose text is empty after normalisation
     "unexpected_error",  # validation itself failed on this record (a polyrec bug: please report it)
@@ -137,11 +142,24 @@ def _id(obj: dict[str, Any], name: str) -> str:
         raise Rejected("invalid_id", f"{name!r} is empty")
     if size > MAX_ID_BYTES:
         raise Rejected("invalid_id", f"{name!r} is {size} bytes > {MAX_ID_BYTES}")
+    unsafe = _UNSAFE_ID_CHARS.search(value)
+    if unsafe:
+        raise Rejected("invalid_id", f"{name!r} holds the control character U+{ord(unsafe.group()):04X}")
+    if not unicodedata.is_normalized("NFC", value):  # else one id could arrive under two byte strings
+        raise Rejected("invalid_id", f"{name!r} is not in Unicode normal form NFC")
     return value
 
 
 def parse_ts(value: Any) -> float:
-    """Epoch milliseconds from epoch milliseconds (int/float) or an ISO-8601 string."""
+    """Epoch milliseconds from epoch milliseconds (int/float) or an ISO-8601 string, within
+    :data:`TS_RANGE_MS`."""
+    ts = _ts(value)
+    if not TS_RANGE_MS[0] <= ts <= TS_RANGE_MS[1]:
+        raise Rejected("invalid_timestamp", f"ts {ts:.0f} ms is not between 1970 and 2100")
+    return ts
+
+
+def _ts(value: Any) -> float:
     if isinstance(value, bool):
         raise Rejected("invalid_timestamp", "ts must be epoch milliseconds or ISO-8601")
     if isinstance(value, (int, float)):

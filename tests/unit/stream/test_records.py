@@ -42,7 +42,17 @@ def test_a_valid_event_keeps_its_extra_fields_and_reads_iso_timestamps():
     (raw(user_id="u", item_id="x", event=True, ts=1), "invalid_type"),
     (raw(user_id="u", item_id=" ", event="click", ts=1), "invalid_id"),
     (raw(user_id="u", item_id="é" * 129, event="click", ts=1), "invalid_id"),  # 258 bytes
+    (raw(user_id="u", item_id="x\u0000y", event="click", ts=1), "invalid_id"),  # NUL
+    (raw(user_id="u", item_id="line\nbreak", event="click", ts=1), "invalid_id"),
+    (raw(user_id="u", item_id="x\u0085", event="click", ts=1), "invalid_id"),  # a C1 control (NEL)
+    (raw(user_id="u", item_id="abc\u202etxt.exe", event="click", ts=1), "invalid_id"),  # right-to-left override
+    (raw(user_id="u", item_id="\u2067x", event="click", ts=1), "invalid_id"),  # a bidi isolate
+    (raw(user_id="u", item_id="cafe\u0301", event="click", ts=1), "invalid_id"),  # NFD: "café" decomposed
     (raw(user_id="u", item_id="x", event="like", ts=1), "unknown_event_type"),
+    (raw(user_id="u", item_id="x", event="click", ts=-1), "invalid_timestamp"),
+    (raw(user_id="u", item_id="x", event="click", ts=1e308), "invalid_timestamp"),
+    (raw(user_id="u", item_id="x", event="click", ts="0001-01-01T00:00:00Z"), "invalid_timestamp"),
+    (raw(user_id="u", item_id="x", event="click", ts="2100-01-01T00:00:01Z"), "invalid_timestamp"),
     (raw(user_id="u", item_id="x", event="click", ts="yesterday"), "invalid_timestamp"),
     (raw(user_id="u", item_id="x", event="click", ts=True), "invalid_timestamp"),
     (raw(user_id="u", item_id="x", event="click", ts=1, pad="y" * MAX_PAYLOAD_BYTES), "payload_too_large"),
@@ -51,6 +61,14 @@ def test_bad_events_are_rejected_with_their_reason(value, reason):
     with pytest.raises(Rejected) as exc:
         parse_event(value, b"u")
     assert exc.value.reason == reason
+
+
+def test_ids_in_any_script_and_timestamps_at_the_range_ends_are_accepted():
+    for item_id in ("café", "東京タワー", "שלום", "مرحبا", "x y-z_1.2:3/4", "\U0001f37f"):  # NFC, RTL letters
+        assert parse_event(raw(user_id="u", item_id=item_id, event="view", ts=1), b"u").item_id == item_id
+    assert parse_event(raw(user_id="u", item_id="x", event="view", ts=0), b"u").ts_ms == 0
+    assert parse_event(raw(user_id="u", item_id="x", event="view", ts="2100-01-01T00:00:00Z"), b"u").ts_ms \
+        == 4_102_444_800_000
 
 
 def test_a_surrogate_pair_is_one_character_not_a_rejection():
