@@ -96,7 +96,9 @@ class Worker:
             broker_commit_interval=s.commit_interval_s,
             web_enabled=s.web_port != 0,
             web_port=s.web_port or 6066,
-            web_bind="0.0.0.0",
+            web_bind=s.web_bind,
+            web_router_enabled=False,  # Faust's /router and /table/{table}/{key} views: user state without auth
+            web_tables_enabled=False,
             key_serializer="raw",
             value_serializer="raw",
         )
@@ -145,8 +147,10 @@ class Worker:
         app.task(self.event_replica.run)
         app.timer(5.0, name="consumer_lag")(self.consumer_lag)
         # Faust makes a page's handler a method of its view class: plain functions, not bound methods
-        for path, handler in (("/polyrec/health", self.health), ("/polyrec/ready", self.readiness),
-                              ("/polyrec/users/{user_id}", self.user_state)):
+        pages = [("/polyrec/health", self.health), ("/polyrec/ready", self.readiness)]
+        if s.web_user_state:
+            pages.append(("/polyrec/users/{user_id}", self.user_state))
+        for path, handler in pages:
             app.page(path)(_json_view(handler))
         metrics.READY.set_function(lambda: float(self.is_ready()))
         metrics.USERS.set_function(lambda: float(len(self.model.mf.users)))

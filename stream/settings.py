@@ -106,6 +106,11 @@ class Settings:
     metrics_port: int = _env("POLYREC_METRICS_PORT", 9108, "Port of the Prometheus /metrics endpoint (0: off).")
     web_port: int = _env("POLYREC_WEB_PORT", 6066,
                          "Port of the worker's web server (/polyrec/health, /polyrec/ready); 0: off.")
+    web_bind: str = _env("POLYREC_WEB_BIND", "0.0.0.0",
+                         "Address the web server listens on (127.0.0.1: this host only; probes need the pod's).")
+    web_user_state: bool = _env("POLYREC_WEB_USER_STATE", False,
+                                "Serve /polyrec/users/{id} (a user's factors and last items, without auth): "
+                                "for debugging only.")
     items_agent: bool = _env("POLYREC_ITEMS_AGENT", True,
                              "Run the items agent (encode new items' text for cold start); it needs the encoder.")
     encoder_path: str = _env("POLYREC_ENCODER", "",
