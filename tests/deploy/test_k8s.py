@@ -136,6 +136,27 @@ def test_ports_probes_and_settings_agree(rendered):
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= set(service_ports)
     pdb = one(resources, "PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items(), "the PDB protects no worker pod"
+    assert "web" not in service_ports, "the web port (no auth) is exposed by the Service"
+
+
+def test_the_pods_are_locked_down(rendered):
+    """No API token, the runtime's seccomp profile, a read-only root file system with the data
+    directory and /tmp on volumes, and ingress to the metrics port only, on the worker pods only."""
+    name, resources = rendered
+    pod = one(resources, "Deployment")["spec"]["template"]
+    spec, (container,) = pod["spec"], pod["spec"]["containers"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {Settings.from_env(settings_of(resources, container)).data_dir, "/tmp"} <= mounts
+    policy = one(resources, "NetworkPolicy")
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert selector and selector.items() <= pod["metadata"]["labels"].items(), "the policy must select the workers"
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    ports = [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+    assert ports == ["metrics"], f"{name}: ingress beyond the metrics port: {ports}"
 
 
 def test_keda_scales_on_the_workers_consumer_group():
