@@ -105,6 +105,8 @@ class TopicReplica:
         def done() -> bool:
             return self._positions.get(tp, 0) > offset
 
+        if done():  # the usual case: no lock, no task, no trip through the event loop
+            return True
         try:
             async with self._progress:
                 await asyncio.wait_for(self._progress.wait_for(done), timeout)
