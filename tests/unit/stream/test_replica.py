@@ -84,3 +84,25 @@ def test_the_first_batch_of_each_partition_after_a_rebalance_waits_for_the_repli
     assert batches(1, 1, 2) == 2  # after a rebalance, each partition waits again, once
     assert batches(0) == 1  # a partition not seen since: it may have had another owner meanwhile
     assert batches(0, 1, 2) == 0
+
+
+def test_wait_for_returns_once_the_replica_has_applied_the_offset():
+    from aiokafka import TopicPartition
+
+    from stream.replica import EventReplica
+
+    replica = EventReplica(["127.0.0.1:1"], "events", learn=lambda users, items: None)
+    tp = TopicPartition("events", 0)
+    replica._positions = {tp: 10}  # offsets 0..9 applied
+
+    async def scenario() -> list[bool]:
+        now = await replica.wait_for(0, 9, timeout=0.05)  # held already
+        behind = await replica.wait_for(0, 10, timeout=0.05)  # not yet: times out
+        waiting = asyncio.create_task(replica.wait_for(0, 12, timeout=5))
+        await asyncio.sleep(0)
+        replica._positions[tp] = 13  # what run() does after applying a fetch, then it notifies
+        async with replica._progress:
+            replica._progress.notify_all()
+        return [now, behind, await waiting]
+
+    assert asyncio.run(scenario()) == [True, False, True]
