@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from stream import metrics
 from stream.records import PROCESSING_FAILED, Rejected
-from stream.sends import Produce, delivered
+from stream.sends import SEND_CHUNK, Produce
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +47,46 @@ def dlq_copy(key: bytes | None, value: bytes | None) -> tuple[bytes | None, byte
     return key, value, [("polyrec-truncated", f"key {n_key} bytes, value {n_value} bytes".encode())]
 
 
+class DeadLettersNotSent(Exception):
+    """Some records of a group of dead letters were not acknowledged: ``unsent`` holds those (the
+    others were sent, counted and logged), so that a retry sends only them."""
+
+    def __init__(self, unsent: list[tuple[Any, Rejected]], cause: BaseException) -> None:
+        super().__init__(f"{len(unsent)} dead letters not acknowledged, first: {cause!r}")
+        self.unsent = unsent
+
+
 async def dead_letter(produce: Produce, dlq_topic: str, rejected: Sequence[tuple[Any, Rejected]]) -> None:
-    """Send rejected Faust events' original bytes to ``dlq_topic`` with the reason, and count them."""
-    sends = []
-    for ev, exc in rejected:
+    """Send rejected Faust events' original bytes to ``dlq_topic`` with the reason; each is counted
+    and logged once the broker acknowledged it. Raises :class:`DeadLettersNotSent` with the others."""
+    queued = []
+    for n, (ev, exc) in enumerate(rejected, 1):
         msg = ev.message
         key, value, truncated = dlq_copy(msg.key, ev.value)
-        sends.append(produce(dlq_topic, key, value, None, dlq_headers(
-            exc.reason, exc.detail, msg.topic, msg.partition, msg.offset) + truncated))
+        try:
+            queued.append(await produce(dlq_topic, key, value, None, dlq_headers(
+                exc.reason, exc.detail, msg.topic, msg.partition, msg.offset) + truncated))
+        except Exception as error:  # noqa: BLE001 - not even queued: not sent
+            queued.append(_failed(error))
+        if n % SEND_CHUNK == 0:
+            await asyncio.sleep(0)
+    unsent, cause = [], None
+    for (ev, exc), ack in zip(rejected, await asyncio.gather(*queued, return_exceptions=True), strict=True):
+        if isinstance(ack, BaseException):
+            unsent.append((ev, exc))
+            cause = cause or ack
+            continue
+        msg = ev.message
         metrics.DLQ.labels(msg.topic, exc.reason).inc()
         log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
-    await delivered(sends)
+    if unsent:
+        raise DeadLettersNotSent(unsent, cause)
+
+
+def _failed(error: BaseException) -> asyncio.Future:
+    future = asyncio.get_running_loop().create_future()
+    future.set_exception(error)
+    return future
 
 
 def exit_now(status: int) -> None:
@@ -103,6 +132,8 @@ async def process_or_dead_letter(steps: BatchSteps, events: Sequence[Any], *, at
             return await steps.learn(events, valid)
         except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
             error = exc
+            if isinstance(exc, DeadLettersNotSent):  # the acknowledged ones are not sent again
+                unsent = exc.unsent
             metrics.BATCH_FAILURES.labels(first.topic).inc()
             log.exception("a batch of %s[%d] from offset %d failed (attempt %d of %d)",
                           first.topic, first.partition, first.offset, attempt, attempts)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from stream import metrics
-from stream.dead_letters import dead_letter
+from stream.dead_letters import DeadLettersNotSent, dead_letter
 from stream.records import PROCESSING_FAILED, Rejected, parse_event, validate_all
 from stream.recs import RecsPublisher, payload
 from stream.sends import Produce, delivered, encode_json, send_item_record
@@ -85,9 +85,19 @@ class EventPipeline:
     async def dead_letter(self, rejected: Sequence[tuple[Any, Rejected]]) -> None:
         """Dead-letter events; those rejected by validation count as ``invalid`` events, valid ones
         whose batch failed (``processing_failed``) by their type."""
-        await dead_letter(self.produce, self.topics["dlq"], rejected)
+        try:
+            await dead_letter(self.produce, self.topics["dlq"], rejected)
+        except DeadLettersNotSent as exc:
+            self._count_dead_letters(rejected, exc.unsent)
+            raise
+        self._count_dead_letters(rejected, [])
+
+    @staticmethod
+    def _count_dead_letters(rejected: Sequence[tuple[Any, Rejected]], unsent: list[tuple[Any, Rejected]]) -> None:
+        """Count the dead letters that were sent (all of ``rejected`` but ``unsent``) by event type."""
+        left = {id(ev) for ev, _ in unsent}
         types = Counter(parse_event(ev.value, ev.message.key).event if exc.reason == PROCESSING_FAILED else "invalid"
-                        for ev, exc in rejected)
+                        for ev, exc in rejected if id(ev) not in left)
         for kind, n in types.items():
             metrics.EVENTS.labels(kind, "dead_lettered").inc(n)
 

@@ -76,3 +76,53 @@ def test_when_the_dead_letters_fail_too_the_process_exits_without_returning_the_
     steps = FakeSteps(learn_failures=10, dlq_failures=10)
     assert _run(steps) == [EXIT_BATCH_FAILED]
     assert steps.learned == [] and steps.dead == []  # never got past the first dead letter
+
+
+def test_a_partly_acknowledged_group_of_dead_letters_is_retried_for_the_rest_only():
+    """Two invalid events; the broker acknowledges the first dead letter and not the second: the
+    retry sends the second alone (no duplicate in the dead-letter topic)."""
+    from stream.dead_letters import DeadLettersNotSent
+
+    invalid = [(BATCH[1], Rejected("malformed_json", "not JSON")), (BATCH[2], Rejected("invalid_id", "empty"))]
+
+    class PartlySent(FakeSteps):
+        def validate(self, events):
+            return [(BATCH[0], 41), (BATCH[3], 44)], list(invalid)
+
+        async def dead_letter(self, rejected):
+            self.dlq_calls += 1
+            if self.dlq_calls == 1:
+                self.dead.append(rejected[0])
+                raise DeadLettersNotSent(list(rejected[1:]), ConnectionError("second one lost"))
+            self.dead.extend(rejected)
+
+    steps = PartlySent()
+    assert _run(steps) == []
+    assert [ev for ev, _ in steps.dead] == [BATCH[1], BATCH[2]]  # each once
+    assert steps.learned == [[41, 44]]
+
+
+def test_dead_letter_reports_what_the_broker_did_not_acknowledge_and_counts_only_the_rest():
+    import pytest
+
+    from stream.dead_letters import DeadLettersNotSent, dead_letter
+
+    events = [SimpleNamespace(value=b"x%d" % n, message=SimpleNamespace(topic="events-dl", partition=0, offset=n,
+                                                                        key=b"k")) for n in range(3)]
+    rejected = [(ev, Rejected("malformed_json", "not JSON")) for ev in events]
+    sent = []
+
+    async def produce(topic, key, value, partition, headers):
+        future = asyncio.get_running_loop().create_future()
+        if value == b"x1":
+            future.set_exception(ConnectionError("not acknowledged"))
+        else:
+            sent.append(value)
+            future.set_result(None)
+        return future
+
+    counted = metrics.DLQ.labels("events-dl", "malformed_json")._value.get()
+    with pytest.raises(DeadLettersNotSent) as exc:
+        asyncio.run(dead_letter(produce, "events-dl.dlq", rejected))
+    assert exc.value.unsent == [rejected[1]] and sent == [b"x0", b"x2"]
+    assert metrics.DLQ.labels("events-dl", "malformed_json")._value.get() - counted == 2
