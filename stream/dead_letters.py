@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from stream import metrics
 from stream.records import PROCESSING_FAILED, Rejected
-from stream.sends import SEND_CHUNK, Produce
+from stream.sends import Produce, delivered
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +59,14 @@ class DeadLettersNotSent(Exception):
 async def dead_letter(produce: Produce, dlq_topic: str, rejected: Sequence[tuple[Any, Rejected]]) -> None:
     """Send rejected Faust events' original bytes to ``dlq_topic`` with the reason; each is counted
     and logged once the broker acknowledged it. Raises :class:`DeadLettersNotSent` with the others."""
-    queued = []
-    for n, (ev, exc) in enumerate(rejected, 1):
+    sends = []
+    for ev, exc in rejected:
         msg = ev.message
         key, value, truncated = dlq_copy(msg.key, ev.value)
-        try:
-            queued.append(await produce(dlq_topic, key, value, None, dlq_headers(
-                exc.reason, exc.detail, msg.topic, msg.partition, msg.offset) + truncated))
-        except Exception as error:  # noqa: BLE001 - not even queued: not sent
-            queued.append(_failed(error))
-        if n % SEND_CHUNK == 0:
-            await asyncio.sleep(0)
+        sends.append(produce(dlq_topic, key, value, None, dlq_headers(
+            exc.reason, exc.detail, msg.topic, msg.partition, msg.offset) + truncated))
     unsent, cause = [], None
-    for (ev, exc), ack in zip(rejected, await asyncio.gather(*queued, return_exceptions=True), strict=True):
+    for (ev, exc), ack in zip(rejected, await delivered(sends, return_exceptions=True), strict=True):
         if isinstance(ack, BaseException):
             unsent.append((ev, exc))
             cause = cause or ack
@@ -81,12 +76,6 @@ async def dead_letter(produce: Produce, dlq_topic: str, rejected: Sequence[tuple
         log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
     if unsent:
         raise DeadLettersNotSent(unsent, cause)
-
-
-def _failed(error: BaseException) -> asyncio.Future:
-    future = asyncio.get_running_loop().create_future()
-    future.set_exception(error)
-    return future
 
 
 def exit_now(status: int) -> None:

@@ -223,10 +223,9 @@ class EventPipeline:
                     await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
         for p in payloads:  # the older held ones first, then the batch's own: the oldest leave first
             held.setdefault(p["user_id"], p)
-        dropped = 0
-        while self._held_count() > HELD_MAX:
+        dropped = max(0, self._held_count() - HELD_MAX)  # all in this partition's: the others were within it
+        for _ in range(dropped):
             held.pop(next(iter(held)))
-            dropped += 1
         metrics.RECS_DROPPED.inc(dropped)
         metrics.RECS_HELD.set(self._held_count())
         log.error("redis write failed %d times: holding %d recommendation payloads of partition %d for its "

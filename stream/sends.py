@@ -22,15 +22,28 @@ def encode_json(obj: Any) -> bytes:
     return compact_json(obj).encode()
 
 
-async def delivered(sends: Sequence[Awaitable[Awaitable[Any]]]) -> list[Any]:
+async def delivered(sends: Sequence[Awaitable[Awaitable[Any]]], *, return_exceptions: bool = False) -> list[Any]:
     """Await a group of sends (queued in order), then all their broker acknowledgements (returned,
-    in order). Yields to the event loop every ``SEND_CHUNK`` sends, so that a large group is no stall."""
+    in order). Yields to the event loop every ``SEND_CHUNK`` sends, so that a large group is no stall.
+    With ``return_exceptions``, a send that could not be queued or was not acknowledged gives its
+    exception in its place instead of raising."""
     futures = []
     for n, send in enumerate(sends, 1):
-        futures.append(await send)
+        try:
+            futures.append(await send)
+        except Exception as error:
+            if not return_exceptions:
+                raise
+            futures.append(_failed(error))
         if n % SEND_CHUNK == 0:
             await asyncio.sleep(0)
-    return await asyncio.gather(*futures)
+    return await asyncio.gather(*futures, return_exceptions=return_exceptions)
+
+
+def _failed(error: BaseException) -> asyncio.Future:
+    future = asyncio.get_running_loop().create_future()
+    future.set_exception(error)
+    return future
 
 
 async def send_item_record(produce: Produce, topic: str, rec: ItemRecord) -> Awaitable[Any]:

@@ -126,3 +126,18 @@ def test_dead_letter_reports_what_the_broker_did_not_acknowledge_and_counts_only
         asyncio.run(dead_letter(produce, "events-dl.dlq", rejected))
     assert exc.value.unsent == [rejected[1]] and sent == [b"x0", b"x2"]
     assert metrics.DLQ.labels("events-dl", "malformed_json")._value.get() - counted == 2
+
+
+def test_a_dead_letter_that_cannot_even_be_queued_is_reported_unsent():
+    import pytest
+
+    from stream.dead_letters import DeadLettersNotSent, dead_letter
+
+    event = SimpleNamespace(value=b"v", message=SimpleNamespace(topic="events-dl", partition=0, offset=0, key=b"k"))
+
+    async def produce(topic, key, value, partition, headers):
+        raise RuntimeError("producer closed")
+
+    with pytest.raises(DeadLettersNotSent) as exc:
+        asyncio.run(dead_letter(produce, "events-dl.dlq", [(event, Rejected("invalid_id", "empty"))]))
+    assert [ev for ev, _ in exc.value.unsent] == [event] and "producer closed" in str(exc.value)
