@@ -24,6 +24,7 @@ from faust.types import TP
 
 from encoders.artifacts import require_onnxruntime, resolve_onnx_path
 from polyrec import __version__
+from polyrec.consumers import ConsumersConfig
 from polyrec.cooccurrence import CooccurrenceConfig
 from polyrec.mf import MFConfig
 from stream import metrics
@@ -52,8 +53,9 @@ if TYPE_CHECKING:  # onnxruntime comes with an extra: a worker without the items
 log = logging.getLogger(__name__)
 
 
-def model_version(config: MFConfig, cooccurrence: CooccurrenceConfig) -> str:
-    digest = hashlib.sha1(json.dumps([asdict(config), asdict(cooccurrence)], sort_keys=True).encode()).hexdigest()
+def model_version(config: MFConfig, cooccurrence: CooccurrenceConfig, consumers: ConsumersConfig) -> str:
+    parts = [asdict(config), asdict(cooccurrence), asdict(consumers)]
+    digest = hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()
     return f"polyrec-{__version__}-{config.loss}-d{config.dim}-{digest[:8]}"
 
 
@@ -102,11 +104,12 @@ class Worker:
             key_serializer="raw",
             value_serializer="raw",
         )
-        config, cooccurrence = s.mf_config(), s.cooccurrence_config()
-        self.version = model_version(config, cooccurrence)
+        config, cooccurrence, consumers = s.mf_config(), s.cooccurrence_config(), s.consumers_config()
+        self.version = model_version(config, cooccurrence, consumers)
         metrics.MODEL.info({"version": self.version, **{k: str(v) for k, v in asdict(config).items()},
-                            **{f"cooccurrence_{k}": str(v) for k, v in asdict(cooccurrence).items()}})
-        self.model = WorkerModel(config, cooccurrence, history_max=s.history_max, k=s.top_k)
+                            **{f"cooccurrence_{k}": str(v) for k, v in asdict(cooccurrence).items()},
+                            **{f"young_{k}": str(v) for k, v in asdict(consumers).items()}})
+        self.model = WorkerModel(config, cooccurrence, consumers, history_max=s.history_max, k=s.top_k)
         _export_zero_series(s)
         self.events = self.app.topic(s.events_topic, partitions=s.partitions)
         self.users = self.app.Table(USERS_TABLE, default=None, partitions=s.partitions,
@@ -155,6 +158,7 @@ class Worker:
         metrics.READY.set_function(lambda: float(self.is_ready()))
         metrics.USERS.set_function(lambda: float(len(self.model.mf.users)))
         metrics.ITEMS.set_function(lambda: float(len(self.model.mf.items)))  # the replica's items too, from start-up
+        metrics.YOUNG_ITEMS.set_function(lambda: float(len(self.model.consumers.young_rows(len(self.model.mf.items)))))
 
     # -- what the pipelines write through ---------------------------------------------------
     async def produce(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,

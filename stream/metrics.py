@@ -35,6 +35,8 @@ LOSS = Gauge("polyrec_training_loss", "Exponential moving average of the micro-b
 USERS = Gauge("polyrec_users_known", "Users this worker holds in memory: those with events since its partitions "
               "were last assigned (the rows are dropped at every rebalance and reloaded from the table).")
 ITEMS = Gauge("polyrec_items_known", "Items known to this worker (all partitions).")
+YOUNG_ITEMS = Gauge("polyrec_young_items", "Items with 1 to POLYREC_YOUNG_EVENTS - 1 events (all partitions): "
+                    "scored with the direction their users share.")
 ITEM_RECORDS = Counter("polyrec_item_records_total", "Item-factor records read from the shared topic, "
                        "by outcome (applied, stale, invalid: skipped, see the log).", ["outcome"])
 ITEM_RECORDS_WRITTEN = Counter("polyrec_item_records_written_total", "Item-factor records this worker wrote: "

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from encoders.providers import PROVIDERS as ENCODER_PROVIDERS
+from polyrec.consumers import ConsumersConfig
 from polyrec.cooccurrence import CooccurrenceConfig
 from polyrec.events import DEFAULT_WEIGHTS
 from polyrec.mf import MFConfig
@@ -72,6 +73,11 @@ class Settings:
                             "Weight of the factor score against the log co-occurrence score.")
     cooccur_floor: float = _env("POLYREC_COOCCUR_FLOOR", CooccurrenceConfig.floor,
                                 "Share of a user's best co-occurrence score that every item starts from (> 0).")
+    young_events: int = _env("POLYREC_YOUNG_EVENTS", ConsumersConfig.young,
+                             "Below this many events an item scores with the direction its users share "
+                             "(new items reach the right users sooner); 0: off.")
+    young_shrink: float = _env("POLYREC_YOUNG_SHRINK", ConsumersConfig.shrink,
+                               "Events of doubt in a young item's users: their direction counts n / (n + this).")
     weight_view: float = _env("POLYREC_WEIGHT_VIEW", DEFAULT_WEIGHTS["view"],
                               "Implicit-feedback weight of a view (0 to 1000).")
     weight_click: float = _env("POLYREC_WEIGHT_CLICK", DEFAULT_WEIGHTS["click"],
@@ -191,6 +197,9 @@ class Settings:
                                   pair_decay=self.cooccur_decay, context=self.context,
                                   context_decay=self.context_decay, alpha=self.cooccur_alpha,
                                   mf_weight=self.mf_weight, floor=self.cooccur_floor)
+
+    def consumers_config(self) -> ConsumersConfig:
+        return ConsumersConfig(young=self.young_events, shrink=self.young_shrink)
 
     @property
     def weights(self) -> dict[str, float]:

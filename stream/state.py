@@ -11,7 +11,9 @@ Ownership (docs/architecture.md has the full argument):
   text embedding), and ``C[p][item]`` is everything partition p's events ever added to it. Each
   ``C[p][item]`` has exactly one writer (the owner of partition p), is written whole (so a
   compacted topic keeps only the latest), and carries the offset of p through which it is
-  complete. Every worker reads all of them and so scores against the same item vectors.
+  complete. Every worker reads all of them and so scores against the same item vectors. While an
+  item is young, ``C[p][item]`` also carries the weighted sum of the vectors of partition p's users
+  of it (``polyrec/consumers.py``), so every worker scores a young item from all its users.
 
 Exactly-once effect: an event at offset ``o`` of partition ``p`` is applied to its user only
 if ``o > user.offset``, and to its item only if ``o > C[p][item].offset``. User records are
@@ -30,11 +32,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from polyrec.consumers import Consumers, ConsumersConfig
 from polyrec.cooccurrence import Cooccurrence, CooccurrenceConfig
 from polyrec.history import History
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
-from polyrec.recommend import recommend
+from polyrec.recommend import Young, recommend
 from stream.wire import MAX_ABS_VALUE, TEXT_SOURCE, ItemRecord, UserState, sane
 
 
@@ -57,11 +60,12 @@ class RecsJob:
     k: int
     memory: Cooccurrence  # read live (rows learned meanwhile may be read torn, as above)
     context: np.ndarray  # each user's last events' item rows, at capture
+    young: Young  # young item rows and the factors they score with, at capture (copies)
 
     def run(self) -> list[tuple[str, list[str], list[float], float]]:
         """(user, items, scores, latest event ts) per user, best first, seen items excluded."""
         top, scores = recommend(self.user_factors, self.item_factors, self.item_bias, self.seen, self.k,
-                                self.memory, self.context)
+                                self.memory, self.context, self.young)
         keep = top >= 0
         return [(user, self.item_ids.id_at(idx[m]), sc[m].tolist(), ts)
                 for user, idx, sc, m, ts in zip(self.users, top, scores, keep, self.latest_ts)]
@@ -88,12 +92,14 @@ class BatchResult:
 class _Contributions:
     """``C[p][item]`` of one partition for every item row, with the offset each is complete to.
 
-    Dense (rows x (dim+1) float32): memory is partitions x items x (dim+1) x 4 bytes per worker.
-    ``unsent`` marks the rows learned since their record was last handed out for writing.
+    Dense (rows x (2 dim + 1) float32 with ``consumers``): memory is partitions x items x (2 dim + 1)
+    x 4 bytes per worker. ``unsent`` marks the rows learned since their record was last handed out
+    for writing.
     """
 
     def __init__(self, dim: int) -> None:
         self.vectors = np.zeros((64, dim + 1), np.float32)
+        self.consumers = np.zeros((64, dim), np.float32)
         self.offsets = np.full(64, -1, np.int64)
         self.counts = np.zeros(64, np.int64)
         self.unsent = np.zeros(64, bool)
@@ -102,6 +108,7 @@ class _Contributions:
         if n > len(self.offsets):
             size = max(n, 2 * len(self.offsets))
             self.vectors = np.pad(self.vectors, ((0, size - len(self.vectors)), (0, 0)))
+            self.consumers = np.pad(self.consumers, ((0, size - len(self.consumers)), (0, 0)))
             self.offsets = np.pad(self.offsets, (0, size - len(self.offsets)), constant_values=-1)
             self.counts = np.pad(self.counts, (0, size - len(self.counts)))
             self.unsent = np.pad(self.unsent, (0, size - len(self.unsent)))
@@ -118,16 +125,19 @@ class WorkerModel:
 
     config: MFConfig
     cooccurrence: CooccurrenceConfig = field(default_factory=CooccurrenceConfig)
+    young: ConsumersConfig = field(default_factory=ConsumersConfig)
     history_max: int = 500
     k: int = 10
     mf: OnlineMF = field(init=False)
     history: History = field(init=False)
     memory: Cooccurrence = field(init=False)
+    consumers: Consumers = field(init=False)
 
     def __post_init__(self) -> None:
         self.mf = OnlineMF(self.config)
         self.history = History(self.history_max)
         self.memory = Cooccurrence(self.cooccurrence)
+        self.consumers = Consumers(self.young, self.config.dim)
         self._contrib: dict[int, _Contributions] = {}
         self._text_base: dict[int, np.ndarray] = {}
         self._text_offset: dict[int, int] = {}  # item row -> ``items`` offset of the text its base is from
@@ -162,11 +172,17 @@ class WorkerModel:
             if rec.embedding is not None:
                 self.embeddings[rec.item_id] = rec.embedding
             return True
+        if rec.consumers is not None and not (rec.consumers.shape == (dim,) and sane(rec.consumers)):
+            raise ValueError(f"item record {rec.key!r} has consumers of another dimension or an unusable number")
         part = self._partition(_partition(rec.source))
         if rec.offset <= part.offset_of(np.array([row]))[0]:
             return False
         self._shift(row, rec.vector - part.vectors[row])
+        added = np.zeros(dim, np.float32) if rec.consumers is None else rec.consumers - part.consumers[row]
+        self.consumers.shift(row, added, rec.count - part.counts[row])
         part.vectors[row], part.offsets[row], part.counts[row] = rec.vector, rec.offset, rec.count
+        if rec.consumers is not None:  # a record without them is of an item already established
+            part.consumers[row] = rec.consumers
         return True
 
     def text_vector(self, item_id: str, offset: int) -> np.ndarray | None:
@@ -185,9 +201,12 @@ class WorkerModel:
             rows = np.flatnonzero(part.unsent)
             part.unsent[rows] = False
             source = f"p{p}"
-            records += [ItemRecord(item, source, vec, int(o), count=int(n), writer=self.writer)
-                        for item, vec, o, n in zip(
-                self.mf.items.id_at(rows), part.vectors[rows], part.offsets[rows].tolist(), part.counts[rows])]
+            young = part.counts[rows] < self.young.young  # the partition's count: below it, so is every other's
+            records += [ItemRecord(item, source, vec, int(o), count=int(n), writer=self.writer,
+                                   consumers=c if y else None)
+                        for item, vec, o, n, c, y in zip(
+                self.mf.items.id_at(rows), part.vectors[rows], part.offsets[rows].tolist(), part.counts[rows],
+                part.consumers[rows], young.tolist())]
         return records
 
     def keep_unsent(self, records: Iterable[ItemRecord]) -> None:
@@ -318,6 +337,9 @@ class WorkerModel:
             part.vectors[rows] += np.column_stack([upd.item_delta, upd.bias_delta])
             part.offsets[rows] = last
             np.add.at(part.counts, i[item_mask], 1)
+            w = np.asarray(weights, np.float32)[item_mask]
+            young_rows, added = self.consumers.learn_rows(i[item_mask], self.mf.user_factors[u[item_mask]], w)
+            part.consumers[young_rows] += added
             part.unsent[rows] = True
             self.history.add(u[user_mask], i[user_mask])
         # events of one user are in offset order: the last one is new iff any of them is
@@ -329,7 +351,7 @@ class WorkerModel:
         latest = {x: t for x, t in zip(users, ts_ms.tolist())}
         recs = RecsJob(distinct, self.mf.user_factors[rows], self.history.pairs(rows), self.mf.item_factors,
                        self.mf.item_bias, self.mf.items, [latest[x] for x in distinct], self.k, self.memory,
-                       self.memory.recent(distinct))
+                       self.memory.recent(distinct), self.consumers.young_factors(self.mf.item_factors))
         return BatchResult(changed, recs, int(user_mask.sum()), int(item_mask.sum()),
                            ~user_mask & ~item_mask, user_mask, loss, moved, resized, invalid)
 

@@ -66,6 +66,7 @@ class ItemRecord:
     embedding: np.ndarray | None = None  # text records only: the item's text embedding
     count: int = 0  # partition records: how many of the partition's events had this item
     writer: str = ""  # partition records: the writing worker's id (a header only, not in the value)
+    consumers: np.ndarray | None = None  # partition records of young items: their users' weighted vector sum
 
     @property
     def key(self) -> str:
@@ -81,10 +82,13 @@ class ItemRecord:
              "n": self.count}
         if self.embedding is not None:
             d["e"] = encode_vector(self.embedding)
+        if self.consumers is not None:
+            d["c"] = encode_vector(self.consumers)
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> ItemRecord:
-        emb = d.get("e")
+        emb, consumers = d.get("e"), d.get("c")
         return cls(d["item_id"], d["source"], decode_vector(d["v"]), int(d["o"]),
-                   None if emb is None else decode_vector(emb), int(d.get("n", 0)))
+                   None if emb is None else decode_vector(emb), int(d.get("n", 0)),
+                   consumers=None if consumers is None else decode_vector(consumers))

@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from polyrec.consumers import Consumers, ConsumersConfig
 from polyrec.cooccurrence import Cooccurrence, CooccurrenceConfig
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
-from polyrec.recommend import score_users
+from polyrec.recommend import NO_YOUNG, score_users
 
 
 class _ColumnMap:
@@ -72,29 +73,35 @@ class Popularity:
 
 class Polyrec:
     """polyrec's model as the worker runs it: :class:`~polyrec.mf.OnlineMF` learns each micro-batch
-    (``learn_many``), the :class:`~polyrec.cooccurrence.Cooccurrence` memory learns the same events,
-    and :func:`~polyrec.recommend.score_users` blends the two. Without ``cooccurrence`` it is the
-    factors alone (an ablation)."""
+    (``learn_rows``), the :class:`~polyrec.cooccurrence.Cooccurrence` memory and the items'
+    :class:`~polyrec.consumers.Consumers` learn the same events, and
+    :func:`~polyrec.recommend.score_users` blends them. Without ``cooccurrence`` or ``consumers``
+    that part is left out (an ablation)."""
 
     def __init__(self, config: MFConfig | None = None, cooccurrence: CooccurrenceConfig | None = None,
-                 name: str = "polyrec") -> None:
+                 consumers: ConsumersConfig | None = None, name: str = "polyrec") -> None:
         self.name = name
         self.model = OnlineMF(config)
         self.memory = None if cooccurrence is None else Cooccurrence(cooccurrence, users=self.model.users)
+        self.consumers = None if consumers is None else Consumers(consumers, self.model.config.dim)
         self._cols = _ColumnMap()
 
     def scores(self, users: Sequence[str], catalog: Sequence[str]) -> np.ndarray:
         cols = self._cols.get(self.model.items, catalog)
         rows = self.model.add_users(users)
         context = None if self.memory is None else self.memory.recent_rows(rows)
+        young = NO_YOUNG if self.consumers is None else self.consumers.young_factors(self.model.item_factors)
         return score_users(self.model.user_factors[rows], self.model.item_factors, self.model.item_bias,
-                           self.memory, context)[:, cols]
+                           self.memory, context, young)[:, cols]
 
     def learn(self, users: Sequence[str], items: Sequence[str], weights: np.ndarray) -> None:
         u, i = self.model.add_users(users), self.model.add_items(items)
-        self.model.learn_rows(u, i, np.asarray(weights, np.float32))
+        w = np.asarray(weights, np.float32)
+        self.model.learn_rows(u, i, w)
         if self.memory is not None:
             self.memory.learn_rows(u, i)
+        if self.consumers is not None:
+            self.consumers.learn_rows(i, self.model.user_factors[u], w)
 
 
 class ItemKNN:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from polyrec.consumers import Consumers, ConsumersConfig
 from polyrec.cooccurrence import Cooccurrence, CooccurrenceConfig
 from polyrec.evaluation.protocol import Replay
 from polyrec.history import History
@@ -28,10 +29,11 @@ def _river_pass(replay: Replay, dim: int, lr: float) -> float:
 
 def _polyrec_pass(replay: Replay, config: MFConfig, cooccurrence: CooccurrenceConfig, batch: int,
                   refresh_k: int) -> float:
-    """Seconds spent learning the factors and the co-occurrence memory (and, if ``refresh_k``,
-    refreshing every touched user's blended top-K), as the worker does per micro-batch."""
+    """Seconds spent learning the factors, the co-occurrence memory and the items' consumers (and, if
+    ``refresh_k``, refreshing every touched user's blended top-K), as the worker does per micro-batch."""
     model, history = OnlineMF(config), History()
     memory = Cooccurrence(cooccurrence, users=model.users)
+    consumers = Consumers(ConsumersConfig(), config.dim)
     spent = 0.0
     for start in range(0, len(replay), batch):
         sl = slice(start, start + batch)
@@ -39,9 +41,10 @@ def _polyrec_pass(replay: Replay, config: MFConfig, cooccurrence: CooccurrenceCo
         u, i = model.add_users(replay.users[sl]), model.add_items(replay.items[sl])
         update = model.learn_rows(u, i, replay.weights[sl])
         memory.learn_rows(u, i)
+        consumers.learn_rows(i, model.user_factors[u], replay.weights[sl])
         if refresh_k:
             history.add(u, i)
-            recommend_rows(model, history, update.user_rows, refresh_k, memory)
+            recommend_rows(model, history, update.user_rows, refresh_k, memory, consumers)
         spent += time.perf_counter() - t0
     return spent
 

@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from polyrec.consumers import ConsumersConfig
 from polyrec.cooccurrence import CooccurrenceConfig
 from polyrec.evaluation.baselines import ImplicitALS, ItemKNN, Polyrec, Popularity, RiverMF
 from polyrec.evaluation.protocol import Recommender, Replay, run_prequential
@@ -29,14 +30,15 @@ def candidates(dim: int) -> list[Candidate]:
     """The grids searched for each model family (the factor models all at the same dimension).
 
     polyrec searches its co-occurrence memory and blend (16 points) with the factors' learning
-    rates and regularisation at their defaults (chosen on the warm-up before the memory existed);
-    its windows stop at 20 events, since each step of window costs every event a pair update
+    rates and regularisation at their defaults (chosen on the warm-up before the memory existed) and
+    its young items at theirs (``ConsumersConfig``: chosen on the cold-start validation split); its
+    windows stop at 20 events, since each step of window costs every event a pair update
     (docs/evaluation.md: 50 was no better and 20% slower). item-kNN-recent searches 16 points,
     item-kNN 6, each ALS 8, River and recent popularity 3.
     """
     # mypy cannot infer a lambda with a default argument (p=p binds each grid point): hence the ignores
     out = [Candidate("polyrec", p, lambda name, p=p: Polyrec(  # type: ignore[misc]
-        MFConfig(dim=dim), CooccurrenceConfig(**p), name=name))
+        MFConfig(dim=dim), CooccurrenceConfig(**p), ConsumersConfig(), name=name))
            for p in grid(window=(10, 20), context=(5, 10), mf_weight=(0.1, 0.3), floor=(0.01, 0.1))]
     for fold_in in ("all", "trained"):
         family = ImplicitALS(fold_in=fold_in).name

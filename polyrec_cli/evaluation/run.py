@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from polyrec.consumers import ConsumersConfig
 from polyrec.cooccurrence import CooccurrenceConfig
 from polyrec.datasets.movielens import DATASETS, MAPPING, movielens_replay
 from polyrec.evaluation import throughput, tuning
@@ -21,7 +22,7 @@ from polyrec_cli.evaluation import report
 # the peers polyrec must beat; the ablations are polyrec's own parts, reported for information
 PEERS = ("popularity", "popularity-recent", "river-biasedmf", "als-foldin-trained-users", "als-foldin",
          "item-knn", "item-knn-recent")
-ABLATIONS = ("polyrec-factors-only", "polyrec-cooccurrence-only")
+ABLATIONS = ("polyrec-factors-only", "polyrec-cooccurrence-only", "polyrec-no-young")
 MARGIN = 1.05  # polyrec / best peer, for recall@10 and NDCG@10 alike
 
 
@@ -33,7 +34,7 @@ def output_paths(out_dir: Path, dataset: str) -> tuple[Path, Path]:
 
 def _models(tuned: dict[str, dict], dim: int) -> list:
     c = {fam: t["chosen"] for fam, t in tuned.items()}
-    cooccurrence = CooccurrenceConfig(**c["polyrec"])
+    cooccurrence, young = CooccurrenceConfig(**c["polyrec"]), ConsumersConfig()
     return [
         Popularity(),
         Popularity(name="popularity-recent", **c["popularity-recent"]),
@@ -42,10 +43,11 @@ def _models(tuned: dict[str, dict], dim: int) -> list:
         ImplicitALS(fold_in="all", **c["als-foldin"]),
         ItemKNN(**c["item-knn"]),
         ItemKNN(name="item-knn-recent", **c["item-knn-recent"]),
-        Polyrec(MFConfig(dim=dim), cooccurrence),
+        Polyrec(MFConfig(dim=dim), cooccurrence, young),
         Polyrec(MFConfig(dim=dim), None, name="polyrec-factors-only"),
         Polyrec(MFConfig(dim=dim), CooccurrenceConfig(**{**c["polyrec"], "mf_weight": 0.0}),
                 name="polyrec-cooccurrence-only"),
+        Polyrec(MFConfig(dim=dim), cooccurrence, None, name="polyrec-no-young"),
     ]
 
 
@@ -127,6 +129,7 @@ def _result(dataset: str, replay: Replay, warm_n: int, dim: int, sample_every: i
         "peers": list(PEERS),
         "ablations": list(ABLATIONS),
         "polyrec_config": {"mf": asdict(MFConfig(dim=dim)), "cooccurrence": asdict(cooccurrence),
+                           "young": asdict(ConsumersConfig()),
                            "worker_defaults_are_this_choice": cooccurrence == CooccurrenceConfig()},
         "tuning": tuned,
         "confidence": compared,

@@ -151,6 +151,8 @@ def test_user_state_survives_a_restart(broker, tmp_path, workers, redis_client, 
     w2.wait_ready(90)
     known = metric_value(w2.metrics(), "polyrec_items_known")
     assert known == len(set(things)), "the replica's items, before any event"
+    # every item has 1 or 2 events: all young, their counts replayed from the item-factor records
+    assert metric_value(w2.metrics(), "polyrec_young_items") == len(set(things))
     for u in users:
         code, after = get_json(w2.url(f"/polyrec/users/{u}"))
         assert code == 200, after

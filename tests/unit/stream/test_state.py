@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from polyrec.consumers import ConsumersConfig
 from polyrec.mf import MFConfig
 from stream.state import WorkerModel
 from stream.wire import TEXT_SOURCE, ItemRecord, UserState
@@ -346,3 +347,35 @@ def test_an_item_record_with_an_unusable_number_is_refused(value):
     with pytest.raises(ValueError, match="non-finite number or one beyond"):
         w.apply_item_record(ItemRecord("i1", "p0", vector, 5, count=1))
     np.testing.assert_array_equal(w.item_vector("i1"), before)
+
+
+def test_young_items_consumers_reach_every_worker_and_stop_travelling_once_established():
+    young = ConsumersConfig(young=4, shrink=1.0)
+    a, b = (WorkerModel(CFG, young=young, history_max=50, k=5) for _ in range(2))
+    for w in (a, b):
+        w.mf.add_items([f"i{x}" for x in range(25)])
+    a.process(0, *_batch_states(_batch(seed=1, start=0)))
+    b.process(1, *_batch_states(_batch(seed=2, start=0)))
+    ra, rb = a.take_item_records(), b.take_item_records()
+    for rec in rb:
+        a.apply_item_record(ItemRecord.from_json(rec.to_json()) if rec.consumers is not None else rec)
+    for rec in ra:
+        b.apply_item_record(rec)
+    np.testing.assert_array_equal(a.consumers.counts[:25], a.item_counts()[:25])
+    np.testing.assert_array_equal(b.consumers.counts[:25], a.item_counts()[:25])
+    young_rows = np.flatnonzero(a.item_counts()[:25] < 4)  # the sums of established items no longer matter
+    np.testing.assert_allclose(a.consumers.sums[young_rows], b.consumers.sums[young_rows], atol=1e-5)
+    assert a.consumers.counts[:25].max() >= 4 and any(rec.consumers is None for rec in ra)  # some are established
+    assert all((rec.consumers is None) == (rec.count >= 4) for rec in ra + rb)
+    rows, factors = a.consumers.young_factors(a.mf.item_factors)
+    rows_b, factors_b = b.consumers.young_factors(b.mf.item_factors)
+    assert len(rows) and rows.tolist() == rows_b.tolist()
+    np.testing.assert_allclose(factors, factors_b, atol=1e-5)
+    np.testing.assert_array_equal(a.process(0, ["u0"], ["i0"], np.ones(1, np.float32), np.array([99]), np.zeros(1),
+                                            {}).recs.young[0], a.consumers.young_factors(a.mf.item_factors)[0])
+
+
+def test_an_item_record_with_consumers_of_another_dimension_is_refused():
+    rec = ItemRecord("i1", "p0", np.zeros(CFG.dim + 1, np.float32), 5, count=1, consumers=np.ones(3, np.float32))
+    with pytest.raises(ValueError, match="consumers"):
+        _worker().apply_item_record(rec)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from polyrec.consumers import ConsumersConfig
 from polyrec.cooccurrence import CooccurrenceConfig
 from polyrec.evaluation.baselines import ImplicitALS, ItemKNN, Polyrec, Popularity
 from polyrec.evaluation.confidence import paired_difference, user_bootstrap
@@ -24,7 +25,7 @@ MODELS = {
     "item-knn-recent": lambda: ItemKNN(recent=3, neighbours=5, shrink=1.0),
     "als-foldin": lambda: ImplicitALS(factors=4, iterations=3, retrain_every=100),
     "als-foldin-trained-users": lambda: ImplicitALS(factors=4, iterations=3, retrain_every=100, fold_in="trained"),
-    "polyrec": lambda: Polyrec(MFConfig(dim=4), CooccurrenceConfig(window=3, context=2)),
+    "polyrec": lambda: Polyrec(MFConfig(dim=4), CooccurrenceConfig(window=3, context=2), ConsumersConfig(young=3)),
     "polyrec-factors-only": lambda: Polyrec(MFConfig(dim=4), name="polyrec-factors-only"),
 }
 
