@@ -92,15 +92,20 @@ def run_prequential(
     scored_events: tuple[str, ...] = ("click", "purchase"),
     sample_every: int = 1,
     score_mask: np.ndarray | None = None,
-    announce: bool = False,
+    announce: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[ModelResult]:
     """Replay ``replay`` through ``models``; return each model's per-event hits and NDCG.
 
     ``sample_every`` > 1 scores a fixed 1-in-N sample of the scorable events, for all models alike.
     ``score_mask`` (bool per event) further restricts which events are scored. With ``announce``
-    an item joins the catalog just before the batch of its first event (as if its metadata had
-    arrived then), so its first interaction is scorable; models then meet unknown catalog items.
+    (``A`` events) items join the catalog before their first event, as if their metadata had arrived
+    then, so their first interaction is scorable; models then meet catalog items they have not
+    learned. They come in drops: the items whose first event falls in ``[dA, (d+1)A)`` join together,
+    in a seeded random order, when the replay reaches ``(d-1)A`` (between A and 2A events ahead),
+    so neither the time an item joins nor its catalog column (ties rank by column) tells how soon it
+    is wanted. ``announce=0``: just before the batch of its first event. Without ``announce`` an
+    item joins the catalog after the batch of its first event.
     """
     users_idx, catalog, seen = IdIndex(), IdIndex(), _Seen()
     results = [ModelResult(m.name) for m in models]
@@ -110,12 +115,18 @@ def run_prequential(
         scorable_all &= score_mask
     if sample_every > 1:
         scorable_all &= np.cumsum(scorable_all) % sample_every == 0
+    if announce is not None:  # the items by drop, shuffled within it
+        distinct, first = np.unique(replay.items, return_index=True)
+        drop = first // announce if announce else first
+        order = np.lexsort((np.random.default_rng(0).random(len(distinct)), drop))
+        by_drop, drop = distinct[order], drop[order]
     for start in range(0, len(replay), batch_size):
         stop = min(start + batch_size, len(replay))
         b_users, b_items, b_w = replay.users[start:stop], replay.items[start:stop], replay.weights[start:stop]
         u_rows = users_idx.add_many(b_users)
-        if announce:
-            catalog.add_many(b_items)
+        if announce is not None:
+            last_drop = (stop - 1) // announce + 1 if announce else stop - 1
+            catalog.add_many(by_drop[len(catalog):np.searchsorted(drop, last_drop, side="right")])
         n_known = len(catalog)
         scorable = np.flatnonzero(scorable_all[start:stop])
         if len(scorable) and not n_known:  # nothing is known yet: every model misses

@@ -1,5 +1,10 @@
 """``polyrec eval --cold-start``: new MovieLens items started from their text in seven languages.
 
+Every contender is polyrec's model as the worker runs it (factors blended with the co-occurrence
+memory, the worker's defaults); ``random-init`` without any cold-start feature (random start, no
+young-item scoring), ``young`` with the young-item scoring (``polyrec/consumers.py``), and
+``projection-<lang>`` with both the text start and the young-item scoring: the worker's model.
+
 Encodes every item's English text, the new items' text in every other language and two English
 references, the catalogue's genre lists in every language and the bilingual title pairs, once
 each (nothing is cached); tunes the projection on a validation split that never contains the
@@ -17,10 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from encoders.text import item_text
+from polyrec.consumers import ConsumersConfig
+from polyrec.cooccurrence import CooccurrenceConfig
 from polyrec.datasets.movielens import MAPPING, NAME, Movie, load_movies, movielens_replay
 from polyrec.datasets.movielens_i18n import LANGUAGES, bilingual_pairs, genre_names, render
 from polyrec.evaluation.baselines import Popularity
 from polyrec.evaluation.coldstart import (
+    ANNOUNCE,
     ColdStartMF,
     ItemTexts,
     KnownStartMF,
@@ -45,6 +53,8 @@ TRANSLATED = ("de", "es", "fr", "it", "pl", "pt", "sv")
 ENCODE_CHUNK = 256
 SCORED_EVENTS = ("click", "purchase")  # run_prequential's default
 CONTROL = "projection-en-shuffled"
+YOUNG = "young"  # random start, young items scored from their consumers
+MEMORY, YOUNG_ITEMS = CooccurrenceConfig(), ConsumersConfig()  # the worker's defaults
 # Ranks only the new items, by their events so far: it knows which items are new (and so scored).
 NEW_POPULARITY = "new-item-popularity"
 # Leaky references, not contenders: new items start from what random-init learned for them by the end.
@@ -79,7 +89,7 @@ def _subset(replay: Replay, keep: np.ndarray) -> Replay:
 
 def _replay_new(replay: Replay, models: list, new: np.ndarray, n_first: int, batch_size: int,
                 progress: Callable[[int], None]) -> list:
-    return run_prequential(replay, models, batch_size=batch_size, announce=True, scored_events=SCORED_EVENTS,
+    return run_prequential(replay, models, batch_size=batch_size, announce=ANNOUNCE, scored_events=SCORED_EVENTS,
                            score_mask=first_events(replay.items, new, n_first), progress=progress)
 
 
@@ -89,8 +99,8 @@ def tune(replay: Replay, test_new: np.ndarray, texts: ItemTexts, config: MFConfi
     seeded ``frac`` of its items held out as new. Best projection recall@10 wins."""
     val = _subset(replay, ~np.isin(replay.items.astype(str), test_new))
     val_new = holdout_items(val.items, frac, seed + 1)
-    models = [ColdStartMF(config, val_new, texts, ProjectionSettings(**p), name=f"projection#{n}")
-              for n, p in enumerate(GRID)]
+    models = [ColdStartMF(config, val_new, texts, ProjectionSettings(**p), name=f"projection#{n}",
+                          cooccurrence=MEMORY, consumers=YOUNG_ITEMS) for n, p in enumerate(GRID)]
     results = _replay_new(val, models, val_new, n_first, batch_size, progress)
     table = [{"params": p, "recall@10": r.summary()["recall@10"]} for p, r in zip(GRID, results)]
     best = max(table, key=lambda row: row["recall@10"])
@@ -155,8 +165,8 @@ def _encode_all(encoder, movies: dict[str, Movie], ids: list[str], new: np.ndarr
 
 def _contenders(config: MFConfig, ids: list[str], new: np.ndarray, emb: _Embeddings, settings: ProjectionSettings,
                 languages: tuple[str, ...], seed: int) -> tuple[list, list[ColdStartMF], ColdStartMF]:
-    """Every contender (popularity, new-item popularity, random-init, a projection per language, the
-    shuffled-text control); the projections; random-init."""
+    """Every contender (popularity, new-item popularity, random-init, young, a projection per language,
+    the shuffled-text control); the projections; random-init."""
     new_rows = IdIndex(ids).rows(new)
 
     def arriving(new_emb: np.ndarray) -> ItemTexts:
@@ -165,13 +175,15 @@ def _contenders(config: MFConfig, ids: list[str], new: np.ndarray, emb: _Embeddi
         fit_on[new_rows] = new_emb
         return ItemTexts(ids, fit_on, new, new_emb)
 
-    random_init = ColdStartMF(config, new, name="random-init")
-    projections = [ColdStartMF(config, new, arriving(emb.new[lang]), settings, name=f"projection-{lang}")
-                   for lang in languages]
+    random_init = ColdStartMF(config, new, name="random-init", cooccurrence=MEMORY)
+    young = ColdStartMF(config, new, name=YOUNG, cooccurrence=MEMORY, consumers=YOUNG_ITEMS)
+    projections = [ColdStartMF(config, new, arriving(emb.new[lang]), settings, name=f"projection-{lang}",
+                               cooccurrence=MEMORY, consumers=YOUNG_ITEMS) for lang in languages]
     # control: each new item gets another new item's English text, so only the text-item link is lost
     shuffled = emb.new["en"][np.random.default_rng(seed).permutation(len(new))]
-    control = ColdStartMF(config, new, arriving(shuffled), settings, name=CONTROL)
-    return [Popularity(), Popularity(name=NEW_POPULARITY, only=new), random_init, *projections, control], \
+    control = ColdStartMF(config, new, arriving(shuffled), settings, name=CONTROL, cooccurrence=MEMORY,
+                          consumers=YOUNG_ITEMS)
+    return [Popularity(), Popularity(name=NEW_POPULARITY, only=new), random_init, young, *projections, control], \
         projections, random_init
 
 
@@ -205,11 +217,14 @@ def _summaries(results: list, replay: Replay, new: np.ndarray, n_first: int) -> 
 def _protocol(batch_size: int, n_new: int, frac: float, seed: int, n_first: int, n_users: int,
               n_genre_lists: int) -> dict:
     """The protocol, in words, for the JSON."""
-    return {"k": 10, "batch_size": batch_size, "new_items": n_new, "new_item_share": frac,
+    return {"model": "polyrec as the worker runs it: factors blended with the co-occurrence memory (worker defaults); "
+                     f"{YOUNG} and projection-<lang> also score young items from their consumers "
+                     "(polyrec/consumers.py), random-init and the ceilings do not",
+            "k": 10, "batch_size": batch_size, "new_items": n_new, "new_item_share": frac,
             "seed": seed, "first_events": n_first,
             "scored": "click and purchase events of a new item among its first "
                       f"{n_first} events, scored before the batch is learned",
-            "announce": "an item joins the catalog just before the batch of its first event",
+            "announce": f"an item joins the catalog {ANNOUNCE} events before its first event",
             "projection_fitted_on": "items with >= min_count events: the English text of old items, the "
                                     "text a new item arrived with (the run's language)",
             "control": f"{CONTROL}: the new items' English texts permuted among the new items",
@@ -229,13 +244,18 @@ def _protocol(batch_size: int, n_new: int, frac: float, seed: int, n_first: int,
                                 f"{n_genre_lists}: the part of an item's text that the language changes"}
 
 
-def _acceptance(per_language: dict, overlap: dict, aligned: dict) -> dict:
+def _acceptance(per_language: dict, summaries: dict, aligned: dict) -> dict:
+    """The issue's points this run measures (overlap@10 is information only: it is ill-posed among
+    near-tied new items, see its English references)."""
+    new_pop = max(summaries[NEW_POPULARITY]["recall@10"], 1e-12)
+    sub = aligned["translated_subset"]
     return {
         **{f"projection-{lang} / random-init recall@10": report.check(v["ratio_to_random"], 2.0)
            for lang, v in per_language.items()},
-        **{f"overlap@10 {lang} vs en": report.check(v, 0.8) for lang, v in overlap.items()},
-        "alignment top-1 en -> other": report.check(aligned["top1_en_to_other"], 0.8),
-        "alignment top-1 other -> en": report.check(aligned["top1_other_to_en"], 0.8),
+        **{f"projection-{lang} / new-item-popularity recall@10": report.check(
+            v["projection"]["recall@10"] / new_pop, 1.0) for lang, v in per_language.items()},
+        "alignment top-1 en -> other, translated pairs": report.check(sub["top1_en_to_other"], 0.85),
+        "alignment top-1 other -> en, translated pairs": report.check(sub["top1_other_to_en"], 0.85),
     }
 
 
@@ -298,8 +318,9 @@ def _replay_all(replay: Replay, ids: list[str], new: np.ndarray, config: MFConfi
         models, projections, random_init = _contenders(config, ids, new, emb, settings, languages, seed)
         t = bar.add_task("cold-start replay", total=len(replay))
         results = _replay_new(replay, models, new, n_first, batch_size, lambda n: bar.advance(t, n))
-        ceilings = [KnownStartMF(config, final_vectors(random_init.model, list(new), part), name=name)
-                    for name, part in CEILINGS.items()]  # what random-init learned by the end of the stream
+        # new items start from what random-init learned for them by the end of the stream
+        ceilings = [KnownStartMF(config, final_vectors(random_init.model, list(new), part), name=name,
+                                 cooccurrence=MEMORY) for name, part in CEILINGS.items()]
         t = bar.add_task("ceiling replay (leaky starts)", total=len(replay))
         results += _replay_new(replay, ceilings, new, n_first, batch_size, lambda n: bar.advance(t, n))
     return _Run(used, emb, tuned, settings, projections, results)
@@ -328,11 +349,13 @@ def _result(run_: _Run, replay: Replay, ids: list[str], new: np.ndarray, config:
                               len(emb.genre_texts["en"])),
         "encoder": run_.encoder,
         "mf_config": asdict(config),
+        "cooccurrence": asdict(MEMORY),
+        "young": asdict(YOUNG_ITEMS),
         "projection": asdict(settings),
         "tuning": run_.tuned,
         "contenders": summaries,
         "per_language": per_language,
         "overlap_references": overlap_references,
         "alignment": emb.alignment,
-        "acceptance": _acceptance(per_language, overlap, emb.alignment),
+        "acceptance": _acceptance(per_language, summaries, emb.alignment),
     }

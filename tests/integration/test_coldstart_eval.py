@@ -81,6 +81,10 @@ def test_polyrec_eval_cold_start_writes_its_json_plot_and_table(tmp_path, capsys
     assert len(result["overlap_references"]) == 2 and all(0 < v <= 1 for v in result["overlap_references"].values())
     contenders = result["contenders"]
     assert contenders["random-init"]["scored_events"] == contenders["projection-zh"]["scored_events"] > 0
-    assert set(result["acceptance"]) >= {"overlap@10 zh vs en", "projection-zh / random-init recall@10"}
+    assert contenders["young"]["scored_events"] == contenders["random-init"]["scored_events"]
+    assert set(result["acceptance"]) >= {"projection-zh / random-init recall@10",
+                                         "projection-zh / new-item-popularity recall@10",
+                                         "alignment top-1 en -> other, translated pairs"}
+    assert result["young"]["young"] > 0 and result["cooccurrence"]["mf_weight"] > 0  # the worker's model
     printed = capsys.readouterr().out
     assert "genres@1" in printed and "overlap references" in printed and "alignment" in printed

@@ -38,7 +38,7 @@ def _texts(informative: bool, seed: int = 1) -> ItemTexts:
 def _recall(replay: Replay, texts: ItemTexts | None) -> float:
     new = coldstart.holdout_items(replay.items, 0.2, seed=0)
     model = ColdStartMF(MFConfig(dim=8), new, texts, ProjectionSettings(alpha=0.1, min_count=3, refit_every=200))
-    result = run_prequential(replay, [model], batch_size=10, announce=True,
+    result = run_prequential(replay, [model], batch_size=10, announce=0,
                              score_mask=coldstart.first_events(replay.items, new, 3))
     return result[0].summary()["recall@10"]
 
@@ -54,11 +54,11 @@ def test_a_start_from_the_final_learned_vectors_bounds_what_a_start_can_buy():
     replay = _stream()
     new = coldstart.holdout_items(replay.items, 0.2, seed=0)
     learned = ColdStartMF(MFConfig(dim=8), new)
-    run_prequential(replay, [learned], batch_size=10, announce=True, score_mask=np.zeros(len(replay), bool))
+    run_prequential(replay, [learned], batch_size=10, announce=0, score_mask=np.zeros(len(replay), bool))
     ceilings = [KnownStartMF(MFConfig(dim=8), coldstart.final_vectors(learned.model, list(new), part), name=part)
                 for part in ("both", "factors", "bias")]
     results = run_prequential(replay, [ColdStartMF(MFConfig(dim=8), new), *ceilings], batch_size=10,
-                              announce=True, score_mask=coldstart.first_events(replay.items, new, 3))
+                              announce=0, score_mask=coldstart.first_events(replay.items, new, 3))
     recall = {r.name: r.summary()["recall@10"] for r in results}
     assert recall["both"] > 2 * recall["random-init"] and recall["factors"] > 2 * recall["random-init"]
     # the starts are what the learned model held: factors and bias, factors with bias 0, random factors and bias

@@ -105,3 +105,30 @@ def test_popularity_restricted_to_some_items_ranks_the_others_last():
     everything = Popularity()
     everything.learn(["u1", "u2", "u3", "u4"], ["a", "a", "a", "c"], np.ones(4))
     assert np.array_equal(everything.scores(["u9"], ["a", "b", "c"])[0], [3, 0, 1])
+
+
+class CatalogWatcher:
+    """Records the catalog each scoring call sees."""
+
+    name = "watcher"
+
+    def __init__(self) -> None:
+        self.seen: list[list[str]] = []
+
+    def scores(self, users, catalog):
+        self.seen.append(list(catalog))
+        return np.zeros((len(users), len(catalog)))
+
+    def learn(self, users, items, weights):
+        pass
+
+
+@pytest.mark.parametrize("lead, expected", [(0, [["a"], ["a", "b"], ["a", "b", "c"]]),
+                                            (5, [["a", "b"], ["a", "b", "c"], ["a", "b", "c"]]),
+                                            (None, [[], ["a"], ["a", "b"]])])
+def test_items_join_the_catalog_their_lead_before_their_first_event(lead, expected):
+    items = np.array(["a"] * 5 + ["b"] * 5 + ["c"] * 5)
+    replay = Replay(np.array(["u"] * 15), items, np.array(["click"] * 15), np.ones(15, np.float32))
+    watcher = CatalogWatcher()
+    run_prequential(replay, [watcher], batch_size=5, announce=lead)
+    assert watcher.seen == [s for s in expected if s]  # no scoring call while the catalog is empty
