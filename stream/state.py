@@ -172,8 +172,9 @@ class WorkerModel:
             if rec.embedding is not None:
                 self.embeddings[rec.item_id] = rec.embedding
             return True
-        if rec.consumers is not None and not (rec.consumers.shape == (dim,) and sane(rec.consumers)):
-            raise ValueError(f"item record {rec.key!r} has consumers of another dimension or an unusable number")
+        # only the sum's direction is used, so any finite size will do (weights up to 1000 make it large)
+        if rec.consumers is not None and not (rec.consumers.shape == (dim,) and np.isfinite(rec.consumers).all()):
+            raise ValueError(f"item record {rec.key!r} has consumers of another dimension or a non-finite number")
         part = self._partition(_partition(rec.source))
         if rec.offset <= part.offset_of(np.array([row]))[0]:
             return False
@@ -201,7 +202,8 @@ class WorkerModel:
             rows = np.flatnonzero(part.unsent)
             part.unsent[rows] = False
             source = f"p{p}"
-            young = part.counts[rows] < self.young.young  # the partition's count: below it, so is every other's
+            # from the young-th event of the partition on, the total is past it too: no reader uses the sum
+            young = part.counts[rows] < self.young.young
             records += [ItemRecord(item, source, vec, int(o), count=int(n), writer=self.writer,
                                    consumers=c if y else None)
                         for item, vec, o, n, c, y in zip(

@@ -116,6 +116,8 @@ def run_prequential(
     if sample_every > 1:
         scorable_all &= np.cumsum(scorable_all) % sample_every == 0
     if announce is not None:  # the items by drop, shuffled within it
+        if announce < 0:
+            raise ValueError(f"announce must be a number of events >= 0, got {announce}")
         distinct, first = np.unique(replay.items, return_index=True)
         drop = first // announce if announce else first
         order = np.lexsort((np.random.default_rng(0).random(len(distinct)), drop))

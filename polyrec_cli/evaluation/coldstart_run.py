@@ -224,7 +224,9 @@ def _protocol(batch_size: int, n_new: int, frac: float, seed: int, n_first: int,
             "seed": seed, "first_events": n_first,
             "scored": "click and purchase events of a new item among its first "
                       f"{n_first} events, scored before the batch is learned",
-            "announce": f"an item joins the catalog {ANNOUNCE} events before its first event",
+            "announce": f"new items join the catalog in drops: those whose first event falls in the same "
+                        f"{ANNOUNCE}-event window together, in a seeded random order, about {ANNOUNCE} to "
+                        f"{2 * ANNOUNCE} events ahead (run_prequential)",
             "projection_fitted_on": "items with >= min_count events: the English text of old items, the "
                                     "text a new item arrived with (the run's language)",
             "control": f"{CONTROL}: the new items' English texts permuted among the new items",

@@ -75,3 +75,30 @@ def test_scores_use_the_young_rows_factors_and_keep_every_bias():
 def test_negative_settings_are_refused():
     with pytest.raises(ValueError):
         ConsumersConfig(young=-1)
+
+
+def test_a_young_item_with_a_zero_sum_scores_with_what_it_learned():
+    c = Consumers(ConsumersConfig(young=5), DIM)
+    _established(c, [0, 1], events=5)
+    c.shift(np.array([2]), np.zeros((1, DIM), np.float32), np.array([3]))  # counted, but no sum (an old record)
+    c.learn_rows(np.array([3]), np.zeros((1, DIM), np.float32), np.ones(1, np.float32))  # a user vector of zeros
+    c.learn_rows(np.array([4]), np.ones((1, DIM), np.float32), np.ones(1, np.float32))
+    rows, _ = c.young_factors(np.ones((5, DIM), np.float32))
+    assert rows.tolist() == [4]
+
+
+def test_the_reference_length_does_not_depend_on_the_order_of_rows():
+    rng = np.random.default_rng(1)
+    factors = rng.normal(size=(600, DIM)).astype(np.float32) * rng.uniform(0.5, 3.0, size=(600, 1)).astype(np.float32)
+    order = rng.permutation(600)
+    out = []
+    for perm in (np.arange(600), order):  # the same items, met in another order by another worker
+        c = Consumers(ConsumersConfig(young=2, shrink=0.0), DIM)
+        _established(c, list(range(599)), events=2)
+        c.learn_rows(np.array([599]), np.ones((1, DIM), np.float32), np.ones(1, np.float32))
+        where = np.argsort(perm)  # the row each item has on this worker
+        c.counts[:600], c.sums[:600] = c.counts[:600][perm].copy(), c.sums[:600][perm].copy()
+        rows, young = c.young_factors(factors[perm])
+        out.append(np.linalg.norm(young[0]))
+        assert rows.tolist() == [where[599]]
+    assert out[0] == pytest.approx(out[1], rel=1e-6)

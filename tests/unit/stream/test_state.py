@@ -379,3 +379,10 @@ def test_an_item_record_with_consumers_of_another_dimension_is_refused():
     rec = ItemRecord("i1", "p0", np.zeros(CFG.dim + 1, np.float32), 5, count=1, consumers=np.ones(3, np.float32))
     with pytest.raises(ValueError, match="consumers"):
         _worker().apply_item_record(rec)
+
+
+def test_a_large_consumer_sum_is_accepted_only_its_direction_counts():
+    w = _worker()
+    big = np.full(CFG.dim, 5e3, np.float32)  # 19 events of weight 1000 can sum past any factor bound
+    assert w.apply_item_record(ItemRecord("i1", "p0", np.zeros(CFG.dim + 1, np.float32), 5, count=1, consumers=big))
+    np.testing.assert_array_equal(w.consumers.sums[w.mf.items.row("i1")], big)

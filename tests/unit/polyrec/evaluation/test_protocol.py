@@ -132,3 +132,9 @@ def test_items_join_the_catalog_their_lead_before_their_first_event(lead, expect
     watcher = CatalogWatcher()
     run_prequential(replay, [watcher], batch_size=5, announce=lead)
     assert watcher.seen == [s for s in expected if s]  # no scoring call while the catalog is empty
+
+
+def test_a_negative_announcement_lead_is_refused():
+    replay = Replay(np.array(["u"]), np.array(["a"]), np.array(["click"]), np.ones(1, np.float32))
+    with pytest.raises(ValueError, match="announce"):
+        run_prequential(replay, [CatalogWatcher()], announce=-1)
