@@ -143,6 +143,10 @@ class _Demo:
         self.prefix = self.run_id  # a Redis prefix of its own: keys of an interrupted run never count in the next
         self.external = bool(os.environ.get("KAFKA_BOOTSTRAP"))  # a user's Kafka: the demo's topics go afterwards
         self.events_topic, self.items_topic = self.base.events_topic, self.base.items_topic
+        # one event loop, built now: a SIGTERM (raised as KeyboardInterrupt) that lands while
+        # asyncio.run builds a loop leaves a half-built one whose finaliser prints a traceback
+        self.runner = asyncio.Runner()
+        self.runner.get_loop()
         self.redis = None
         self.progress = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn())
@@ -182,7 +186,7 @@ class _Demo:
 
         task = self.progress.add_task("items encoded", total=len(movies))
         with Live(self.progress, console=self.console, refresh_per_second=4):
-            asyncio.run(publish_catalogue(self.bootstrap, self.items_topic, movies))
+            self.runner.run(publish_catalogue(self.bootstrap, self.items_topic, movies))
             deadline = time.monotonic() + timeout_s
             while True:
                 m = scrape_totals(self.worker.metrics_port)  # a dead-lettered item is handled too
@@ -222,7 +226,7 @@ class _Demo:
                     self.worker.check()
                     await asyncio.sleep(0.25)
 
-            sent_users, sent_ts = asyncio.run(main())
+            sent_users, sent_ts = self.runner.run(main())
         return self.report(sent_users, sent_ts, time.time() - started)
 
     def report(self, sent_users: list[str], sent_ts: list[int], seconds: float) -> DemoResult:
@@ -252,7 +256,7 @@ class _Demo:
             server.stop(timeout=30)
         if self.external and not self.keep_running:
             try:
-                deleted = asyncio.run(delete_topics(self.base.broker_list, f"{self.run_id}-"))
+                deleted = self.runner.run(delete_topics(self.base.broker_list, f"{self.run_id}-"))
                 self.console.print(f"deleted the demo's {len(deleted)} topics ({self.run_id}-*) from "
                                    f"{self.base.kafka_bootstrap}")
             except Exception as exc:  # noqa: BLE001 - report, and never hide what failed before
@@ -263,6 +267,7 @@ class _Demo:
                 keys = list(self.redis.scan_iter(key_pattern(self.prefix), count=1000))
                 if keys:
                     self.redis.delete(*keys)
+        self.runner.close()  # cancels what an interrupt left running
         if not (self.keep_running or self.failed):
             shutil.rmtree(self.workdir, ignore_errors=True)
 
