@@ -31,4 +31,14 @@ def group_sum(rows: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndar
     order = np.argsort(rows, kind="stable")
     sorted_rows = rows[order]
     starts = run_starts(sorted_rows)
-    return sorted_rows[starts], np.add.reduceat(values[order], starts, axis=0)
+    if 2 * len(starts) <= len(rows):  # mostly repeated rows: one pass
+        return sorted_rows[starts], np.add.reduceat(values[order], starts, axis=0)
+    # mostly distinct rows (a batch's items): ``reduceat`` pays per run, so only the repeated ones
+    # go through it; a run's sum does not depend on the others, so the result is the same bits
+    sums = values[order[starts]]
+    sizes = np.diff(starts, append=len(rows))
+    repeated = sizes > 1
+    if repeated.any():
+        runs = sizes[repeated]
+        sums[repeated] = np.add.reduceat(values[order[np.repeat(repeated, sizes)]], np.cumsum(runs) - runs, axis=0)
+    return sorted_rows[starts], sums
