@@ -103,10 +103,11 @@ class Consumers:
         young = self.young_rows(n_items)
         s = self.sums[young]
         length = np.sqrt(np.einsum("ij,ij->i", s, s))
-        # a zero sum (a record written before sums travelled, or events of weight 0): learned factors
-        young, s, length = young[length > 0], s[length > 0], length[length > 0]
+        nonzero = length > 0  # a zero sum (a record written before sums travelled, or events of weight 0): learned factors
+        if not nonzero.all():
+            young, s, length = young[nonzero], s[nonzero], length[nonzero]
         established = counts >= c.young
-        if not len(young) or established.sum() < MIN_ESTABLISHED:
+        if not len(young) or np.count_nonzero(established) < MIN_ESTABLISHED:
             return young[:0], np.zeros((0, item_factors.shape[1]), np.float32)
         # the median over every established item: independent of the order of rows, which differs by worker
         norm = np.median(np.sqrt(np.einsum("ij,ij->i", item_factors, item_factors))[established])

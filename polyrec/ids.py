@@ -61,15 +61,12 @@ class IdIndex:
         return [ids[r] for r in rows]
 
 
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-
-
 def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """Vectorised splitmix64 finaliser over uint64 arrays (wrapping arithmetic)."""
+    """Vectorised splitmix64 finaliser over uint64 arrays (uint64 arithmetic wraps modulo 2**64)."""
     with np.errstate(over="ignore"):
-        x = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
-        x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
-        x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return x ^ (x >> np.uint64(31))
 
 

@@ -268,7 +268,8 @@ def batch_gradients(c: MFConfig, pu: np.ndarray, qi: np.ndarray, qj: np.ndarray,
     with each regulariser counted once per occurrence of its row in the batch.
     """
     si = bi + np.einsum("bk,bk->b", pu, qi)
-    sj = bj + pu @ qj.T  # (B,P)
+    sj = pu @ qj.T  # (B,P)
+    sj += bj
     gi, gj, loss = _loss_gradients(c.loss, si, sj, w, neg_weight)
     return Gradients(
         p=gi[:, None] * qi + gj @ qj - c.reg * pu,
@@ -287,12 +288,20 @@ def _loss_gradients(loss: str, si: np.ndarray, sj: np.ndarray, w: np.ndarray,
     ``w`` weighs each event; ``neg_weight`` weighs each sampled negative. BPR compares every
     positive with every negative; the pointwise loss gives positives label 1, negatives 0.
     """
-    if loss == "bpr":
-        s = _sigmoid(np.clip(sj - si[:, None], -30.0, 30.0))  # sigma(-(si - sj))
+    if loss == "bpr":  # (B,P) arrays, so each step writes into one buffer instead of a new one
+        s = np.subtract(sj, si[:, None])
+        np.clip(s, -30.0, 30.0, out=s)
+        s *= 0.5  # sigma(-(si - sj)) = 0.5 (1 + tanh(x / 2)), as _sigmoid computes it
+        np.tanh(s, out=s)
+        s += 1.0
+        s *= 0.5
         ew = neg_weight * w
-        g = ew[:, None] * s
-        loss_value = float(-(ew @ np.log1p(-s).sum(axis=1)) / max(len(w), 1))  # -log sigma(si - sj)
-        return g.sum(axis=1), -g, loss_value
+        log_rest = np.negative(s)
+        np.log1p(log_rest, out=log_rest)  # log(1 - s): -log sigma(si - sj) is the loss
+        loss_value = float(-(ew @ log_rest.sum(axis=1)) / max(len(w), 1))
+        s *= ew[:, None]  # the negatives' weights: from here on ``s`` is the gradient
+        gi = s.sum(axis=1)
+        return gi, np.negative(s, out=s), loss_value
     if loss == "pointwise":
         si, sj = np.clip(si, -30.0, 30.0), np.clip(sj, -30.0, 30.0)
         n = max(len(w), 1)
