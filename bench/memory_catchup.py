@@ -46,7 +46,8 @@ async def replica_catchup(bootstrap: str, topic: str) -> tuple[float, int]:
     settings = Settings()
     model = WorkerModel(settings.mf_config(), settings.cooccurrence_config())
     learned = [0]
-    replica = EventReplica([bootstrap], topic, model.learn_memory, lambda n: learned.__setitem__(0, learned[0] + n))
+    replica = EventReplica([bootstrap], topic, model.learn_memory, model.forget_memory,
+                           lambda n: learned.__setitem__(0, learned[0] + n))
     task = asyncio.create_task(replica.run())
     t0 = time.perf_counter()
     await replica.wait_caught_up(timeout=None)

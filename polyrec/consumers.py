@@ -103,7 +103,8 @@ class Consumers:
         young = self.young_rows(n_items)
         s = self.sums[young]
         length = np.sqrt(np.einsum("ij,ij->i", s, s))
-        nonzero = length > 0  # a zero sum (a record written before sums travelled, or events of weight 0): learned factors
+        # a zero sum (a record written before sums travelled, or events of weight 0): learned factors
+        nonzero = length > 0
         if not nonzero.all():
             young, s, length = young[nonzero], s[nonzero], length[nonzero]
         established = counts >= c.young

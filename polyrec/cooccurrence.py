@@ -129,6 +129,13 @@ class Cooccurrence:
         self._ring[np.repeat(users, sizes)[last], ((np.repeat(count, sizes) + rank) % span)[last]] = mine[last]
         self._count[users] += sizes
 
+    def forget(self, users: Sequence[str]) -> None:
+        """Erase users' last events (the pairs they added stay: sums over every user, like the
+        item factors); a returning user starts with no context."""
+        rows = self.users.discard(users)
+        rows = rows[(rows >= 0) & (rows < len(self._count))]
+        self._ring[rows], self._count[rows] = 0, 0
+
     def _fit_users(self, n_users: int) -> None:
         if n_users > len(self._count):
             grow = max(n_users, 2 * len(self._count), 64) - len(self._count)

@@ -13,7 +13,8 @@ import numpy as np
 class IdIndex:
     """A bidirectional map between arbitrary string ids and dense rows 0..n-1.
 
-    Rows are handed out in order of first appearance and never reused.
+    Rows are handed out in order of first appearance and never reused: a discarded id's row stays,
+    anonymous (its id reads ``""``, which no valid id is), and the id gets a new row if it comes back.
     """
 
     def __init__(self, ids: Iterable[str] = ()) -> None:
@@ -29,8 +30,16 @@ class IdIndex:
 
     @property
     def ids(self) -> list[str]:
-        """All ids, in row order (do not mutate)."""
+        """All ids, in row order (do not mutate; a discarded row's is ``""``)."""
         return self._ids
+
+    def discard(self, ids: Iterable[str]) -> np.ndarray:
+        """Forget ``ids`` (erasure): the rows they had (-1: unknown), which are never handed out again."""
+        rows = self.rows(ids)
+        for row in rows[rows >= 0].tolist():
+            del self._rows[self._ids[row]]
+            self._ids[row] = ""
+        return rows
 
     def add_many(self, ids: Iterable[str]) -> np.ndarray:
         """Rows for ``ids``, adding the unseen ones. Returns an int64 array."""

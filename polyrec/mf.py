@@ -143,6 +143,14 @@ class OnlineMF:
             self._p[before:n] = self.initial_factors(self.users.ids[before:n], salt=0)
         return rows
 
+    def forget_users(self, ids: Sequence[str]) -> np.ndarray:
+        """Erase users: their factors and accumulators zeroed, their ids forgotten (a returning user
+        starts afresh on a new row). The rows they had (-1: unknown)."""
+        rows = self.users.discard(ids)
+        known = rows[rows >= 0]
+        self._p[known], self._gp[known] = 0.0, 0.0
+        return rows
+
     def clear_users(self) -> None:
         """Drop every user row (ids, factors, accumulators); items are kept."""
         self.users = IdIndex()

@@ -76,6 +76,22 @@ def _cmd_recs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_forget(args: argparse.Namespace) -> int:
+    import json
+
+    from polyrec_cli.forget import forget
+    from stream.settings import Settings
+
+    report = forget(Settings.from_env(), args.user_id, timeout=args.timeout)
+    print(json.dumps(report.to_json(), ensure_ascii=False))
+    if not report.applied:
+        print(f"polyrec forget: no worker applied the request within {args.timeout:g} s (is one running?); "
+              "it stays on the events topic and will be applied when a worker reaches it: run the command "
+              "again then, to clean Redis of what was written meanwhile", file=sys.stderr)
+        return 3
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from polyrec_cli.demo import run_demo
 
@@ -134,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--keep-running", action="store_true",
                     help="leave the broker, Redis and worker up and print how to query them")
     dm.set_defaults(func=_cmd_demo)
+    fg = sub.add_parser("forget", help="erase a user: state, changelog, worker memory, Redis key and stream entries")
+    fg.add_argument("user_id")
+    fg.add_argument("--timeout", type=float, default=60.0,
+                    help="seconds to wait for a worker to apply the request (exit code 3 if none does)")
+    fg.set_defaults(func=_cmd_forget)
     rc = sub.add_parser("recs", help="print a user's current recommendations from Redis")
     rc.add_argument("user_id")
     rc.set_defaults(func=_cmd_recs)

@@ -119,7 +119,8 @@ class Worker:
                                    fetch_max_wait_ms=s.fetch_max_wait_ms)
         self.barrier = HandOverBarrier(self.replica.wait_caught_up)
         self.event_replica = EventReplica(s.broker_list, s.events_topic, self.model.learn_memory,
-                                          metrics.MEMORY_EVENTS.inc, fetch_max_wait_ms=s.fetch_max_wait_ms)
+                                          self.model.forget_memory, metrics.MEMORY_EVENTS.inc,
+                                          fetch_max_wait_ms=s.fetch_max_wait_ms)
         self.redis = redis_client(s.redis_url, s.redis_timeout_s)
         self.pipeline = EventPipeline(
             self.model, s.weights, self.produce, self.users.data.get, self._store_user, self._user_persisted,
@@ -165,9 +166,12 @@ class Worker:
                       headers: list | None):
         return await self.app.producer.send(topic, key, value, partition, None, headers)
 
-    def _store_user(self, event: faust.EventT, key: str, value: dict) -> None:
+    def _store_user(self, event: faust.EventT, key: str, value: dict | None) -> None:
         set_current_event(event)  # the RocksDB store's partition (stream/faust_patches.py)
-        self.users.data[key] = value
+        if value is not None:
+            self.users.data[key] = value
+        elif key in self.users.data:  # an erased user (its tombstone is on the changelog)
+            del self.users.data[key]
 
     def _user_persisted(self, partition: int, offset: int) -> None:
         # Faust records this itself only for changelog records it sends; the pipeline sends its own

@@ -34,6 +34,8 @@ RECS_DROPPED = Counter("polyrec_recommendations_dropped_total", "Held payloads g
 LOSS = Gauge("polyrec_training_loss", "Exponential moving average of the micro-batch training loss.")
 USERS = Gauge("polyrec_users_known", "Users this worker holds in memory: those with events since its partitions "
               "were last assigned (the rows are dropped at every rebalance and reloaded from the table).")
+USERS_FORGOTTEN = Counter("polyrec_users_forgotten_total", "Erasure requests (`polyrec forget`) this worker applied "
+                          "to users of its partitions.")
 ITEMS = Gauge("polyrec_items_known", "Items known to this worker (all partitions).")
 YOUNG_ITEMS = Gauge("polyrec_young_items", "Items with 1 to POLYREC_YOUNG_EVENTS - 1 events (all partitions): "
                     "scored with the direction their users share.")

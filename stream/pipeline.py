@@ -18,14 +18,14 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
+from itertools import groupby, islice
 from typing import Any
 
 import numpy as np
 
 from stream import metrics
 from stream.dead_letters import DeadLettersNotSent, dead_letter
-from stream.records import PROCESSING_FAILED, Rejected, parse_event, validate_all
+from stream.records import PROCESSING_FAILED, Forget, Rejected, parse_event, validate_all
 from stream.recs import RecsPublisher, payload
 from stream.sends import Produce, delivered, encode_json, send_item_record
 from stream.state import BatchResult, WorkerModel
@@ -59,7 +59,7 @@ class EventPipeline:
         ``barrier(partition)`` is awaited before a batch is learned (``HandOverBarrier.before_batch``);
         ``memory_ready(partition, offset, timeout)`` before it is scored, until the co-occurrence memory
         holds the batch's events (``EventReplica.wait_for``; False: scored without them, counted);
-        ``users_store(event, key, value)`` updates the local table store without I/O;
+        ``users_store(event, key, value)`` updates the local table store without I/O (``None``: deletes);
         ``users_persisted(partition, offset)`` is told the changelog offset up to which the local
         store holds what the broker acknowledged (a RocksDB store then recovers from there)."""
         self.model, self.weights, self.produce = model, weights, produce
@@ -102,16 +102,23 @@ class EventPipeline:
             metrics.EVENTS.labels(kind, "dead_lettered").inc(n)
 
     async def learn(self, events: Sequence[Any], parsed: list[tuple[Any, Any]]) -> None:
-        """Learn the valid events of a batch of one partition (``validate``), in offset order."""
+        """Learn the valid events of a batch of one partition (``validate``), in offset order: the
+        runs of events between erasure requests each as one step, each request in its place."""
         started = time.perf_counter()
         partition = events[0].message.partition
         if parsed:
             await self.barrier(partition)
             if not await self.memory_ready(partition, events[-1].message.offset, MEMORY_WAIT_S):
                 metrics.MEMORY_BEHIND.inc()
-            await self._learn(events[-1], [e for _, e in parsed],
-                              np.array([ev.message.offset for ev, _ in parsed], np.int64),
-                              np.array([ev.message.timestamp for ev, _ in parsed], float))
+            for forget, run in groupby(parsed, key=lambda pair: isinstance(pair[1], Forget)):
+                run = list(run)
+                if forget:
+                    for ev, request in run:
+                        await self._forget(ev, request.user_id)
+                    continue
+                await self._learn(run[-1][0], [e for _, e in run],
+                                  np.array([ev.message.offset for ev, _ in run], np.int64),
+                                  np.array([ev.message.timestamp for ev, _ in run], float))
         self.positions[partition] = events[-1].message.offset + 1
         metrics.BATCH_SIZE.observe(len(events))
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -129,6 +136,25 @@ class EventPipeline:
         recs = await asyncio.get_running_loop().run_in_executor(self._top_k, result.recs.run)
         await self._persist_and_publish(last, result.users, recs)
         self._count(events, result, produced)
+
+    async def _forget(self, ev: Any, user: str) -> None:
+        """Erase a user (an erasure request at ``ev``): a tombstone on the changelog (acknowledged),
+        then the local store, the model's rows, any payload held for Redis, and the Redis key. The
+        Redis stream's entries are left to ``polyrec forget``, which scans the stream once it sees
+        the request committed; so is a Redis key this attempt could not delete."""
+        partition = ev.message.partition
+        acks = await delivered([self.produce(self.topics["users"], encode_json(user), None, partition, None)])
+        self.users_store(ev, user, None)
+        self.users_persisted(partition, acks[0].offset)
+        held = self.model.forget_user(user)
+        self._held.get(partition, {}).pop(user, None)
+        try:
+            await self.publisher.forget([user])
+        except Exception as exc:  # noqa: BLE001 - the command deletes it again, and says if it could not
+            log.warning("user %r erased, but its Redis key was not deleted: %s", user, exc)
+        metrics.USERS_FORGOTTEN.inc()
+        log.info("user %r erased (partition %d, offset %d; this worker held a row of theirs: %s)",
+                 user, partition, ev.message.offset, held)
 
     def _load_states(self, users: list[str]) -> dict[str, UserState | None]:
         """The table's state of each distinct user (None: none yet, or one that cannot be decoded)."""

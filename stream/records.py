@@ -29,6 +29,7 @@ TS_RANGE_MS = (0.0, 4_102_444_800_000.0)  # 1970-01-01 to 2100-01-01 UTC: a ts o
 # in an id they forge log lines and Redis keys, or make one id display as another
 _UNSAFE_ID_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
+FORGET = "forget"  # the ``event`` of an erasure request: a user id, no item
 PROCESSING_FAILED = "processing_failed"  # its whole micro-batch failed every attempt (see the worker log)
 REASONS = (
     "payload_too_large",  # over 64 KiB
@@ -36,7 +37,7 @@ REASONS = (
     "missing_field",  # a required field is absent or null
     "invalid_type",  # a field has the wrong JSON type
     "invalid_id",  # an id is empty, longer than 256 bytes, holds a control character or is not NFC
-    "unknown_event_type",  # event is not view, click or purchase
+    "unknown_event_type",  # event is not view, click, purchase or forget
     "non_finite_number",  # NaN or +-Infinity anywhere in the record
     "invalid_timestamp",  # ts is neither epoch milliseconds nor ISO-8601, or outside 1970-2100
     "key_mismatch",  # the Kafka key is not the record's id (breaks per-key ordering)
@@ -63,6 +64,16 @@ class Event:
     event: str
     ts_ms: float
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Forget:
+    """An erasure request on the ``events`` topic (``polyrec forget``): the worker that owns the user
+    erases what it keeps of them when it reaches this record, after the user's earlier events."""
+
+    user_id: str
+    ts_ms: float
+    event: str = FORGET
 
 
 @dataclass(frozen=True)
@@ -181,6 +192,12 @@ def _ts(value: Any) -> float:
     raise Rejected("invalid_timestamp", "ts must be epoch milliseconds or ISO-8601")
 
 
+def _ts_field(obj: dict[str, Any]) -> float:
+    if obj.get("ts") is None:
+        raise Rejected("missing_field", "'ts' is required")
+    return parse_ts(obj["ts"])
+
+
 def _check_key(key: bytes | None, value: str, name: str) -> None:
     if key is None:
         raise Rejected("key_mismatch", f"the Kafka key must be the {name}; it is missing")
@@ -188,16 +205,20 @@ def _check_key(key: bytes | None, value: str, name: str) -> None:
         raise Rejected("key_mismatch", f"Kafka key {key[:64]!r} is not the record's {name}")
 
 
-def parse_event(raw: bytes | None, key: bytes | None) -> Event:
-    """Validate one ``events`` record: ``{user_id, item_id, event, ts}`` plus extra fields."""
+def parse_event(raw: bytes | None, key: bytes | None) -> Event | Forget:
+    """Validate one ``events`` record: ``{user_id, item_id, event, ts}`` plus extra fields, or an
+    erasure request ``{user_id, event: "forget", ts}`` (:class:`Forget`)."""
     obj = _load_object(raw)
-    user_id, item_id = _id(obj, "user_id"), _id(obj, "item_id")
+    user_id = _id(obj, "user_id")
     kind = _require(obj, "event", str)
+    if kind == FORGET:
+        ts_ms = _ts_field(obj)
+        _check_key(key, user_id, "user_id")
+        return Forget(user_id, ts_ms)
+    item_id = _id(obj, "item_id")
     if kind not in EVENT_TYPES:
-        raise Rejected("unknown_event_type", f"{kind[:40]!r} is not one of {', '.join(EVENT_TYPES)}")
-    if obj.get("ts") is None:
-        raise Rejected("missing_field", "'ts' is required")
-    ts_ms = parse_ts(obj["ts"])
+        raise Rejected("unknown_event_type", f"{kind[:40]!r} is not one of {', '.join((*EVENT_TYPES, FORGET))}")
+    ts_ms = _ts_field(obj)
     _check_key(key, user_id, "user_id")
     extra = {k: v for k, v in obj.items() if k not in ("user_id", "item_id", "event", "ts")}
     return Event(user_id, item_id, kind, ts_ms, extra)
@@ -216,9 +237,7 @@ def parse_item(raw: bytes | None, key: bytes | None) -> Item:
     lang = obj.get("lang")
     if lang is not None and not isinstance(lang, str):
         raise Rejected("invalid_type", "'lang' must be str")
-    if obj.get("ts") is None:
-        raise Rejected("missing_field", "'ts' is required")
-    ts_ms = parse_ts(obj["ts"])
+    ts_ms = _ts_field(obj)
     _check_key(key, item_id, "item_id")
     extra = {k: v for k, v in obj.items() if k not in ("item_id", "title", "description", "lang", "ts")}
     return Item(item_id, title, description, lang, ts_ms, extra)

@@ -79,6 +79,10 @@ class RecsPublisher:
             pipe.xadd(stream, {"user_id": p["user_id"], "payload": body}, maxlen=self.maxlen, approximate=True)
         await pipe.execute()
 
+    async def forget(self, user_ids: list[str]) -> int:
+        """Delete users' recommendation keys (erasure); how many existed."""
+        return int(await self.redis.delete(*[recs_key(self.prefix, u) for u in user_ids])) if user_ids else 0
+
 
 class RecsReader:
     """The read side for downstream Python services (a synchronous ``redis.Redis``)."""

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from stream.offsets import fetch_end_offsets
-from stream.records import Rejected, parse_event
+from stream.records import Forget, Rejected, parse_event
 from stream.wire import ItemRecord
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,8 @@ class ItemReplica(TopicReplica):
 
 
 class EventReplica(TopicReplica):
-    """Feeds every valid event to ``learn(users, items)`` (``WorkerModel.learn_memory``).
+    """Feeds every valid event to ``learn(users, items)`` (``WorkerModel.learn_memory``), and every
+    erasure request, in its place, to ``forget(user)`` (``WorkerModel.forget_memory``).
 
     Records are validated exactly as the events agent validates them (``parse_event``); the
     invalid ones, which the agent dead-letters, are skipped. A fetch is learned in micro-batches of
@@ -166,9 +167,10 @@ class EventReplica(TopicReplica):
     """
 
     def __init__(self, bootstrap: list[str], topic: str, learn: Callable[[list[str], list[str]], None],
-                 on_applied: Callable[[int], None] | None = None, fetch_max_wait_ms: int = 500) -> None:
+                 forget: Callable[[str], None], on_applied: Callable[[int], None] | None = None,
+                 fetch_max_wait_ms: int = 500) -> None:
         super().__init__(bootstrap, topic, fetch_max_wait_ms)
-        self.learn, self.on_applied = learn, on_applied
+        self.learn, self.forget, self.on_applied = learn, forget, on_applied
 
     async def apply_all(self, records: Iterable[ConsumerRecord]) -> None:
         users: list[str] = []
@@ -179,8 +181,13 @@ class EventReplica(TopicReplica):
             except Rejected:
                 pass
             else:
-                users.append(event.user_id)
-                items.append(event.item_id)
+                if isinstance(event, Forget):  # the events before it first
+                    self._learn(users, items)
+                    users, items = [], []
+                    self.forget(event.user_id)
+                else:
+                    users.append(event.user_id)
+                    items.append(event.item_id)
             if n % APPLY_CHUNK == 0:
                 self._learn(users, items)
                 users, items = [], []

@@ -258,6 +258,10 @@ class WorkerModel:
         to the co-occurrence memory (stream/replica.py: ``EventReplica``)."""
         self.memory.learn(users, self.mf.add_items(items))
 
+    def forget_memory(self, user_id: str) -> None:
+        """Erase a user's last events from the co-occurrence memory (every worker, by the replica)."""
+        self.memory.forget([user_id])
+
     # -- users ---------------------------------------------------------------------------
     def _load_users(self, partition: int, user_ids: list[str],
                     states: dict[str, UserState | None]) -> tuple[dict[str, int], list[str], list[str], list[str]]:
@@ -309,6 +313,15 @@ class WorkerModel:
         self._loaded.clear()
         self.mf.clear_users()
         self.history = History(self.history_max)
+
+    def forget_user(self, user_id: str) -> bool:
+        """Erase a user of this worker's partitions from its memory: factors, accumulator, history,
+        the id itself. True if it held a row of theirs."""
+        self._loaded.pop(user_id, None)
+        row = int(self.mf.forget_users([user_id])[0])
+        if row >= 0:
+            self.history.set(row, [])
+        return row >= 0
 
     def user_state(self, user_id: str, offset: int, partition: int) -> UserState:
         row = self.mf.users.rows([user_id])[0]

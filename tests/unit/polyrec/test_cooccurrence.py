@@ -109,3 +109,16 @@ def test_bad_settings_are_refused():
                 dict(mf_weight=-1.0), dict(max_items=0)):
         with pytest.raises(ValueError):
             CooccurrenceConfig(**bad)
+
+
+def test_a_forgotten_user_has_no_context_and_starts_afresh_when_they_come_back():
+    items = IdIndex(["a", "b", "c"])
+    memory = Cooccurrence(CooccurrenceConfig(window=2, context=2))
+    memory.learn(["u", "u", "v"], items.rows(["a", "b", "a"]))
+    pairs = memory.matrix.copy()
+    memory.forget(["u", "nobody"])
+    assert memory.recent(["u", "v"]).tolist() == [[0, 0], [1, 0]]
+    np.testing.assert_array_equal(memory.matrix, pairs)  # the pairs are sums over every user: they stay
+    memory.learn(["u"], items.rows(["c"]))  # back: c is not paired with their a and b of before
+    assert memory.recent(["u"]).tolist() == [[3, 0]]
+    np.testing.assert_array_equal(memory.matrix[:3, :3], pairs[:3, :3])

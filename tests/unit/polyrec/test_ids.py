@@ -16,3 +16,11 @@ def test_id_normals_are_a_pure_function_of_id_and_seed():
     assert not np.allclose(a, id_normals(["x", "y"], 16, seed=4, std=0.5))
     big = id_normals([str(n) for n in range(4000)], 8, seed=0, std=0.5)
     assert abs(big.mean()) < 0.02 and abs(big.std() - 0.5) < 0.02
+
+
+def test_a_discarded_id_keeps_its_row_anonymous_and_comes_back_on_a_new_one():
+    index = IdIndex(["a", "b", "c"])
+    assert index.discard(["b", "zz"]).tolist() == [1, -1]
+    assert "b" not in index and index.ids == ["a", "", "c"] and index.rows(["b"]).tolist() == [-1]
+    assert index.add_many(["b", "c"]).tolist() == [3, 2]  # the old row is never handed out again
+    assert index.discard(["b"]).tolist() == [3] and index.discard(["b"]).tolist() == [-1]  # safe to repeat

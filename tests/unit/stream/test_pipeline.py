@@ -86,15 +86,22 @@ def test_a_batch_waits_at_the_hand_over_barrier_before_anything_is_learned():
 class Publisher:
     """Records what it is asked to write to Redis; the first ``failures`` calls raise instead."""
 
-    def __init__(self, failures: int = 0) -> None:
+    def __init__(self, failures: int = 0, forget_fails: bool = False) -> None:
         self.payloads: list[dict] = []
-        self.calls, self.failures = 0, failures
+        self.forgotten: list[str] = []
+        self.calls, self.failures, self.forget_fails = 0, failures, forget_fails
 
     async def publish(self, payloads: list[dict]) -> None:
         self.calls += 1
         if self.calls <= self.failures:
             raise ConnectionError("redis is down")
         self.payloads += payloads
+
+    async def forget(self, user_ids: list[str]) -> int:
+        if self.forget_fails:
+            raise ConnectionError("redis is down")
+        self.forgotten += user_ids
+        return len(user_ids)
 
 
 def learning(produce, publisher: Publisher, stored: list, persisted: list, redis_retries: int = 5,
@@ -108,9 +115,12 @@ def learning(produce, publisher: Publisher, stored: list, persisted: list, redis
 
     table = {} if table is None else table
 
-    def store(event: object, key: str, value: dict) -> None:
+    def store(event: object, key: str, value: dict | None) -> None:
         stored.append(key)
-        table[key] = value
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
 
     model = WorkerModel(MFConfig(dim=4), history_max=10, k=3)
     model.mf.add_items([f"i{n}" for n in range(8)])
@@ -269,3 +279,43 @@ def test_at_most_held_max_payloads_are_held_the_oldest_go_first(monkeypatch):
     assert metrics.RECS_DROPPED._value.get() - dropped == 2
     asyncio.run(pipeline._publish(0, []))
     assert _written(publisher) == ["u21", "u31", "u41"]
+
+
+def _request(user: str, offset: int) -> SimpleNamespace:
+    return SimpleNamespace(message=SimpleNamespace(topic="events", partition=0, offset=offset, timestamp=0.0,
+                                                   key=user.encode()),
+                           value=json.dumps({"user_id": user, "event": "forget", "ts": 9}).encode())
+
+
+@pytest.mark.parametrize("redis_fails", [False, True])
+def test_an_erasure_request_is_applied_in_its_place_between_the_events_around_it(redis_fails, caplog):
+    sends: list[tuple] = []
+
+    async def produce(topic, key, value, partition, headers):
+        sends.append((topic, key, value))
+        return acked(SimpleNamespace(offset=len(sends)))
+
+    stored, persisted = [], []
+    table: dict = {}
+    publisher = Publisher(forget_fails=redis_fails)
+    pipeline, (events, _) = learning(produce, publisher, stored, persisted, table=table)
+    batch = events[:2] + [_request("u0", 2)] + events[2:]  # u0, u1, forget u0, u0, u1 (offsets re-numbered)
+    for n, ev in enumerate(batch):
+        ev.message.offset = n
+    valid, rejected = pipeline.validate(batch)
+    assert not rejected
+    pipeline._held[0] = {"u0": {"user_id": "u0"}, "u1": {"user_id": "u1"}}  # held while Redis was down
+    with caplog.at_level(logging.WARNING, logger="stream.pipeline"):
+        asyncio.run(pipeline.learn(batch, valid))
+    changelog = [(key, value) for topic, key, value in sends if topic == "users"]
+    # u0 and u1's states, u0's tombstone, then u0 (back, a new user) and u1 again
+    keys = [key for key, _ in changelog]
+    assert sorted(keys[:2]) == sorted(keys[3:]) == [b'"u0"', b'"u1"'] and changelog[2] == (b'"u0"', None)
+    back = dict(changelog[3:])[b'"u0"']
+    assert json.loads(back)["h"] == ["i2"]  # nothing of before the request
+    assert "u0" not in pipeline._held[0] and "u0" in table
+    assert metrics.USERS_FORGOTTEN._value.get() >= 1
+    if redis_fails:  # the key is left to `polyrec forget`, which deletes it again: a warning, no failure
+        assert publisher.forgotten == [] and any("Redis key was not deleted" in r.getMessage() for r in caplog.records)
+    else:
+        assert publisher.forgotten == ["u0"]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from stream.records import MAX_PAYLOAD_BYTES, Rejected, compact_json, parse_event, parse_item, validate_all
+from stream.records import MAX_PAYLOAD_BYTES, Forget, Rejected, compact_json, parse_event, parse_item, validate_all
 
 
 def raw(**fields) -> bytes:
@@ -128,3 +128,16 @@ def test_a_dead_letter_copy_keeps_the_originals_unless_they_exceed_the_producer_
     key, value, headers = dlq_copy(b"k" * 100_000, b"v" * 2_000_000)
     assert key == b"k" * DLQ_MAX_KEY_BYTES and len(key) + len(value) == DLQ_MAX_BYTES and set(value) == {ord("v")}
     assert headers == [("polyrec-truncated", b"key 100000 bytes, value 2000000 bytes")]
+
+
+def test_an_erasure_request_needs_a_user_id_and_a_ts_but_no_item():
+    request = parse_event(raw(user_id="u1", event="forget", ts=5), b"u1")
+    assert isinstance(request, Forget) and (request.user_id, request.ts_ms, request.event) == ("u1", 5.0, "forget")
+    for fields, reason in (({"event": "forget", "ts": 5}, "missing_field"),
+                           ({"user_id": "u1", "event": "forget"}, "missing_field"),
+                           ({"user_id": "u\u202e1", "event": "forget", "ts": 5}, "invalid_id")):
+        with pytest.raises(Rejected) as info:
+            parse_event(raw(**fields), b"u1")
+        assert info.value.reason == reason
+    with pytest.raises(Rejected, match="key_mismatch"):
+        parse_event(raw(user_id="u1", event="forget", ts=5), b"u2")

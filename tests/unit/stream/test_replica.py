@@ -91,7 +91,7 @@ def test_wait_for_returns_once_the_replica_has_applied_the_offset():
 
     from stream.replica import EventReplica
 
-    replica = EventReplica(["127.0.0.1:1"], "events", learn=lambda users, items: None)
+    replica = EventReplica(["127.0.0.1:1"], "events", learn=lambda users, items: None, forget=lambda user: None)
     tp = TopicPartition("events", 0)
     replica._positions = {tp: 10}  # offsets 0..9 applied
 
@@ -106,3 +106,18 @@ def test_wait_for_returns_once_the_replica_has_applied_the_offset():
         return [now, behind, await waiting]
 
     assert asyncio.run(scenario()) == [True, False, True]
+
+
+def test_the_event_replica_forgets_a_user_in_the_place_of_the_request():
+    from stream.replica import EventReplica
+
+    calls: list = []
+    replica = EventReplica(["127.0.0.1:1"], "events", learn=lambda users, items: calls.append(("learn", users)),
+                           forget=lambda user: calls.append(("forget", user)))
+
+    def event(user: str, **fields) -> SimpleNamespace:
+        body = {"user_id": user, "item_id": "i1", "event": "view", "ts": 1} | fields
+        return SimpleNamespace(key=user.encode(), value=json.dumps(body).encode())
+
+    asyncio.run(replica.apply_all([event("a"), event("b"), event("a", event="forget", item_id=None), event("a")]))
+    assert calls == [("learn", ["a", "b"]), ("forget", "a"), ("learn", ["a"])]

@@ -386,3 +386,18 @@ def test_a_large_consumer_sum_is_accepted_only_its_direction_counts():
     big = np.full(CFG.dim, 5e3, np.float32)  # 19 events of weight 1000 can sum past any factor bound
     assert w.apply_item_record(ItemRecord("i1", "p0", np.zeros(CFG.dim + 1, np.float32), 5, count=1, consumers=big))
     np.testing.assert_array_equal(w.consumers.sums[w.mf.items.row("i1")], big)
+
+
+def test_a_forgotten_user_leaves_no_row_and_comes_back_as_a_new_user():
+    w = _worker()
+    u, i, wt, off, ts = _batch()
+    first = w.process(0, u, i, wt, off, ts, {})
+    user = u[0]
+    row = int(w.mf.users.row(user))
+    assert w.forget_user(user) and not w.forget_user(user) and not w.forget_user("nobody")
+    assert user not in w.mf.users and w.history.get(row) == []
+    assert not w.mf.user_factors[row].any() and w.mf.user_accum[row] == 0
+    # back with no stored state (the tombstone): a fresh user, whose first event is new and learned
+    again = w.process(0, [user], ["i1"], np.ones(1, np.float32), np.array([100]), np.array([0.0]), {user: None})
+    assert again.applied_user == 1 and again.users[user].history == ["i1"]
+    assert first.users[user].history != ["i1"]
