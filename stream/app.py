@@ -28,7 +28,7 @@ from polyrec.consumers import ConsumersConfig
 from polyrec.cooccurrence import CooccurrenceConfig
 from polyrec.mf import MFConfig
 from stream import metrics
-from stream.dead_letters import process_or_dead_letter
+from stream.dead_letters import Stalls, process_or_dead_letter
 from stream.faust_patches import (
     install_fetch_max_wait,
     install_flush_on_commit,
@@ -132,6 +132,7 @@ class Worker:
         self.item_pipeline = None if not s.items_agent else ItemPipeline(
             self.model, open_encoder(s), self.produce, {"items": item_factors_topic(s), "dlq": f"{s.items_topic}.dlq"},
             s.projection_alpha, s.projection_min_count, s.projection_refit_s)
+        self.stalls = Stalls()  # batches waiting for the broker or Redis to come back
         self._assigned_once = threading.Event()  # the consumer has started (the web server answers before)
         self._lag_series: set[int] = set()  # the events partitions this worker exports a lag series for
         self._register()
@@ -157,6 +158,7 @@ class Worker:
         for path, handler in pages:
             app.page(path)(_json_view(handler))
         metrics.READY.set_function(lambda: float(self.is_ready()))
+        metrics.STALLED.set_function(lambda: float(self.stalls.waiting))
         metrics.USERS.set_function(lambda: float(len(self.model.mf.users)))
         metrics.ITEMS.set_function(lambda: float(len(self.model.mf.items)))  # the replica's items too, from start-up
         metrics.YOUNG_ITEMS.set_function(lambda: float(len(self.model.consumers.young_rows(len(self.model.mf.items)))))
@@ -183,14 +185,14 @@ class Worker:
         await self.replica.wait_caught_up()  # the catch-ups from the topics' start, holding no events
         await self.event_replica.wait_caught_up(timeout=None)  # as long as the events topic takes to read
         async for batch in stream.take_events(self.settings.batch_max, within=self.settings.batch_window_s):
-            await process_or_dead_letter(self.pipeline, batch)
+            await process_or_dead_letter(self.pipeline, batch, stalls=self.stalls)
 
     async def encode_items(self, stream: faust.StreamT) -> None:
         """The items agent: encode new items' texts, place them, share them."""
         assert self.item_pipeline is not None  # registered only with the pipeline
         await self.replica.wait_caught_up()
         async for batch in stream.take_events(self.settings.items_batch_max, within=self.settings.batch_window_s):
-            await process_or_dead_letter(self.item_pipeline, batch)
+            await process_or_dead_letter(self.item_pipeline, batch, stalls=self.stalls)
 
     # -- rebalances and shutdown ---------------------------------------------------------------
     def _events_partitions(self, tps: Iterable[TP]) -> set[int]:
@@ -252,9 +254,10 @@ class Worker:
 
     def is_ready(self) -> bool:
         """Read by /polyrec/ready and by the gauge (in the metrics server's thread: flags only).
-        A worker that is stopping (SIGTERM, a crash) is not ready, for the whole graceful shutdown."""
+        A worker that is stopping (SIGTERM, a crash) is not ready, for the whole graceful shutdown; nor
+        is one whose batches wait for the broker or Redis to come back."""
         return (self._assigned_once.is_set() and self.replica.caught_up_once and self.event_replica.caught_up_once
-                and not self.app.rebalancing and not self.app.should_stop)
+                and not self.app.rebalancing and not self.app.should_stop and not self.stalls.waiting)
 
     # -- web pages: (JSON body, HTTP status) ---------------------------------------------------
     async def health(self) -> tuple[dict, int]:

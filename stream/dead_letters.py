@@ -1,8 +1,9 @@
 """Bad input and failed batches: never a crash, never a silent loss.
 
 A record that fails validation goes to its topic's dead-letter topic (``<topic>.dlq``) with its
-original bytes and headers that say why; a micro-batch whose learning keeps failing is retried,
-then dead-lettered whole; if even that fails, the process exits without committing
+original bytes and headers that say why; a micro-batch that fails waits out an infrastructure
+outage, and one that keeps failing otherwise is bisected until the records that fail alone are
+found and dead-lettered; if even that fails, the process exits without committing
 (:func:`process_or_dead_letter`).
 """
 
@@ -11,8 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
+
+from aiokafka.errors import KafkaError
+from redis.exceptions import RedisError
 
 from stream import metrics
 from stream.records import PROCESSING_FAILED, Rejected
@@ -54,6 +60,7 @@ class DeadLettersNotSent(Exception):
     def __init__(self, unsent: list[tuple[Any, Rejected]], cause: BaseException) -> None:
         super().__init__(f"{len(unsent)} dead letters not acknowledged, first: {cause!r}")
         self.unsent = unsent
+        self.__cause__ = cause  # an unreachable broker makes it the infrastructure's (is_infrastructure)
 
 
 async def dead_letter(produce: Produce, dlq_topic: str, rejected: Sequence[tuple[Any, Rejected]]) -> None:
@@ -97,41 +104,128 @@ class BatchSteps(Protocol):
         """Send rejected events to the pipeline's dead-letter topic, acknowledged."""
 
 
-async def process_or_dead_letter(steps: BatchSteps, events: Sequence[Any], *, attempts: int = 5,
-                                 backoff_s: float = 0.5, exit: Callable[[int], Any] = exit_now) -> None:
-    """Validate ``events`` once, then dead-letter the invalid ones and learn the rest, retried with
-    backoff; if every attempt fails, the valid events go to the dead-letter topic (reason
-    ``processing_failed``) with any invalid ones not sent yet; if that fails too, the process exits.
+INFRASTRUCTURE = (OSError, KafkaError, RedisError)  # connection errors and timeouts are OSErrors
 
-    Faust acknowledges a ``take_events`` batch even when the agent raises (in the generator's
-    ``finally``), and acknowledged offsets get committed: an agent that let the error out would
-    lose the batch silently. Retrying is safe (offsets make a repeat apply only what is missing;
-    invalid events already dead-lettered are not sent again); a batch that fails every time (a
-    bug) is dead-lettered so that it neither blocks the partition nor vanishes; and exiting at
-    once, like a SIGKILL, commits nothing more, so the next start replays the batch (a broker
-    that refuses writes refuses the dead letters too).
+
+def is_infrastructure(exc: BaseException) -> bool:
+    """True for an error of the broker, Redis or the network (also when wrapped, e.g. by Faust's
+    ``ProducerSendError``): it passes, so its batch waits for it instead of being dead-lettered."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, INFRASTRUCTURE):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+@dataclass
+class Stalls:
+    """Batches now waiting for the broker or Redis to come back: the worker is not ready while any is."""
+
+    waiting: int = 0
+
+
+async def process_or_dead_letter(steps: BatchSteps, events: Sequence[Any], *, attempts: int = 5,
+                                 backoff_s: float = 0.5, max_backoff_s: float = 30.0, stalls: Stalls | None = None,
+                                 exit: Callable[[int], Any] = exit_now) -> None:
+    """Validate ``events`` once, dead-letter the invalid ones, learn the rest; never hand a failed
+    batch back to Faust, which would acknowledge it unprocessed.
+
+    * An **infrastructure** error (:func:`is_infrastructure`: the broker, Redis, the network) is
+      retried with backoff (up to ``max_backoff_s`` apart) for as long as it lasts, the batch
+      counted in ``stalls`` meanwhile: an outage delays events, it does not dead-letter them.
+    * Any other error is retried ``attempts`` times; then the batch is **bisected**: each half is
+      learned on its own, and a half that fails is halved again, so that only the records that fail
+      alone go to the dead-letter topic (reason ``processing_failed``) and the rest are learned.
+
+    Retrying is safe: offsets make a repeat apply only what is missing, and invalid events already
+    dead-lettered are not sent again. If the dead letters themselves fail with an error that is not
+    the infrastructure's (a bug), the process exits at once, like a SIGKILL, committing nothing
+    more, so that the next start replays the batch.
     """
     first = events[0].message
-    valid, unsent = steps.validate(events)
-    for attempt in range(1, attempts + 1):
-        try:
-            if unsent:
-                await steps.dead_letter(unsent)
-                unsent = []
-            return await steps.learn(events, valid)
-        except Exception as exc:  # noqa: BLE001 - any failure is retried, then dead-lettered
-            error = exc
-            if isinstance(exc, DeadLettersNotSent):  # the acknowledged ones are not sent again
-                unsent = exc.unsent
-            metrics.BATCH_FAILURES.labels(first.topic).inc()
-            log.exception("a batch of %s[%d] from offset %d failed (attempt %d of %d)",
-                          first.topic, first.partition, first.offset, attempt, attempts)
-            if attempt < attempts:
-                await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
-    detail = f"its micro-batch failed {attempts} times, last with {type(error).__name__}: {error}"
-    try:
-        await steps.dead_letter(unsent + [(ev, Rejected(PROCESSING_FAILED, detail)) for ev, _ in valid])
-    except Exception:  # noqa: BLE001
-        log.critical("cannot dead-letter the failed batch either: exiting without committing it, so that "
-                     "the next start replays it", exc_info=True)
+    stalls = stalls or Stalls()
+    retry = partial(_until_done, topic=first.topic, where=f"{first.topic}[{first.partition}]", backoff_s=backoff_s,
+                    max_backoff_s=max_backoff_s, stalls=stalls, exit=exit)
+    valid, invalid = steps.validate(events)
+    if invalid:  # before learning; what a bug keeps from being sent is tried once more below
+        await retry(lambda: _dead_letter(steps, invalid), attempts=attempts)
+    rejected = invalid + await _learn_or_bisect(steps, valid, retry, attempts, events)
+    if rejected and await retry(lambda: _dead_letter(steps, rejected), attempts=1) is not None:
+        log.critical("cannot dead-letter the failed records either: exiting without committing the batch, so "
+                     "that the next start replays it")
         exit(EXIT_BATCH_FAILED)
+
+
+async def _learn_or_bisect(steps: BatchSteps, valid: list[tuple[Any, Any]],
+                           retry: Callable[..., Awaitable[BaseException | None]], attempts: int,
+                           events: Sequence[Any] | None = None) -> list[tuple[Any, Rejected]]:
+    """Learn ``valid`` (of ``events``; by default their own events); return the records that failed
+    alone, rejected as ``processing_failed``."""
+    if not valid:
+        return []
+    batch = [ev for ev, _ in valid] if events is None else events
+    error = await retry(lambda: steps.learn(batch, valid), attempts=attempts)
+    if error is None:
+        return []
+    if len(valid) == 1:
+        return _rejected(valid, error, attempts)
+    half = len(valid) // 2
+    log.warning("bisecting %d failing records of %s[%d] from offset %d", len(valid), batch[0].message.topic,
+                batch[0].message.partition, valid[0][0].message.offset)
+    return [*await _learn_or_bisect(steps, valid[:half], retry, 1),
+            *await _learn_or_bisect(steps, valid[half:], retry, 1)]
+
+
+def _rejected(valid: list[tuple[Any, Any]], error: BaseException, attempts: int) -> list[tuple[Any, Rejected]]:
+    detail = f"it failed {attempts} time{'s' * (attempts > 1)} on its own, last with {type(error).__name__}: {error}"
+    return [(ev, Rejected(PROCESSING_FAILED, detail)) for ev, _ in valid]
+
+
+async def _dead_letter(steps: BatchSteps, rejected: list[tuple[Any, Rejected]]) -> None:
+    """``steps.dead_letter``, leaving in ``rejected`` only what the broker has not acknowledged."""
+    try:
+        await steps.dead_letter(list(rejected))
+    except DeadLettersNotSent as exc:  # the acknowledged ones are not sent again
+        rejected[:] = exc.unsent
+        raise
+    rejected.clear()
+
+
+async def _until_done(step: Callable[[], Awaitable[None]], *, topic: str, where: str, attempts: int,
+                      backoff_s: float, max_backoff_s: float, stalls: Stalls,
+                      exit: Callable[[int], Any]) -> BaseException | None:
+    """Run ``step`` until it succeeds (None), retrying infrastructure errors for as long as they
+    last; any other error after ``attempts`` failures is returned. Cancelled while it waits (the
+    partition revoked, or the worker stopping, during an outage), the process exits: Faust would
+    acknowledge the unprocessed batch, and a commit could then skip it."""
+    failures, stalled = 0, False
+    try:
+        while True:
+            try:
+                await step()
+                return None
+            except Exception as exc:  # noqa: BLE001 - every failure is counted, logged and decided on
+                infrastructure = is_infrastructure(exc)
+                failures += 1
+                metrics.BATCH_FAILURES.labels(topic).inc()
+                log.exception("a batch step of %s failed (attempt %d%s)", where, failures,
+                              ", the infrastructure's: retried until it passes" if infrastructure
+                              else f" of {attempts}")
+                if not infrastructure and failures >= attempts:
+                    return exc
+                if infrastructure and not stalled:
+                    stalled = True
+                    stalls.waiting += 1
+                await asyncio.sleep(min(backoff_s * 2 ** (failures - 1), max_backoff_s))
+    except asyncio.CancelledError:
+        if stalled:
+            log.critical("%s was cancelled while its batch waited for the infrastructure: exiting without "
+                         "committing it, so that the partition's next owner replays it", where)
+            exit(EXIT_BATCH_FAILED)
+        raise
+    finally:
+        if stalled:
+            stalls.waiting -= 1

@@ -16,8 +16,11 @@ BATCH_SIZE = Histogram("polyrec_batch_size_events", "Events per micro-batch.",
 BATCH_SECONDS = Histogram("polyrec_batch_duration_seconds",
                           "Wall time of one micro-batch: validate, learn, persist state, write Redis.",
                           buckets=_LATENCY)
-BATCH_FAILURES = Counter("polyrec_batch_failures_total", "Failed attempts at a micro-batch, by topic (retried; "
-                         "after 5 the batch is dead-lettered as processing_failed).", ["topic"])
+STALLED = Gauge("polyrec_batches_stalled", "Micro-batches waiting for the broker or Redis to come back "
+                "(retried with backoff for as long as the outage lasts; the worker is not ready meanwhile).")
+BATCH_FAILURES = Counter("polyrec_batch_failures_total", "Failed attempts at a micro-batch or a part of it, by "
+                         "topic (an outage: retried until it passes; another error: 5 attempts, then bisected, "
+                         "and only the records that fail alone are dead-lettered as processing_failed).", ["topic"])
 FRESHNESS = Histogram("polyrec_freshness_seconds",
                       "From an event's produce time (Kafka timestamp) to its user's recommendations in Redis.",
                       buckets=_FRESHNESS)
