@@ -55,7 +55,7 @@ async def send_request(settings: Settings, user_id: str) -> tuple[int, int]:
     from aiokafka import AIOKafkaProducer
 
     key, value = request_record(user_id)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.broker_list, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.broker_list, acks="all", **settings.kafka_options())
     await producer.start()
     try:
         meta = await producer.send_and_wait(settings.events_topic, value, key=key)
@@ -71,7 +71,7 @@ async def wait_applied(settings: Settings, partition: int, offset: int, timeout:
     from aiokafka.admin import AIOKafkaAdminClient
 
     tp = TopicPartition(settings.events_topic, partition)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker_list)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.broker_list, **settings.kafka_options())
     await admin.start()
     try:
         deadline = time.monotonic() + timeout

@@ -23,8 +23,8 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     app = Worker(settings).app
 
     @app.task
-    async def log_event_loop() -> None:
-        log.info("event loop: %s", loop)
+    async def log_start() -> None:
+        log.info("event loop: %s; settings (passwords masked): %s", loop, " ".join(settings.describe()))
 
     metrics.serve(settings.metrics_port)
     quiet_worker(app, loglevel).execute_from_commandline()

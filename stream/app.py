@@ -103,6 +103,7 @@ class Worker:
             web_tables_enabled=False,
             key_serializer="raw",
             value_serializer="raw",
+            broker_credentials=s.kafka_credentials(),
         )
         config, cooccurrence, consumers = s.mf_config(), s.cooccurrence_config(), s.consumers_config()
         self.version = model_version(config, cooccurrence, consumers)
@@ -116,11 +117,11 @@ class Worker:
                                     schema=faust.Schema(key_serializer="json", value_serializer="json"))
         self.replica = ItemReplica(s.broker_list, item_factors_topic(s), self.model.apply_item_record,
                                    self.model.knows, lambda outcome: metrics.ITEM_RECORDS.labels(outcome).inc(),
-                                   fetch_max_wait_ms=s.fetch_max_wait_ms)
+                                   fetch_max_wait_ms=s.fetch_max_wait_ms, options=s.kafka_options())
         self.barrier = HandOverBarrier(self.replica.wait_caught_up)
         self.event_replica = EventReplica(s.broker_list, s.events_topic, self.model.learn_memory,
                                           self.model.forget_memory, metrics.MEMORY_EVENTS.inc,
-                                          fetch_max_wait_ms=s.fetch_max_wait_ms)
+                                          fetch_max_wait_ms=s.fetch_max_wait_ms, options=s.kafka_options())
         self.redis = redis_client(s.redis_url, s.redis_timeout_s)
         self.pipeline = EventPipeline(
             self.model, s.weights, self.produce, self.users.data.get, self._store_user, self._user_persisted,

@@ -36,6 +36,7 @@ import faust
 import faust.streams as faust_streams
 from aiokafka import TopicPartition
 from faust.app._attached import Attachments
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from faust.types import TP
 
 from stream.offsets import fetch_end_offsets
@@ -55,7 +56,9 @@ def install_recovery_fix() -> None:
         if not tps:
             return
         bootstrap = [f"{u.host}:{u.port or 9092}" for u in self.app.conf.broker]
-        ends = await fetch_end_offsets(bootstrap, [TopicPartition(tp.topic, tp.partition) for tp in tps])
+        options = credentials_to_aiokafka_auth(self.app.conf.broker_credentials)  # as Faust's own clients connect
+        ends = await fetch_end_offsets(bootstrap, [TopicPartition(tp.topic, tp.partition) for tp in tps],
+                                       options=options)
         for tp in tps:  # Faust keeps "last offset" (end - 1); destination is a Counter: assign, never update
             destination[tp] = ends[TopicPartition(tp.topic, tp.partition)] - 1
         self.log.info("%s changelog end offsets read from Fetch: %s", title,

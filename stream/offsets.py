@@ -11,18 +11,21 @@ unconditionally (``stream/faust_patches.py: install_recovery_fix``).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 
-async def fetch_end_offsets(bootstrap: list[str] | str, tps: Iterable[TopicPartition],
-                            timeout: float = 10.0) -> dict[TopicPartition, int]:
-    """The high watermark of each partition, from a Fetch (one record read per partition)."""
+async def fetch_end_offsets(bootstrap: list[str] | str, tps: Iterable[TopicPartition], timeout: float = 10.0,
+                            options: Mapping[str, Any] | None = None) -> dict[TopicPartition, int]:
+    """The high watermark of each partition, from a Fetch (one record read per partition);
+    ``options``: the connection's security (``Settings.kafka_options``)."""
     tps = list(tps)
     if not tps:
         return {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                **(options or {}))
     await consumer.start()
     try:
         listed = await consumer.end_offsets(tps)  # a lower bound on Tansu, exact on Kafka

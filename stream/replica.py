@@ -19,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -37,8 +38,11 @@ class TopicReplica:
     """Every partition of ``topic``, from the start and then tailing; a subclass folds the records
     in (:meth:`apply_all`)."""
 
-    def __init__(self, bootstrap: list[str], topic: str, fetch_max_wait_ms: int = 500) -> None:
+    def __init__(self, bootstrap: list[str], topic: str, fetch_max_wait_ms: int = 500,
+                 options: Mapping[str, Any] | None = None) -> None:
+        """``options``: the connection's security (``Settings.kafka_options``)."""
         self.bootstrap, self.topic, self.fetch_max_wait_ms = bootstrap, topic, fetch_max_wait_ms
+        self.options = dict(options or {})
         self._consumer: AIOKafkaConsumer | None = None
         self._positions: dict[TopicPartition, int] = {}
         self._progress = asyncio.Condition()
@@ -49,7 +53,7 @@ class TopicReplica:
         """Consume forever (until cancelled); each record is applied in the event loop thread."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                     group_id=None, auto_offset_reset="earliest",
-                                    fetch_max_wait_ms=self.fetch_max_wait_ms)
+                                    fetch_max_wait_ms=self.fetch_max_wait_ms, **self.options)
         await consumer.start()
         self._consumer = consumer
         try:
@@ -88,7 +92,7 @@ class TopicReplica:
         await asyncio.wait_for(self._started.wait(), timeout)
         if self._consumer is None:
             raise RuntimeError(f"the replica of {self.topic!r} is not running")
-        ends = await fetch_end_offsets(self.bootstrap, list(self._positions))
+        ends = await fetch_end_offsets(self.bootstrap, list(self._positions), options=self.options)
 
         def done() -> bool:
             return all(self._positions[tp] >= end for tp, end in ends.items())
@@ -120,11 +124,12 @@ class ItemReplica(TopicReplica):
 
     def __init__(self, bootstrap: list[str], topic: str, apply: Callable[[ItemRecord], bool],
                  known: Callable[[str, int, str, str], bool],
-                 on_applied: Callable[[str], None] | None = None, fetch_max_wait_ms: int = 500) -> None:
+                 on_applied: Callable[[str], None] | None = None, fetch_max_wait_ms: int = 500,
+                 options: Mapping[str, Any] | None = None) -> None:
         """``apply`` folds a record in; ``known(source, offset, item_id, writer)`` spots echoes of
         records this worker wrote itself (and late ones of an evicted owner) from their headers,
         before any decoding."""
-        super().__init__(bootstrap, topic, fetch_max_wait_ms)
+        super().__init__(bootstrap, topic, fetch_max_wait_ms, options)
         self.apply, self.known, self.on_applied = apply, known, on_applied
         self.invalid = 0
 
@@ -168,8 +173,8 @@ class EventReplica(TopicReplica):
 
     def __init__(self, bootstrap: list[str], topic: str, learn: Callable[[list[str], list[str]], None],
                  forget: Callable[[str], None], on_applied: Callable[[int], None] | None = None,
-                 fetch_max_wait_ms: int = 500) -> None:
-        super().__init__(bootstrap, topic, fetch_max_wait_ms)
+                 fetch_max_wait_ms: int = 500, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(bootstrap, topic, fetch_max_wait_ms, options)
         self.learn, self.forget, self.on_applied = learn, forget, on_applied
 
     async def apply_all(self, records: Iterable[ConsumerRecord]) -> None:

@@ -19,6 +19,8 @@ from polyrec.events import DEFAULT_WEIGHTS
 from polyrec.mf import MFConfig
 
 EVENT_LOOPS = ("uvloop", "asyncio")
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 STORES = ("memory", "rocksdb")  # Faust table stores the worker supports (URL schemes)
 
 
@@ -32,6 +34,22 @@ MAX_EVENT_WEIGHT = 1000.0  # an event weight above it only risks overflow in the
 class Settings:
     kafka_bootstrap: str = _env("KAFKA_BOOTSTRAP", "127.0.0.1:9092",
                                 "Kafka bootstrap servers, comma-separated host:port (a kafka:// prefix is allowed).")
+    kafka_security_protocol: str = _env("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT",
+                                        "How every Kafka client of the worker and the commands connects: "
+                                        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
+    kafka_sasl_mechanism: str = _env("KAFKA_SASL_MECHANISM", "PLAIN",
+                                     "SASL mechanism (SASL_PLAINTEXT, SASL_SSL): PLAIN, SCRAM-SHA-256 or "
+                                     "SCRAM-SHA-512.")
+    kafka_sasl_username: str = _env("KAFKA_SASL_USERNAME", "", "SASL user name (required with SASL_*).")
+    kafka_sasl_password: str = _env("KAFKA_SASL_PASSWORD", "",
+                                    "SASL password (required with SASL_*; shown as *** by polyrec config, never "
+                                    "logged).")
+    kafka_ssl_cafile: str = _env("KAFKA_SSL_CAFILE", "",
+                                 "PEM file of the CAs that verify the brokers' certificates (SSL, SASL_SSL); empty: "
+                                 "the system's.")
+    kafka_ssl_certfile: str = _env("KAFKA_SSL_CERTFILE", "",
+                                   "PEM client certificate for mutual TLS (SSL, SASL_SSL; with KAFKA_SSL_KEYFILE).")
+    kafka_ssl_keyfile: str = _env("KAFKA_SSL_KEYFILE", "", "PEM private key of KAFKA_SSL_CERTFILE.")
     redis_url: str = _env("REDIS_URL", "redis://127.0.0.1:6379/0",
                           "Redis URL; the DB number in the path is honoured (redis://host:port/DB).")
     redis_timeout_s: float = _env("POLYREC_REDIS_TIMEOUT_S", 0.5,
@@ -181,12 +199,46 @@ class Settings:
         for name in ("cooccur_decay", "context_decay"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{_env_name(name)} must be in (0, 1], got {getattr(self, name)}")
+        for name, value, choices in (("KAFKA_SECURITY_PROTOCOL", self.kafka_security_protocol, KAFKA_PROTOCOLS),
+                                     ("KAFKA_SASL_MECHANISM", self.kafka_sasl_mechanism, SASL_MECHANISMS)):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        if self.kafka_security_protocol.startswith("SASL_") and not (self.kafka_sasl_username
+                                                                      and self.kafka_sasl_password):
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} needs KAFKA_SASL_USERNAME and "
+                             "KAFKA_SASL_PASSWORD")
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together (mutual TLS)")
         if "://" not in self.store or urlsplit(self.store).scheme not in STORES:
             raise ValueError(f"POLYREC_STORE must be one of {', '.join(s + '://' for s in STORES)}, got {self.store!r}")
 
     def describe(self) -> list[str]:
-        """``VARIABLE=value`` lines of every setting, with passwords in URLs masked."""
-        return [f"{f.metadata['env']}={redact_url(str(getattr(self, f.name)))}" for f in fields(self)]
+        """``VARIABLE=value`` lines of every setting, with passwords (also in URLs) masked."""
+        return [f"{f.metadata['env']}={_masked(f.metadata['env'], str(getattr(self, f.name)))}" for f in fields(self)]
+
+    def kafka_credentials(self) -> Any:
+        """Faust's ``broker_credentials`` for the worker's app (None: PLAINTEXT)."""
+        from faust.auth import SASLCredentials, SSLCredentials
+
+        protocol = self.kafka_security_protocol
+        context = self._ssl_context() if protocol in ("SSL", "SASL_SSL") else None
+        if protocol.startswith("SASL_"):
+            return SASLCredentials(username=self.kafka_sasl_username, password=self.kafka_sasl_password,
+                                   ssl_context=context, mechanism=self.kafka_sasl_mechanism)
+        return SSLCredentials(context) if context is not None else None
+
+    def kafka_options(self) -> dict[str, Any]:
+        """The same as keyword arguments of an aiokafka client (every client the worker and the
+        commands make outside Faust: replicas, the offset probe, the admin client, ``polyrec forget``)."""
+        from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+        return dict(credentials_to_aiokafka_auth(self.kafka_credentials()))
+
+    def _ssl_context(self) -> Any:
+        from aiokafka.helpers import create_ssl_context
+
+        return create_ssl_context(cafile=self.kafka_ssl_cafile or None, certfile=self.kafka_ssl_certfile or None,
+                                  keyfile=self.kafka_ssl_keyfile or None)
 
     def mf_config(self) -> MFConfig:
         return MFConfig(dim=self.dim, user_lr=self.user_lr, item_lr=self.item_lr, reg=self.reg,
@@ -213,6 +265,10 @@ class Settings:
 
 def _env_name(field_name: str) -> str:
     return next(f.metadata["env"] for f in fields(Settings) if f.name == field_name)
+
+
+def _masked(env_name: str, value: str) -> str:
+    return ("***" if value else "") if env_name.endswith("PASSWORD") else redact_url(value)
 
 
 def redact_url(url: str) -> str:

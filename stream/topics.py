@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
@@ -64,9 +65,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 @contextlib.asynccontextmanager
-async def admin_client(bootstrap: list[str] | str, timeout: float = 30.0) -> AsyncIterator[AIOKafkaAdminClient]:
-    """A started admin client whose requests time out after ``timeout`` s, closed on exit."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+async def admin_client(bootstrap: list[str] | str, timeout: float = 30.0,
+                       options: Mapping[str, Any] | None = None) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client whose requests time out after ``timeout`` s, closed on exit;
+    ``options``: the connection's security (``Settings.kafka_options``)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000), **(options or {}))
     await asyncio.wait_for(admin.start(), timeout)
     try:
         yield admin
@@ -78,7 +81,7 @@ async def ensure_topics(settings: Settings, replication: int = 1, timeout: float
     """Create the topics that do not exist yet; existing ones are left as they are, but the
     ``events`` topic and the users changelog must have ``settings.partitions`` partitions.
     Raises ``TopicError`` when they do not, or when the broker refuses to create a topic."""
-    async with admin_client(settings.broker_list, timeout) as admin:
+    async with admin_client(settings.broker_list, timeout, settings.kafka_options()) as admin:
         existing = set(await admin.list_topics())
         co_partitioned = [t for t in (settings.events_topic, users_changelog_topic(settings)) if t in existing]
         described = await admin.describe_topics(co_partitioned) if co_partitioned else []  # [] would be all
