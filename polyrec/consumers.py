@@ -89,6 +89,11 @@ class Consumers:
             self.sums[rows] += np.asarray(sums, np.float32).reshape(len(rows), -1)
             self.counts[rows] += np.asarray(counts, np.int64)
 
+    def event_counts(self, n_items: int) -> np.ndarray:
+        """Events seen of each item row below ``n_items`` (a view: read, do not write)."""
+        self._fit(n_items)
+        return self.counts[:n_items]
+
     def young_rows(self, n_items: int) -> np.ndarray:
         """Item rows below ``n_items`` with at least one event and fewer than ``young``."""
         counts = self.counts[:n_items]

@@ -152,6 +152,7 @@ class Worker:
         app.task(self.replica.run)
         app.task(self.event_replica.run)
         app.timer(5.0, name="consumer_lag")(self.consumer_lag)
+        app.timer(5.0, name="new_items")(self.new_items)
         # Faust makes a page's handler a method of its view class: plain functions, not bound methods
         pages = [("/polyrec/health", self.health), ("/polyrec/ready", self.readiness)]
         if s.web_user_state:
@@ -252,6 +253,12 @@ class Worker:
         for p, lag in lags.items():
             metrics.LAG.labels(topic, str(p)).set(lag)
         self._lag_series.update(lags)
+
+    async def new_items(self) -> None:
+        """Every 5 s, the new items by language (``polyrec_new_items``): with the slots they get, what
+        the ``PolyrecNewItemsUnexposed`` alert compares."""
+        for lang, n in self.model.new_items_by_language().items():
+            metrics.NEW_ITEMS.labels(lang).set(n)
 
     def is_ready(self) -> bool:
         """Read by /polyrec/ready and by the gauge (in the metrics server's thread: flags only).

@@ -28,7 +28,7 @@ from stream.dead_letters import dead_letter
 from stream.records import Item, Rejected, parse_item, validate_all
 from stream.sends import Produce, delivered, send_item_record
 from stream.state import WorkerModel
-from stream.wire import TEXT_SOURCE, ItemRecord
+from stream.wire import TEXT_SOURCE, ItemRecord, language_label
 
 if TYPE_CHECKING:  # onnxruntime comes with an extra: a worker without the items agent runs without it
     from encoders.onnx_encoder import OnnxEncoder
@@ -96,8 +96,9 @@ class ItemPipeline:
         # a retried batch: an item applied here the first time goes out as applied (a refit since
         # would give the other workers another vector than this one keeps)
         held = [self.model.text_vector(item_id, ev.message.offset) for item_id, (ev, _) in zip(ids, good)]
-        records = [ItemRecord(item_id, TEXT_SOURCE, vec if old is None else old, ev.message.offset, embedding=emb)
-                   for item_id, vec, old, emb, (ev, _) in zip(ids, vectors, held, embeddings, good)]
+        records = [ItemRecord(item_id, TEXT_SOURCE, vec if old is None else old, ev.message.offset, embedding=emb,
+                              lang=language_label(item.lang))
+                   for item_id, vec, old, emb, (ev, (item, _)) in zip(ids, vectors, held, embeddings, good)]
         for rec in records:
             self.model.apply_item_record(rec)
         await delivered([send_item_record(self.produce, self.topics["items"], rec) for rec in records])

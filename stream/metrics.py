@@ -37,6 +37,11 @@ RECS_DROPPED = Counter("polyrec_recommendations_dropped_total", "Held payloads g
 LOSS = Gauge("polyrec_training_loss", "Exponential moving average of the micro-batch training loss.")
 USERS = Gauge("polyrec_users_known", "Users this worker holds in memory: those with events since its partitions "
               "were last assigned (the rows are dropped at every rebalance and reloaded from the table).")
+SLOTS = Counter("polyrec_recommendation_slots_total", "Recommendation slots written to Redis, by the item's language "
+                "(the lang of its text record: none without one, other for a lang that is no language tag) and "
+                "age (new: fewer than POLYREC_YOUNG_EVENTS events).", ["lang", "age"])
+NEW_ITEMS = Gauge("polyrec_new_items", "Items with fewer than POLYREC_YOUNG_EVENTS events (all partitions), by the "
+                  "language of their text.", ["lang"])
 USERS_FORGOTTEN = Counter("polyrec_users_forgotten_total", "Erasure requests (`polyrec forget`) this worker applied "
                           "to users of its partitions.")
 ITEMS = Gauge("polyrec_items_known", "Items known to this worker (all partitions).")

@@ -136,6 +136,8 @@ class EventPipeline:
         recs = await asyncio.get_running_loop().run_in_executor(self._top_k, result.recs.run)
         await self._persist_and_publish(last, result.users, recs)
         self._count(events, result, produced)
+        for (lang, age), n in self.model.exposure([item for _, items, _, _ in recs for item in items]).items():
+            metrics.SLOTS.labels(lang, age).inc(n)
 
     async def _forget(self, ev: Any, user: str) -> None:
         """Erase a user (an erasure request at ``ev``): a tombstone on the changelog (acknowledged),

@@ -38,7 +38,17 @@ from polyrec.history import History
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
 from polyrec.recommend import Young, recommend
-from stream.wire import MAX_ABS_VALUE, TEXT_SOURCE, ItemRecord, UserState, sane
+from stream.wire import (
+    MAX_ABS_VALUE,
+    NO_LANGUAGE,
+    OTHER_LANGUAGE,
+    TEXT_SOURCE,
+    ItemRecord,
+    UserState,
+    sane,
+)
+
+MAX_LANGUAGES = 64  # language labels a worker keeps apart in its exposure metrics; later ones count as "other"
 
 
 @dataclass(frozen=True)
@@ -142,6 +152,8 @@ class WorkerModel:
         self._text_base: dict[int, np.ndarray] = {}
         self._text_offset: dict[int, int] = {}  # item row -> ``items`` offset of the text its base is from
         self.embeddings: dict[str, np.ndarray] = {}  # item id -> text embedding (text records)
+        self.languages = [NO_LANGUAGE]  # language labels met in text records, by code (at most MAX_LANGUAGES)
+        self._language = np.zeros(64, np.int16)  # item row -> code in ``languages`` (0: none)
         # user id -> (partition, offset) of the table state its local row holds
         self._loaded: dict[str, tuple[int | None, int]] = {}
         self.writer = uuid.uuid4().hex[:12]  # this worker's id on the item records it writes
@@ -169,6 +181,7 @@ class WorkerModel:
                 old = np.r_[self.mf.initial_factors([rec.item_id], salt=1)[0], 0.0]
             self._shift(row, rec.vector - old)
             self._text_base[row] = rec.vector.copy()
+            self._set_language(row, rec.lang or NO_LANGUAGE)
             if rec.embedding is not None:
                 self.embeddings[rec.item_id] = rec.embedding
             return True
@@ -185,6 +198,40 @@ class WorkerModel:
         if rec.consumers is not None:  # a record without them is of an item already established
             part.consumers[row] = rec.consumers
         return True
+
+    def _set_language(self, row: int, label: str) -> None:
+        if label not in self.languages:
+            if len(self.languages) >= MAX_LANGUAGES:
+                label = OTHER_LANGUAGE
+            if label not in self.languages:
+                self.languages.append(label)
+        if row >= len(self._language):
+            self._language = np.pad(self._language, (0, max(row + 1, 2 * len(self._language)) - len(self._language)))
+        self._language[row] = self.languages.index(label)
+
+    def _languages_of(self, rows: np.ndarray) -> np.ndarray:
+        if len(rows) and int(rows.max()) >= len(self._language):
+            self._set_language(int(rows.max()), self.languages[0])  # grows the array; the row stays "none"
+        return self._language[rows]
+
+    def exposure(self, item_ids: list[str]) -> dict[tuple[str, str], int]:
+        """Recommendation slots of ``item_ids`` by (language label, age): ``new`` for an item with fewer
+        than ``young`` events (all partitions), ``established`` otherwise."""
+        rows = self.mf.items.rows(item_ids)
+        rows = rows[rows >= 0]
+        if not len(rows):
+            return {}
+        new = self.consumers.event_counts(len(self.mf.items))[rows] < self.young.young
+        codes, n = np.unique(self._languages_of(rows).astype(np.int64) * 2 + new, return_counts=True)
+        return {(self.languages[c // 2], "new" if c % 2 else "established"): int(k)
+                for c, k in zip(codes.tolist(), n.tolist())}
+
+    def new_items_by_language(self) -> dict[str, int]:
+        """Items with fewer than ``young`` events, by language label (every label met, 0 included)."""
+        n = len(self.mf.items)
+        codes = self._languages_of(np.arange(n))[self.consumers.event_counts(n) < self.young.young]
+        counts = np.bincount(codes.astype(np.int64), minlength=len(self.languages))
+        return dict(zip(self.languages, counts.tolist()))
 
     def text_vector(self, item_id: str, offset: int) -> np.ndarray | None:
         """The vector that the text record at ``items`` ``offset`` gave ``item_id``, if applied here."""

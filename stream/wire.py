@@ -6,6 +6,7 @@ skip one without decoding it). Vectors travel as base64 of little-endian float32
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +68,7 @@ class ItemRecord:
     count: int = 0  # partition records: how many of the partition's events had this item
     writer: str = ""  # partition records: the writing worker's id (a header only, not in the value)
     consumers: np.ndarray | None = None  # partition records of young items: their users' weighted vector sum
+    lang: str | None = None  # text records: the text's language label (``language_label``)
 
     @property
     def key(self) -> str:
@@ -84,11 +86,29 @@ class ItemRecord:
             d["e"] = encode_vector(self.embedding)
         if self.consumers is not None:
             d["c"] = encode_vector(self.consumers)
+        if self.lang is not None:
+            d["l"] = self.lang
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> ItemRecord:
         emb, consumers = d.get("e"), d.get("c")
+        lang = d.get("l")
         return cls(d["item_id"], d["source"], decode_vector(d["v"]), int(d["o"]),
                    None if emb is None else decode_vector(emb), int(d.get("n", 0)),
-                   consumers=None if consumers is None else decode_vector(consumers))
+                   consumers=None if consumers is None else decode_vector(consumers),
+                   lang=language_label(lang) if isinstance(lang, str) else None)
+
+
+NO_LANGUAGE = "none"  # an item without a text record, or whose record named no language
+OTHER_LANGUAGE = "other"  # a ``lang`` that is not a language tag (or past the labels a worker keeps)
+_LANGUAGE_TAG = re.compile(r"[a-z]{2,3}")
+
+
+def language_label(lang: str | None) -> str:
+    """The metric label of an item's ``lang``: its primary subtag in lower case (``de-AT`` -> ``de``),
+    ``none`` if absent, ``other`` if it is not a language tag (a free-text field must not mint series)."""
+    if not lang or not lang.strip():
+        return NO_LANGUAGE
+    primary = lang.strip().lower().replace("_", "-").split("-", 1)[0]
+    return primary if _LANGUAGE_TAG.fullmatch(primary) else OTHER_LANGUAGE

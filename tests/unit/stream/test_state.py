@@ -401,3 +401,22 @@ def test_a_forgotten_user_leaves_no_row_and_comes_back_as_a_new_user():
     again = w.process(0, [user], ["i1"], np.ones(1, np.float32), np.array([100]), np.array([0.0]), {user: None})
     assert again.applied_user == 1 and again.users[user].history == ["i1"]
     assert first.users[user].history != ["i1"]
+
+
+def test_recommendation_slots_count_by_language_and_age():
+    from stream.wire import language_label
+
+    assert [language_label(x) for x in ("de", "DE-at", "pt_BR", None, " ", "Deutsch!", "zh-Hant")] == \
+        ["de", "de", "pt", "none", "none", "other", "zh"]
+    w = WorkerModel(CFG, history_max=10, k=3)
+    w.apply_item_record(ItemRecord("neu", TEXT_SOURCE, np.zeros(CFG.dim + 1, np.float32), 0, lang="de"))
+    w.apply_item_record(ItemRecord("new", TEXT_SOURCE, np.zeros(CFG.dim + 1, np.float32), 1, lang="en"))
+    many = w.young.young
+    w.process(0, ["u"] * many, ["old"] * many, np.ones(many, np.float32), np.arange(many), np.zeros(many), {})
+    w.process(0, ["v"], ["new"], np.ones(1, np.float32), np.array([0]), np.zeros(1), {})
+    assert w.exposure(["neu", "new", "old", "old", "unknown-item"]) == {
+        ("de", "new"): 1, ("en", "new"): 1, ("none", "established"): 2}
+    assert w.new_items_by_language() == {"none": 0, "de": 1, "en": 1}
+    # the labels travel on text records, normalised by the reader too
+    rec = ItemRecord.from_json(ItemRecord("x", TEXT_SOURCE, np.zeros(3, np.float32), 0, lang="FR-ca").to_json())
+    assert rec.lang == "fr"
