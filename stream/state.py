@@ -27,6 +27,7 @@ batch pushed are re-drawn on replay: sampling is random either way.)
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -156,6 +157,7 @@ class WorkerModel:
         self._language = np.zeros(64, np.int16)  # item row -> code in ``languages`` (0: none)
         # user id -> (partition, offset) of the table state its local row holds
         self._loaded: dict[str, tuple[int | None, int]] = {}
+        self._applied: dict[str, int] = {}  # user id -> events applied to them (``UserState.applied``)
         self.writer = uuid.uuid4().hex[:12]  # this worker's id on the item records it writes
 
     # -- items ---------------------------------------------------------------------------
@@ -329,6 +331,7 @@ class WorkerModel:
             if st is None:
                 self.mf.restart_users(np.array([row]))
                 self.history.set(row, [])
+                self._applied[user] = 0
                 offsets[user] = -1
                 continue
             elsewhere = st.partition is not None and st.partition != partition
@@ -344,6 +347,7 @@ class WorkerModel:
                 else:
                     self.mf.set_users(row, st.factors, st.accum)
                 self.history.set(row, self.mf.add_items(st.history).tolist())
+                self._applied[user] = st.applied
                 self._loaded[user] = (st.partition, st.offset)
             offsets[user] = -1 if elsewhere else st.offset
         return offsets, moved, resized, invalid
@@ -358,6 +362,7 @@ class WorkerModel:
         otherwise accumulate.
         """
         self._loaded.clear()
+        self._applied.clear()
         self.mf.clear_users()
         self.history = History(self.history_max)
 
@@ -365,6 +370,7 @@ class WorkerModel:
         """Erase a user of this worker's partitions from its memory: factors, accumulator, history,
         the id itself. True if it held a row of theirs."""
         self._loaded.pop(user_id, None)
+        self._applied.pop(user_id, None)
         row = int(self.mf.forget_users([user_id])[0])
         if row >= 0:
             self.history.set(row, [])
@@ -373,7 +379,7 @@ class WorkerModel:
     def user_state(self, user_id: str, offset: int, partition: int) -> UserState:
         row = self.mf.users.rows([user_id])[0]
         return UserState(self.mf.user_factors[row].copy(), float(self.mf.user_accum[row]),
-                         self.mf.items.id_at(self.history.get(row)), offset, partition)
+                         self.mf.items.id_at(self.history.get(row)), offset, partition, self._applied.get(user_id, 0))
 
     # -- the batch step ------------------------------------------------------------------
     def process(self, partition: int, users: list[str], items: list[str], weights: np.ndarray,
@@ -406,7 +412,9 @@ class WorkerModel:
             self.history.add(u[user_mask], i[user_mask])
         # events of one user are in offset order: the last one is new iff any of them is
         last_offset = dict(zip(users, offsets.tolist()))
-        new_users = {x for x, m in zip(users, user_mask.tolist()) if m}
+        new_users = Counter(x for x, m in zip(users, user_mask.tolist()) if m)
+        for x, n in new_users.items():
+            self._applied[x] = self._applied.get(x, 0) + n
         changed = {x: self.user_state(x, last_offset[x], partition) for x in new_users}
         self._loaded.update((x, (partition, st.offset)) for x, st in changed.items())
         rows = self.mf.users.rows(distinct)

@@ -42,15 +42,18 @@ class UserState:
     history: list[str]
     offset: int  # last applied offset in the user's partition of ``events``
     partition: int | None = None  # that partition (None: a state written before it was recorded)
+    applied: int = 0  # events applied to this user so far: with the topic, what shows a loss or a duplicate
 
     def to_json(self) -> dict:
-        d = {"f": encode_vector(self.factors), "g": float(self.accum), "h": self.history, "o": self.offset}
+        d = {"f": encode_vector(self.factors), "g": float(self.accum), "h": self.history, "o": self.offset,
+             "n": self.applied}
         return d if self.partition is None else {**d, "p": self.partition}
 
     @classmethod
     def from_json(cls, d: dict) -> UserState:
         p = d.get("p")
-        return cls(decode_vector(d["f"]), float(d["g"]), list(d["h"]), int(d["o"]), None if p is None else int(p))
+        return cls(decode_vector(d["f"]), float(d["g"]), list(d["h"]), int(d["o"]), None if p is None else int(p),
+                   int(d.get("n", 0)))
 
 
 @dataclass(frozen=True)

@@ -420,3 +420,19 @@ def test_recommendation_slots_count_by_language_and_age():
     # the labels travel on text records, normalised by the reader too
     rec = ItemRecord.from_json(ItemRecord("x", TEXT_SOURCE, np.zeros(3, np.float32), 0, lang="FR-ca").to_json())
     assert rec.lang == "fr"
+
+
+def test_a_users_applied_count_counts_each_event_once_across_replays_and_reloads():
+    w = _worker()
+    u, i, wt, off, ts = _batch(n=40)
+    first = w.process(0, u, i, wt, off, ts, {})
+    per_user = {x: u.count(x) for x in set(u)}
+    assert {x: st.applied for x, st in first.users.items()} == per_user
+    again = w.process(0, u, i, wt, off, ts, dict(first.users))  # a replay: nothing new
+    assert again.users == {}
+    w.forget_users()  # a rebalance: reloaded from the stored states, then 40 more events
+    u2, i2, wt2, off2, ts2 = _batch(n=40, start=40, seed=1)
+    more = w.process(0, u2, i2, wt2, off2, ts2, dict(first.users))
+    for x, st in more.users.items():
+        assert st.applied == per_user.get(x, 0) + u2.count(x)
+    assert UserState.from_json(more.users[u2[0]].to_json()).applied == more.users[u2[0]].applied
