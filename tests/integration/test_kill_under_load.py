@@ -59,3 +59,28 @@ def test_sigkill_while_busy_neither_loses_nor_doubles_an_event(store, broker, tm
     assert stamps == [last_ts[u] for u in users]
     dead = run(read_topic(broker, f"{env['POLYREC_EVENTS_TOPIC']}.dlq"))
     assert dead == [], [dict(r.headers) for r in dead[:3]]
+
+
+def test_rebalances_under_traffic_neither_lose_nor_double_an_event(broker, tmp_path, workers, redis_client):
+    """A second and a third worker join while the first drains 20,000 events, then the first leaves
+    (SIGTERM): three rebalances with batches in flight."""
+    env = worker_env(broker, tmp_path, POLYREC_ITEMS_AGENT="0")
+    rng = random.Random(11)
+    stream = [(f"u{rng.randrange(USERS)}", f"i{rng.randrange(ITEMS)}") for _ in range(EVENTS)]
+    expected = Counter(user for user, _ in stream)
+    first = workers.new(env)
+    first.wait_ready()
+    run(send_records(broker, env["POLYREC_EVENTS_TOPIC"],
+                     (event_record(user, item, "click", ts=1_700_000_000_000 + k) for k, (user, item) in
+                      enumerate(stream)), linger_ms=20))
+    wait_for(lambda: metric_value(first.metrics(), "polyrec_events_total") >= 0.15 * EVENTS, 120, interval=0.05,
+             what="15% consumed")
+    joined = [workers.new(env), workers.new(env)]
+    for w in joined:
+        w.wait_ready()
+    assert sum(_applied(broker, env).values()) < 0.95 * EVENTS, "drained before the rebalances: not under load"
+    assert first.stop() == 0
+    wait_for(lambda: sum(_applied(broker, env).values()) >= EVENTS, 180, interval=1.0, what="every event applied")
+    applied = _applied(broker, env)
+    assert applied == dict(expected), {u: (applied.get(u), n) for u, n in expected.items() if applied.get(u) != n}
+    assert run(read_topic(broker, f"{env['POLYREC_EVENTS_TOPIC']}.dlq")) == []
