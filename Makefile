@@ -25,7 +25,7 @@ ONNX_DIR := $(CACHE)/onnx/multilingual-e5-small
 # The export recipe's version (encoders/sidecar.py FORMAT): a new one makes the graphs stale.
 ONNX_RECIPE := $(ONNX_DIR)/.recipe-$(shell sed -n 's|^FORMAT = "\(.*\)"|\1|p' encoders/sidecar.py | tr / -)
 
-.PHONY: setup encoder prometheus demo lint test eval clean FORCE
+.PHONY: setup encoder prometheus demo lint test faults eval clean FORCE
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,11 @@ lint: $(STAMP)
 
 test: setup prometheus lint
 	$(BIN)/python -m pytest -q
+
+# Fault tests kept out of `make test`: reproductions of open reliability holes and long runs
+# (docs/operations.md, "Fault tests").
+faults: setup
+	$(BIN)/python -m pytest -q -m faults
 
 clean:
 	rm -rf $(VENV) results
