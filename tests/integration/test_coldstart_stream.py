@@ -115,6 +115,12 @@ def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(
     published = time.time()
     run(send_records(broker, env["POLYREC_ITEMS_TOPIC"], [item(i, t, lang="de") for i, t in GERMAN.values()]))
     wait_for(lambda: total("polyrec_encoder_items_total") == 42, 30, what="the German items")
+    # the other worker knows a new item once its replica has read the text record (tens of ms when
+    # idle; CI twice saw the German item missing from a fan's top-10 while an evaluation loaded both
+    # cores, the batch scored before the record arrived): wait for it, and keep timing from `published`
+    written = total("polyrec_item_records_written_total")
+    wait_for(lambda: all(metric_value(w.metrics(), "polyrec_item_records_total") >= written for w in pool), 15,
+             what="both replicas have the German items")
 
     # 1. the projection places each German item with its English neighbours: over every fan, it
     # separates the two new items about as the learned factors separate the two topics. Measured with
