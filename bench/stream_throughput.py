@@ -7,8 +7,9 @@ broker), each contender consumes everything with a fresh consumer group:
 * ``noop_faust``: a no-op Faust agent over ``stream.take`` (the framework ceiling);
 * ``polyrec``: a real worker (validate, learn, persist state, write Redis);
 * ``polyrec_asyncio``: the same worker on asyncio's default event loop instead of uvloop;
-* ``polyrec@REV`` (with ``--baseline REV``): the worker of an earlier commit, from a temporary
-  git worktree, on the same venv, so that a change's cost is measured against it in one run.
+* ``polyrec@REV`` (with ``--baseline REV``, which may be given more than once): the worker of an
+  earlier commit, from a temporary git worktree, on the same venv, so that a change's cost is
+  measured against it in one run.
 
 The no-op agent and ``polyrec`` run on the worker's default loop (``POLYREC_EVENT_LOOP``, uvloop).
 
@@ -218,11 +219,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000.0, help="produce rate of the freshness run")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the freshness run")
     parser.add_argument("--freshness-only", action="store_true", help="skip the throughput runs (quick check)")
-    parser.add_argument("--baseline", metavar="REV", default=None,
-                        help="also run the worker of git revision REV (e.g. main~3) in the same run")
+    parser.add_argument("--baseline", metavar="REV", action="append", default=[],
+                        help="also run the worker of git revision REV (e.g. main~3) in the same run; repeatable")
     parser.add_argument("--out", default="results/stream_bench.json")
     args = parser.parse_args()
-    baseline = _worktree(args.baseline) if args.baseline else None
+    baselines = {rev: _worktree(rev) for rev in args.baseline}
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
     tansu, redis_server = start_tansu(), ensure_redis(redis_url)
     try:
@@ -239,9 +240,9 @@ def main() -> None:
             "polyrec_asyncio": lambda tag: run_polyrec(tansu.address, redis_url, topic, args.events, f"{tag}-aio",
                                                        loop="asyncio"),
         }
-        if baseline:
-            processes[f"polyrec@{args.baseline}"] = lambda tag: run_polyrec(
-                tansu.address, redis_url, topic, args.events, f"{tag}-base", root=baseline)
+        for rev, tree in baselines.items():
+            processes[f"polyrec@{rev}"] = lambda tag, rev=rev, tree=tree: run_polyrec(
+                tansu.address, redis_url, topic, args.events, f"{tag}-{rev}", root=tree)
         runs: dict[str, list[float]] = {"raw_aiokafka": [], **{k: [] for k in processes}}
         stats: dict[str, list[dict]] = {k: [] for k in processes}
         for rep in range(args.repeats):
@@ -257,9 +258,8 @@ def main() -> None:
     finally:
         tansu.stop()
         redis_server.stop()
-        if baseline:
-            subprocess.run(["git", "worktree", "remove", "--force", str(baseline)], cwd=ROOT, check=False)
-    base = f"polyrec@{args.baseline}"
+        for tree in baselines.values():
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
     result = {
         "events": args.events, "repeats": args.repeats, "partitions": 4, "broker": "Tansu 0.6.0 (in memory)",
         "events_per_s_runs": runs, "events_per_s_median": med, "process_stats_runs": stats,
@@ -269,10 +269,10 @@ def main() -> None:
                    "polyrec / raw_aiokafka": med["polyrec"] / med["raw_aiokafka"],
                    "noop_faust / raw_aiokafka": med["noop_faust"] / med["raw_aiokafka"],
                    "polyrec (uvloop) / polyrec_asyncio": med["polyrec"] / med["polyrec_asyncio"],
-                   **({f"polyrec / {base}": med["polyrec"] / med[base],
-                       f"(polyrec / noop_faust) / ({base} / noop_faust) - 1":
-                           (med["polyrec"] / med["noop_faust"]) / (med[base] / med["noop_faust"]) - 1}
-                      if baseline else {})},
+                   **{f"polyrec / polyrec@{rev}": med["polyrec"] / med[f"polyrec@{rev}"] for rev in baselines},
+                   **{f"polyrec / polyrec@{rev}, per repeat": [a / b for a, b in zip(runs["polyrec"],
+                                                                                      runs[f"polyrec@{rev}"])]
+                      for rev in baselines}},
         "freshness": fresh,
         "targets": {"polyrec >= 10000 events/s": med["polyrec"] >= 10_000,
                     "polyrec >= 0.5 x noop_faust": med["polyrec"] >= 0.5 * med["noop_faust"],
