@@ -5,8 +5,8 @@ last event's, and nothing is dead-lettered. Then rebalances under traffic, with 
 
 Both are behind ``make faults`` until hole 1 is fixed: the restarted or joining worker's group
 rebalances while batches are in flight, actors are cancelled mid-batch, and a few events can
-miss their user's state. The SIGKILL test passed 5 of 6 runs (alone and in the suite), and failed
-once in a clean-clone CI run (memory store: not every event applied within 180 s)."""
+miss their user's state. The SIGKILL test passed 5 of 7 runs (alone and in the suite), and failed
+twice (memory store: not every event applied within 180 s)."""
 
 import json
 import random
