@@ -36,7 +36,7 @@ class IdIndex:
     def discard(self, ids: Iterable[str]) -> np.ndarray:
         """Forget ``ids`` (erasure): the rows they had (-1: unknown), which are never handed out again."""
         rows = self.rows(ids)
-        for row in rows[rows >= 0].tolist():
+        for row in np.unique(rows[rows >= 0]).tolist():  # an id given twice is discarded once
             del self._rows[self._ids[row]]
             self._ids[row] = ""
         return rows

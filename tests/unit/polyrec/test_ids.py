@@ -24,3 +24,4 @@ def test_a_discarded_id_keeps_its_row_anonymous_and_comes_back_on_a_new_one():
     assert "b" not in index and index.ids == ["a", "", "c"] and index.rows(["b"]).tolist() == [-1]
     assert index.add_many(["b", "c"]).tolist() == [3, 2]  # the old row is never handed out again
     assert index.discard(["b"]).tolist() == [3] and index.discard(["b"]).tolist() == [-1]  # safe to repeat
+    assert index.discard(["c", "c"]).tolist() == [2, 2] and "c" not in index  # one id twice in one call
