@@ -207,14 +207,13 @@ class WorkerModel:
                 label = OTHER_LANGUAGE
             if label not in self.languages:
                 self.languages.append(label)
-        if row >= len(self._language):
-            self._language = np.pad(self._language, (0, max(row + 1, 2 * len(self._language)) - len(self._language)))
-        self._language[row] = self.languages.index(label)
+        self._language_codes(row + 1)[row] = self.languages.index(label)
 
-    def _languages_of(self, rows: np.ndarray) -> np.ndarray:
-        if len(rows) and int(rows.max()) >= len(self._language):
-            self._set_language(int(rows.max()), self.languages[0])  # grows the array; the row stays "none"
-        return self._language[rows]
+    def _language_codes(self, n: int) -> np.ndarray:
+        """The language code of item rows below ``n`` (0: none), growing the array as items arrive."""
+        if n > len(self._language):
+            self._language = np.pad(self._language, (0, max(n, 2 * len(self._language)) - len(self._language)))
+        return self._language[:n]
 
     def exposure(self, item_ids: list[str]) -> dict[tuple[str, str], int]:
         """Recommendation slots of ``item_ids`` by (language label, age): ``new`` for an item with fewer
@@ -223,15 +222,16 @@ class WorkerModel:
         rows = rows[rows >= 0]
         if not len(rows):
             return {}
-        new = self.consumers.event_counts(len(self.mf.items))[rows] < self.young.young
-        codes, n = np.unique(self._languages_of(rows).astype(np.int64) * 2 + new, return_counts=True)
+        n_items = len(self.mf.items)
+        new = self.consumers.event_counts(n_items)[rows] < self.young.young
+        codes, n = np.unique(self._language_codes(n_items)[rows].astype(np.int64) * 2 + new, return_counts=True)
         return {(self.languages[c // 2], "new" if c % 2 else "established"): int(k)
                 for c, k in zip(codes.tolist(), n.tolist())}
 
     def new_items_by_language(self) -> dict[str, int]:
         """Items with fewer than ``young`` events, by language label (every label met, 0 included)."""
         n = len(self.mf.items)
-        codes = self._languages_of(np.arange(n))[self.consumers.event_counts(n) < self.young.young]
+        codes = self._language_codes(n)[self.consumers.event_counts(n) < self.young.young]
         counts = np.bincount(codes.astype(np.int64), minlength=len(self.languages))
         return dict(zip(self.languages, counts.tolist()))
 
