@@ -136,8 +136,6 @@ class EventPipeline:
         recs = await asyncio.get_running_loop().run_in_executor(self._top_k, result.recs.run)
         await self._persist_and_publish(last, result.users, recs)
         self._count(events, result, produced)
-        for (lang, age), n in self.model.exposure([item for _, items, _, _ in recs for item in items]).items():
-            metrics.SLOTS.labels(lang, age).inc(n)
 
     async def _forget(self, ev: Any, user: str) -> None:
         """Erase a user (an erasure request at ``ev``): a tombstone on the changelog (acknowledged),
@@ -240,15 +238,17 @@ class EventPipeline:
             t0 = time.perf_counter()
             try:
                 await self.publisher.publish(payloads)
-                metrics.REDIS_SECONDS.observe(time.perf_counter() - t0)
-                metrics.RECS.inc(len(payloads))
-                metrics.RECS_HELD.set(self._held_count())
-                return
             except Exception as exc:  # redis errors are many classes; all are retried the same way
                 metrics.REDIS_ERRORS.inc()
                 log.warning("redis write failed (attempt %d/%d): %s", attempt + 1, self.redis_retries, exc)
                 if attempt + 1 < self.redis_retries:
                     await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+            else:  # written: what follows must never make a written batch count as failed
+                metrics.REDIS_SECONDS.observe(time.perf_counter() - t0)
+                metrics.RECS.inc(len(payloads))
+                self._count_slots(payloads)
+                metrics.RECS_HELD.set(self._held_count())
+                return
         for p in payloads:  # the older held ones first, then the batch's own: the oldest leave first
             held.setdefault(p["user_id"], p)
         dropped = max(0, self._held_count() - HELD_MAX)  # all in this partition's: the others were within it
@@ -259,6 +259,12 @@ class EventPipeline:
         log.error("redis write failed %d times: holding %d recommendation payloads of partition %d for its "
                   "next batch (%d held in all, %d dropped beyond %d); the users' state is saved",
                   self.redis_retries, len(held), partition, self._held_count(), dropped, HELD_MAX)
+
+    def _count_slots(self, payloads: list[dict]) -> None:
+        """The slots of payloads Redis took, by item language and age (held ones count once written)."""
+        slots = self.model.exposure([x["item_id"] for p in payloads for x in p["items"]])
+        for (lang, age), n in slots.items():
+            metrics.SLOTS.labels(lang, age).inc(n)
 
     def _held_count(self) -> int:
         return sum(map(len, self._held.values()))

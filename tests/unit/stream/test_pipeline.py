@@ -246,7 +246,7 @@ def _written(publisher: Publisher) -> list[str]:
 
 def test_payloads_redis_did_not_take_go_out_with_their_partitions_next_batch_unless_superseded():
     publisher = Publisher(failures=2)
-    pipeline = EventPipeline(None, {}, None, None, None, None, {}, publisher, "v", barrier=None,
+    pipeline = EventPipeline(WorkerModel(MFConfig(dim=4)), {}, None, None, None, None, {}, publisher, "v", barrier=None,
                              memory_ready=None, redis_retries=2)
     asyncio.run(pipeline._publish(0, _payloads("1", "a", "b")))  # both attempts fail: held
     assert publisher.payloads == [] and metrics.RECS_HELD._value.get() == 2
@@ -258,7 +258,7 @@ def test_payloads_redis_did_not_take_go_out_with_their_partitions_next_batch_unl
 
 def test_held_payloads_of_a_partition_given_away_are_dropped_and_counted():
     publisher = Publisher(failures=2)
-    pipeline = EventPipeline(None, {}, None, None, None, None, {}, publisher, "v", barrier=None,
+    pipeline = EventPipeline(WorkerModel(MFConfig(dim=4)), {}, None, None, None, None, {}, publisher, "v", barrier=None,
                              memory_ready=None, redis_retries=2)
     dropped = metrics.RECS_DROPPED._value.get()
     asyncio.run(pipeline._publish(3, _payloads("1", "e")))
@@ -272,7 +272,7 @@ def test_at_most_held_max_payloads_are_held_the_oldest_go_first(monkeypatch):
 
     monkeypatch.setattr(stream.pipeline, "HELD_MAX", 3)
     publisher = Publisher(failures=2)
-    pipeline = EventPipeline(None, {}, None, None, None, None, {}, publisher, "v", barrier=None,
+    pipeline = EventPipeline(WorkerModel(MFConfig(dim=4)), {}, None, None, None, None, {}, publisher, "v", barrier=None,
                              memory_ready=None, redis_retries=2)
     dropped = metrics.RECS_DROPPED._value.get()
     asyncio.run(pipeline._publish(0, _payloads("1", "u0", "u1", "u2", "u3", "u4")))
@@ -319,3 +319,21 @@ def test_an_erasure_request_is_applied_in_its_place_between_the_events_around_it
         assert publisher.forgotten == [] and any("Redis key was not deleted" in r.getMessage() for r in caplog.records)
     else:
         assert publisher.forgotten == ["u0"]
+
+
+def test_recommendation_slots_count_when_redis_takes_the_payloads_held_ones_included():
+    model = WorkerModel(MFConfig(dim=4))
+    model.mf.add_items(["i1", "i2"])
+    publisher = Publisher(failures=2)
+    pipeline = EventPipeline(model, {}, None, None, None, None, {}, publisher, "v", barrier=None,
+                             memory_ready=None, redis_retries=2)
+
+    def slots() -> float:
+        return metrics.SLOTS.labels("none", "new")._value.get()
+
+    before = slots()
+    payload = [{"user_id": "u", "items": [{"item_id": "i1"}, {"item_id": "i2"}]}]
+    asyncio.run(pipeline._publish(0, payload))  # both attempts fail: held, not counted
+    assert slots() == before
+    asyncio.run(pipeline._publish(0, []))  # the partition's next batch writes the held payload
+    assert slots() == before + 2
