@@ -148,7 +148,7 @@ async def process_or_dead_letter(steps: BatchSteps, events: Sequence[Any], *, at
     first = events[0].message
     stalls = stalls or Stalls()
     retry = partial(_until_done, topic=first.topic, where=f"{first.topic}[{first.partition}]", backoff_s=backoff_s,
-                    max_backoff_s=max_backoff_s, stalls=stalls, exit=exit)
+                    max_backoff_s=max_backoff_s, stalls=stalls)
     valid, invalid = steps.validate(events)
     if invalid:  # before learning; what a bug keeps from being sent is tried once more below
         await retry(lambda: _dead_letter(steps, invalid), attempts=attempts)
@@ -195,12 +195,11 @@ async def _dead_letter(steps: BatchSteps, rejected: list[tuple[Any, Rejected]]) 
 
 
 async def _until_done(step: Callable[[], Awaitable[None]], *, topic: str, where: str, attempts: int,
-                      backoff_s: float, max_backoff_s: float, stalls: Stalls,
-                      exit: Callable[[int], Any]) -> BaseException | None:
+                      backoff_s: float, max_backoff_s: float, stalls: Stalls) -> BaseException | None:
     """Run ``step`` until it succeeds (None), retrying infrastructure errors for as long as they
     last; any other error after ``attempts`` failures is returned. Cancelled while it waits (the
-    partition revoked, or the worker stopping, during an outage), the process exits: Faust would
-    acknowledge the unprocessed batch, and a commit could then skip it."""
+    partition revoked, or the worker stopping, during an outage), it stops: the batch stays
+    unacknowledged (``stream.app.Worker._consume``) and the partition's next owner replays it."""
     failures, stalled = 0, False
     try:
         while True:
@@ -220,12 +219,6 @@ async def _until_done(step: Callable[[], Awaitable[None]], *, topic: str, where:
                     stalled = True
                     stalls.waiting += 1
                 await asyncio.sleep(min(backoff_s * 2 ** (failures - 1), max_backoff_s))
-    except asyncio.CancelledError:
-        if stalled:
-            log.critical("%s was cancelled while its batch waited for the infrastructure: exiting without "
-                         "committing it, so that the partition's next owner replays it", where)
-            exit(EXIT_BATCH_FAILED)
-        raise
     finally:
         if stalled:
             stalls.waiting -= 1

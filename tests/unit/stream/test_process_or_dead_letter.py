@@ -190,19 +190,21 @@ def test_a_dead_letter_that_cannot_even_be_queued_is_reported_unsent():
     assert [ev for ev, _ in exc.value.unsent] == [event] and "producer closed" in str(exc.value)
 
 
-def test_a_batch_cancelled_while_it_waits_out_an_outage_makes_the_process_exit_uncommitted():
-    """A revoked partition's actor is cancelled, and Faust acknowledges the batch it held: exiting
-    at once keeps that unprocessed batch from being committed (the next owner replays it)."""
-    steps, exits = FakeSteps(learn_failures=10**9), []
+def test_a_batch_cancelled_while_it_waits_out_an_outage_stops_without_exiting():
+    """A revoked partition's actor is cancelled during an outage: the cancellation goes through (the
+    batch stays unacknowledged: stream.app.Worker._consume), the process does not exit, and the
+    batch no longer counts as stalled."""
+    steps, exits, stalls = FakeSteps(learn_failures=10**9), [], Stalls()
 
     async def scenario() -> None:
         task = asyncio.create_task(process_or_dead_letter(steps, BATCH, backoff_s=0.001, max_backoff_s=0.001,
-                                                          exit=exits.append))
+                                                          stalls=stalls, exit=exits.append))
         while len(steps.learned) < 3:
             await asyncio.sleep(0.001)
+        assert stalls.waiting == 1
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
     asyncio.run(scenario())
-    assert exits == [EXIT_BATCH_FAILED] and steps.dead == [(INVALID, steps.dead[0][1])]
+    assert exits == [] and stalls.waiting == 0 and steps.dead == [(INVALID, steps.dead[0][1])]
