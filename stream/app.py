@@ -214,7 +214,10 @@ class Worker:
         try:
             async for batch in batches:
                 tp = batch[0].message.tp
-                keep, offset = self.in_order.check(tp, [event.message.offset for event in batch])
+                if any(event.message.tp != tp for event in batch):  # the items agent's batches mix partitions
+                    keep, offset = list(range(len(batch))), None  # its records are idempotent by item and offset
+                else:
+                    keep, offset = self.in_order.check(tp, [event.message.offset for event in batch])
                 if offset is not None:  # events before these were not delivered: read them first
                     log.warning("%s[%d]: a batch from offset %d came before offset %d: reading the partition "
                                 "again from there", tp.topic, tp.partition, batch[0].message.offset, offset)
@@ -238,7 +241,8 @@ class Worker:
                     raise
                 for event in batch:
                     event.ack()
-                self.in_order.learned(tp, batch[-1].message.offset)
+                if offset is None and all(event.message.tp == tp for event in batch):
+                    self.in_order.learned(tp, batch[-1].message.offset)
         finally:
             await batches.aclose()  # now, not when collected: its own references to the batch go
 
@@ -260,8 +264,7 @@ class Worker:
         (``InOrder``); partitions given away stop exporting their lag (their next owner reports it once
         recovered; a stale value here would add to theirs). Kept ones stay continuous."""
         s = self.settings
-        mine = [TopicPartition(tp.topic, tp.partition) for tp in assigned
-                if tp.topic in (s.events_topic, s.items_topic)]
+        mine = [TopicPartition(tp.topic, tp.partition) for tp in assigned if tp.topic == s.events_topic]
         committed = await fetch_committed_offsets(s.broker_list, s.app_id, mine, s.kafka_options())
         self.in_order.expect({TP(tp.topic, tp.partition): offset for tp, offset in committed.items()})
         self._assigned_once.set()
