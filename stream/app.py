@@ -203,21 +203,20 @@ class Worker:
         cover them) only once it is processed to the end.
 
         Faust's ``take_events`` acknowledges a batch in a ``finally``, also when the agent is
-        cancelled in the middle of it (a rebalance stops the actors of revoked partitions). A
-        commit then covered events that were never learned, and the partition's next owner skipped
-        them (the reliability issue's fault tests lost 21 of 20,000 events that way). So each
-        event's message is held (one more reference) while its batch is processed and released
-        after: ``take_events``' own acknowledgement of an abandoned batch leaves it unacknowledged,
-        and its next owner replays it.
+        cancelled in the middle of it (a rebalance stops the actors of revoked partitions), and a
+        commit could then cover events that were never learned. So each event's message is held
+        (one more reference) while its batch is processed and released after: ``take_events``' own
+        acknowledgement of an abandoned batch leaves it unacknowledged, and its next owner replays
+        it. Batches of the ``events`` topic (one partition each) are also learned in offset order
+        (:class:`stream.offsets.InOrder`); the items agent's mix partitions and are not checked.
         """
         batches = stream.take_events(batch_max, within=self.settings.batch_window_s)
         try:
             async for batch in batches:
                 tp = batch[0].message.tp
-                if any(event.message.tp != tp for event in batch):  # the items agent's batches mix partitions
-                    keep, offset = list(range(len(batch))), None  # its records are idempotent by item and offset
-                else:
-                    keep, offset = self.in_order.check(tp, [event.message.offset for event in batch])
+                in_order = tp.topic == self.settings.events_topic
+                keep, offset = (self.in_order.check(tp, [event.message.offset for event in batch]) if in_order
+                                else (list(range(len(batch))), None))
                 if offset is not None:  # events before these were not delivered: read them first
                     log.warning("%s[%d]: a batch from offset %d came before offset %d: reading the partition "
                                 "again from there", tp.topic, tp.partition, batch[0].message.offset, offset)
@@ -241,7 +240,7 @@ class Worker:
                     raise
                 for event in batch:
                     event.ack()
-                if offset is None and all(event.message.tp == tp for event in batch):
+                if in_order:
                     self.in_order.learned(tp, batch[-1].message.offset)
         finally:
             await batches.aclose()  # now, not when collected: its own references to the batch go
