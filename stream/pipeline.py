@@ -164,7 +164,7 @@ class EventPipeline:
             raw = self.users_get(u)
             try:
                 states[u] = None if raw is None else UserState.from_json(raw)
-            except (KeyError, TypeError, ValueError, AttributeError):  # not a state: failing would fail the batch
+            except ValueError:  # not a state (UserState.from_json says why): failing would fail the batch
                 states[u] = None
                 unreadable.append(u)
         self._warn({"unreadable": unreadable})

@@ -49,6 +49,7 @@ from stream.wire import (
     sane,
 )
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # an accumulator beyond it would be stored as inf
 MAX_LANGUAGES = 64  # language labels a worker keeps apart in its exposure metrics; later ones count as "other"
 
 
@@ -173,8 +174,14 @@ class WorkerModel:
             raise ValueError(f"item record {rec.key!r} has dimension {len(rec.vector) - 1}, the model {dim}")
         if not sane(rec.vector):
             raise ValueError(f"item record {rec.key!r} holds a non-finite number or one beyond ±{MAX_ABS_VALUE:g}")
+        if rec.embedding is not None and not np.isfinite(rec.embedding).all():
+            raise ValueError(f"item record {rec.key!r} has a non-finite text embedding")
+        # only the sum's direction is used, so any finite size will do (weights up to 1000 make it large)
+        if rec.consumers is not None and not (rec.consumers.shape == (dim,) and np.isfinite(rec.consumers).all()):
+            raise ValueError(f"item record {rec.key!r} has consumers of another dimension or a non-finite number")
+        partition = None if rec.source == TEXT_SOURCE else _partition(rec.source)  # every check before the row
         row = int(self.mf.add_items([rec.item_id])[0])
-        if rec.source == TEXT_SOURCE:  # an item re-published twice: the later text wins, whatever lands last
+        if partition is None:  # an item re-published twice: the later text wins, whatever lands last
             if rec.offset <= self._text_offset.get(row, -1):
                 return False
             self._text_offset[row] = rec.offset
@@ -187,10 +194,7 @@ class WorkerModel:
             if rec.embedding is not None:
                 self.embeddings[rec.item_id] = rec.embedding
             return True
-        # only the sum's direction is used, so any finite size will do (weights up to 1000 make it large)
-        if rec.consumers is not None and not (rec.consumers.shape == (dim,) and np.isfinite(rec.consumers).all()):
-            raise ValueError(f"item record {rec.key!r} has consumers of another dimension or a non-finite number")
-        part = self._partition(_partition(rec.source))
+        part = self._partition(partition)
         if rec.offset <= part.offset_of(np.array([row]))[0]:
             return False
         self._shift(row, rec.vector - part.vectors[row])
@@ -341,7 +345,7 @@ class WorkerModel:
                 if st.factors.shape != (self.config.dim,):
                     resized.append(user)
                     self.mf.restart_users(np.array([row]))
-                elif not (sane(st.factors) and np.isfinite(st.accum) and st.accum >= 0):
+                elif not (sane(st.factors) and 0 <= st.accum <= FLOAT32_MAX):  # NaN fails both
                     invalid.append(user)
                     self.mf.restart_users(np.array([row]))
                 else:

@@ -25,6 +25,14 @@ def sane(vector: np.ndarray) -> bool:
     return bool(np.isfinite(v).all()) and (v.size == 0 or float(np.abs(v).max()) <= MAX_ABS_VALUE)
 
 
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def encode_vector(v: np.ndarray) -> str:
     return base64.b64encode(np.asarray(v, "<f4").tobytes()).decode("ascii")
 
@@ -50,10 +58,21 @@ class UserState:
         return d if self.partition is None else {**d, "p": self.partition}
 
     @classmethod
-    def from_json(cls, d: dict) -> UserState:
-        p = d.get("p")
-        return cls(decode_vector(d["f"]), float(d["g"]), list(d["h"]), int(d["o"]), None if p is None else int(p),
-                   int(d.get("n", 0)))
+    def from_json(cls, d: object) -> UserState:
+        """The state a :meth:`to_json` value holds; ValueError for any other shape (a corrupt or
+        foreign value in the table: the caller treats the user as new)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a user state is a JSON object, not {type(d).__name__}")
+        f, g, h, o, p, n = (d.get(k) for k in ("f", "g", "h", "o", "p", "n"))
+        if not (isinstance(f, str) and _is_number(g) and _is_int(o) and (p is None or _is_int(p))
+                and (n is None or _is_int(n)) and isinstance(h, list) and all(isinstance(i, str) for i in h)):
+            raise ValueError("a user state holds f (base64 float32), g (a number), h (a list of item ids), "
+                             "o (an offset) and optionally p (a partition) and n (a count)")
+        try:
+            accum = float(g)
+        except OverflowError:  # an integer beyond any double
+            raise ValueError("the state's accumulator is not a usable number") from None
+        return cls(decode_vector(f), accum, h, o, p, n or 0)
 
 
 @dataclass(frozen=True)
@@ -94,13 +113,20 @@ class ItemRecord:
         return d
 
     @classmethod
-    def from_json(cls, d: dict) -> ItemRecord:
-        emb, consumers = d.get("e"), d.get("c")
-        lang = d.get("l")
-        return cls(d["item_id"], d["source"], decode_vector(d["v"]), int(d["o"]),
-                   None if emb is None else decode_vector(emb), int(d.get("n", 0)),
+    def from_json(cls, d: object) -> ItemRecord:
+        """The record a :meth:`to_json` value holds; ValueError for any other shape."""
+        if not isinstance(d, dict):
+            raise ValueError(f"an item-factor record is a JSON object, not {type(d).__name__}")
+        item_id, source, v, o, n, emb, consumers, lang = (d.get(k) for k in ("item_id", "source", "v", "o", "n", "e",
+                                                                              "c", "l"))
+        if not (isinstance(item_id, str) and item_id and isinstance(source, str) and isinstance(v, str)
+                and _is_int(o) and (n is None or _is_int(n)) and all(x is None or isinstance(x, str)
+                                                                     for x in (emb, consumers, lang))):
+            raise ValueError("an item-factor record holds item_id, source, v (base64 float32) and o (an offset), "
+                             "and optionally n (a count), e and c (base64 float32) and l (a language)")
+        return cls(item_id, source, decode_vector(v), o, None if emb is None else decode_vector(emb), n or 0,
                    consumers=None if consumers is None else decode_vector(consumers),
-                   lang=language_label(lang) if isinstance(lang, str) else None)
+                   lang=None if lang is None else language_label(lang))
 
 
 NO_LANGUAGE = "none"  # an item without a text record, or whose record named no language

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import redis
+from hypothesis.configuration import set_hypothesis_home_dir
 
 from tests.support import REDIS_URL
+
+# hypothesis keeps its caches (Unicode tables) in ./.hypothesis by default: the checkout stays clean
+set_hypothesis_home_dir(Path(os.environ.get("POLYREC_CACHE", Path.home() / ".cache/polyrec")) / "hypothesis")
 
 
 @pytest.fixture(scope="session")
