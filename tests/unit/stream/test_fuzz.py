@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import unicodedata
 
 import numpy as np
 import pytest
@@ -20,7 +19,6 @@ from hypothesis import strategies as st
 
 from polyrec.mf import MFConfig
 from stream.records import (
-    MAX_ID_BYTES,
     REASONS,
     TS_RANGE_MS,
     Event,
@@ -32,11 +30,10 @@ from stream.records import (
 )
 from stream.state import WorkerModel
 from stream.wire import MAX_ABS_VALUE, ItemRecord, UserState, encode_vector
+from tests.support import valid_id
 
 # no example database in the checkout, no wall-clock deadline on a shared 2-core machine
 FUZZ = settings(max_examples=2000, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-_UNSAFE = {*range(0x20), *range(0x7F, 0xA0), 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
 
 # ids as producers send them, and as they should not: every Unicode category, the controls and bidi marks
 ids = st.one_of(
@@ -64,11 +61,6 @@ def _encode(obj: object) -> bytes:
     return json.dumps(obj, ensure_ascii=True).encode()
 
 
-def _valid_id(value: object) -> bool:
-    return (isinstance(value, str) and value.strip() != "" and len(value.encode("utf-8")) <= MAX_ID_BYTES
-            and not _UNSAFE.intersection(map(ord, value)) and unicodedata.is_normalized("NFC", value))
-
-
 def _decoded(parse, raw: bytes | None, key: bytes | None):
     """``parse(raw, key)``, or the reason it rejected the record; any other exception fails the test."""
     try:
@@ -87,7 +79,7 @@ def _check_ts(ts_ms: float) -> None:
 def test_any_bytes_are_an_event_or_a_documented_rejection(raw, key):
     out = _decoded(parse_event, raw, key)
     if not isinstance(out, str):
-        assert _valid_id(out.user_id) and key == out.user_id.encode()
+        assert valid_id(out.user_id) and key == out.user_id.encode()
 
 
 @FUZZ
@@ -99,12 +91,12 @@ def test_event_objects_are_accepted_only_within_the_documented_limits(user, item
     out = _decoded(parse_event, _encode(obj), key)
     if isinstance(out, str):
         return
-    assert _valid_id(out.user_id) and out.user_id == user and key == user.encode()
+    assert valid_id(out.user_id) and out.user_id == user and key == user.encode()
     _check_ts(out.ts_ms)
     if isinstance(out, Forget):
         assert kind == "forget"
     else:
-        assert isinstance(out, Event) and _valid_id(out.item_id) and out.event in ("view", "click", "purchase")
+        assert isinstance(out, Event) and valid_id(out.item_id) and out.event in ("view", "click", "purchase")
         assert set(out.extra) == set(obj) - {"user_id", "item_id", "event", "ts"}
 
 
@@ -117,7 +109,7 @@ def test_item_objects_are_accepted_only_within_the_documented_limits(item, title
     out = _decoded(parse_item, _encode(obj), key)
     if isinstance(out, str):
         return
-    assert isinstance(out, Item) and _valid_id(out.item_id) and key == out.item_id.encode()
+    assert isinstance(out, Item) and valid_id(out.item_id) and key == out.item_id.encode()
     assert isinstance(out.title, str) and isinstance(out.description, str)
     assert out.lang is None or isinstance(out.lang, str)
     _check_ts(out.ts_ms)
