@@ -25,7 +25,7 @@ ONNX_DIR := $(CACHE)/onnx/multilingual-e5-small
 # The export recipe's version (encoders/sidecar.py FORMAT): a new one makes the graphs stale.
 ONNX_RECIPE := $(ONNX_DIR)/.recipe-$(shell sed -n 's|^FORMAT = "\(.*\)"|\1|p' encoders/sidecar.py | tr / -)
 
-.PHONY: setup encoder prometheus demo lint test faults eval clean FORCE
+.PHONY: setup encoder prometheus socat demo lint test faults eval clean FORCE
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -77,9 +77,14 @@ lint: $(STAMP)
 test: setup prometheus lint
 	$(BIN)/python -m pytest -q
 
+# socat stands between a worker and the broker in the broker-cut fault tests
+socat:
+	@command -v socat >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends socat; }
+
 # Fault tests kept out of `make test`: reproductions of open reliability holes and long runs
 # (docs/operations.md, "Fault tests").
-faults: setup
+faults: setup socat
 	$(BIN)/python -m pytest -q -m faults
 
 clean:

@@ -87,14 +87,16 @@ class LocalServer:
         self.stop()
 
 
-def start_tansu(port: int | None = None) -> LocalServer:
-    """Start an in-memory Tansu broker on a free local port."""
+def start_tansu(port: int | None = None, advertised_port: int | None = None) -> LocalServer:
+    """Start an in-memory Tansu broker on a free local port. ``advertised_port``: the port it tells
+    clients to connect to (a proxy in front of it; the fault tests cut the broker there)."""
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     workdir = tempfile.mkdtemp(prefix="polyrec-tansu-")
     log = Path(workdir) / "tansu.log"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
     proc = subprocess.Popen(
-        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", advertised],
         stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True,
     )
     server = LocalServer("tansu", f"127.0.0.1:{port}", proc, workdir, log)

@@ -8,6 +8,7 @@ import logging
 from stream import metrics
 from stream.app import Worker, encoder_file
 from stream.faust_process import quiet_worker, use_event_loop
+from stream.log_repeats import limit_repeats
 from stream.settings import Settings
 from stream.topics import ensure_topics
 
@@ -21,6 +22,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     loop = use_event_loop(settings.event_loop)
     asyncio.run(ensure_topics(settings, replication=settings.replication))
     app = Worker(settings).app
+    limit_repeats("aiokafka")  # a broker outage would log every reconnect attempt of every client
 
     @app.task
     async def log_start() -> None:

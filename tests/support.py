@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import time
@@ -191,3 +192,46 @@ def two_workers(pool, env: dict, partitions: int = 4) -> tuple[list[WorkerProces
     half = partitions // 2
     wait_for(lambda: len(a.assigned()) == half and len(b.assigned()) == half, 30, what="an even assignment")
     return [a, b], {p: w for w in (a, b) for p in w.assigned()}
+
+
+class TcpProxy:
+    """``socat`` forwarding ``port`` to ``target_port`` on 127.0.0.1, to fail a broker without
+    losing its memory: ``cut()`` kills it (connections close, new ones are refused), ``hang()``
+    stops it (connections stay open and carry nothing), ``restore()`` undoes either."""
+
+    def __init__(self, target_port: int, port: int) -> None:
+        if not shutil.which("socat"):
+            raise RuntimeError("socat is needed for the broker-cut tests (Debian: socat)")
+        self.target_port, self.port = target_port, port
+        self.proc: subprocess.Popen | None = None
+        self.restore()
+
+    def restore(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:  # hung: let it carry on
+            os.killpg(self.proc.pid, signal.SIGCONT)
+            return
+        from polyrec_cli.devservers import port_open
+
+        self.proc = subprocess.Popen(["socat", f"TCP-LISTEN:{self.port},bind=127.0.0.1,fork,reuseaddr",
+                                      f"TCP:127.0.0.1:{self.target_port}"], start_new_session=True)
+        wait_for(lambda: port_open("127.0.0.1", self.port), 10, interval=0.05, what="the proxy listening")
+
+    def cut(self) -> None:
+        self._signal(signal.SIGKILL)
+        assert self.proc is not None
+        self.proc.wait(10)
+
+    def hang(self) -> None:
+        self._signal(signal.SIGSTOP)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self._signal(signal.SIGCONT)
+            self.cut()
+
+    def _signal(self, sig: int) -> None:
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, sig)  # the listener and the child of every connection
+        except ProcessLookupError:
+            pass
