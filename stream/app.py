@@ -40,7 +40,7 @@ from stream.faust_patches import (
 from stream.faust_process import drop_monitor
 from stream.items import ItemPipeline
 from stream.offsets import InOrder, fetch_committed_offsets
-from stream.pipeline import EventPipeline
+from stream.pipeline import HELD_RETRY_S, EventPipeline
 from stream.records import REASONS
 from stream.recs import RecsPublisher, redis_client
 from stream.replica import OUTCOMES as REPLICA_OUTCOMES
@@ -157,6 +157,7 @@ class Worker:
         app.task(self.event_replica.run)
         app.timer(5.0, name="consumer_lag")(self.consumer_lag)
         app.timer(5.0, name="new_items")(self.new_items)
+        app.timer(HELD_RETRY_S, name="held_payloads")(self.write_held)
         # Faust makes a page's handler a method of its view class: plain functions, not bound methods
         pages = [("/polyrec/health", self.health), ("/polyrec/ready", self.readiness)]
         if s.web_user_state:
@@ -307,6 +308,15 @@ class Worker:
         for p, lag in lags.items():
             metrics.LAG.labels(topic, str(p)).set(lag)
         self._lag_series.update(lags)
+
+    async def write_held(self) -> None:
+        """Every ``HELD_RETRY_S``, the recommendation payloads a Redis outage held, written once Redis
+        answers again, whether or not their partitions have new events. Never raises (a timer that
+        raises stops the app)."""
+        try:
+            await self.pipeline.write_held()
+        except Exception:  # noqa: BLE001 - logged; the next tick tries again
+            log.exception("writing held recommendation payloads failed")
 
     async def new_items(self) -> None:
         """Every 5 s, the new items by language (``polyrec_new_items``): with the slots they get, what

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import groupby, islice
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 HELD_MAX = 50_000  # payloads a worker holds while Redis fails (~1 KB each); the oldest go beyond it
 HELD_CHUNK = 1_000  # held payloads written with each batch of their partition once Redis is back
+HELD_RETRY_S = 2.0  # how often the worker tries to write held payloads without waiting for a batch
 MEMORY_WAIT_S = 5.0  # longest a batch waits for the co-occurrence memory to hold its events
 # Why a stored user state could not be used as is (stream/state.py, WorkerModel._load_users).
 STATE_WARNINGS = {
@@ -72,6 +73,9 @@ class EventPipeline:
         self.unusable_states: Counter[str] = Counter()  # STATE_WARNINGS key -> users so far
         self.positions: dict[int, int] = {}  # partition -> next offset to consume (for lag)
         self._held: dict[int, dict[str, dict]] = {}  # partition -> user -> a payload Redis did not take
+        # one writer of a partition's payloads at a time (its batches, ``write_held``, an erasure):
+        # a user's older payload must never land after a newer one, nor after the user's erasure
+        self._publishing: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._flushing = asyncio.Lock()
         # one batch's top-K at a time, whatever the number of partitions: bounded memory and cores,
         # and never queued behind other work of the loop's default pool (e.g. a refit)
@@ -147,11 +151,12 @@ class EventPipeline:
         self.users_store(ev, user, None)
         self.users_persisted(partition, acks[0].offset)
         held = self.model.forget_user(user)
-        self._held.get(partition, {}).pop(user, None)
-        try:
-            await self.publisher.forget([user])
-        except Exception as exc:  # noqa: BLE001 - the command deletes it again, and says if it could not
-            log.warning("user %r erased, but its Redis key was not deleted: %s", user, exc)
+        async with self._publishing[partition]:
+            self._held.get(partition, {}).pop(user, None)
+            try:
+                await self.publisher.forget([user])
+            except Exception as exc:  # noqa: BLE001 - the command deletes it again, and says if it could not
+                log.warning("user %r erased, but its Redis key was not deleted: %s", user, exc)
         metrics.USERS_FORGOTTEN.inc()
         log.info("user %r erased (partition %d, offset %d; this worker held a row of theirs: %s)",
                  user, partition, ev.message.offset, held)
@@ -228,8 +233,13 @@ class EventPipeline:
         """Write a batch's payloads, with up to ``HELD_CHUNK`` of those its partition holds from
         failed writes (oldest first; a user's newer payload supersedes a held one). If every attempt
         fails, all of them are held for the partition's next batch: a Redis outage delays
-        recommendations, it does not lose them. Only batches of one partition write its held payloads,
-        and they run one at a time, so a held payload never lands after a newer one of its user."""
+        recommendations, it does not lose them. A partition's payloads have one writer at a time (its
+        batches run one at a time; ``write_held`` and erasures take the same lock), so a held payload
+        never lands after a newer one of its user."""
+        async with self._publishing[partition]:
+            await self._publish_locked(partition, payloads)
+
+    async def _publish_locked(self, partition: int, payloads: list[dict]) -> None:
         held = self._held.setdefault(partition, {})
         for p in payloads:
             held.pop(p["user_id"], None)
@@ -259,6 +269,35 @@ class EventPipeline:
         log.error("redis write failed %d times: holding %d recommendation payloads of partition %d for its "
                   "next batch (%d held in all, %d dropped beyond %d); the users' state is saved",
                   self.redis_retries, len(held), partition, self._held_count(), dropped, HELD_MAX)
+
+    async def write_held(self) -> int:
+        """Write the payloads held from failed writes, a chunk at a time, without waiting for their
+        partition's next batch (a partition whose events stopped during a Redis outage would keep
+        them until its next event). One attempt per chunk, and none after a failure: Redis is still
+        down, the next call tries again (the worker calls it every ``HELD_RETRY_S``). Returns how many
+        it wrote. A chunk in flight when its partition is given away may land after the next owner's
+        first write of the same user: the unfenced late write of docs/architecture.md."""
+        written = 0
+        for partition in [p for p, held in self._held.items() if held]:
+            async with self._publishing[partition]:
+                held = self._held.get(partition, {})
+                while held and self._held.get(partition) is held:  # a revocation pops it: stop there
+                    chunk = [held[u] for u in islice(held, HELD_CHUNK)]
+                    try:
+                        await self.publisher.publish(chunk)
+                    except Exception as exc:  # noqa: BLE001 - Redis still down: held until the next try
+                        metrics.REDIS_ERRORS.inc()
+                        log.debug("held payloads not written yet: %s", exc)
+                        return written
+                    for p in chunk:  # under the lock nothing else wrote or replaced them
+                        del held[p["user_id"]]
+                    metrics.RECS.inc(len(chunk))
+                    self._count_slots(chunk)
+                    metrics.RECS_HELD.set(self._held_count())
+                    written += len(chunk)
+                    log.info("redis is back: wrote %d held recommendation payloads of partition %d (%d left)",
+                             len(chunk), partition, len(held))
+        return written
 
     def _count_slots(self, payloads: list[dict]) -> None:
         """The slots of payloads Redis took, by item language and age (held ones count once written)."""

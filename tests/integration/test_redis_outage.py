@@ -4,6 +4,7 @@ gives up within POLYREC_REDIS_TIMEOUT_S, and writes work again once Redis is bac
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -106,4 +107,84 @@ def test_a_worker_writes_what_it_learned_while_redis_was_down_once_redis_is_back
         assert metric_value(worker.metrics(), "polyrec_recommendations_held") == 0
         assert metric_value(worker.metrics(), "polyrec_recommendations_dropped_total") == 0
     finally:
+        server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+@pytest.mark.parametrize("fault, seconds", [("killed", 65), ("hung", 65), ("killed", 35)])
+def test_redis_killed_or_hung_for_60_s_under_traffic(fault, seconds, broker, workers, tmp_path):
+    """500 events/s for 65 s (or 35 s: the traffic stops half-way through the outage, so no later
+    batch writes what was held); Redis fails after 5 s and comes back 60 s later (killed: a fresh,
+    empty one; hung: SIGSTOP, then SIGCONT). The worker stays up and keeps learning, no batch takes
+    more than 10 s, the lag is 0 within 30 s of Redis's return, and every user with an event since
+    the outage began (hung: every user) has, in Redis, the payload of their last event."""
+    import random
+    import threading
+
+    from polyrec_cli.harness import event_record, send_records
+    from stream.settings import Settings
+    from tests.support import metric_value, run, wait_for, worker_env
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    server = ensure_redis(url)
+    rate, users = 500, 300
+    rng = random.Random(17)
+    stream = [(f"u{rng.randrange(users)}", f"i{rng.randrange(400)}") for _ in range(rate * seconds)]
+    try:
+        env = worker_env(broker, tmp_path, REDIS_URL=url, POLYREC_ITEMS_AGENT="0")
+        settings = Settings.from_env(env)
+        worker = workers.new(env)
+        worker.wait_ready(90)
+        sent_at: dict[str, tuple[int, float]] = {}  # user -> (their last event's ts, when it was sent)
+
+        def records():
+            for k, (user, item) in enumerate(stream):
+                sent_at[user] = (1_700_000_000_000 + k, time.monotonic())
+                yield event_record(user, item, "click", ts=1_700_000_000_000 + k)
+
+        producer = threading.Thread(target=lambda: run(send_records(broker, settings.events_topic, records(),
+                                                                    rate=rate)))
+        producer.start()
+        time.sleep(5)
+        began = time.monotonic()
+        if fault == "killed":
+            server.stop()
+        else:
+            os.kill(server.proc.pid, signal.SIGSTOP)
+        time.sleep(60)
+        worker.check()
+        learned = metric_value(worker.metrics(), "polyrec_events_total")
+        assert learned > 0.5 * rate * (seconds - 5), f"the worker stopped learning in the outage ({learned:.0f} events)"
+        if fault == "killed":
+            server = ensure_redis(url)
+        else:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        back = time.monotonic()
+        producer.join(60)
+        wait_for(lambda: metric_value(worker.metrics(), "polyrec_events_total") >= len(stream)
+                 and metric_value(worker.metrics(), "polyrec_consumer_lag_records") == 0, back + 30 - time.monotonic(),
+                 what="lag 0 within 30 s of Redis's return")
+        check = redis.Redis.from_url(url)
+        touched = sorted(u for u, (_, at) in sent_at.items() if fault == "hung" or at >= began)
+        assert len(touched) > users * 0.9
+
+        def current() -> list[str]:
+            raws = check.mget([recs_key(settings.redis_prefix, u) for u in touched])
+            return [u for u, raw in zip(touched, raws) if raw is None or json.loads(raw)["event_ts"] != sent_at[u][0]]
+
+        stale = current()
+        try:
+            wait_for(lambda: not current(), max(1.0, back + 30 - time.monotonic()), what="every payload rebuilt")
+        except AssertionError:
+            raise AssertionError(f"{len(current())} of {len(touched)} users' payloads are missing or stale 30 s "
+                                 f"after Redis's return (at the lag check: {len(stale)})") from None
+        text = worker.metrics()
+        slow = (metric_value(text, "polyrec_batch_duration_seconds_count")
+                - metric_value(text, "polyrec_batch_duration_seconds_bucket", le="10.0"))
+        assert slow == 0, f"{slow:.0f} batches took more than 10 s"
+        worker.check()
+    finally:
+        if server.proc is not None and server.proc.poll() is None:
+            os.kill(server.proc.pid, signal.SIGCONT)
         server.stop()

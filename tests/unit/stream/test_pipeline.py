@@ -267,6 +267,30 @@ def test_held_payloads_of_a_partition_given_away_are_dropped_and_counted():
     assert _written(publisher) == ["f2"] and metrics.RECS_DROPPED._value.get() - dropped == 1
 
 
+def test_held_payloads_are_written_once_redis_answers_without_a_batch_and_never_once_given_away(monkeypatch):
+    import stream.pipeline
+
+    monkeypatch.setattr(stream.pipeline, "HELD_CHUNK", 2)
+    publisher = Publisher(failures=3)
+    pipeline = EventPipeline(WorkerModel(MFConfig(dim=4)), {}, None, None, None, None, {}, publisher, "v", barrier=None,
+                             memory_ready=None, redis_retries=2)
+    asyncio.run(pipeline._publish(0, _payloads("1", "a", "b", "c")))  # both attempts fail: held
+    asyncio.run(pipeline._publish(1, _payloads("1", "d")))  # (its first attempt fails, the second writes it)
+    assert asyncio.run(pipeline.write_held()) == 3 and publisher.calls == 6  # two chunks of partition 0
+    assert _written(publisher) == ["d1", "a1", "b1", "c1"] and metrics.RECS_HELD._value.get() == 0
+    assert asyncio.run(pipeline.write_held()) == 0 and publisher.calls == 6  # nothing held: no call
+
+    down = Publisher(failures=10)
+    pipeline = EventPipeline(WorkerModel(MFConfig(dim=4)), {}, None, None, None, None, {}, down, "v", barrier=None,
+                             memory_ready=None, redis_retries=1)
+    asyncio.run(pipeline._publish(0, _payloads("1", "a")))
+    asyncio.run(pipeline._publish(1, _payloads("1", "b")))
+    assert asyncio.run(pipeline.write_held()) == 0 and down.calls == 3  # Redis still down: one try, then it stops
+    pipeline.revoked([0, 1])
+    down.failures = 0
+    assert asyncio.run(pipeline.write_held()) == 0 and down.payloads == []  # the next owners write newer ones
+
+
 def test_at_most_held_max_payloads_are_held_the_oldest_go_first(monkeypatch):
     import stream.pipeline
 
