@@ -38,6 +38,7 @@ from stream.faust_patches import (
     set_current_event,
 )
 from stream.faust_process import drop_monitor
+from stream.fencing import fence_user_states
 from stream.items import ItemPipeline
 from stream.offsets import InOrder, fetch_committed_offsets
 from stream.pipeline import HELD_RETRY_S, EventPipeline
@@ -118,6 +119,7 @@ class Worker:
         self.events = self.app.topic(s.events_topic, partitions=s.partitions)
         self.users = self.app.Table(USERS_TABLE, default=None, partitions=s.partitions,
                                     schema=faust.Schema(key_serializer="json", value_serializer="json"))
+        fence_user_states(self.users)
         self.replica = ItemReplica(s.broker_list, item_factors_topic(s), self.model.apply_item_record,
                                    self.model.knows, lambda outcome: metrics.ITEM_RECORDS.labels(outcome).inc(),
                                    fetch_max_wait_ms=s.fetch_max_wait_ms, options=s.kafka_options())
@@ -350,7 +352,7 @@ class Worker:
             return {"error": f"user {user_id!r} has no state on this worker"}, 404
         st = UserState.from_json(raw)
         return {"user_id": user_id, "factors": st.factors.tolist(), "accum": st.accum,
-                "history": st.history, "offset": st.offset}, 200
+                "history": st.history, "offset": st.offset, "partition": st.partition, "applied": st.applied}, 200
 
 
 def _json_view(handler: Callable[..., Awaitable[tuple[dict, int]]]) -> Callable[..., Awaitable[faust.web.Response]]:

@@ -30,8 +30,11 @@ REDIS_ERRORS = Counter("polyrec_redis_write_errors_total",
                        "Failed Redis write attempts (a batch is tried 5 times, then its payloads are held for the "
                        "partition's next batch).")
 RECS = Counter("polyrec_recommendations_published_total", "User recommendation payloads written to Redis.")
-RECS_HELD = Gauge("polyrec_recommendations_held", "Payloads held for Redis after failed writes, written with the "
-                  "next batches of their partitions once it is back.")
+RECS_HELD = Gauge("polyrec_recommendations_held", "Payloads held for Redis after failed writes, written once it "
+                  "is back (with their partitions' next batches, or by a retry every 2 s).")
+STALE_USER_STATES = Counter("polyrec_stale_user_states_total", "User states read back from the changelog (recovery, "
+                            "standby) and not applied: older than the state held for the user (late writes of an "
+                            "owner dropped from the group).")
 RECS_DROPPED = Counter("polyrec_recommendations_dropped_total", "Held payloads given up: beyond the cap of 50,000, "
                        "or of a partition given away (until the user's next event).")
 LOSS = Gauge("polyrec_training_loss", "Exponential moving average of the micro-batch training loss.")

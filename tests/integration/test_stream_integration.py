@@ -258,3 +258,35 @@ def test_bad_input_goes_to_the_dlq_and_valid_events_around_it_are_applied(broker
     assert metric_value(text, "polyrec_dlq_records_total") == len(BAD) + 1
     assert metric_value(text, "polyrec_dlq_records_total", reason="invalid_id") == 2
     w.check()
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_a_late_state_from_an_evicted_owner_loses_to_the_newer_one_at_recovery(broker, tmp_path, workers, store):
+    """An owner dropped from the group writes a user's state after the next owner wrote a newer one
+    (reproduced by producing an older state to the changelog by hand). After a restart the worker
+    holds the newer state, not the last record (docs/architecture.md, "late writes")."""
+    from polyrec_cli.harness import send_records as send
+    from stream.wire import UserState
+
+    env = worker_env(broker, tmp_path, POLYREC_STORE=store)
+    w = workers.new(env)
+    w.wait_ready()
+    _send_events(broker, env, [event_record("late", f"film{n}") for n in range(5)])
+    wait_for(lambda: metric_value(w.metrics(), "polyrec_events_total", outcome="applied") == 5, 15,
+             what="5 events applied")
+    before = get_json(w.url("/polyrec/users/late"))[1]
+    assert before["history"] == [f"film{n}" for n in range(5)] and before["applied"] == 5
+    partition = before["partition"]
+    stale = UserState(np.zeros(len(before["factors"]), np.float32), 0.0, ["film0", "film1"], before["offset"] - 3,
+                      partition, 2)
+    changelog = f"{env['POLYREC_APP_ID']}-users-changelog"
+    run(send(broker, changelog, [(json.dumps("late").encode(), json.dumps(stale.to_json()).encode())],
+             partitioner=lambda key, partitions, available: partition))
+    assert json.loads(run(read_topic(broker, changelog))[-1].value)["n"] == 2, "the late write is the last record"
+    w.stop()
+    w2 = workers.new(env)
+    w2.wait_ready(90)
+    after = get_json(w2.url("/polyrec/users/late"))[1]
+    assert (after["history"], after["offset"], after["applied"]) == (before["history"], before["offset"], 5)
+    np.testing.assert_allclose(after["factors"], before["factors"], rtol=1e-5, atol=1e-6)
+    assert metric_value(w2.metrics(), "polyrec_stale_user_states_total") >= 1
