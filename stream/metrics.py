@@ -32,6 +32,9 @@ REDIS_ERRORS = Counter("polyrec_redis_write_errors_total",
 RECS = Counter("polyrec_recommendations_published_total", "User recommendation payloads written to Redis.")
 RECS_HELD = Gauge("polyrec_recommendations_held", "Payloads held for Redis after failed writes, written once it "
                   "is back (with their partitions' next batches, or by a retry every 2 s).")
+RECS_STALE = Counter("polyrec_recommendations_stale_total", "Payloads Redis did not take because it held a newer "
+                     "one of the user (a larger offset in the same partition): late writes of an owner dropped "
+                     "from the group.")
 STALE_USER_STATES = Counter("polyrec_stale_user_states_total", "User states read back from the changelog (recovery, "
                             "standby) and not applied: older than the state held for the user (late writes of an "
                             "owner dropped from the group).")

@@ -138,7 +138,7 @@ class EventPipeline:
         self._warn({"moved": result.moved, "resized": result.resized, "invalid": result.invalid})
         # top-K is CPU-bound on a large catalogue (docs/operations.md): off the event loop
         recs = await asyncio.get_running_loop().run_in_executor(self._top_k, result.recs.run)
-        await self._persist_and_publish(last, result.users, recs)
+        await self._persist_and_publish(last, result.users, recs, dict(zip(users, offsets.tolist())))
         self._count(events, result, produced)
 
     async def _forget(self, ev: Any, user: str) -> None:
@@ -176,14 +176,16 @@ class EventPipeline:
         return states
 
     async def _persist_and_publish(self, last: Any, states: dict[str, UserState],
-                                   recs: list[tuple[str, list[str], list[float], float]]) -> None:
+                                   recs: list[tuple[str, list[str], list[float], float]],
+                                   last_offset: dict[str, int]) -> None:
         """The changed user states to the changelog and the recommendations to Redis, together;
-        then the states into the local store."""
+        then the states into the local store. ``last_offset``: each user's last event in the batch."""
         partition = last.message.partition
         values = {user: st.to_json() for user, st in states.items()}
         sends = [self.produce(self.topics["users"], encode_json(user), encode_json(value), partition, None)
                  for user, value in values.items()]
-        payloads = [payload(u, items, scores, self.model_version, ts) for u, items, scores, ts in recs]
+        payloads = [payload(u, items, scores, self.model_version, ts, partition, last_offset[u])
+                    for u, items, scores, ts in recs]
         acks, _ = await asyncio.gather(delivered(sends), self._publish(partition, payloads))
         # only what the changelog holds goes into the local store: a RocksDB store recovers from
         # the offset it names, so a state that never reached the broker must not be in it
@@ -247,7 +249,7 @@ class EventPipeline:
         for attempt in range(self.redis_retries):
             t0 = time.perf_counter()
             try:
-                await self.publisher.publish(payloads)
+                stale = await self.publisher.publish(payloads)
             except Exception as exc:  # redis errors are many classes; all are retried the same way
                 metrics.REDIS_ERRORS.inc()
                 log.warning("redis write failed (attempt %d/%d): %s", attempt + 1, self.redis_retries, exc)
@@ -255,9 +257,7 @@ class EventPipeline:
                     await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
             else:  # written: what follows must never make a written batch count as failed
                 metrics.REDIS_SECONDS.observe(time.perf_counter() - t0)
-                metrics.RECS.inc(len(payloads))
-                self._count_slots(payloads)
-                metrics.RECS_HELD.set(self._held_count())
+                self._count_written(payloads, stale)
                 return
         for p in payloads:  # the older held ones first, then the batch's own: the oldest leave first
             held.setdefault(p["user_id"], p)
@@ -284,20 +284,29 @@ class EventPipeline:
                 while held and self._held.get(partition) is held:  # a revocation pops it: stop there
                     chunk = [held[u] for u in islice(held, HELD_CHUNK)]
                     try:
-                        await self.publisher.publish(chunk)
+                        stale = await self.publisher.publish(chunk)
                     except Exception as exc:  # noqa: BLE001 - Redis still down: held until the next try
                         metrics.REDIS_ERRORS.inc()
                         log.debug("held payloads not written yet: %s", exc)
                         return written
                     for p in chunk:  # under the lock nothing else wrote or replaced them
                         del held[p["user_id"]]
-                    metrics.RECS.inc(len(chunk))
-                    self._count_slots(chunk)
-                    metrics.RECS_HELD.set(self._held_count())
+                    self._count_written(chunk, stale)
                     written += len(chunk)
                     log.info("redis is back: wrote %d held recommendation payloads of partition %d (%d left)",
                              len(chunk), partition, len(held))
         return written
+
+    def _count_written(self, payloads: list[dict], stale: list[dict]) -> None:
+        """Count a write: the payloads Redis took and their slots, and those it refused as older than
+        the one it held (``stale``: a late write of an owner dropped from the group, or of this one)."""
+        if stale:
+            refused = {id(p) for p in stale}
+            payloads = [p for p in payloads if id(p) not in refused]
+            metrics.RECS_STALE.inc(len(stale))
+        metrics.RECS.inc(len(payloads))
+        self._count_slots(payloads)
+        metrics.RECS_HELD.set(self._held_count())
 
     def _count_slots(self, payloads: list[dict]) -> None:
         """The slots of payloads Redis took, by item language and age (held ones count once written)."""

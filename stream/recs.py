@@ -7,7 +7,13 @@ Layout (``{prefix}`` is ``POLYREC_REDIS_PREFIX``, default ``polyrec``):
   the change feed downstream services subscribe to.
 
 Payload: ``{"user_id", "items": [{"item_id", "score"}], "model_version", "updated_at",
-"event_ts"}``; both times are epoch milliseconds.
+"event_ts", "partition", "offset"}``; both times are epoch milliseconds; ``partition`` and
+``offset`` locate the user's last event in the micro-batch that computed it (in ``events``).
+
+A payload is written only if Redis does not hold a newer one of the same user: one whose offset in
+the same partition is larger (a Lua script, one round trip per batch). A worker dropped from the
+group can still be writing a batch while the partition's next owner writes newer payloads; without
+this check the older one could land last and Redis would go backwards.
 """
 
 from __future__ import annotations
@@ -34,15 +40,41 @@ def key_pattern(prefix: str) -> str:
 
 
 def payload(user_id: str, items: list[str], scores: list[float], model_version: str,
-            event_ts: float) -> dict[str, Any]:
-    """The documented recommendation payload for one user (``updated_at`` is stamped when written)."""
+            event_ts: float, partition: int, offset: int) -> dict[str, Any]:
+    """The documented recommendation payload for one user (``updated_at`` is stamped when written;
+    ``partition`` and ``offset`` come last: the write's Lua check finds them there)."""
     return {
         "user_id": user_id,
         "items": [{"item_id": i, "score": round(float(s), 6)} for i, s in zip(items, scores)],
         "model_version": model_version,
         "updated_at": None,
         "event_ts": event_ts,
+        "partition": partition,
+        "offset": offset,
     }
+
+
+# KEYS: the users' recs keys, then the stream. ARGV: ttl, maxlen, then per user: id, payload,
+# partition, offset. A payload is written (SET and XADD) unless the held one is of the same
+# partition with a larger offset; returns the positions (1-based) of those not written.
+_WRITE_NEWER = """
+local n = #KEYS - 1
+local stream, ttl, maxlen = KEYS[n + 1], ARGV[1], ARGV[2]
+local stale = {}
+for i = 1, n do
+  local a = 2 + 4 * (i - 1)
+  local held = redis.call('GET', KEYS[i])
+  local p, o
+  if held then p, o = string.match(held, '"partition":(%-?%d+),"offset":(%-?%d+)}$') end
+  if p == ARGV[a + 3] and tonumber(o) > tonumber(ARGV[a + 4]) then
+    stale[#stale + 1] = i
+  else
+    redis.call('SET', KEYS[i], ARGV[a + 2], 'EX', ttl)
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'user_id', ARGV[a + 1], 'payload', ARGV[a + 2])
+  end
+end
+return stale
+"""
 
 
 def redis_client(url: str, timeout_s: float) -> Any:
@@ -60,24 +92,24 @@ def redis_client(url: str, timeout_s: float) -> Any:
 
 
 class RecsPublisher:
-    """Writes a micro-batch of payloads in one pipelined round trip (``redis.asyncio``)."""
+    """Writes a micro-batch of payloads in one round trip (``redis.asyncio``), none over a newer one."""
 
     def __init__(self, redis: Any, prefix: str, ttl_s: int, maxlen: int) -> None:
         self.redis, self.prefix, self.ttl_s, self.maxlen = redis, prefix, ttl_s, maxlen
+        self._write_newer = redis.register_script(_WRITE_NEWER)
 
-    async def publish(self, payloads: list[dict[str, Any]]) -> None:
-        """Stamp ``updated_at`` (now) on every payload and write them all in one round trip."""
+    async def publish(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Stamp ``updated_at`` (now) on every payload and write them all in one round trip;
+        returns those not written because Redis held a newer payload of their user."""
         if not payloads:
-            return
-        stream = stream_key(self.prefix)
-        pipe = self.redis.pipeline(transaction=False)
+            return []
         now_ms = time.time() * 1000.0
+        args: list[Any] = [self.ttl_s, self.maxlen]
         for p in payloads:
             p["updated_at"] = now_ms
-            body = compact_json(p)
-            pipe.set(recs_key(self.prefix, p["user_id"]), body, ex=self.ttl_s)
-            pipe.xadd(stream, {"user_id": p["user_id"], "payload": body}, maxlen=self.maxlen, approximate=True)
-        await pipe.execute()
+            args += [p["user_id"], compact_json(p), p["partition"], p["offset"]]
+        keys = [recs_key(self.prefix, p["user_id"]) for p in payloads] + [stream_key(self.prefix)]
+        return [payloads[int(i) - 1] for i in await self._write_newer(keys=keys, args=args)]
 
     async def forget(self, user_ids: list[str]) -> int:
         """Delete users' recommendation keys (erasure); how many existed."""

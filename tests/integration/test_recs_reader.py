@@ -11,7 +11,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from stream.recs import RecsPublisher, RecsReader, recs_key, stream_key
+from stream.recs import RecsPublisher, RecsReader, payload, recs_key, stream_key
 from tests.support import REDIS_URL
 
 pytestmark = pytest.mark.integration
@@ -57,7 +57,7 @@ def test_published_keys_expire_and_the_stream_is_trimmed(redis_client):
         try:
             publisher = RecsPublisher(client, prefix, ttl_s=60, maxlen=50)
             for batch in range(3):
-                await publisher.publish([{"user_id": f"u{n}", "items": [], "batch": batch} for n in range(200)])
+                await publisher.publish([payload(f"u{n}", [], [], f"v{batch}", 0.0, 0, batch) for n in range(200)])
         finally:
             await client.aclose()
 
@@ -65,11 +65,45 @@ def test_published_keys_expire_and_the_stream_is_trimmed(redis_client):
         asyncio.run(publish())
         ttls = {redis_client.ttl(recs_key(prefix, f"u{n}")) for n in range(200)}
         assert all(0 < t <= 60 for t in ttls), ttls
-        assert json.loads(redis_client.get(recs_key(prefix, "u7")))["batch"] == 2  # the latest write
+        assert json.loads(redis_client.get(recs_key(prefix, "u7")))["model_version"] == "v2"  # the latest write
         # MAXLEN ~ trims whole stream nodes (100 entries by default): about 50 remain, never all 600
         assert 50 <= redis_client.xlen(stream_key(prefix)) <= 150
     finally:
         redis_client.delete(stream_key(prefix), *(recs_key(prefix, f"u{n}") for n in range(200)))
+
+
+def test_a_payload_older_than_the_one_redis_holds_is_not_written(redis_client):
+    """A late write of an owner dropped from the group (a smaller offset in the same partition) loses
+    to the newer payload, in the key and in the stream; another partition's, or a key without one, wins."""
+    prefix = f"test-fence-{uuid.uuid4().hex[:8]}"
+
+    async def publish(*payloads: dict) -> list[str]:
+        client = aioredis.from_url(REDIS_URL)
+        try:
+            stale = await RecsPublisher(client, prefix, ttl_s=60, maxlen=50).publish(list(payloads))
+            return [p["user_id"] for p in stale]
+        finally:
+            await client.aclose()
+
+    def held(user: str) -> tuple[str, int, int]:
+        p = json.loads(redis_client.get(recs_key(prefix, user)))
+        return p["model_version"], p["partition"], p["offset"]
+
+    try:
+        redis_client.set(recs_key(prefix, "old"), json.dumps({"user_id": "old", "items": []}))  # before offsets
+        def p(user: str, version: str, partition: int, offset: int) -> dict:
+            return payload(user, [], [], version, 0.0, partition, offset)
+
+        assert asyncio.run(publish(p("a", "new", 3, 90), p("old", "x", 1, 5))) == []
+        assert asyncio.run(publish(p("a", "late", 3, 40), p("b", "b1", 3, 1))) == ["a"]
+        assert held("a") == ("new", 3, 90) and held("b") == ("b1", 3, 1) and held("old") == ("x", 1, 5)
+        assert asyncio.run(publish(p("a", "same", 3, 90))) == []  # an equal offset: a replay
+        assert asyncio.run(publish(p("a", "moved", 0, 7))) == []  # another partition's
+        assert held("a") == ("moved", 0, 7)
+        feed = [json.loads(f[b"payload"])["model_version"] for _, f in redis_client.xrange(stream_key(prefix))]
+        assert feed == ["new", "x", "b1", "same", "moved"]  # the refused one is not in the feed either
+    finally:
+        redis_client.delete(stream_key(prefix), *(recs_key(prefix, u) for u in ("a", "b", "old")))
 
 
 def test_the_recs_command_prints_a_users_payload_and_fails_for_an_unknown_user(redis_client, monkeypatch, capsys):

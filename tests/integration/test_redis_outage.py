@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from polyrec_cli.devservers import ensure_redis, free_port
-from stream.recs import RecsPublisher, recs_key, redis_client
+from stream.recs import RecsPublisher, payload, recs_key, redis_client
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ async def _timed_publish(publisher: RecsPublisher, user: str) -> tuple[float, Ba
     """Seconds one publish took, and what it raised (None if it succeeded); at most 10 s."""
     t0 = time.perf_counter()
     try:
-        await asyncio.wait_for(publisher.publish([{"user_id": user, "items": []}]), 10)
+        await asyncio.wait_for(publisher.publish([payload(user, [], [], "v", 0.0, 0, 0)]), 10)
     except (TimeoutError, redis.RedisError, OSError) as exc:
         return time.perf_counter() - t0, exc
     return time.perf_counter() - t0, None

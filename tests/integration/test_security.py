@@ -70,3 +70,42 @@ def test_a_worker_and_the_commands_use_a_redis_behind_tls_and_a_password_and_nev
     for where, text in printed.items():
         assert password not in text, f"the Redis password is in the {where}"
     client.close()
+
+
+def test_the_documented_least_privilege_redis_acl_is_enough_for_a_worker_and_the_commands(broker, tmp_path,
+                                                                                          workers):
+    """docs/configuration.md's ``ACL SETUSER`` line, applied as written to a Redis of its own: a worker
+    publishes through that user (its Lua write check included), ``polyrec recs`` reads and
+    ``polyrec forget`` erases; the user can touch no other key."""
+    import shlex
+    from pathlib import Path
+
+    from polyrec_cli.devservers import ensure_redis
+
+    line = next(x for x in (Path(__file__).parents[2] / "docs/configuration.md").read_text().splitlines()
+                if x.startswith("ACL SETUSER polyrec "))
+    port = free_port()
+    server = ensure_redis(f"redis://127.0.0.1:{port}/0")
+    try:
+        admin = redis.Redis(port=port)
+        assert admin.execute_command(*shlex.split(line)) in (b"OK", "OK", True)
+        url = f"redis://polyrec:secret@127.0.0.1:{port}/0"
+        env = worker_env(broker, tmp_path, REDIS_URL=url, POLYREC_REDIS_PREFIX="polyrec")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            redis.Redis.from_url(url).set("other:key", "x")
+        w = workers.new(env)
+        w.wait_ready()
+        events = [event_record("seed", f"item{n}", "view") for n in range(20)] + [event_record("ann", "item3")]
+        run(send_records(broker, env["POLYREC_EVENTS_TOPIC"], events))
+        wait_for(lambda: admin.get(recs_key("polyrec", "ann")), 20, what="recommendations through the ACL user")
+        recs = subprocess.run([sys.executable, "-m", "polyrec_cli", "recs", "ann"], env=env, capture_output=True,
+                              text=True)
+        assert recs.returncode == 0 and json.loads(recs.stdout)["user_id"] == "ann", recs.stderr
+        forget = subprocess.run([sys.executable, "-m", "polyrec_cli", "forget", "ann", "--timeout", "30"], env=env,
+                                capture_output=True, text=True, timeout=90)
+        assert forget.returncode == 0, forget.stderr
+        assert admin.get(recs_key("polyrec", "ann")) is None
+        assert "NOPERM" not in w.log.read_text()
+        w.check()
+    finally:
+        server.stop()

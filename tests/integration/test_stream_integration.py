@@ -55,8 +55,8 @@ def test_events_in_recommendations_out(broker, tmp_path, workers, redis_client):
                    {u: _recs(redis_client, env, u) for u in users}, 15, what="recs for every user")
     for n, u in enumerate(users):
         p = got[u]
-        assert set(p) == {"user_id", "items", "model_version", "updated_at", "event_ts"}
-        assert p["user_id"] == u and len(p["items"]) == 10
+        assert set(p) == {"user_id", "items", "model_version", "updated_at", "event_ts", "partition", "offset"}
+        assert p["user_id"] == u and len(p["items"]) == 10 and p["offset"] >= 5
         assert all(set(x) == {"item_id", "score"} for x in p["items"])
         seen = {f"item{(3 * n + k) % 30}" for k in range(6)}
         assert not seen & {x["item_id"] for x in p["items"]}, "a seen item was recommended"

@@ -91,11 +91,12 @@ class Publisher:
         self.forgotten: list[str] = []
         self.calls, self.failures, self.forget_fails = 0, failures, forget_fails
 
-    async def publish(self, payloads: list[dict]) -> None:
+    async def publish(self, payloads: list[dict]) -> list[dict]:
         self.calls += 1
         if self.calls <= self.failures:
             raise ConnectionError("redis is down")
         self.payloads += payloads
+        return []
 
     async def forget(self, user_ids: list[str]) -> int:
         if self.forget_fails:
