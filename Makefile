@@ -25,7 +25,7 @@ ONNX_DIR := $(CACHE)/onnx/multilingual-e5-small
 # The export recipe's version (encoders/sidecar.py FORMAT): a new one makes the graphs stale.
 ONNX_RECIPE := $(ONNX_DIR)/.recipe-$(shell sed -n 's|^FORMAT = "\(.*\)"|\1|p' encoders/sidecar.py | tr / -)
 
-.PHONY: setup encoder prometheus socat demo lint test faults eval clean FORCE
+.PHONY: setup encoder prometheus socat demo lint test faults soak eval clean FORCE
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -86,6 +86,10 @@ socat:
 # (docs/operations.md, "Fault tests").
 faults: setup socat
 	$(BIN)/python -m pytest -q -m faults
+
+# 10 minutes of traffic with faults in the first half; RSS, lag and freshness in the second
+soak: setup socat
+	$(BIN)/python -m pytest -q -s -m soak
 
 clean:
 	rm -rf $(VENV) results

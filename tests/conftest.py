@@ -94,3 +94,19 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     BertModel(config, add_pooling_layer=False).save_pretrained(folder)
     write_tokenizer_files(folder, xlmr_tokenizer_json())
     return folder
+
+
+@pytest.fixture
+def proxied_broker():
+    """A broker of its own behind a TCP proxy (its advertised address), as ``(proxy, address)``."""
+    from polyrec_cli.devservers import free_port, start_tansu
+    from tests.support import TcpProxy
+
+    port = free_port()
+    server = start_tansu(advertised_port=port)
+    proxy = TcpProxy(int(server.address.rpartition(":")[2]), port)
+    try:
+        yield proxy, f"127.0.0.1:{port}"
+    finally:
+        proxy.stop()
+        server.stop()

@@ -235,3 +235,50 @@ class TcpProxy:
             os.killpg(self.proc.pid, sig)  # the listener and the child of every connection
         except ProcessLookupError:
             pass
+
+
+def applied_counts(broker: str, env: dict) -> dict[str, int]:
+    """Each user's applied count in their newest changelog record."""
+    latest = {}
+    for r in run(read_topic(broker, f"{env['POLYREC_APP_ID']}-users-changelog", timeout=30)):
+        latest[json.loads(r.key)] = r.value
+    return {user: json.loads(value).get("n", 0) for user, value in latest.items() if value is not None}
+
+
+def assert_every_event_applied_once(broker: str, env: dict, expected: Counter, workers_left: list) -> None:
+    """The fault tests' oracle. Wait up to 180 s for the changelog's counts to add up, then compare
+    them user by user; on a mismatch, say which users differ and what the live workers counted."""
+    events = sum(expected.values())
+    try:
+        wait_for(lambda: sum(applied_counts(broker, env).values()) >= events, 180, interval=1.0,
+                 what="every event applied")
+    except AssertionError:
+        pass
+    applied = applied_counts(broker, env)
+    wrong = {u: (applied.get(u), n) for u, n in expected.items() if applied.get(u) != n}
+    if wrong:
+        seen = []
+        for w in workers_left:
+            try:
+                text = w.metrics()
+            except OSError:
+                continue
+            seen.append({o: metric_value(text, "polyrec_events_total", outcome=o) for o in ("applied", "duplicate")}
+                        | {"lag": metric_value(text, "polyrec_consumer_lag_records")})
+        raise AssertionError(f"{len(wrong)} users' counts differ (changelog, topic): {dict(list(wrong.items())[:8])}; "
+                             f"applied {sum(applied.values())} of {events}; live workers: {seen}; "
+                             f"{_trace(broker, env, list(wrong)[:2])}")
+
+
+def _trace(broker: str, env: dict, users: list[str]) -> dict:
+    """For a failure's message: each user's changelog records (their offset, the state's event
+    offset and count) and the offsets of their events."""
+    changelog = run(read_topic(broker, f"{env['POLYREC_APP_ID']}-users-changelog", timeout=30))
+    events = run(read_topic(broker, env["POLYREC_EVENTS_TOPIC"], timeout=30))
+    out = {}
+    for user in users:
+        states = [(r.offset, *((json.loads(r.value)["o"], json.loads(r.value)["n"]) if r.value else ()))
+                  for r in changelog if json.loads(r.key) == user]
+        offsets = [r.offset for r in events if r.key.decode() == user]
+        out[user] = {"states": states, "events": offsets}
+    return out

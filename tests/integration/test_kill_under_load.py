@@ -18,55 +18,18 @@ import pytest
 
 from polyrec_cli.harness import event_record, send_records
 from stream.recs import recs_key
-from tests.support import metric_value, read_topic, run, wait_for, worker_env
+from tests.support import (
+    applied_counts,
+    assert_every_event_applied_once,
+    metric_value,
+    read_topic,
+    run,
+    wait_for,
+    worker_env,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EVENTS, USERS, ITEMS = 20_000, 300, 400
-
-
-def _applied(broker: str, env: dict) -> dict[str, int]:
-    """Each user's applied count in their newest changelog record."""
-    latest = {}
-    for r in run(read_topic(broker, f"{env['POLYREC_APP_ID']}-users-changelog", timeout=30)):
-        latest[json.loads(r.key)] = r.value
-    return {user: json.loads(value).get("n", 0) for user, value in latest.items() if value is not None}
-
-
-def _assert_every_event_applied_once(broker: str, env: dict, expected: Counter, workers_left: list) -> None:
-    """Wait up to 180 s for the changelog's counts to add up, then compare them user by user; on a
-    mismatch, say which users differ and what the live workers counted."""
-    try:
-        wait_for(lambda: sum(_applied(broker, env).values()) >= EVENTS, 180, interval=1.0, what="every event applied")
-    except AssertionError:
-        pass
-    applied = _applied(broker, env)
-    wrong = {u: (applied.get(u), n) for u, n in expected.items() if applied.get(u) != n}
-    if wrong:
-        seen = []
-        for w in workers_left:
-            try:
-                text = w.metrics()
-            except OSError:
-                continue
-            seen.append({o: metric_value(text, "polyrec_events_total", outcome=o) for o in ("applied", "duplicate")}
-                        | {"lag": metric_value(text, "polyrec_consumer_lag_records")})
-        raise AssertionError(f"{len(wrong)} users' counts differ (changelog, topic): {dict(list(wrong.items())[:8])}; "
-                             f"applied {sum(applied.values())} of {EVENTS}; live workers: {seen}; "
-                             f"{_trace(broker, env, list(wrong)[:2])}")
-
-
-def _trace(broker: str, env: dict, users: list[str]) -> dict:
-    """For a failure's message: each user's changelog records (their offset, the state's event
-    offset and count) and the offsets of their events."""
-    changelog = run(read_topic(broker, f"{env['POLYREC_APP_ID']}-users-changelog", timeout=30))
-    events = run(read_topic(broker, env["POLYREC_EVENTS_TOPIC"], timeout=30))
-    out = {}
-    for user in users:
-        states = [(r.offset, *((json.loads(r.value)["o"], json.loads(r.value)["n"]) if r.value else ()))
-                  for r in changelog if json.loads(r.key) == user]
-        offsets = [r.offset for r in events if r.key.decode() == user]
-        out[user] = {"states": states, "events": offsets}
-    return out
 
 
 @pytest.mark.faults
@@ -88,13 +51,13 @@ def test_sigkill_while_busy_neither_loses_nor_doubles_an_event(store, broker, tm
                 return metric_value(worker.metrics(), "polyrec_events_total")
             except OSError:
                 return 0.0
-        done = sum(_applied(broker, env).values())
+        done = sum(applied_counts(broker, env).values())
         wait_for(lambda: done + consumed() >= share * EVENTS, 120, interval=0.05, what=f"{share:.0%} consumed")
         assert done + consumed() < 0.95 * EVENTS, "the worker drained the topic before the kill: not under load"
         w.stop(signal.SIGKILL)
         w = workers.new(env)
         w.wait_ready()
-    _assert_every_event_applied_once(broker, env, expected, [w])
+    assert_every_event_applied_once(broker, env, expected, [w])
     prefix = env["POLYREC_REDIS_PREFIX"]
     users = sorted(expected)
     stamps = [json.loads(raw)["event_ts"] for raw in redis_client.mget([recs_key(prefix, u) for u in users])]
@@ -124,26 +87,10 @@ def test_rebalances_under_traffic_neither_lose_nor_double_an_event(broker, tmp_p
     joined = [workers.new(env), workers.new(env)]
     for w in joined:
         w.wait_ready()
-    assert sum(_applied(broker, env).values()) < 0.95 * EVENTS, "drained before the rebalances: not under load"
+    assert sum(applied_counts(broker, env).values()) < 0.95 * EVENTS, "drained before the rebalances: not under load"
     assert first.stop() == 0
-    _assert_every_event_applied_once(broker, env, expected, joined)
+    assert_every_event_applied_once(broker, env, expected, joined)
     assert run(read_topic(broker, f"{env['POLYREC_EVENTS_TOPIC']}.dlq")) == []
-
-
-@pytest.fixture
-def proxied_broker():
-    """A broker of its own behind a TCP proxy (its advertised address), as ``(proxy, address)``."""
-    from polyrec_cli.devservers import free_port, start_tansu
-    from tests.support import TcpProxy
-
-    port = free_port()
-    server = start_tansu(advertised_port=port)
-    proxy = TcpProxy(int(server.address.rpartition(":")[2]), port)
-    try:
-        yield proxy, f"127.0.0.1:{port}"
-    finally:
-        proxy.stop()
-        server.stop()
 
 
 @pytest.mark.faults
@@ -182,7 +129,7 @@ def test_a_broker_cut_or_hung_for_30_s_under_traffic_neither_loses_nor_doubles_a
     # a line per failed attempt of every client was 5,481 on a 30 s cut before stream.log_repeats
     assert len(noisy) < 300, f"{len(noisy)} warnings and errors logged during a 30 s outage: {noisy[:5]}"
     proxy.restore()
-    _assert_every_event_applied_once(broker, env, expected, [w])
+    assert_every_event_applied_once(broker, env, expected, [w])
     prefix = env["POLYREC_REDIS_PREFIX"]
     users = sorted(expected)
     wait_for(lambda: [json.loads(raw or b"{}").get("event_ts") for raw in

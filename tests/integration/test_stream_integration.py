@@ -289,4 +289,5 @@ def test_a_late_state_from_an_evicted_owner_loses_to_the_newer_one_at_recovery(b
     after = get_json(w2.url("/polyrec/users/late"))[1]
     assert (after["history"], after["offset"], after["applied"]) == (before["history"], before["offset"], 5)
     np.testing.assert_allclose(after["factors"], before["factors"], rtol=1e-5, atol=1e-6)
-    assert metric_value(w2.metrics(), "polyrec_stale_user_states_total") >= 1
+    if store == "memory://":  # replayed from the start: the late state comes after the newer one, counted
+        assert metric_value(w2.metrics(), "polyrec_late_user_states_total") >= 1

@@ -8,8 +8,8 @@ from stream.fencing import fence_user_states, newest_states
 
 
 def _keep(records, held=None):
-    kept, stale = newest_states(records, lambda r: r[0], lambda r: r[1], (held or {}).get)
-    return [None if r[1] is None else r[1].get("o") for r in kept], stale
+    kept, late = newest_states(records, lambda r: r[0], lambda r: r[1], (held or {}).get)
+    return [None if r[1] is None else r[1].get("o") for r in kept], late
 
 
 def test_an_older_state_of_the_same_partition_is_left_out_equal_and_newer_ones_apply():
@@ -17,8 +17,8 @@ def test_an_older_state_of_the_same_partition_is_left_out_equal_and_newer_ones_a
                   ("u", {"p": 1, "o": 8})]) == ([5, 5, 8], 1)
 
 
-def test_the_held_state_counts_as_the_first():
-    assert _keep([("u", {"p": 1, "o": 5})], {"u": {"p": 1, "o": 6}}) == ([], 1)
+def test_a_state_older_than_the_held_one_is_left_out_but_not_counted_late():
+    assert _keep([("u", {"p": 1, "o": 5})], {"u": {"p": 1, "o": 6}}) == ([], 0)
     assert _keep([("u", {"p": 1, "o": 7})], {"u": {"p": 1, "o": 6}}) == ([7], 0)
 
 
@@ -44,8 +44,8 @@ def test_the_table_applies_only_the_newest_states_and_counts_the_rest():
         return SimpleNamespace(message=SimpleNamespace(key=json.dumps(key).encode(),
                                                        value=None if value is None else json.dumps(value).encode()))
 
-    before = metrics.STALE_USER_STATES._value.get()
+    before = metrics.LATE_USER_STATES._value.get()
     batch = [event("u", {"p": 0, "o": 8}), event("w", {"p": 0, "o": 1}), event("u", {"p": 0, "o": 10}),
-             event("u", None)]
-    table.apply_changelog_batch(batch)
-    assert applied == batch[1:] and metrics.STALE_USER_STATES._value.get() - before == 1
+             event("u", {"p": 0, "o": 9}), event("u", None)]
+    table.apply_changelog_batch(batch)  # o=8: older than the held state (a replay); o=9: after o=10 (late)
+    assert applied == [batch[1], batch[2], batch[4]] and metrics.LATE_USER_STATES._value.get() - before == 1
