@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -260,6 +261,7 @@ def main() -> None:
         redis_server.stop()
         for tree in baselines.values():
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+            shutil.rmtree(tree.parent, ignore_errors=True)  # the temporary folder it was made in
     result = {
         "events": args.events, "repeats": args.repeats, "partitions": 4, "broker": "Tansu 0.6.0 (in memory)",
         "events_per_s_runs": runs, "events_per_s_median": med, "process_stats_runs": stats,
