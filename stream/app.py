@@ -211,7 +211,8 @@ class Worker:
         (one more reference) while its batch is processed and released after: ``take_events``' own
         acknowledgement of an abandoned batch leaves it unacknowledged, and its next owner replays
         it. Batches of the ``events`` topic (one partition each) are also learned in offset order
-        (:class:`stream.offsets.InOrder`); the items agent's mix partitions and are not checked.
+        (:class:`stream.offsets.InOrder`; a batch that jumps over offsets is skipped: :func:`_skip`);
+        the items agent's mix partitions and are not checked.
         """
         batches = stream.take_events(batch_max, within=self.settings.batch_window_s)
         try:
@@ -225,14 +226,12 @@ class Worker:
                                 "again from there", tp.topic, tp.partition, batch[0].message.offset, offset)
                     metrics.REWINDS.labels(tp.topic).inc()
                     await self.app.consumer.seek(tp, offset)
-                    for event in batch:  # held: take_events' own acknowledgement does not release it
-                        event.message.incref()
+                    _skip(batch)
                     batch.clear()
                     continue
                 if len(keep) < len(batch):  # a record delivered twice is learned once
                     batch[:] = [batch[k] for k in keep]
-                for event in batch:
-                    event.message.incref()
+                _hold(batch)
                 try:
                     await process_or_dead_letter(steps, batch, stalls=self.stalls)
                 except BaseException as exc:
@@ -241,10 +240,9 @@ class Worker:
                     traceback.clear_frames(exc.__traceback__)
                     batch.clear()
                     raise
-                for event in batch:
-                    event.ack()
                 if in_order:
                     self.in_order.learned(tp, batch[-1].message.offset)
+                _ack(batch)
         finally:
             await batches.aclose()  # now, not when collected: its own references to the batch go
 
@@ -353,6 +351,33 @@ class Worker:
         st = UserState.from_json(raw)
         return {"user_id": user_id, "factors": st.factors.tolist(), "accum": st.accum,
                 "history": st.history, "offset": st.offset, "partition": st.partition, "applied": st.applied}, 200
+
+
+def _hold(batch: list) -> None:
+    """One more reference on each event's message, released by ``event.ack()`` once processed
+    (a function, not a loop in ``Worker._consume``, whose loop variable would keep the last event
+    alive while the agent waits for its next batch)."""
+    for event in batch:
+        event.message.incref()
+
+
+def _skip(batch: list) -> None:
+    """Mark a rewound batch's messages as acknowledged *without* telling the consumer: Faust then
+    neither commits their offsets (they are read again from the seek) nor waits for them.
+
+    They used to be held with one more reference instead, which kept them unacknowledged until they
+    were garbage; but ``take_events`` keeps the batch's last event in its own loop variable while it
+    waits for the next batch, so at the next rebalance Faust's ``wait_empty`` waited for it for
+    minutes, the worker was dropped from the group and its partitions stalled (the rebalance fault
+    test, 2026-12-05: "wait_empty: Waiting for tasks [(1, <ConsumerMessage ... offset=3049>)]")."""
+    for event in batch:
+        event.message.acked = True
+
+
+def _ack(batch: list) -> None:
+    """Acknowledge a processed batch (a function for the reason :func:`_hold` gives)."""
+    for event in batch:
+        event.ack()
 
 
 def _json_view(handler: Callable[..., Awaitable[tuple[dict, int]]]) -> Callable[..., Awaitable[faust.web.Response]]:
