@@ -32,19 +32,24 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EVENTS, USERS, ITEMS = 20_000, 300, 400
 
 
+def _send_stream(broker: str, env: dict, seed: int) -> tuple[Counter, dict[str, int]]:
+    """Send ``EVENTS`` clicks of random users and items (ts = 1.7e12 + their index); returns each
+    user's event count and their last event's ts."""
+    rng = random.Random(seed)
+    stream = [(f"u{rng.randrange(USERS)}", f"i{rng.randrange(ITEMS)}") for _ in range(EVENTS)]
+    run(send_records(broker, env["POLYREC_EVENTS_TOPIC"],
+                     (event_record(user, item, "click", ts=1_700_000_000_000 + k) for k, (user, item) in
+                      enumerate(stream)), linger_ms=20))
+    return Counter(user for user, _ in stream), {user: 1_700_000_000_000 + k for k, (user, _) in enumerate(stream)}
+
+
 @pytest.mark.faults
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_sigkill_while_busy_neither_loses_nor_doubles_an_event(store, broker, tmp_path, workers, redis_client):
     env = worker_env(broker, tmp_path, POLYREC_STORE=store, POLYREC_ITEMS_AGENT="0")
-    rng = random.Random(7)
-    stream = [(f"u{rng.randrange(USERS)}", f"i{rng.randrange(ITEMS)}") for _ in range(EVENTS)]
-    expected = Counter(user for user, _ in stream)
-    last_ts = {user: 1_700_000_000_000 + k for k, (user, _) in enumerate(stream)}
     w = workers.new(env)
     w.wait_ready()
-    run(send_records(broker, env["POLYREC_EVENTS_TOPIC"],
-                     (event_record(user, item, "click", ts=1_700_000_000_000 + k) for k, (user, item) in
-                      enumerate(stream)), linger_ms=20))
+    expected, last_ts = _send_stream(broker, env, 7)
     for share in (0.2, 0.6):  # killed twice, each time with a backlog to drain
         def consumed(worker=w):
             try:
@@ -74,14 +79,9 @@ def test_rebalances_under_traffic_neither_lose_nor_double_an_event(broker, tmp_p
     Failed 7 runs of 10 before ``InOrder``: a new owner got offsets 3198 on before 3186-3197, and
     those events never reached their users' states."""
     env = worker_env(broker, tmp_path, POLYREC_ITEMS_AGENT="0")
-    rng = random.Random(11)
-    stream = [(f"u{rng.randrange(USERS)}", f"i{rng.randrange(ITEMS)}") for _ in range(EVENTS)]
-    expected = Counter(user for user, _ in stream)
     first = workers.new(env)
     first.wait_ready()
-    run(send_records(broker, env["POLYREC_EVENTS_TOPIC"],
-                     (event_record(user, item, "click", ts=1_700_000_000_000 + k) for k, (user, item) in
-                      enumerate(stream)), linger_ms=20))
+    expected, _ = _send_stream(broker, env, 11)
     wait_for(lambda: metric_value(first.metrics(), "polyrec_events_total") >= 0.15 * EVENTS, 120, interval=0.05,
              what="15% consumed")
     joined = [workers.new(env), workers.new(env)]
@@ -103,15 +103,9 @@ def test_a_broker_cut_or_hung_for_30_s_under_traffic_neither_loses_nor_doubles_a
     is back, every event is applied exactly once and every user's Redis payload is current."""
     proxy, broker = proxied_broker
     env = worker_env(broker, tmp_path, POLYREC_ITEMS_AGENT="0")
-    rng = random.Random(13)
-    stream = [(f"u{rng.randrange(USERS)}", f"i{rng.randrange(ITEMS)}") for _ in range(EVENTS)]
-    expected = Counter(user for user, _ in stream)
-    last_ts = {user: 1_700_000_000_000 + k for k, (user, _) in enumerate(stream)}
     w = workers.new(env)
     w.wait_ready()
-    run(send_records(broker, env["POLYREC_EVENTS_TOPIC"],
-                     (event_record(user, item, "click", ts=1_700_000_000_000 + k) for k, (user, item) in
-                      enumerate(stream)), linger_ms=20))
+    expected, last_ts = _send_stream(broker, env, 13)
     wait_for(lambda: metric_value(w.metrics(), "polyrec_events_total") >= 0.2 * EVENTS, 120, interval=0.05,
              what="20% consumed")
     log_start = w.log.stat().st_size
