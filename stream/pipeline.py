@@ -275,8 +275,9 @@ class EventPipeline:
         partition's next batch (a partition whose events stopped during a Redis outage would keep
         them until its next event). One attempt per chunk, and none after a failure: Redis is still
         down, the next call tries again (the worker calls it every ``HELD_RETRY_S``). Returns how many
-        it wrote. A chunk in flight when its partition is given away may land after the next owner's
-        first write of the same user: the unfenced late write of docs/architecture.md."""
+        it wrote. A chunk in flight when its partition is given away may reach Redis after the next
+        owner's first write of the same user; the write's offset check (stream/recs.py) then keeps the
+        newer payload."""
         written = 0
         for partition in [p for p, held in self._held.items() if held]:
             async with self._publishing[partition]:
