@@ -100,6 +100,7 @@ class Worker:
             broker_rebalance_timeout=s.rebalance_timeout_s,
             producer_acks=-1,
             broker_commit_interval=s.commit_interval_s,
+            table_standby_replicas=s.standby_replicas,
             web_enabled=s.web_port != 0,
             web_port=s.web_port or 6066,
             web_bind=s.web_bind,
@@ -268,11 +269,31 @@ class Worker:
         committed = await fetch_committed_offsets(s.broker_list, s.app_id, mine, s.kafka_options())
         self.in_order.expect({TP(tp.topic, tp.partition): offset for tp, offset in committed.items()})
         self._assigned_once.set()
+        self._drop_users_elsewhere({tp.partition for tp in assigned
+                                    if tp.topic == self.users.changelog_topic.get_topic_name()})
         kept = self._events_partitions(assigned)
         for p in self._lag_series - kept:
             with contextlib.suppress(KeyError):  # a metric must never crash the worker
                 metrics.LAG.remove(self.settings.events_topic, str(p))
         self._lag_series.intersection_update(kept)
+
+    def _drop_users_elsewhere(self, partitions: set[int]) -> None:
+        """Drop from a memory store the users of partitions this worker now holds neither as active
+        nor as standby (``partitions``: its changelog partitions): Faust's memory store forgets only
+        the users it recovered itself, not those the worker wrote, so every user that ever moved away
+        stayed in memory. Faust keeps no recovery offset for a partition it no longer holds, so if one
+        comes back it is recovered from the changelog's start. A RocksDB store keeps a database per
+        partition and needs none of this."""
+        if not self.settings.store.startswith("memory"):
+            return
+        data = self.users.data
+        gone = [key for key, value in data.items()
+                if isinstance(value, dict) and value.get("p") is not None and value["p"] not in partitions]
+        for key in gone:
+            del data[key]
+        if gone:
+            log.info("dropped %d users of partitions this worker no longer holds (kept: %s)",
+                     len(gone), sorted(partitions))
 
     async def close(self, app: faust.App, **kwargs: object) -> None:
         """Before Faust shuts down: the encoder's threads, the Redis connections."""

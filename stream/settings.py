@@ -114,6 +114,11 @@ class Settings:
                               "Approximate length cap of the Redis stream of recommendation updates.")
     store: str = _env("POLYREC_STORE", "memory://",
                       "Faust table store: memory://, or rocksdb:// for production (the rocksdb extra).")
+    standby_replicas: int = _env("POLYREC_STANDBY_REPLICAS", 1,
+                                 "Other workers that keep a standby copy of each partition's user states, for a "
+                                 "fast failover (Faust's table_standby_replicas). Memory: with the memory store "
+                                 "each worker holds about (1 + this) / workers of all users; 0: a partition's new "
+                                 "owner recovers it from the changelog.")
     fetch_max_wait_ms: int = _env("POLYREC_FETCH_MAX_WAIT_MS", 20,
                                   "Longest a consumer fetch may wait at the broker for new records, ms "
                                   "(part of every event's freshness).")
