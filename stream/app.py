@@ -115,7 +115,8 @@ class Worker:
         metrics.MODEL.info({"version": self.version, **{k: str(v) for k, v in asdict(config).items()},
                             **{f"cooccurrence_{k}": str(v) for k, v in asdict(cooccurrence).items()},
                             **{f"young_{k}": str(v) for k, v in asdict(consumers).items()}})
-        self.model = WorkerModel(config, cooccurrence, consumers, history_max=s.history_max, k=s.top_k)
+        self.model = WorkerModel(config, cooccurrence, consumers, history_max=s.history_max, k=s.top_k,
+                                 max_items=s.max_items)
         _export_zero_series(s)
         self.events = self.app.topic(s.events_topic, partitions=s.partitions)
         self.users = self.app.Table(USERS_TABLE, default=None, partitions=s.partitions,
@@ -171,6 +172,7 @@ class Worker:
         metrics.STALLED.set_function(lambda: float(self.stalls.waiting))
         metrics.USERS.set_function(lambda: float(len(self.model.mf.users)))
         metrics.ITEMS.set_function(lambda: float(len(self.model.mf.items)))  # the replica's items too, from start-up
+        metrics.ITEMS_MAX.set(s.max_items)
         metrics.YOUNG_ITEMS.set_function(lambda: float(len(self.model.consumers.young_rows(len(self.model.mf.items)))))
 
     # -- what the pipelines write through ---------------------------------------------------

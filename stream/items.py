@@ -25,7 +25,7 @@ from encoders.text import EmptyTextError, item_text
 from polyrec.projection import Projection, refit_projection
 from stream import metrics
 from stream.dead_letters import dead_letter
-from stream.records import Item, Rejected, parse_item, validate_all
+from stream.records import Item, Rejected, parse_item, refuse_new_items, validate_all
 from stream.sends import Produce, delivered, send_item_record
 from stream.state import WorkerModel
 from stream.wire import TEXT_SOURCE, ItemRecord, language_label
@@ -73,7 +73,10 @@ class ItemPipeline:
         self._fitted_at = -float("inf")
         metrics.ENCODER_PROVIDER.labels(encoder.provider).set(1)
 
-    validate = staticmethod(parse_items)
+    def validate(self, events: Sequence[Any]) -> tuple[list[tuple[Any, tuple[Item, str]]], list[tuple[Any, Rejected]]]:
+        """:func:`parse_items`; new items past ``POLYREC_MAX_ITEMS`` are rejected (``item_capacity``)."""
+        valid, rejected = parse_items(events)
+        return refuse_new_items(valid, rejected, lambda pair: pair[0].item_id, self.model.admit, self.model.max_items)
 
     async def dead_letter(self, rejected: Sequence[tuple[Any, Rejected]]) -> None:
         await dead_letter(self.produce, self.topics["dlq"], rejected)

@@ -51,10 +51,14 @@ NEW_ITEMS = Gauge("polyrec_new_items", "Items with fewer than POLYREC_YOUNG_EVEN
 USERS_FORGOTTEN = Counter("polyrec_users_forgotten_total", "Erasure requests (`polyrec forget`) this worker applied "
                           "to users of its partitions.")
 ITEMS = Gauge("polyrec_items_known", "Items known to this worker (all partitions).")
+ITEMS_MAX = Gauge("polyrec_items_max", "POLYREC_MAX_ITEMS: past it this worker refuses new items (events dead-lettered "
+                  "as item_capacity, item records counted as refused).")
 YOUNG_ITEMS = Gauge("polyrec_young_items", "Items with 1 to POLYREC_YOUNG_EVENTS - 1 events (all partitions): "
                     "scored with the direction their users share.")
 ITEM_RECORDS = Counter("polyrec_item_records_total", "Item-factor records read from the shared topic, "
-                       "by outcome (applied, stale, invalid: skipped, see the log).", ["outcome"])
+                       "by outcome (applied, stale, refused: a new item past POLYREC_MAX_ITEMS, invalid: skipped, "
+                       "see the log).",
+                       ["outcome"])
 ITEM_RECORDS_WRITTEN = Counter("polyrec_item_records_written_total", "Item-factor records this worker wrote: "
                                "one per item its partitions touched since the previous commit, and one per new "
                                "item it encoded.")

@@ -25,7 +25,15 @@ import numpy as np
 
 from stream import metrics
 from stream.dead_letters import DeadLettersNotSent, dead_letter
-from stream.records import PROCESSING_FAILED, Forget, Rejected, parse_event, validate_all
+from stream.records import (
+    ITEM_CAPACITY,
+    PROCESSING_FAILED,
+    Forget,
+    Rejected,
+    parse_event,
+    refuse_new_items,
+    validate_all,
+)
 from stream.recs import RecsPublisher, payload
 from stream.sends import Produce, delivered, encode_json, send_item_record
 from stream.state import BatchResult, WorkerModel
@@ -81,10 +89,12 @@ class EventPipeline:
         # and never queued behind other work of the loop's default pool (e.g. a refit)
         self._top_k = ThreadPoolExecutor(max_workers=1, thread_name_prefix="polyrec-top-k")
 
-    @staticmethod
-    def validate(events: Sequence[Any]) -> tuple[list[tuple[Any, Any]], list[tuple[Any, Rejected]]]:
-        """``(event, Event)`` pairs and ``(event, rejection)`` pairs."""
-        return validate_all(events, lambda ev: parse_event(ev.value, ev.message.key))
+    def validate(self, events: Sequence[Any]) -> tuple[list[tuple[Any, Any]], list[tuple[Any, Rejected]]]:
+        """``(event, Event)`` pairs and ``(event, rejection)`` pairs; events of new items past
+        ``POLYREC_MAX_ITEMS`` are rejected (``item_capacity``)."""
+        valid, rejected = validate_all(events, lambda ev: parse_event(ev.value, ev.message.key))
+        return refuse_new_items(valid, rejected, lambda e: None if isinstance(e, Forget) else e.item_id,
+                                self.model.admit, self.model.max_items)
 
     async def dead_letter(self, rejected: Sequence[tuple[Any, Rejected]]) -> None:
         """Dead-letter events; those rejected by validation count as ``invalid`` events, valid ones
@@ -100,7 +110,8 @@ class EventPipeline:
     def _count_dead_letters(rejected: Sequence[tuple[Any, Rejected]], unsent: list[tuple[Any, Rejected]]) -> None:
         """Count the dead letters that were sent (all of ``rejected`` but ``unsent``) by event type."""
         left = {id(ev) for ev, _ in unsent}
-        types = Counter(parse_event(ev.value, ev.message.key).event if exc.reason == PROCESSING_FAILED else "invalid"
+        types = Counter(parse_event(ev.value, ev.message.key).event if exc.reason in (PROCESSING_FAILED, ITEM_CAPACITY)
+                        else "invalid"
                         for ev, exc in rejected if id(ev) not in left)
         for kind, n in types.items():
             metrics.EVENTS.labels(kind, "dead_lettered").inc(n)

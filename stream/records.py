@@ -31,6 +31,7 @@ _UNSAFE_ID_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u206
 
 FORGET = "forget"  # the ``event`` of an erasure request: a user id, no item
 PROCESSING_FAILED = "processing_failed"  # its whole micro-batch failed every attempt (see the worker log)
+ITEM_CAPACITY = "item_capacity"  # a valid record of a new item while the worker knows POLYREC_MAX_ITEMS items
 REASONS = (
     "payload_too_large",  # over 64 KiB
     "malformed_json",  # not UTF-8 JSON, not a JSON object, nested too deeply, or lone surrogates
@@ -43,6 +44,7 @@ REASONS = (
     "key_mismatch",  # the Kafka key is not the record's id (breaks per-key ordering)
     "empty_text",  # an item whose text is empty after normalisation
     "unexpected_error",  # validation itself failed on this record (a polyrec bug: please report it)
+    ITEM_CAPACITY,
     PROCESSING_FAILED,
 )
 
@@ -260,3 +262,19 @@ def validate_all(records: Iterable[T], check: Callable[[T], R]) -> tuple[list[tu
             log.exception("validating a record failed unexpectedly")
             rejected.append((record, Rejected("unexpected_error", f"{type(exc).__name__}: {exc}")))
     return good, rejected
+
+
+def refuse_new_items(valid: list[tuple[T, R]], rejected: list[tuple[T, Rejected]],
+                     item_of: Callable[[R], str | None], admit: Callable[[list[str]], Any],
+                     limit: int) -> tuple[list[tuple[T, R]], list[tuple[T, Rejected]]]:
+    """Move from ``valid`` to ``rejected`` (reason ``item_capacity``) the records whose item
+    (``item_of``; None: a record without one) ``admit`` refuses (``WorkerModel.admit``: a new item
+    past ``limit`` known ones)."""
+    at = [n for n, (_, r) in enumerate(valid) if item_of(r) is not None]
+    admitted = admit([item_of(valid[n][1]) for n in at])  # type: ignore[misc]
+    refused = {n for n, ok in zip(at, admitted) if not ok}
+    if not refused:
+        return valid, rejected
+    detail = f"a new item, and this worker already knows POLYREC_MAX_ITEMS={limit:,} items"
+    return ([pair for n, pair in enumerate(valid) if n not in refused],
+            rejected + [(valid[n][0], Rejected(ITEM_CAPACITY, detail)) for n in sorted(refused)])

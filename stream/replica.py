@@ -26,12 +26,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from stream.offsets import fetch_end_offsets
 from stream.records import Forget, Rejected, parse_event
+from stream.state import CatalogueFull
 from stream.wire import ItemRecord
 
 log = logging.getLogger(__name__)
 
 APPLY_CHUNK = 200  # records applied between two yields to the event loop (a fetch holds up to 5,000)
-OUTCOMES = ("applied", "stale", "invalid")  # what applying one item record can come to (``_apply``)
+OUTCOMES = ("applied", "stale", "refused", "invalid")  # what applying one item record can come to (``_apply``)
 
 
 class TopicReplica:
@@ -154,6 +155,8 @@ class ItemReplica(TopicReplica):
                                          h.get("w", b"").decode()):
                 return "stale"
             return "applied" if self.apply(ItemRecord.from_json(json.loads(r.value))) else "stale"
+        except CatalogueFull:  # counted, not logged: a flood of new ids would flood the log too
+            return "refused"
         except Exception as exc:  # noqa: BLE001 - a tombstone, another model's dimension, bad JSON...
             self.invalid += 1
             if self.invalid <= 10 or self.invalid % 1000 == 0:

@@ -17,6 +17,7 @@ from polyrec.consumers import ConsumersConfig
 from polyrec.cooccurrence import CooccurrenceConfig
 from polyrec.events import DEFAULT_WEIGHTS
 from polyrec.mf import MFConfig
+from stream.state import MAX_ITEMS
 
 EVENT_LOOPS = ("uvloop", "asyncio")
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -102,6 +103,10 @@ class Settings:
                                "Implicit-feedback weight of a click (0 to 1000).")
     weight_purchase: float = _env("POLYREC_WEIGHT_PURCHASE", DEFAULT_WEIGHTS["purchase"],
                                   "Implicit-feedback weight of a purchase (0 to 1000).")
+    max_items: int = _env("POLYREC_MAX_ITEMS", MAX_ITEMS,
+                          "Most items a worker knows (all partitions): past it, events of new items are "
+                          "dead-lettered (item_capacity) and their item records refused, so that a flood of new "
+                          "item ids cannot exhaust every worker's memory. docs/operations.md sizes it.")
     history_max: int = _env("POLYREC_HISTORY_MAX", 500,
                             "Distinct recent items kept per user for seen-item exclusion.")
     batch_max: int = _env("POLYREC_BATCH_MAX", 1000, "Most events in one micro-batch.")
@@ -177,7 +182,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         for name in ("top_k", "dim", "partitions", "replication", "batch_max", "items_batch_max", "history_max",
-                     "recs_ttl_s", "stream_maxlen", "projection_min_count", "negatives", "cooccur_items",
+                     "recs_ttl_s", "stream_maxlen", "projection_min_count", "negatives", "cooccur_items", "max_items",
                      "cooccur_window", "context"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{_env_name(name)} must be at least 1, got {getattr(self, name)}")

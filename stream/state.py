@@ -50,6 +50,7 @@ from stream.wire import (
 )
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # an accumulator beyond it would be stored as inf
+MAX_ITEMS = 500_000  # items a worker knows by default (POLYREC_MAX_ITEMS; docs/operations.md sizes it)
 MAX_LANGUAGES = 64  # language labels a worker keeps apart in its exposure metrics; later ones count as "other"
 
 
@@ -101,6 +102,10 @@ class BatchResult:
         return int(self.duplicate.sum())
 
 
+class CatalogueFull(ValueError):
+    """An item record of a new item, while the worker already knows ``max_items`` items."""
+
+
 class _Contributions:
     """``C[p][item]`` of one partition for every item row, with the offset each is complete to.
 
@@ -140,6 +145,7 @@ class WorkerModel:
     young: ConsumersConfig = field(default_factory=ConsumersConfig)
     history_max: int = 500
     k: int = 10
+    max_items: int = MAX_ITEMS  # past it new items are refused (:meth:`admit`): memory is bounded
     mf: OnlineMF = field(init=False)
     history: History = field(init=False)
     memory: Cooccurrence = field(init=False)
@@ -167,8 +173,21 @@ class WorkerModel:
         row = self.mf.add_items([item_id])[0]
         return np.r_[self.mf.item_factors[row], self.mf.item_bias[row]].astype(np.float32)
 
+    def admit(self, item_ids: list[str]) -> np.ndarray:
+        """Which events of ``item_ids`` (in order) may be learned: those of known items, and those of
+        new ones while the worker knows fewer than ``max_items`` (the first new ids, each counted
+        once). A flood of new item ids then costs a bounded amount of memory on every worker."""
+        known = self.mf.items.rows(item_ids) >= 0
+        if known.all():
+            return known
+        new = [item_ids[n] for n in np.flatnonzero(~known).tolist()]
+        room = set(list(dict.fromkeys(new))[: max(self.max_items - len(self.mf.items), 0)])
+        known[~known] = [x in room for x in new]
+        return known
+
     def apply_item_record(self, rec: ItemRecord) -> bool:
-        """Fold a replicated record into the local item vectors; False if it was stale."""
+        """Fold a replicated record into the local item vectors; False if it was stale. Raises
+        :class:`CatalogueFull` for a new item past ``max_items``."""
         dim = self.config.dim
         if len(rec.vector) != dim + 1:
             raise ValueError(f"item record {rec.key!r} has dimension {len(rec.vector) - 1}, the model {dim}")
@@ -180,6 +199,9 @@ class WorkerModel:
         if rec.consumers is not None and not (rec.consumers.shape == (dim,) and np.isfinite(rec.consumers).all()):
             raise ValueError(f"item record {rec.key!r} has consumers of another dimension or a non-finite number")
         partition = None if rec.source == TEXT_SOURCE else _partition(rec.source)  # every check before the row
+        if not self.admit([rec.item_id])[0]:
+            raise CatalogueFull(f"item {rec.item_id!r} is new and this worker knows {len(self.mf.items):,} items "
+                                f"(POLYREC_MAX_ITEMS={self.max_items:,})")
         row = int(self.mf.add_items([rec.item_id])[0])
         if partition is None:  # an item re-published twice: the later text wins, whatever lands last
             if rec.offset <= self._text_offset.get(row, -1):
@@ -308,7 +330,12 @@ class WorkerModel:
     # -- the co-occurrence memory ---------------------------------------------------------
     def learn_memory(self, users: list[str], items: list[str]) -> None:
         """Feed valid events of any partition, each exactly once and in offset order per partition,
-        to the co-occurrence memory (stream/replica.py: ``EventReplica``)."""
+        to the co-occurrence memory (stream/replica.py: ``EventReplica``); events of new items past
+        ``max_items`` are left out, as the events agent dead-letters them."""
+        admitted = self.admit(items)
+        if not admitted.all():
+            users = [u for u, ok in zip(users, admitted.tolist()) if ok]
+            items = [i for i, ok in zip(items, admitted.tolist()) if ok]
         self.memory.learn(users, self.mf.add_items(items))
 
     def forget_memory(self, user_id: str) -> None:

@@ -127,6 +127,14 @@ async def cleanup_policies(bootstrap: str, topics: list[str]) -> dict[str, str]:
             for response in responses for r in response.resources}
 
 
+def rss_mb(pid: int) -> float:
+    """A process's resident memory, MiB (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 def metric_value(text: str, name: str, **labels: str) -> float:
     """Sum of a metric's samples whose labels include ``labels``."""
     total = 0.0

@@ -20,26 +20,18 @@ import signal
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from polyrec_cli.devservers import ensure_redis, free_port
 from polyrec_cli.harness import event_record, send_records
-from tests.support import assert_every_event_applied_once, metric_value, run, worker_env
+from tests.support import assert_every_event_applied_once, metric_value, rss_mb, run, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.soak]
 RATE, SECONDS, HALF = 400, 600, 300
 USERS, ITEMS = 2_000, 1_000
 FRESHNESS_LE = ("0.01", "0.025", "0.05", "0.1", "0.2", "0.3", "0.5", "0.75", "1.0", "2.0", "5.0", "10.0", "30.0")
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def _freshness(text: str) -> np.ndarray:
@@ -89,7 +81,7 @@ def test_ten_minutes_with_faults_in_the_first_half(proxied_broker, tmp_path, wor
         fresh_start = _freshness(w.metrics())
         samples = []  # (seconds, RSS MB, lag)
         while time.monotonic() < started + SECONDS:
-            samples.append((time.monotonic() - started, _rss_mb(w.proc.pid),
+            samples.append((time.monotonic() - started, rss_mb(w.proc.pid),
                             metric_value(w.metrics(), "polyrec_consumer_lag_records")))
             time.sleep(10)
         fresh = _freshness(w.metrics()) - fresh_start

@@ -117,3 +117,13 @@ def test_a_retried_batch_sends_the_vectors_this_worker_applied_the_first_time():
     assert len(sent) == 2 and sent[1]["item_id"] == "new"
     np.testing.assert_allclose(decode_vector(sent[1]["v"]), model.item_vector("new"), atol=1e-6)
     np.testing.assert_allclose(model.item_vector("new"), first, atol=1e-6)
+
+
+def test_new_items_past_the_item_cap_are_rejected_and_known_ones_kept():
+    model = WorkerModel(MFConfig(dim=4), max_items=2)
+    model.mf.add_items(["m1"])
+    pipeline = ItemPipeline(model, SimpleNamespace(provider="cpu", dim=4), produce=None, topics={})
+    batch = [event(json.dumps({"item_id": i, "title": "t", "ts": 1}).encode(), i.encode()) for i in ("m1", "m2", "m3")]
+    valid, rejected = pipeline.validate(batch)
+    assert [v[1][0].item_id for v in valid] == ["m1", "m2"]  # m1 known, m2 takes the last place
+    assert [(ev.message.key, exc.reason) for ev, exc in rejected] == [(b"m3", "item_capacity")]

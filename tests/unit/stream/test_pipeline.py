@@ -362,3 +362,27 @@ def test_recommendation_slots_count_when_redis_takes_the_payloads_held_ones_incl
     assert slots() == before
     asyncio.run(pipeline._publish(0, []))  # the partition's next batch writes the held payload
     assert slots() == before + 2
+
+
+def test_events_of_new_items_past_the_item_cap_are_rejected_and_the_memory_leaves_them_out():
+    def event(user: str, item: str, offset: int) -> SimpleNamespace:
+        value = json.dumps({"user_id": user, "item_id": item, "event": "click", "ts": 1}).encode()
+        return SimpleNamespace(value=value, message=SimpleNamespace(topic="events", partition=0, offset=offset,
+                                                                     key=user.encode()))
+
+    model = WorkerModel(MFConfig(dim=4), max_items=3)
+    model.mf.add_items(["old"])
+    pipeline = EventPipeline(model, {}, None, None, None, None, {}, None, "v", barrier=None, memory_ready=None)
+    forget = SimpleNamespace(value=json.dumps({"user_id": "u9", "event": "forget", "ts": 1}).encode(),
+                             message=SimpleNamespace(topic="events", partition=0, offset=9, key=b"u9"))
+    batch = [event("u1", "old", 1), event("u1", "n1", 2), event("u2", "n2", 3), event("u2", "n1", 4),
+             event("u3", "n3", 5), forget, event("u3", "old", 6)]
+    valid, rejected = pipeline.validate(batch)
+    # two places left: n1 (twice) and n2 are admitted, n3 is not; the erasure request has no item
+    assert [ev.message.offset for ev, _ in valid] == [1, 2, 3, 4, 9, 6]
+    assert [(ev.message.offset, exc.reason) for ev, exc in rejected] == [(5, "item_capacity")]
+    assert "POLYREC_MAX_ITEMS=3" in rejected[0][1].detail
+    model.mf.add_items(["n1", "n2"])  # as learning the valid ones does
+    model.learn_memory(["u1", "u1", "u3"], ["old", "n1", "n3"])  # the replica's view: n3 left out
+    assert len(model.mf.items) == 3 and model.mf.items.row("n3") < 0
+    assert model.memory.recent(["u3"]).tolist() == [[0] * model.memory.config.context]

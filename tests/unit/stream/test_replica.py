@@ -121,3 +121,14 @@ def test_the_event_replica_forgets_a_user_in_the_place_of_the_request():
 
     asyncio.run(replica.apply_all([event("a"), event("b"), event("a", event="forget", item_id=None), event("a")]))
     assert calls == [("learn", ["a", "b"]), ("forget", "a"), ("learn", ["a"])]
+
+
+def test_a_new_items_record_past_the_item_cap_is_refused_and_a_known_items_still_applies():
+    model = WorkerModel(CFG, history_max=10, k=3, max_items=2)
+    replica = ItemReplica(["unused:9092"], "polyrec-item-factors", model.apply_item_record, model.knows)
+    outcomes = [replica._apply(record(encoded(4, item=item), offset)) for offset, item in enumerate(["a", "b", "c"])]
+    assert outcomes == ["applied", "applied", "refused"]
+    assert len(model.mf.items) == 2 and model.mf.items.row("c") < 0
+    again = ItemRecord("a", "p1", np.full(5, 0.25, np.float32), offset=9, count=1)
+    assert replica._apply(record(json.dumps(again.to_json()).encode())) == "applied"
+    assert replica.invalid == 0  # refused records are not errors: counted, not logged
