@@ -71,6 +71,11 @@ async def _fill(bootstrap: str, topic: str, n: int, rate: float | None = None) -
     return users, stamps
 
 
+# what a worker writes per event, from its counters (an older worker may lack some: None)
+PER_EVENT = {"item_records": "item_records_written", "user_states": "user_states_written",
+             "changelog_bytes": "user_state_bytes"}
+
+
 def _rate_from_counter(port: int, n: int, proc: subprocess.Popen, timeout: float) -> tuple[float, dict]:
     """Events/s between 10% and 90% of ``n``, read from a process's /metrics, and over the same
     span its CPU use (cores, all threads) and mean micro-batch size (where it exports one)."""
@@ -92,8 +97,9 @@ def _rate_from_counter(port: int, n: int, proc: subprocess.Popen, timeout: float
             return d["polyrec_events_total"] / (now - t0), {
                 "cpu_cores": d.get("process_cpu_seconds_total", float("nan")) / (now - t0),
                 "batch_events": d["polyrec_batch_size_events_sum"] / batches if batches else None,
-                "item_records_per_event": (d["polyrec_item_records_written_total"] / d["polyrec_events_total"]
-                                           if "polyrec_item_records_written_total" in d else None)}
+                **{f"{name}_per_event": (d[f"polyrec_{metric}_total"] / d["polyrec_events_total"]
+                                         if f"polyrec_{metric}_total" in d else None)
+                   for name, metric in PER_EVENT.items()}}
         time.sleep(0.25)  # each scrape costs the contender CPU: poll gently
     raise TimeoutError(f"only {_events_total(port):.0f} of {n} events within {timeout:.0f} s")
 
@@ -294,10 +300,11 @@ def main() -> None:
         table.add_row(name, f"{v:,.0f}", f"{v / med['noop_faust']:.2f}", f"{v / med['raw_aiokafka']:.3f}", *cpu)
     console = Console(width=max(Console().width, 110))
     console.print(table)
-    records = {k: float(np.median([st["item_records_per_event"] for st in v]))
-               for k, v in stats.items() if all(st.get("item_records_per_event") is not None for st in v)}
-    console.print("item-factor records written per event (median): "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in records.items()))
+    for name in PER_EVENT:
+        written = {k: float(np.median([st[f"{name}_per_event"] for st in v]))
+                   for k, v in stats.items() if all(st.get(f"{name}_per_event") is not None for st in v)}
+        console.print(f"{name.replace('_', ' ')} written per event (median): "
+                      + ", ".join(f"{k} {v:,.2f}" for k, v in written.items()))
     console.print(f"freshness at {fresh['rate_events_per_s']:,.0f} events/s for {fresh['seconds']:.0f} s: "
                   f"p50 {fresh['p50_ms']:.0f} ms, p99 {fresh['p99_ms']:.0f} ms over {fresh['events']:,} events "
                   f"({fresh['events_without_update']} without an update; produced at "

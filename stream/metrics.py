@@ -62,6 +62,11 @@ ITEM_RECORDS = Counter("polyrec_item_records_total", "Item-factor records read f
 ITEM_RECORDS_WRITTEN = Counter("polyrec_item_records_written_total", "Item-factor records this worker wrote: "
                                "one per item its partitions touched since the previous commit, and one per new "
                                "item it encoded.")
+USER_STATES_WRITTEN = Counter("polyrec_user_states_written_total", "User states this worker wrote to the users "
+                              "changelog (one per user touched since the previous commit of its partition), "
+                              "tombstones of erased users included.")
+USER_STATE_BYTES = Counter("polyrec_user_state_bytes_total", "Bytes of the user states (keys and values) this worker "
+                           "wrote to the users changelog.")
 MEMORY_EVENTS = Counter("polyrec_memory_events_total", "Valid events of every partition learned by this worker's "
                         "co-occurrence memory (the whole events topic, read from its start at every start).")
 MEMORY_BEHIND = Counter("polyrec_memory_behind_total", "Micro-batches scored before the co-occurrence memory held "

@@ -158,7 +158,9 @@ class EventPipeline:
         Redis stream's entries are left to ``polyrec forget``, which scans the stream once it sees
         the request committed; so is a Redis key this attempt could not delete."""
         partition = ev.message.partition
-        acks = await delivered([self.produce(self.topics["users"], encode_json(user), None, partition, None)])
+        key = encode_json(user)
+        acks = await delivered([self.produce(self.topics["users"], key, None, partition, None)])
+        _count_states([(key, b"")])
         self.users_store(ev, user, None)
         self.users_persisted(partition, acks[0].offset)
         held = self.model.forget_user(user)
@@ -193,11 +195,12 @@ class EventPipeline:
         then the states into the local store. ``last_offset``: each user's last event in the batch."""
         partition = last.message.partition
         values = {user: st.to_json() for user, st in states.items()}
-        sends = [self.produce(self.topics["users"], encode_json(user), encode_json(value), partition, None)
-                 for user, value in values.items()]
+        records = [(encode_json(user), encode_json(value)) for user, value in values.items()]
+        sends = [self.produce(self.topics["users"], key, value, partition, None) for key, value in records]
         payloads = [payload(u, items, scores, self.model_version, ts, partition, last_offset[u])
                     for u, items, scores, ts in recs]
         acks, _ = await asyncio.gather(delivered(sends), self._publish(partition, payloads))
+        _count_states(records)
         # only what the changelog holds goes into the local store: a RocksDB store recovers from
         # the offset it names, so a state that never reached the broker must not be in it
         for user, value in values.items():
@@ -336,3 +339,9 @@ class EventPipeline:
             self.positions.pop(p, None)
             metrics.RECS_DROPPED.inc(len(self._held.pop(p, {})))
         metrics.RECS_HELD.set(self._held_count())
+
+
+def _count_states(records: list[tuple[bytes, bytes]]) -> None:
+    """Count user-state records the changelog acknowledged (key, value: empty for a tombstone)."""
+    metrics.USER_STATES_WRITTEN.inc(len(records))
+    metrics.USER_STATE_BYTES.inc(sum(len(k) + len(v) for k, v in records))

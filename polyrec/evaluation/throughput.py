@@ -34,11 +34,12 @@ def _polyrec_pass(replay: Replay, config: MFConfig, cooccurrence: CooccurrenceCo
     model, history = OnlineMF(config), History()
     memory = Cooccurrence(cooccurrence, users=model.users)
     consumers = Consumers(ConsumersConfig(), config.dim)
+    users, items = replay.users.tolist(), replay.items.tolist()  # str objects, as River's pass gets them
     spent = 0.0
     for start in range(0, len(replay), batch):
         sl = slice(start, start + batch)
         t0 = time.perf_counter()
-        u, i = model.add_users(replay.users[sl]), model.add_items(replay.items[sl])
+        u, i = model.add_users(users[sl]), model.add_items(items[sl])
         update = model.learn_rows(u, i, replay.weights[sl])
         memory.learn_rows(u, i)
         consumers.learn_rows(i, model.user_factors[u], replay.weights[sl])
