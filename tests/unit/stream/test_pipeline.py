@@ -193,6 +193,21 @@ def test_a_redis_outage_holds_the_payloads_and_keeps_the_learned_state(caplog):
     assert sorted(stored) == ["u0", "u1"] and persisted == [(0, 7)]
 
 
+def test_user_states_written_to_the_changelog_are_counted_with_their_bytes():
+    sends: list[tuple] = []
+
+    async def produce(topic, key, value, partition, headers):
+        sends.append((topic, key, value))
+        return acked(SimpleNamespace(offset=len(sends)))
+
+    states, size = metrics.USER_STATES_WRITTEN._value.get(), metrics.USER_STATE_BYTES._value.get()
+    pipeline, batch = learning(produce, Publisher(), [], [])
+    asyncio.run(pipeline.learn(*batch))
+    written = [(key, value) for topic, key, value in sends if topic == "users"]
+    assert len(written) == 2 and metrics.USER_STATES_WRITTEN._value.get() - states == 2
+    assert metrics.USER_STATE_BYTES._value.get() - size == sum(len(k) + len(v) for k, v in written)
+
+
 def test_a_failed_changelog_send_fails_the_batch_and_stores_nothing_locally():
     """A RocksDB store recovers from the offset it was told the changelog holds: a user state the
     broker did not acknowledge must not be in the local store, nor its offset reported."""
