@@ -63,8 +63,8 @@ ITEM_RECORDS_WRITTEN = Counter("polyrec_item_records_written_total", "Item-facto
                                "one per item its partitions touched since the previous commit, and one per new "
                                "item it encoded.")
 USER_STATES_WRITTEN = Counter("polyrec_user_states_written_total", "User states this worker wrote to the users "
-                              "changelog (one per user touched since the previous commit of its partition), "
-                              "tombstones of erased users included.")
+                              "changelog (one per user a micro-batch changed), tombstones of erased users "
+                              "included.")
 USER_STATE_BYTES = Counter("polyrec_user_state_bytes_total", "Bytes of the user states (keys and values) this worker "
                            "wrote to the users changelog.")
 MEMORY_EVENTS = Counter("polyrec_memory_events_total", "Valid events of every partition learned by this worker's "
