@@ -25,8 +25,11 @@ def sane(vector: np.ndarray) -> bool:
     return bool(np.isfinite(v).all()) and (v.size == 0 or float(np.abs(v).max()) <= MAX_ABS_VALUE)
 
 
+INT64 = (-(1 << 63), (1 << 63) - 1)  # offsets, partitions and counts are int64, as in Kafka and numpy
+
+
 def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+    return isinstance(x, int) and not isinstance(x, bool) and INT64[0] <= x <= INT64[1]
 
 
 def _is_number(x: object) -> bool:

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from polyrec.mf import MFConfig
@@ -143,6 +143,8 @@ def _assert_model_sane(model: WorkerModel) -> None:
 
 @FUZZ
 @given(user_states)
+@example({"f": "", "g": 0.0, "h": [], "o": 1 << 63, "n": 0})  # past int64: found by this test (seed 5)
+@example({"f": "", "g": 0.0, "h": [], "o": 0, "p": -(1 << 63) - 1, "n": 1 << 64})
 def test_a_stored_user_state_of_any_shape_loads_or_is_refused_and_the_batch_goes_on(raw):
     """A users-table value as the store hands it back (JSON-decoded): ``UserState.from_json``
     accepts it only with the documented types, or raises ValueError (the pipeline then treats the
@@ -172,6 +174,8 @@ item_records = st.one_of(
 
 @FUZZ
 @given(item_records)
+@example({"item_id": "i", "source": "p0", "v": encode_vector(np.zeros(DIM + 1, np.float32)), "o": 1 << 63})
+@example({"item_id": "i", "source": "p0", "v": encode_vector(np.zeros(DIM + 1, np.float32)), "o": 0, "n": 1 << 63})
 def test_an_item_factor_record_of_any_shape_is_applied_or_refused_whole(raw):
     """What the replica does with one record of the item-factor topic: decode it, fold it in. Either
     step may refuse it (the replica logs and skips it); the model keeps only string ids and finite,
