@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from polyrec.ids import IdIndex
-from polyrec.runs import run_starts
+from polyrec.runs import run_lengths, run_starts
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class Cooccurrence:
         # where there were none), then their events of the batch in order
         order = np.argsort(u, kind="stable")
         starts = run_starts(u[order])
-        sizes = np.diff(starts, append=len(u))
+        sizes = run_lengths(starts, len(u))
         users = u[order[starts]]
         count = self._count[users]
         lags = np.arange(1, c.window + 1)

@@ -2,6 +2,9 @@
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from polyrec.consumers import Consumers, ConsumersConfig
 from polyrec.recommend import score_users
@@ -102,3 +105,11 @@ def test_the_reference_length_does_not_depend_on_the_order_of_rows():
         out.append(np.linalg.norm(young[0]))
         assert rows.tolist() == [where[599]]
     assert out[0] == pytest.approx(out[1], rel=1e-6)
+
+
+@given(arrays(np.float32, st.integers(1, 300), elements=st.floats(-1e6, 1e6, width=32)))
+def test_the_reference_length_is_numpys_median_to_the_bit(values):
+    from polyrec.consumers import _median
+
+    ours, numpys = _median(values.copy()), np.median(values)
+    assert ours.dtype == numpys.dtype and ours.tobytes() == numpys.tobytes()
