@@ -40,7 +40,7 @@ from stream.faust_patches import (
 from stream.faust_process import drop_monitor
 from stream.fencing import fence_user_states
 from stream.items import ItemPipeline
-from stream.offsets import InOrder, fetch_committed_offsets
+from stream.offsets import InOrder, fetch_start_offsets
 from stream.pipeline import HELD_RETRY_S, EventPipeline
 from stream.records import REASONS
 from stream.recs import RecsPublisher, redis_client
@@ -99,6 +99,7 @@ class Worker:
             broker_heartbeat_interval=s.heartbeat_interval_s,
             broker_rebalance_timeout=s.rebalance_timeout_s,
             producer_acks=-1,
+            consumer_auto_offset_reset="earliest",  # a partition never committed: from the log's start (on_assigned)
             broker_commit_interval=s.commit_interval_s,
             table_standby_replicas=s.standby_replicas,
             web_enabled=s.web_port != 0,
@@ -263,13 +264,16 @@ class Worker:
         self.pipeline.revoked(partitions)  # a stale position must not count if the partition comes back
 
     async def on_assigned(self, app: faust.App, assigned: set, **kwargs: object) -> None:
-        """The consumer has started; each partition is learned in order from its committed offset
-        (``InOrder``); partitions given away stop exporting their lag (their next owner reports it once
-        recovered; a stale value here would add to theirs). Kept ones stay continuous."""
+        """The consumer has started; each partition is learned in order from its committed offset, or
+        from the log's start if the group never committed one (``InOrder``); partitions given away
+        stop exporting their lag (their next owner reports it once recovered; a stale value here
+        would add to theirs). Kept ones stay continuous."""
         s = self.settings
         mine = [TopicPartition(tp.topic, tp.partition) for tp in assigned if tp.topic == s.events_topic]
-        committed = await fetch_committed_offsets(s.broker_list, s.app_id, mine, s.kafka_options())
-        self.in_order.expect({TP(tp.topic, tp.partition): offset for tp, offset in committed.items()})
+        start = await fetch_start_offsets(s.broker_list, s.app_id, mine, s.kafka_options())
+        log.info("assigned %s: learning from offsets %s", s.events_topic,
+                 {tp.partition: offset for tp, offset in sorted(start.items())})
+        self.in_order.expect({TP(tp.topic, tp.partition): offset for tp, offset in start.items()})
         self._assigned_once.set()
         self._drop_users_elsewhere({tp.partition for tp in assigned
                                     if tp.topic == self.users.changelog_topic.get_topic_name()})

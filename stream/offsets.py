@@ -50,16 +50,27 @@ async def fetch_end_offsets(bootstrap: list[str] | str, tps: Iterable[TopicParti
         await consumer.stop()
 
 
-async def fetch_committed_offsets(bootstrap: list[str] | str, group: str, tps: Iterable[TopicPartition],
-                                  options: Mapping[str, Any] | None = None) -> dict[TopicPartition, int]:
-    """Each partition's committed offset in consumer group ``group`` (partitions without one are left
-    out); ``options``: the connection's security (``Settings.kafka_options``)."""
+async def fetch_start_offsets(bootstrap: list[str] | str, group: str, tps: Iterable[TopicPartition],
+                              options: Mapping[str, Any] | None = None) -> dict[TopicPartition, int]:
+    """Where consumer group ``group`` reads each partition from: its committed offset, or, for a
+    partition it has never committed, the log's first offset (Faust's consumers reset to the
+    earliest); ``options``: the connection's security (``Settings.kafka_options``)."""
     tps = list(tps)
     if not tps:
         return {}
     async with admin_client(bootstrap, options=options) as admin:
         found = await admin.list_consumer_group_offsets(group, partitions=tps)
-    return {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}
+    start = {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}
+    never = [tp for tp in tps if tp not in start]
+    if never:
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                    **(options or {}))
+        await consumer.start()
+        try:
+            start |= await consumer.beginning_offsets(never)
+        finally:
+            await consumer.stop()
+    return start
 
 
 class InOrder:

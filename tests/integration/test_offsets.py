@@ -6,7 +6,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import NewTopic
 
-from stream.offsets import fetch_end_offsets
+from stream.offsets import fetch_end_offsets, fetch_start_offsets
 from stream.topics import admin_client
 
 pytestmark = pytest.mark.integration
@@ -34,3 +34,32 @@ def test_fetch_end_offsets_sees_the_whole_batch(broker):
     assert fetched == 3
     # Tansu 0.6.0's ListOffsets says 1 here (the bug the workaround exists for); a fixed broker says 3
     assert listed in (1, 3)
+
+
+async def _start_offsets(bootstrap: str) -> tuple[dict, dict]:
+    topic, group = "start-probe", "start-probe-group"
+    async with admin_client(bootstrap) as admin:
+        await admin.create_topics([NewTopic(topic, 2, 1)])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    for p in (0, 1):
+        for _ in range(4):
+            await producer.send_and_wait(topic, b"x", partition=p)
+    await producer.stop()
+    tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    never = await fetch_start_offsets(bootstrap, group, tps)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    consumer.assign(tps)
+    await consumer.commit({tps[0]: 3})
+    await consumer.stop()
+    return never, await fetch_start_offsets(bootstrap, group, tps)
+
+
+def test_a_partition_the_group_never_committed_starts_at_the_log_start(broker):
+    """What ``Worker.on_assigned`` expects a partition's first batch to start at: its committed offset,
+    or the log's first offset. Before, a partition without a committed offset trusted whatever batch
+    came first: in the SIGKILL fault test a first batch from offset ~29 lost 29 events (2026-12-06)."""
+    never, one_committed = asyncio.run(_start_offsets(broker))
+    assert [never[tp] for tp in sorted(never)] == [0, 0]
+    assert [one_committed[tp] for tp in sorted(one_committed)] == [3, 0]
