@@ -35,6 +35,7 @@ from stream.faust_patches import (
     install_fetch_max_wait,
     install_flush_on_commit,
     install_recovery_fix,
+    seek,
     set_current_event,
 )
 from stream.faust_process import drop_monitor
@@ -229,7 +230,7 @@ class Worker:
                     log.warning("%s[%d]: a batch from offset %d came before offset %d: reading the partition "
                                 "again from there", tp.topic, tp.partition, batch[0].message.offset, offset)
                     metrics.REWINDS.labels(tp.topic).inc()
-                    await self.app.consumer.seek(tp, offset)
+                    await seek(self.app, tp, offset)  # in the consumer's thread (faust_patches 5)
                     _skip(batch)
                     batch.clear()
                     continue

@@ -24,6 +24,14 @@ here, and against the tests named in each section.
    event before it writes a user's state. Upstream: the same gap for periodic flushes was fixed in
    faust-streaming/faust#522; ``take_events`` still has it. Test: ``test_user_state_survives_a_restart``
    (its RocksDB case) in tests/integration/test_stream_integration.py.
+5. ``seek``: Faust's ``Consumer.seek`` calls aiokafka's ``seek`` from the agent's thread, while the
+   aiokafka consumer lives in Faust's consumer thread; ``Fetcher.seek_to`` then deletes the
+   partition's prefetched records while that thread iterates over them, and the fetcher crashes the
+   worker (``KeyError`` in ``Fetcher.fetched_records``: 1 of 10 runs of the SIGKILL fault test,
+   2026-12-06, after a restart rewound four partitions 89 times in a second). This seek runs in
+   the consumer's thread and then resets Faust's read position as its ``seek`` does. Upstream: the
+   same direct call in faust-streaming 0.15.3 (no issue found, 2026-12-06). Test: the rewinds of
+   ``test_sigkill_while_busy_neither_loses_nor_doubles_an_event`` (make faults).
 """
 
 from __future__ import annotations
@@ -111,3 +119,13 @@ def install_flush_on_commit(app: faust.App, topic: str, flush: Flush) -> None:
 def set_current_event(event: faust.EventT) -> None:
     """Make ``event`` Faust's current event (the RocksDB store reads its partition from it)."""
     faust_streams._current_event.set(weakref.ref(event))
+
+
+# -- 5. a seek from the consumer's own thread ------------------------------------------------------------
+async def seek(app: faust.App, tp: TP, offset: int) -> None:
+    """Read ``tp`` again from ``offset``: aiokafka's seek in the thread that owns the consumer, then
+    Faust's read position (as ``faust.transport.consumer.Consumer.seek`` sets it)."""
+    consumer = app.consumer
+    thread = consumer._thread
+    await thread.call_thread(thread.seek, tp, offset)
+    consumer._read_offset[tp] = offset if offset else None
