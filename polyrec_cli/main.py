@@ -14,11 +14,20 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
+def _single_threaded_blas() -> None:
+    """One BLAS thread unless the environment says otherwise, set before numpy loads: the model's
+    matrix products are small (a micro-batch against a 64-item pool, a few users against the
+    catalogue), and OpenBLAS's threads cost more than they save, beside Faust's own threads on a
+    worker (docs/performance.md) and in implicit's ALS (its advice) in the evaluation."""
     import os
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # implicit's advice; numpy GEMMs here are small
+    _single_threaded_blas()
     if args.cold_start:
         from polyrec_cli.evaluation import coldstart_report
         from polyrec_cli.evaluation.coldstart_run import run as run_cold_start
@@ -41,6 +50,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    _single_threaded_blas()
     from polyrec_cli.worker import run_worker
     from stream.settings import Settings
 
