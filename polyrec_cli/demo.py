@@ -100,9 +100,18 @@ def _stop_on_signals() -> Iterator[None]:
     They are turned into a SIGINT, not raised here: inside ``asyncio.Runner.run`` a SIGINT cancels
     the running task, which then closes its producer; a KeyboardInterrupt raised at whatever line
     the signal lands on could break off aiokafka's own callbacks halfway (their futures then hold
-    the exception, and the demo ended with tracebacks and, once, its work folder left behind)."""
+    the exception, and the demo ended with tracebacks and, once, its work folder left behind).
+    While an event loop runs, the SIGINT is raised from a callback of that loop, not from the line
+    the signal landed on: the runner's handler cancels the task's awaited future at once, and in the
+    middle of aiokafka's ``_handle_frame`` (between its ``fut.done()`` check and ``set_result``)
+    that ended the demo with an ``InvalidStateError`` traceback (1 run in CI, 2026-12-06)."""
     def interrupt(signum: int, frame: object) -> None:
-        signal.raise_signal(signal.SIGINT)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # between event loops: a KeyboardInterrupt here is safe
+            signal.raise_signal(signal.SIGINT)
+        else:
+            loop.call_soon_threadsafe(signal.raise_signal, signal.SIGINT)
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
