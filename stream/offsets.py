@@ -10,13 +10,27 @@ unconditionally (``stream/faust_patches.py: install_recovery_fix``).
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream.topics import admin_client
+
+
+@contextlib.asynccontextmanager
+async def _probe_consumer(bootstrap: list[str] | str,
+                          options: Mapping[str, Any] | None) -> AsyncIterator[AIOKafkaConsumer]:
+    """A started consumer outside any group, committing nothing, stopped on exit."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                                **(options or {}))
+    await consumer.start()
+    try:
+        yield consumer
+    finally:
+        await consumer.stop()
 
 
 async def fetch_end_offsets(bootstrap: list[str] | str, tps: Iterable[TopicPartition], timeout: float = 10.0,
@@ -26,10 +40,7 @@ async def fetch_end_offsets(bootstrap: list[str] | str, tps: Iterable[TopicParti
     tps = list(tps)
     if not tps:
         return {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                **(options or {}))
-    await consumer.start()
-    try:
+    async with _probe_consumer(bootstrap, options) as consumer:
         listed = await consumer.end_offsets(tps)  # a lower bound on Tansu, exact on Kafka
         consumer.assign(tps)
         for tp in tps:
@@ -46,8 +57,6 @@ async def fetch_end_offsets(bootstrap: list[str] | str, tps: Iterable[TopicParti
                 if hw is not None and tp not in result:
                     result[tp] = max(hw, listed[tp] or 0)
         return result
-    finally:
-        await consumer.stop()
 
 
 async def fetch_start_offsets(bootstrap: list[str] | str, group: str, tps: Iterable[TopicPartition],
@@ -63,13 +72,8 @@ async def fetch_start_offsets(bootstrap: list[str] | str, group: str, tps: Itera
     start = {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}
     never = [tp for tp in tps if tp not in start]
     if never:
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                    **(options or {}))
-        await consumer.start()
-        try:
+        async with _probe_consumer(bootstrap, options) as consumer:
             start |= await consumer.beginning_offsets(never)
-        finally:
-            await consumer.stop()
     return start
 
 
