@@ -94,6 +94,22 @@ class Consumers:
         self._fit(n_items)
         return self.counts[:n_items]
 
+    def fresh_factors(self, item_factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The item rows (below ``len(item_factors)``) with no event yet, known from their text only,
+        and the factors that judge whom they fit (``polyrec/explore.py``): their own direction at the
+        typical length of an established item's factors. A text start is a ridge projection, shrunk
+        towards the average item: at its own length it would fit no one."""
+        n_items = len(item_factors)
+        self._fit(n_items)
+        rows = np.flatnonzero(self.counts[:n_items] == 0)
+        f = item_factors[rows]
+        length = np.sqrt(np.einsum("ij,ij->i", f, f))
+        norm = self.typical_length(item_factors) if len(rows) else None
+        if norm is None:
+            return rows[:0], np.zeros((0, item_factors.shape[1]), np.float32)
+        keep = length > 0
+        return rows[keep], (f[keep] * (norm / length[keep])[:, None]).astype(np.float32)
+
     def young_rows(self, n_items: int) -> np.ndarray:
         """Item rows below ``n_items`` with at least one event and fewer than ``young``."""
         counts = self.counts[:n_items]
@@ -112,13 +128,20 @@ class Consumers:
         nonzero = length > 0
         if not nonzero.all():
             young, s, length = young[nonzero], s[nonzero], length[nonzero]
-        established = counts >= c.young
-        if not len(young) or np.count_nonzero(established) < MIN_ESTABLISHED:
+        norm = self.typical_length(item_factors) if len(young) else None
+        if norm is None:
             return young[:0], np.zeros((0, item_factors.shape[1]), np.float32)
-        # the median over every established item: independent of the order of rows, which differs by worker
-        norm = _median(np.sqrt(np.einsum("ij,ij->i", item_factors, item_factors))[established])
         n = counts[young].astype(np.float32)
         return young, (s * (norm * n / (n + c.shrink) / length)[:, None]).astype(np.float32)
+
+    def typical_length(self, item_factors: np.ndarray) -> np.floating | None:
+        """The median length of the factors of the items with at least ``young`` events (None while
+        fewer than :data:`MIN_ESTABLISHED`): over every such item, so independent of the order of
+        rows, which differs by worker."""
+        established = self.counts[:len(item_factors)] >= self.config.young
+        if np.count_nonzero(established) < MIN_ESTABLISHED:
+            return None
+        return _median(np.sqrt(np.einsum("ij,ij->i", item_factors, item_factors))[established])
 
 
 def _median(values: np.ndarray) -> np.floating:

@@ -1,5 +1,5 @@
 """Scores and top-K recommendations: the factors (young items' from their consumers), blended with
-the co-occurrence memory."""
+the co-occurrence memory, seen items excluded, fresh items explored."""
 
 from __future__ import annotations
 
@@ -7,51 +7,66 @@ import numpy as np
 
 from polyrec.consumers import Consumers
 from polyrec.cooccurrence import Cooccurrence
+from polyrec.explore import ExploreConfig, lift, pick
 from polyrec.history import History
 from polyrec.mf import OnlineMF
 from polyrec.topk import mask_rows, top_k
 
 SCORE_CELLS = 1 << 22  # user x item scores held at once (16 MiB of float32), whatever the batch
 NO_YOUNG = (np.zeros(0, np.int64), np.zeros((0, 0), np.float32))
+NO_ROWS = np.zeros(0, np.int64)
+NO_SEEN = (NO_ROWS, NO_ROWS)
 
 Young = tuple[np.ndarray, np.ndarray]  # item rows, and the factors they score with (Consumers.young_factors)
+Fresh = tuple[np.ndarray, np.ndarray]  # item rows, and the factors that judge whom they fit (Consumers.fresh_factors)
 
 
 def score_users(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray,
                 memory: Cooccurrence | None = None, context: np.ndarray | None = None,
-                young: Young = NO_YOUNG) -> np.ndarray:
+                young: Young = NO_YOUNG, seen: tuple[np.ndarray, np.ndarray] = NO_SEEN,
+                fresh: Fresh = NO_YOUNG, explore: ExploreConfig | None = None) -> np.ndarray:
     """Every item's score for each user vector (users x items): ``b_i + p_u . q_i``, with the
     ``young`` rows' factors in place of ``q_i``, blended with the co-occurrence ``memory`` from
-    each user's ``context`` rows (``Cooccurrence.recent``)."""
+    each user's ``context`` rows (``Cooccurrence.recent``); the ``seen`` ``(user, item)`` pairs at
+    ``-inf``; with ``explore``, the ``fresh`` item rows (no events yet) lifted where they fit
+    (``polyrec/explore.py``), judged with the ``fresh`` factors."""
     scores = user_factors @ item_factors.T
     rows, factors = young
     if len(rows):
         scores[:, rows] = user_factors @ factors.T
     scores += item_bias
-    if memory is None or context is None or not context.any():  # no user has a last event: factors only
-        return scores
-    return memory.blend(scores, context)
+    mask_rows(scores, *seen)
+    picked = None
+    if explore is not None and len(fresh[0]):
+        picked = pick(scores, fresh[0], user_factors @ fresh[1].T + item_bias[fresh[0]], explore.fit)
+    if memory is not None and context is not None and context.any():  # else no user has a last event
+        scores = memory.blend(scores, context)
+        mask_rows(scores, *seen)  # again: a factor weight of 0 would make them NaN
+    if picked is not None and explore is not None:
+        lift(scores, picked, explore.place)
+    return scores
 
 
 def recommend(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray,
               seen: tuple[np.ndarray, np.ndarray], k: int, memory: Cooccurrence | None = None,
-              context: np.ndarray | None = None, young: Young = NO_YOUNG) -> tuple[np.ndarray, np.ndarray]:
+              context: np.ndarray | None = None, young: Young = NO_YOUNG, fresh: Fresh = NO_YOUNG,
+              explore: ExploreConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` item rows and scores for each user vector, the ``seen`` pairs excluded (-1 pads).
 
     ``seen`` is ``(n, item_row)`` pairs with ``n`` ascending (``History.pairs``); ``memory``,
-    ``context`` and ``young`` as for :func:`score_users`. Users are scored in chunks of at most
-    :data:`SCORE_CELLS` scores, so a batch of many users over a large catalogue does not hold (and
-    copy) one users x items matrix.
+    ``context``, ``young``, ``fresh`` and ``explore`` as for :func:`score_users`. Users are scored
+    in chunks of at most :data:`SCORE_CELLS` scores, so a batch of many users over a large catalogue
+    does not hold (and copy) one users x items matrix.
     """
     seen_users, seen_items = seen
     step = max(1, SCORE_CELLS // max(len(item_factors), 1))
     idx, best = [], []
     for start in range(0, max(len(user_factors), 1), step):
         chunk = slice(start, start + step)
-        scores = score_users(user_factors[chunk], item_factors, item_bias, memory,
-                             None if context is None else context[chunk], young)
         lo, hi = np.searchsorted(seen_users, [start, start + step])
-        mask_rows(scores, seen_users[lo:hi] - start, seen_items[lo:hi])
+        scores = score_users(user_factors[chunk], item_factors, item_bias, memory,
+                             None if context is None else context[chunk], young,
+                             (seen_users[lo:hi] - start, seen_items[lo:hi]), fresh, explore)
         i, b = top_k(scores, k)
         idx.append(i)
         best.append(b)
@@ -59,11 +74,13 @@ def recommend(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.
 
 
 def recommend_rows(model: OnlineMF, history: History, user_rows: np.ndarray, k: int,
-                   memory: Cooccurrence | None = None,
-                   consumers: Consumers | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   memory: Cooccurrence | None = None, consumers: Consumers | None = None,
+                   explore: ExploreConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`recommend` for user rows of ``model``, their ``history`` excluded, blended with
-    ``memory`` if given (sharing the model's user index), young items scored from ``consumers``."""
+    ``memory`` if given (sharing the model's user index), young items scored from ``consumers``,
+    and (with ``consumers`` and ``explore``) fresh items explored."""
     context = None if memory is None else memory.recent_rows(user_rows)
     young = NO_YOUNG if consumers is None else consumers.young_factors(model.item_factors)
+    fresh = NO_YOUNG if consumers is None or explore is None else consumers.fresh_factors(model.item_factors)
     return recommend(model.user_factors[user_rows], model.item_factors, model.item_bias,
-                     history.pairs(user_rows), k, memory, context, young)
+                     history.pairs(user_rows), k, memory, context, young, fresh, explore)

@@ -116,9 +116,10 @@ class Worker:
         self.version = model_version(config, cooccurrence, consumers)
         metrics.MODEL.info({"version": self.version, **{k: str(v) for k, v in asdict(config).items()},
                             **{f"cooccurrence_{k}": str(v) for k, v in asdict(cooccurrence).items()},
-                            **{f"young_{k}": str(v) for k, v in asdict(consumers).items()}})
-        self.model = WorkerModel(config, cooccurrence, consumers, history_max=s.history_max, k=s.top_k,
-                                 max_items=s.max_items)
+                            **{f"young_{k}": str(v) for k, v in asdict(consumers).items()},
+                            "explore_fit": str(s.explore_fit)})
+        self.model = WorkerModel(config, cooccurrence, consumers, s.explore_config(), history_max=s.history_max,
+                                 k=s.top_k, max_items=s.max_items)
         _export_zero_series(s)
         self.events = self.app.topic(s.events_topic, partitions=s.partitions)
         self.users = self.app.Table(USERS_TABLE, default=None, partitions=s.partitions,

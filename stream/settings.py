@@ -16,6 +16,7 @@ from encoders.providers import PROVIDERS as ENCODER_PROVIDERS
 from polyrec.consumers import ConsumersConfig
 from polyrec.cooccurrence import CooccurrenceConfig
 from polyrec.events import DEFAULT_WEIGHTS
+from polyrec.explore import ExploreConfig
 from polyrec.mf import MFConfig
 from stream.state import MAX_ITEMS
 
@@ -97,6 +98,10 @@ class Settings:
                              "(new items reach the right users sooner); 0: off.")
     young_shrink: float = _env("POLYREC_YOUNG_SHRINK", ConsumersConfig.shrink,
                                "Events of doubt in a young item's users: their direction counts n / (n + this).")
+    explore_fit: float = _env("POLYREC_EXPLORE_FIT", ExploreConfig.fit,
+                              "An item with no events yet takes the last place of a user's top-K when it is "
+                              "among the user's best unseen items by factor score, this share of the "
+                              "catalogue (0 to 1); 0: off.")
     weight_view: float = _env("POLYREC_WEIGHT_VIEW", DEFAULT_WEIGHTS["view"],
                               "Implicit-feedback weight of a view (0 to 1000).")
     weight_click: float = _env("POLYREC_WEIGHT_CLICK", DEFAULT_WEIGHTS["click"],
@@ -209,6 +214,8 @@ class Settings:
         for name in ("cooccur_decay", "context_decay"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{_env_name(name)} must be in (0, 1], got {getattr(self, name)}")
+        if self.explore_fit > 1:
+            raise ValueError(f"POLYREC_EXPLORE_FIT must be a share from 0 (off) to 1, got {self.explore_fit}")
         for name, value, choices in (("KAFKA_SECURITY_PROTOCOL", self.kafka_security_protocol, KAFKA_PROTOCOLS),
                                      ("KAFKA_SASL_MECHANISM", self.kafka_sasl_mechanism, SASL_MECHANISMS)):
             if value not in choices:
@@ -262,6 +269,9 @@ class Settings:
 
     def consumers_config(self) -> ConsumersConfig:
         return ConsumersConfig(young=self.young_events, shrink=self.young_shrink)
+
+    def explore_config(self) -> ExploreConfig | None:
+        return ExploreConfig(fit=self.explore_fit, place=self.top_k) if self.explore_fit else None
 
     @property
     def weights(self) -> dict[str, float]:

@@ -35,10 +35,11 @@ import numpy as np
 
 from polyrec.consumers import Consumers, ConsumersConfig
 from polyrec.cooccurrence import Cooccurrence, CooccurrenceConfig
+from polyrec.explore import ExploreConfig
 from polyrec.history import History
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
-from polyrec.recommend import Young, recommend
+from polyrec.recommend import NO_YOUNG, Fresh, Young, recommend
 from stream.wire import (
     MAX_ABS_VALUE,
     NO_LANGUAGE,
@@ -74,11 +75,13 @@ class RecsJob:
     memory: Cooccurrence  # read live (rows learned meanwhile may be read torn, as above)
     context: np.ndarray  # each user's last events' item rows, at capture
     young: Young  # young item rows and the factors they score with, at capture (copies)
+    fresh: Fresh  # item rows with no events yet and the factors that judge whom they fit, at capture
+    explore: ExploreConfig | None  # None: fresh items are not explored
 
     def run(self) -> list[tuple[str, list[str], list[float], float]]:
         """(user, items, scores, latest event ts) per user, best first, seen items excluded."""
         top, scores = recommend(self.user_factors, self.item_factors, self.item_bias, self.seen, self.k,
-                                self.memory, self.context, self.young)
+                                self.memory, self.context, self.young, self.fresh, self.explore)
         keep = top >= 0
         return [(user, self.item_ids.id_at(idx[m]), sc[m].tolist(), ts)
                 for user, idx, sc, m, ts in zip(self.users, top, scores, keep, self.latest_ts)]
@@ -143,6 +146,7 @@ class WorkerModel:
     config: MFConfig
     cooccurrence: CooccurrenceConfig = field(default_factory=CooccurrenceConfig)
     young: ConsumersConfig = field(default_factory=ConsumersConfig)
+    explore: ExploreConfig | None = None
     history_max: int = 500
     k: int = 10
     max_items: int = MAX_ITEMS  # past it new items are refused (:meth:`admit`): memory is bounded
@@ -452,7 +456,9 @@ class WorkerModel:
         latest = {x: t for x, t in zip(users, ts_ms.tolist())}
         recs = RecsJob(distinct, self.mf.user_factors[rows], self.history.pairs(rows), self.mf.item_factors,
                        self.mf.item_bias, self.mf.items, [latest[x] for x in distinct], self.k, self.memory,
-                       self.memory.recent(distinct), self.consumers.young_factors(self.mf.item_factors))
+                       self.memory.recent(distinct), self.consumers.young_factors(self.mf.item_factors),
+                       NO_YOUNG if self.explore is None else self.consumers.fresh_factors(self.mf.item_factors),
+                       self.explore)
         return BatchResult(changed, recs, int(user_mask.sum()), int(item_mask.sum()),
                            ~user_mask & ~item_mask, user_mask, loss, moved, resized, invalid)
 

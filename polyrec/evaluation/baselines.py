@@ -15,9 +15,11 @@ import numpy as np
 
 from polyrec.consumers import Consumers, ConsumersConfig
 from polyrec.cooccurrence import Cooccurrence, CooccurrenceConfig
+from polyrec.explore import ExploreConfig
+from polyrec.history import History
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
-from polyrec.recommend import NO_YOUNG, score_users
+from polyrec.recommend import NO_SEEN, NO_YOUNG, score_users
 
 
 class _ColumnMap:
@@ -76,14 +78,19 @@ class Polyrec:
     (``learn_rows``), the :class:`~polyrec.cooccurrence.Cooccurrence` memory and the items'
     :class:`~polyrec.consumers.Consumers` learn the same events, and
     :func:`~polyrec.recommend.score_users` blends them. Without ``cooccurrence`` or ``consumers``
-    that part is left out (an ablation)."""
+    that part is left out (an ablation). With ``explore`` (and ``consumers``) items with no events
+    yet are explored (``polyrec/explore.py``), the users' seen items excluded as the worker's
+    :class:`~polyrec.history.History` holds them."""
 
     def __init__(self, config: MFConfig | None = None, cooccurrence: CooccurrenceConfig | None = None,
-                 consumers: ConsumersConfig | None = None, name: str = "polyrec") -> None:
+                 consumers: ConsumersConfig | None = None, name: str = "polyrec",
+                 explore: ExploreConfig | None = None) -> None:
         self.name = name
         self.model = OnlineMF(config)
         self.memory = None if cooccurrence is None else Cooccurrence(cooccurrence, users=self.model.users)
         self.consumers = None if consumers is None else Consumers(consumers, self.model.config.dim)
+        self.explore = None if self.consumers is None else explore
+        self.history = None if self.explore is None else History()
         self._cols = _ColumnMap()
 
     def scores(self, users: Sequence[str], catalog: Sequence[str]) -> np.ndarray:
@@ -91,8 +98,17 @@ class Polyrec:
         rows = self.model.add_users(users)
         context = None if self.memory is None else self.memory.recent_rows(rows)
         young = NO_YOUNG if self.consumers is None else self.consumers.young_factors(self.model.item_factors)
+        seen, fresh = NO_SEEN, NO_YOUNG
+        if self.history is not None and self.consumers is not None:
+            seen, fresh = self.history.pairs(rows), self.fresh_factors()
         return score_users(self.model.user_factors[rows], self.model.item_factors, self.model.item_bias,
-                           self.memory, context, young)[:, cols]
+                           self.memory, context, young, seen, fresh, self.explore)[:, cols]
+
+    def fresh_factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """The items that exploration may show, those with no events yet, as
+        ``Consumers.fresh_factors`` (needs ``consumers``)."""
+        assert self.consumers is not None
+        return self.consumers.fresh_factors(self.model.item_factors)
 
     def learn(self, users: Sequence[str], items: Sequence[str], weights: np.ndarray) -> None:
         u, i = self.model.add_users(users), self.model.add_items(items)
@@ -102,6 +118,8 @@ class Polyrec:
             self.memory.learn_rows(u, i)
         if self.consumers is not None:
             self.consumers.learn_rows(i, self.model.user_factors[u], w)
+        if self.history is not None:
+            self.history.add(u, i)
 
 
 class ItemKNN:

@@ -17,6 +17,7 @@ import numpy as np
 from polyrec.consumers import ConsumersConfig
 from polyrec.cooccurrence import CooccurrenceConfig
 from polyrec.evaluation.baselines import Polyrec
+from polyrec.explore import ExploreConfig
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
 from polyrec.projection import Projection, refit_projection
@@ -80,15 +81,18 @@ class ProjectionSettings:
 
 
 class ColdStartMF(Polyrec):
-    """polyrec's model (:class:`~polyrec.evaluation.baselines.Polyrec`: the factors, and the memory
-    and consumers if given) whose ``new_items`` start from their projected text (random without
-    ``texts``)."""
+    """polyrec's model (:class:`~polyrec.evaluation.baselines.Polyrec`: the factors, and the memory,
+    consumers and exploration if given) whose ``new_items`` start from their projected text (random
+    without ``texts``). Only new items are explored before their first event: the other items are
+    announced ahead too, but stand for items a worker knows from their events only."""
 
     def __init__(self, config: MFConfig, new_items: Collection[str], texts: ItemTexts | None = None,
                  settings: ProjectionSettings = ProjectionSettings(), name: str = "random-init",
-                 cooccurrence: CooccurrenceConfig | None = None, consumers: ConsumersConfig | None = None) -> None:
-        super().__init__(config, cooccurrence, consumers, name=name)
+                 cooccurrence: CooccurrenceConfig | None = None, consumers: ConsumersConfig | None = None,
+                 explore: ExploreConfig | None = None) -> None:
+        super().__init__(config, cooccurrence, consumers, name=name, explore=explore)
         self.new_items = frozenset(new_items)
+        self._is_new = np.zeros(0, bool)  # per model item row
         self.texts, self.settings = texts, settings
         self._catalog_rows = IdIndex(texts.catalog_ids if texts else ())
         self._new_rows = IdIndex(texts.new_ids if texts else ())
@@ -115,10 +119,17 @@ class ColdStartMF(Polyrec):
         self.counts = np.pad(self.counts, (0, len(mf.items) - len(self.counts)))
         fresh = np.arange(before, len(mf.items))
         new = fresh[[i in self.new_items for i in mf.items.id_at(fresh)]]
+        self._is_new = np.pad(self._is_new, (0, len(mf.items) - len(self._is_new)))
+        self._is_new[new] = True
         vectors = self._starts(mf.items.id_at(new)) if len(new) else None
         if vectors is not None:
             mf.set_items(new, vectors[:, :-1], vectors[:, -1])
         return rows
+
+    def fresh_factors(self) -> tuple[np.ndarray, np.ndarray]:
+        rows, factors = super().fresh_factors()
+        new = self._is_new[rows]
+        return rows[new], factors[new]
 
     def _starts(self, ids: list[str]) -> np.ndarray | None:
         """Start vectors (factors, then bias) of new items; None keeps their random start."""

@@ -3,7 +3,9 @@
 Every contender is polyrec's model as the worker runs it (factors blended with the co-occurrence
 memory, the worker's defaults); ``random-init`` without any cold-start feature (random start, no
 young-item scoring), ``young`` with the young-item scoring (``polyrec/consumers.py``), and
-``projection-<lang>`` with both the text start and the young-item scoring: the worker's model.
+``projection-<lang>`` with the text start, the young-item scoring and the exploration of items with no
+events yet (``polyrec/explore.py``): the worker's model. ``projection-en-no-explore`` leaves the
+exploration out.
 
 Encodes every item's English text, the new items' text in every other language and two English
 references, the catalogue's genre lists in every language and the bilingual title pairs, once
@@ -43,6 +45,7 @@ from polyrec.evaluation.coldstart import (
 )
 from polyrec.evaluation.protocol import Replay, run_prequential
 from polyrec.evaluation.tuning import grid
+from polyrec.explore import ExploreConfig, fits
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig
 from polyrec_cli.evaluation import coldstart_report, report
@@ -54,7 +57,9 @@ ENCODE_CHUNK = 256
 SCORED_EVENTS = ("click", "purchase")  # run_prequential's default
 CONTROL = "projection-en-shuffled"
 YOUNG = "young"  # random start, young items scored from their consumers
-MEMORY, YOUNG_ITEMS = CooccurrenceConfig(), ConsumersConfig()  # the worker's defaults
+MEMORY, YOUNG_ITEMS, EXPLORE = CooccurrenceConfig(), ConsumersConfig(), ExploreConfig()  # the worker's defaults
+NO_EXPLORE = "projection-en-no-explore"
+OVERALL_SAMPLE = 3  # the overall-cost replay scores every 3rd click or purchase after a 10% warm-up
 # Ranks only the new items, by their events so far: it knows which items are new (and so scored).
 NEW_POPULARITY = "new-item-popularity"
 # Leaky references, not contenders: new items start from what random-init learned for them by the end.
@@ -178,13 +183,15 @@ def _contenders(config: MFConfig, ids: list[str], new: np.ndarray, emb: _Embeddi
     random_init = ColdStartMF(config, new, name="random-init", cooccurrence=MEMORY)
     young = ColdStartMF(config, new, name=YOUNG, cooccurrence=MEMORY, consumers=YOUNG_ITEMS)
     projections = [ColdStartMF(config, new, arriving(emb.new[lang]), settings, name=f"projection-{lang}",
-                               cooccurrence=MEMORY, consumers=YOUNG_ITEMS) for lang in languages]
+                               cooccurrence=MEMORY, consumers=YOUNG_ITEMS, explore=EXPLORE) for lang in languages]
+    no_explore = ColdStartMF(config, new, arriving(emb.new["en"]), settings, name=NO_EXPLORE, cooccurrence=MEMORY,
+                             consumers=YOUNG_ITEMS)
     # control: each new item gets another new item's English text, so only the text-item link is lost
     shuffled = emb.new["en"][np.random.default_rng(seed).permutation(len(new))]
     control = ColdStartMF(config, new, arriving(shuffled), settings, name=CONTROL, cooccurrence=MEMORY,
-                          consumers=YOUNG_ITEMS)
-    return [Popularity(), Popularity(name=NEW_POPULARITY, only=new), random_init, young, *projections, control], \
-        projections, random_init
+                          consumers=YOUNG_ITEMS, explore=EXPLORE)
+    return [Popularity(), Popularity(name=NEW_POPULARITY, only=new), random_init, young, no_explore, *projections,
+            control], projections, random_init
 
 
 def _consistency(base: ColdStartMF, emb: _Embeddings, languages: tuple[str, ...]) -> tuple[dict, dict, dict]:
@@ -206,6 +213,31 @@ def _consistency(base: ColdStartMF, emb: _Embeddings, languages: tuple[str, ...]
     return overlap, references, genre_alignment
 
 
+def _exposure(base: ColdStartMF, emb: _Embeddings, languages: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Per language of the new items' text, the mean over new items of the share of users whose top-10
+    the item would enter before its first event (it fits them: ``polyrec/explore.py``), with ``base``'s
+    final model (users, items, seen items, projection); relative to English; and the same for the
+    English texts encoded in other batches (a reference: int8 activations are quantised per batch)."""
+    mf, consumers, history, projection = base.model, base.consumers, base.history, base.projection
+    assert consumers is not None and history is not None and projection is not None
+    users = mf.user_factors
+    factor = users @ mf.item_factors.T
+    rows, young = consumers.young_factors(mf.item_factors)
+    factor[:, rows] = users @ young.T
+    factor += mf.item_bias
+    factor[history.pairs(np.arange(len(users)))] = -np.inf
+    length = consumers.typical_length(mf.item_factors)
+
+    def reach(texts: np.ndarray) -> float:
+        v = projection.project(texts)
+        f = v[:, :-1] * (length / np.linalg.norm(v[:, :-1], axis=1))[:, None]
+        return float(fits(factor, users @ f.T + v[:, -1], EXPLORE.fit).mean())
+
+    shares = {lang: reach(emb.new[lang]) for lang in languages} | {"en-again": reach(emb.again)}
+    return {lang: {"users_reached_per_item": share, "parity_vs_en": share / max(shares["en"], 1e-12)}
+            for lang, share in shares.items()}
+
+
 def _summaries(results: list, replay: Replay, new: np.ndarray, n_first: int) -> dict[str, dict]:
     """Each contender's summary, with its recall@10 by a new item's n-th event."""
     scored = first_events(replay.items, new, n_first) & np.isin(replay.events, SCORED_EVENTS)
@@ -219,7 +251,9 @@ def _protocol(batch_size: int, n_new: int, frac: float, seed: int, n_first: int,
     """The protocol, in words, for the JSON."""
     return {"model": "polyrec as the worker runs it: factors blended with the co-occurrence memory (worker defaults); "
                      f"{YOUNG} and projection-<lang> also score young items from their consumers "
-                     "(polyrec/consumers.py), random-init and the ceilings do not",
+                     "(polyrec/consumers.py), random-init and the ceilings do not; projection-<lang> and the control "
+                     f"also explore new items with no event yet (polyrec/explore.py, {asdict(EXPLORE)}), "
+                     f"{NO_EXPLORE} does not",
             "k": 10, "batch_size": batch_size, "new_items": n_new, "new_item_share": frac,
             "seed": seed, "first_events": n_first,
             "scored": "click and purchase events of a new item among its first "
@@ -233,6 +267,13 @@ def _protocol(batch_size: int, n_new: int, frac: float, seed: int, n_first: int,
             "ceilings": "leaky references for what a start can buy: each new item starts from the vector "
                         "random-init learned for it by the end of the stream (factors and bias; "
                         "factors only, bias 0; bias only, random factors), then learns as usual",
+            "overall": f"the cost of the cold-start features to everyone: {', '.join(OVERALL)} replayed again with "
+                       f"the same announcement, every {OVERALL_SAMPLE}rd click or purchase after a 10% warm-up scored "
+                       "(any item's); compared with random-init, the model without cold-start features",
+            "exposure": "per language: with projection-en's final model (users, items, seen items, projection), "
+                        "each new item's text in that language projected as if it had no event yet; the share of "
+                        f"the {n_users} users it fits (polyrec/explore.py: its top-10 place before any event), "
+                        "mean over new items, relative to English",
             "overlap_users": f"all {n_users} users, ranking only the {n_new} new items, "
                              "with projection-en's final user factors and projection",
             "overlap_references": "the same overlap between English texts of the new items: the same "
@@ -246,12 +287,19 @@ def _protocol(batch_size: int, n_new: int, frac: float, seed: int, n_first: int,
                                 f"{n_genre_lists}: the part of an item's text that the language changes"}
 
 
-def _acceptance(per_language: dict, summaries: dict, aligned: dict) -> dict:
+def _acceptance(per_language: dict, summaries: dict, aligned: dict, overall: dict) -> dict:
     """The issue's points this run measures (overlap@10 is information only: it is ill-posed among
     near-tied new items, see its English references)."""
     new_pop = max(summaries[NEW_POPULARITY]["recall@10"], 1e-12)
     sub = aligned["translated_subset"]
+    others = [lang for lang in per_language if lang != "en"]
     return {
+        "overall recall@10, projection-en / random-init": report.check(
+            overall["projection-en"]["recall@10_vs_random-init"], 0.99),
+        **{f"cold-start recall parity {lang} / en": report.check(per_language[lang]["recall_parity_vs_en"], 0.95)
+           for lang in others},
+        **{f"exposure parity {lang} / en": report.check(per_language[lang]["exposure"]["parity_vs_en"], 0.95)
+           for lang in others},
         **{f"projection-{lang} / random-init recall@10": report.check(v["ratio_to_random"], 2.0)
            for lang, v in per_language.items()},
         **{f"projection-{lang} / new-item-popularity recall@10": report.check(
@@ -292,6 +340,10 @@ class _Run:
     settings: ProjectionSettings
     projections: list
     results: list
+    overall: list  # the overall-cost replay: every item's events, not only new items' first
+
+
+OVERALL = ("random-init", YOUNG, NO_EXPLORE, "projection-en")
 
 
 def _replay_all(replay: Replay, ids: list[str], new: np.ndarray, config: MFConfig, languages: tuple[str, ...], *,
@@ -325,7 +377,14 @@ def _replay_all(replay: Replay, ids: list[str], new: np.ndarray, config: MFConfi
                                  cooccurrence=MEMORY) for name, part in CEILINGS.items()]
         t = bar.add_task("ceiling replay (leaky starts)", total=len(replay))
         results += _replay_new(replay, ceilings, new, n_first, batch_size, lambda n: bar.advance(t, n))
-    return _Run(used, emb, tuned, settings, projections, results)
+        # what the cold-start features cost everyone: the same announcement, every event scorable
+        again = _contenders(config, ids, new, emb, settings, languages, seed)[0]  # untrained copies
+        fresh_models = [m for m in again if m.name in OVERALL]
+        t = bar.add_task("overall-cost replay", total=len(replay))
+        overall = run_prequential(replay, fresh_models, batch_size=batch_size, announce=ANNOUNCE,
+                                  warmup=len(replay) // 10, sample_every=OVERALL_SAMPLE,
+                                  progress=lambda n: bar.advance(t, n))
+    return _Run(used, emb, tuned, settings, projections, results, overall)
 
 
 def _result(run_: _Run, replay: Replay, ids: list[str], new: np.ndarray, config: MFConfig,
@@ -339,11 +398,18 @@ def _result(run_: _Run, replay: Replay, ids: list[str], new: np.ndarray, config:
         raise ValueError(f"too few events for the cold-start eval (--limit {limit}): no projection was fitted, "
                          f"fewer than two items reached {settings.min_count} events; use --limit 5000 or more")
     overlap, overlap_references, genre_alignment = _consistency(base, emb, languages)
+    exposure = _exposure(base, emb, languages)
     random_recall = summaries["random-init"]["recall@10"]
+    en_recall = max(summaries["projection-en"]["recall@10"], 1e-12)
     per_language = {lang: {"projection": summaries[f"projection-{lang}"],
                            "ratio_to_random": summaries[f"projection-{lang}"]["recall@10"] / max(random_recall, 1e-12),
+                           "recall_parity_vs_en": summaries[f"projection-{lang}"]["recall@10"] / en_recall,
+                           "exposure": exposure[lang],
                            "overlap@10_vs_en": overlap.get(lang, 1.0),
                            **genre_alignment.get(lang, {})} for lang in languages}
+    overall = {r.name: r.summary() for r in run_.overall}
+    for row in overall.values():
+        row["recall@10_vs_random-init"] = row["recall@10"] / max(overall["random-init"]["recall@10"], 1e-12)
     return {
         "dataset": {"name": NAME, "events": len(replay), "items": len(ids),
                     "mapping": MAPPING, "order": "timestamp, file order as tie-break"},
@@ -358,6 +424,8 @@ def _result(run_: _Run, replay: Replay, ids: list[str], new: np.ndarray, config:
         "contenders": summaries,
         "per_language": per_language,
         "overlap_references": overlap_references,
+        "exposure_reference": exposure["en-again"],
+        "overall": overall,
         "alignment": emb.alignment,
-        "acceptance": _acceptance(per_language, summaries, emb.alignment),
+        "acceptance": _acceptance(per_language, summaries, emb.alignment, overall),
     }

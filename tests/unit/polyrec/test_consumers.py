@@ -31,6 +31,19 @@ def test_a_young_item_points_where_its_users_point_at_an_established_length_trus
     np.testing.assert_allclose(young, [expected_3, expected_4], rtol=1e-6)
 
 
+def test_a_fresh_item_is_judged_by_its_own_direction_at_an_established_length():
+    c = Consumers(ConsumersConfig(young=5), DIM)
+    factors = np.zeros((6, DIM), np.float32)
+    factors[:3] = np.diag([1.0, 2.0, 3.0, 0.0])[:3]  # three established items of length 1, 2, 3
+    factors[4] = [0.0, 0.3, 0.4, 0.0]  # a text start, shrunk: length 0.5
+    assert c.fresh_factors(factors)[0].tolist() == []  # no established item yet: nothing to measure with
+    _established(c, [0, 1, 2], events=5)
+    c.learn_rows(np.array([3]), np.ones((1, DIM), np.float32), np.ones(1, np.float32))  # young, not fresh
+    rows, judged = c.fresh_factors(factors)
+    assert rows.tolist() == [4]  # item 5's factors are zero: no direction
+    np.testing.assert_allclose(judged, [[0.0, 1.2, 1.6, 0.0]], rtol=1e-6)  # median length 2
+
+
 def test_an_item_is_young_until_its_young_th_event_and_counts_only_its_young_events():
     c = Consumers(ConsumersConfig(young=3, shrink=0.0), DIM)
     _established(c, [0, 1], events=3)

@@ -41,7 +41,8 @@ def test_the_configuration_reference_matches_the_code():
                                  {"POLYREC_WEB_PORT": "-5"}, {"POLYREC_METRICS_PORT": "70000"},
                                  {"POLYREC_ENCODER_THREADS": "-1"}, {"POLYREC_FETCH_MAX_WAIT_MS": "-1"},
                                  {"POLYREC_SEED": "-1"}, {"POLYREC_STORE": "rocksbd://"},
-                                 {"POLYREC_STORE": "memory"}, {"POLYREC_WEIGHT_PURCHASE": "1e30"}])
+                                 {"POLYREC_STORE": "memory"}, {"POLYREC_WEIGHT_PURCHASE": "1e30"},
+                                 {"POLYREC_EXPLORE_FIT": "1.5"}, {"POLYREC_EXPLORE_FIT": "-0.1"}])
 def test_out_of_range_values_name_their_variable(env):
     with pytest.raises(ValueError, match=next(iter(env))):
         Settings.from_env(env)
@@ -53,6 +54,12 @@ def test_a_zero_weight_refit_period_port_or_seed_is_allowed():
                                   "POLYREC_FETCH_MAX_WAIT_MS": "0", "POLYREC_ENCODER_THREADS": "0"})
     assert settings.weights["view"] == 0 and settings.projection_refit_s == 0
     assert settings.web_port == settings.metrics_port == settings.seed == 0
+
+
+def test_exploration_is_off_at_zero_and_takes_the_last_place_of_the_list():
+    assert Settings.from_env({"POLYREC_EXPLORE_FIT": "0"}).explore_config() is None
+    config = Settings.from_env({"POLYREC_EXPLORE_FIT": "0.25", "POLYREC_TOP_K": "7"}).explore_config()
+    assert config is not None and (config.fit, config.place) == (0.25, 7)
 
 
 def test_config_prints_variables_with_passwords_masked(monkeypatch, capsys):

@@ -1,0 +1,82 @@
+"""Items with no events yet get one place in the lists of the users they fit. Pure numpy.
+
+A new item's text places its factors (``polyrec/projection.py``), but until its first event the
+co-occurrence memory knows nothing of it, and the blend (``polyrec/cooccurrence.py``) ranks it below
+every item seen next to the user's recent items: on its text alone it reaches almost no one, and
+without a first consumer it never learns. So each user's list may give one place to a *fresh* item
+(one with no events yet): the fresh item with the user's best factor score, if it is among the
+user's best unseen items by factor score, the best ``fit`` share of the catalogue (0.1: the top
+tenth). It then takes the ``place``-th place of the list (the last of a top-10), so every list
+keeps its first ``place - 1`` places for what the model knows. ``fit = 0`` turns this off.
+
+Whom it fits is judged with its factors' direction at an established item's typical length
+(``Consumers.fresh_factors``): a text start is a ridge projection, which points a new item where
+the items with texts like it point but shrunk towards the average item, so at its own length it
+would fit no one. The share is bounded twice: at most one place of each list, and only in the lists
+of users it fits; an item leaves the scheme at its first event.
+
+>>> factor = np.array([[3.0, 2.0, 1.0, 2.5],   # user 0: fresh item 3 is their 2nd best by factors
+...                    [3.0, 2.0, 1.0, 0.0]])  # user 1: it is their last
+>>> picked = pick(factor, np.array([3]), factor[:, [3]], fit=0.5)  # in the top half: at most 1 of 4 above
+>>> picked[0].tolist(), picked[1].tolist()  # only user 0 gets it
+([0], [3])
+>>> blended = np.array([[9.0, 8.0, 7.0, 0.0], [9.0, 8.0, 7.0, 0.0]])
+>>> lift(blended, picked, place=2)
+>>> np.argsort(-blended[0]).tolist(), blended[1].tolist()  # user 0: item 3 now 2nd; user 1 untouched
+([0, 3, 1, 2], [9.0, 8.0, 7.0, 0.0])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+Picked = tuple[np.ndarray, np.ndarray]  # user rows of the score matrix, and the fresh column each gets
+NOTHING: Picked = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+
+
+@dataclass(frozen=True)
+class ExploreConfig:
+    """A fresh item goes to users among whose best unseen items by factor score, the ``fit`` share
+    of the catalogue, it is, at the ``place``-th place of their list; ``fit = 0``: no exploration."""
+
+    fit: float = 0.1
+    place: int = 10
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.fit <= 1 or self.place < 1:
+            raise ValueError("fit must be a share in [0, 1] and place at least 1")
+
+
+def pick(factor: np.ndarray, fresh: np.ndarray, fresh_scores: np.ndarray, fit: float) -> Picked:
+    """For each row of ``factor`` (users x items, seen items at ``-inf``), the ``fresh`` column
+    with the best of its ``fresh_scores`` (users x fresh: how well each fits, see
+    ``Consumers.fresh_factors``), kept where fewer than the ``fit`` share of the columns score higher
+    in ``factor``."""
+    if not len(fresh) or fit <= 0:
+        return NOTHING
+    best = np.argmax(fresh_scores, axis=1)
+    users = np.flatnonzero(fits(factor, fresh_scores[np.arange(len(factor)), best][:, None], fit)[:, 0])
+    return users, fresh[best[users]]
+
+
+def fits(factor: np.ndarray, scores: np.ndarray, fit: float) -> np.ndarray:
+    """Users x candidates: whether fewer than the ``fit`` share of the columns of ``factor`` score
+    higher than each candidate (a column of ``scores``) for the user."""
+    above = np.stack([np.count_nonzero(factor > s[:, None], axis=1) for s in scores.T], axis=1)
+    return (above < fit * factor.shape[1]) & np.isfinite(scores)
+
+
+def lift(scores: np.ndarray, picked: Picked, place: int) -> None:
+    """Raise each picked (user, column) in place to just above the user's ``place``-th best score,
+    so it ranks ``place``-th (or better, when it already did)."""
+    users, cols = picked
+    if not len(users):
+        return
+    rows = scores[users]
+    n = min(place, rows.shape[1]) - 1
+    threshold = -np.partition(-rows, n, axis=1)[:, n]
+    current = rows[np.arange(len(users)), cols]
+    below = current <= threshold
+    scores[users[below], cols[below]] = np.nextafter(threshold[below], np.inf).astype(scores.dtype)

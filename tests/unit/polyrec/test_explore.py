@@ -1,0 +1,104 @@
+"""Exploration: an item with no events yet takes the last place of the lists of the users it fits."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from polyrec.consumers import Consumers, ConsumersConfig
+from polyrec.cooccurrence import Cooccurrence, CooccurrenceConfig
+from polyrec.explore import ExploreConfig, lift, pick
+from polyrec.history import History
+from polyrec.mf import MFConfig, OnlineMF
+from polyrec.recommend import recommend, recommend_rows
+from polyrec.topk import top_k
+
+
+def test_pick_keeps_only_users_the_fresh_item_fits():
+    factor = np.array([[5.0, 4.0, 3.0, 2.0, 4.5, 1.0],    # fresh 4 is 2nd, fresh 5 last: 4
+                       [5.0, 4.0, 3.0, 2.0, 0.0, 1.0],    # best fresh (5) is 6th: no one
+                       [-np.inf, -np.inf, 3.0, 2.0, 0.0, 2.5]])  # seen items do not count: 5 is 2nd
+    fresh = np.array([4, 5])
+    users, cols = pick(factor, fresh, factor[:, fresh], fit=2 / 6)  # at most 1 of the 6 columns above
+    assert users.tolist() == [0, 2] and cols.tolist() == [4, 5]
+    assert pick(factor, fresh, factor[:, fresh], fit=0)[0].tolist() == []
+    judged = np.array([[0.0, 0.0], [5.5, 0.0], [0.0, 0.0]])  # fit judged by other scores: user 1 gets item 4
+    assert pick(factor, fresh, judged, fit=1 / 6)[0].tolist() == [1]
+
+
+def test_lift_takes_the_place_and_moves_only_what_was_there():
+    scores = np.array([[9.0, 8.0, 7.0, 6.0, 1.0]], np.float32)
+    lift(scores, (np.array([0]), np.array([4])), place=3)
+    assert top_k(scores, 4)[0].tolist() == [[0, 1, 4, 2]]
+    already = np.array([[9.0, 8.0, 7.0]], np.float32)
+    lift(already, (np.array([0]), np.array([0])), place=2)  # better than the place: left alone
+    assert already.tolist() == [[9.0, 8.0, 7.0]]
+    few = np.array([[9.0, -np.inf, -np.inf, 0.5]], np.float32)  # fewer finite scores than the place
+    lift(few, (np.array([0]), np.array([3])), place=3)
+    assert top_k(few, 3)[0].tolist() == [[0, 3, -1]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.integers(1, 6), st.floats(0, 1))
+def test_explored_lists_keep_their_first_places(seed, n_users, place, fit):
+    """Whatever the scores: each list keeps its first ``place - 1`` items; at most one other
+    item enters, a fresh one, at the ``place``-th place, and only for a user it fits."""
+    rng = np.random.default_rng(seed)
+    n_items, dim, k = 15, 3, 6
+    p = rng.normal(size=(n_users, dim)).astype(np.float32)
+    q = rng.normal(size=(n_items, dim)).astype(np.float32)
+    b = np.round(rng.normal(size=n_items), 1).astype(np.float32)
+    fresh = np.sort(rng.choice(n_items, rng.integers(0, 5), replace=False))
+    seen_u = np.sort(rng.integers(0, n_users, 10))
+    seen = (seen_u, rng.choice(np.setdiff1d(np.arange(n_items), fresh), 10))
+    plain, _ = recommend(p, q, b, seen, k)
+    explored, _ = recommend(p, q, b, seen, k, fresh=(fresh, q[fresh]), explore=ExploreConfig(fit=fit, place=place))
+    factor = p @ q.T + b
+    factor[seen] = -np.inf
+    for u in range(n_users):
+        keep = min(place - 1, k)
+        assert explored[u, :keep].tolist() == plain[u, :keep].tolist()
+        entered = set(explored[u].tolist()) - set(plain[u].tolist())
+        assert len(entered) <= 1
+        for item in entered:
+            assert item in fresh and explored[u].tolist().index(item) == place - 1
+            assert np.count_nonzero(factor[u] > factor[u, item]) < fit * n_items
+
+
+def test_a_fresh_item_reaches_the_users_it_fits_and_leaves_at_its_first_event():
+    mf = OnlineMF(MFConfig(dim=2, seed=0))
+    users = mf.add_users(["space-fan", "cook-fan", "a", "b"])
+    items = mf.add_items(["rocket", "pizza", "moon", "pasta", "new"])
+    mf.set_users(users, np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]]), 0.0)
+    mf.set_items(items, np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.9], [0.4, -0.05]]),  # new: space text
+                 np.zeros(5))
+    memory = Cooccurrence(CooccurrenceConfig(window=2, context=2), users=mf.users)
+    consumers = Consumers(ConsumersConfig(young=1), 2)  # established from one event: median length 1
+    history = History()
+    u = np.array([2, 2, 3, 3, 0, 1])  # a: rocket, moon; b: rocket, pizza; the fans one item each
+    i = np.array([0, 2, 0, 1, 0, 3])
+    memory.learn_rows(u, i)
+    consumers.learn_rows(i, mf.user_factors[u], np.ones(6, np.float32))
+    history.add(u, i)
+    fans = users[:2]
+
+    def top(explore):
+        return recommend_rows(mf, history, fans, 2, memory, consumers, explore)[0].tolist()
+
+    assert top(None) == [[2, 1], [1, 0]]  # the space fan: the memory's moon and pizza; "new" nowhere
+    assert top(ExploreConfig(fit=0.4, place=2)) == [[2, 4], [1, 0]]  # to the space fan only, last place
+    assert top(ExploreConfig(fit=0.2, place=2)) == [[2, 1], [1, 0]]  # moon scores higher (new: 0.99 at length 1)
+    assert top(ExploreConfig(fit=0, place=2)) == [[2, 1], [1, 0]]
+    consumers.learn_rows(np.array([4]), mf.user_factors[fans[:1]], np.ones(1, np.float32))
+    assert 4 not in consumers.fresh_factors(mf.item_factors)[0].tolist()
+    history.add(fans[:1], np.array([4]))
+    assert top(ExploreConfig(fit=0.4, place=2)) == [[2, 1], [1, 0]]  # seen now: excluded, no fresh item left
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError):
+        ExploreConfig(fit=-0.1)
+    with pytest.raises(ValueError):
+        ExploreConfig(fit=1.5)
+    with pytest.raises(ValueError):
+        ExploreConfig(place=0)
