@@ -240,6 +240,7 @@ def main() -> None:
     ap.add_argument("--settle", type=float, default=5.0, help="seconds of load before the first new item")
     ap.add_argument("--every", type=float, default=1.0, help="seconds between new items")
     ap.add_argument("--grace", type=float, default=10.0, help="seconds of load after the last new item")
+    ap.add_argument("--rounds", type=int, default=2, help="times the 42 new items are produced, under new ids")
     ap.add_argument("--contenders", nargs="+", choices=list(CONTENDERS), default=list(CONTENDERS))
     ap.add_argument("--out", default="results/time_to_recommendable.json")
     args = ap.parse_args()

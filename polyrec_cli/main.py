@@ -30,12 +30,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     _single_threaded_blas()
     if args.cold_start:
         from polyrec_cli.evaluation import coldstart_report
+        from polyrec_cli.evaluation.coldstart_run import output_paths as cold_paths
         from polyrec_cli.evaluation.coldstart_run import run as run_cold_start
 
-        result = run_cold_start(Path(args.out), limit=args.limit, dim=args.dim)
+        result = run_cold_start(Path(args.out), dataset=args.dataset, limit=args.limit, dim=args.dim,
+                                sample_every=args.sample_every)
         coldstart_report.print_table(result)
-        print(f"wrote {Path(args.out) / 'coldstart.json'} and {Path(args.out) / 'coldstart.png'} "
-              f"in {result['elapsed_s']} s")
+        json_path, png_path = cold_paths(Path(args.out), args.dataset)
+        print(f"wrote {json_path} and {png_path} in {result['elapsed_s']} s")
         return 0
     from polyrec_cli.evaluation import report
     from polyrec_cli.evaluation.run import output_paths, run
@@ -150,7 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--resamples", type=_positive_int, default=2000,
                     help="bootstrap resamples (over users) of the 95%% confidence intervals")
     ev.add_argument("--cold-start", action="store_true",
-                    help="evaluate new-item start from multilingual text instead (coldstart.json, coldstart.png)")
+                    help="evaluate new items started from multilingual text instead (coldstart.json, .png; "
+                         "ml-1m: coldstart-ml-1m.*)")
     ev.set_defaults(func=_cmd_eval)
     wk = sub.add_parser("worker", help="run one streaming worker (configured from environment variables)")
     wk.add_argument("--loglevel", default="info")

@@ -1,4 +1,4 @@
-"""MovieLens-100K item texts in several languages: a genre dictionary and the real alternate titles.
+"""MovieLens item texts in several languages: a genre dictionary and the real alternate titles.
 
 Pure functions, no I/O. Rules (documented in docs/coldstart.md):
 
@@ -6,7 +6,8 @@ Pure functions, no I/O. Rules (documented in docs/coldstart.md):
   one. Trailing articles move to the front: ``Grand bleu, Le`` -> ``Le Grand bleu``,
   ``Uomo delle stelle, L'`` -> ``L'Uomo delle stelle``.
 * Which side of a pair is English, and the language of the other side, come from a small
-  hand-checked table (``FOREIGN_TITLE``, keyed by item id). Pairs that are two English names of
+  hand-checked table per data set (:data:`TITLES`; ML-100K's ``FOREIGN_TITLE``, keyed by item id;
+  ML-1M's in ``movielens_1m_titles``). Pairs that are two English names of
   one film (``Seven (Se7en)``) are listed in ``ENGLISH_ALIASES`` and are no bilingual pair.
 * Romanised titles (pinyin, romaji, ...) are real alternates but not titles a zh/ja catalogue
   would show, so they are tagged with a ``-Latn`` language (``zh-Latn``) and never used as the
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from polyrec.datasets import movielens_1m_titles
 
 LANGUAGES = ("en", "de", "fr", "es", "it", "ja", "zh")
 
@@ -75,6 +78,23 @@ FOREIGN_MAIN = frozenset({"904", "1005", "1019", "1158", "1403", "1569", "1571",
 # Two English (or release) names of one film, e.g. "Seven (Se7en)", "Independence Day (ID4)".
 ENGLISH_ALIASES = frozenset({"11", "121", "198", "306", "666", "1230", "1275", "1322", "1385"})
 
+
+
+@dataclass(frozen=True)
+class TitleTable:
+    """A data set's bilingual pairs: item id -> language of the foreign title; the ids whose main
+    title is the foreign one; the ids whose two titles are both English (no pair)."""
+
+    foreign_title: dict[str, str]
+    foreign_main: frozenset[str]
+    english_aliases: frozenset[str]
+
+
+TITLES = {"ml-100k": TitleTable(FOREIGN_TITLE, FOREIGN_MAIN, ENGLISH_ALIASES),
+          "ml-1m": TitleTable(movielens_1m_titles.FOREIGN_TITLE, movielens_1m_titles.FOREIGN_MAIN,
+                              movielens_1m_titles.ENGLISH_ALIASES)}
+ML100K_TITLES = TITLES["ml-100k"]
+
 # Articles that MovieLens moves to the end of a title (en, fr, de, it, es, pt, sv).
 ARTICLES = frozenset({"The", "A", "An", "Le", "La", "Les", "L'", "Der", "Die", "Das", "Il", "Lo", "Gli",
                       "El", "Los", "Las", "O", "Os", "Det", "Den"})
@@ -104,29 +124,29 @@ def parse_title(title: str) -> ParsedTitle:
     m = _PAREN.match(title)
     if m is None:
         return ParsedTitle(front_article(title), None)
-    return ParsedTitle(front_article(m["main"]), front_article(m["alt"]))
+    return ParsedTitle(front_article(m["main"].strip()), front_article(m["alt"].strip()))
 
 
-def titles_by_language(item_id: str, title: str) -> dict[str, str]:
+def titles_by_language(item_id: str, title: str, table: TitleTable = ML100K_TITLES) -> dict[str, str]:
     """Every title the item has, keyed by language; ``"en"`` is always there.
 
     An item without a known English title (``Postino, Il``) gets its only title under "en",
     as the catalogue would show it.
     """
     parsed = parse_title(title)
-    lang = FOREIGN_TITLE.get(item_id)
+    lang = table.foreign_title.get(item_id)
     if parsed.alternate is None or lang is None:
         return {"en": parsed.main}
-    foreign, english = ((parsed.main, parsed.alternate) if item_id in FOREIGN_MAIN
+    foreign, english = ((parsed.main, parsed.alternate) if item_id in table.foreign_main
                         else (parsed.alternate, parsed.main))
     return {"en": english, lang: foreign}
 
 
-def bilingual_pairs(titles: dict[str, str]) -> list[tuple[str, str, str, str]]:
+def bilingual_pairs(titles: dict[str, str], table: TitleTable = ML100K_TITLES) -> list[tuple[str, str, str, str]]:
     """``(item_id, language, english, foreign)`` for every real pair; ``titles`` is id -> raw title."""
     out = []
     for item_id, raw in titles.items():
-        by_lang = titles_by_language(item_id, raw)
+        by_lang = titles_by_language(item_id, raw, table)
         out += [(item_id, lang, by_lang["en"], t) for lang, t in by_lang.items() if lang != "en"]
     return out
 
@@ -136,7 +156,8 @@ def genre_names(genres: tuple[str, ...], language: str) -> tuple[str, ...]:
     return genres if language == "en" else tuple(GENRES[g][language] for g in genres)
 
 
-def render(item_id: str, title: str, genres: tuple[str, ...], language: str) -> tuple[str, tuple[str, ...]]:
+def render(item_id: str, title: str, genres: tuple[str, ...], language: str,
+           table: TitleTable = ML100K_TITLES) -> tuple[str, tuple[str, ...]]:
     """The (title, genres) of the item's ``language`` variant."""
-    by_lang = titles_by_language(item_id, title)
+    by_lang = titles_by_language(item_id, title, table)
     return by_lang.get(language, by_lang["en"]), genre_names(genres, language)

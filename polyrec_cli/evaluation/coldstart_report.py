@@ -103,7 +103,8 @@ def print_table(result: dict) -> None:
     from rich.table import Table
 
     p = result["protocol"]
-    table = Table(title=f"Cold start on MovieLens-100K: {p['new_items']} new items, first {p['first_events']} "
+    table = Table(title=f"Cold start on {result['dataset']['name']}: {p['new_items']} new items, "
+                        f"first {p['first_events']} "
                         f"events, batches of {p['batch_size']}")
     for col in ("lang", "proj r@10", "proj ndcg", "rand r@10", "young r@10", "new-pop r@10", "proj/rand",
                 "recall parity", "reach", "exposure parity", "overlap", "genres@1", "scored"):
@@ -118,7 +119,7 @@ def print_table(result: dict) -> None:
                       *(("-", "-") if lang == "en"
                         else (f"{row['overlap@10_vs_en']:.3f}", f"{row['genre_lists_top1']:.3f}")),
                       str(proj["scored_events"]))
-    console = Console(width=max(Console().width, 100))
+    console = Console(width=max(Console().width, 150))
     console.print(table)
     console.print("rand: no cold-start feature; young: random start, young items scored from their users; proj: "
                   "text start, young items and exploration (the worker's model); reach: share of users whose top-10 "

@@ -10,7 +10,7 @@ exploration out.
 Encodes every item's English text, the new items' text in every other language and two English
 references, the catalogue's genre lists in every language and the bilingual title pairs, once
 each (nothing is cached); tunes the projection on a validation split that never contains the
-test's new items, replays MovieLens-100K once with every contender, then measures cross-lingual
+test's new items, replays the MovieLens data set once with every contender, then measures cross-lingual
 consistency and alignment.
 """
 
@@ -26,8 +26,16 @@ import numpy as np
 from encoders.text import item_text
 from polyrec.consumers import ConsumersConfig
 from polyrec.cooccurrence import CooccurrenceConfig
-from polyrec.datasets.movielens import MAPPING, NAME, Movie, load_movies, movielens_replay
-from polyrec.datasets.movielens_i18n import LANGUAGES, bilingual_pairs, genre_names, render
+from polyrec.datasets.movielens import DATASETS, MAPPING, Movie, Source, load_movies, movielens_replay
+from polyrec.datasets.movielens_i18n import (
+    LANGUAGES,
+    ML100K_TITLES,
+    TITLES,
+    TitleTable,
+    bilingual_pairs,
+    genre_names,
+    render,
+)
 from polyrec.evaluation.baselines import Popularity
 from polyrec.evaluation.coldstart import (
     ANNOUNCE,
@@ -59,20 +67,20 @@ CONTROL = "projection-en-shuffled"
 YOUNG = "young"  # random start, young items scored from their consumers
 MEMORY, YOUNG_ITEMS, EXPLORE = CooccurrenceConfig(), ConsumersConfig(), ExploreConfig()  # the worker's defaults
 NO_EXPLORE = "projection-en-no-explore"
-OVERALL_SAMPLE = 3  # the overall-cost replay scores every 3rd click or purchase after a 10% warm-up
 # Ranks only the new items, by their events so far: it knows which items are new (and so scored).
 NEW_POPULARITY = "new-item-popularity"
 # Leaky references, not contenders: new items start from what random-init learned for them by the end.
 CEILINGS = {"ceiling-final-vector": "both", "ceiling-final-factors": "factors", "ceiling-final-bias": "bias"}
 
 
-def variant_texts(movies: dict[str, Movie], ids: list[str], language: str, separator: str = ", ") -> list[str]:
+def variant_texts(movies: dict[str, Movie], ids: list[str], language: str, separator: str = ", ",
+                  table: TitleTable = ML100K_TITLES) -> list[str]:
     """Each item's ``language`` variant as the stream would encode it from an ``items`` record:
     the title with its year, as MovieLens writes it, then the genres as the description, joined by
     ``separator`` (the demo's ", " unless a reference asks for another)."""
     texts = []
     for i in ids:
-        title, genres = render(i, movies[i].title, movies[i].genres, language)
+        title, genres = render(i, movies[i].title, movies[i].genres, language, table)
         variant = replace(movies[i], title=title, genres=genres)
         texts.append(item_text(variant.display_title, separator.join(variant.genres)))
     return texts
@@ -113,9 +121,9 @@ def tune(replay: Replay, test_new: np.ndarray, texts: ItemTexts, config: MFConfi
             "candidates": table, "chosen": best["params"]}
 
 
-def alignment(encoder, movies: dict[str, Movie], advance: Callable[[int], None]) -> dict:
+def alignment(encoder, movies: dict[str, Movie], table: TitleTable, advance: Callable[[int], None]) -> dict:
     """Top-1 retrieval between the two titles of every real bilingual pair, both directions."""
-    pairs = bilingual_pairs({i: m.title for i, m in movies.items()})
+    pairs = bilingual_pairs({i: m.title for i, m in movies.items()}, table)
     english = encode(encoder, [p[2] for p in pairs], advance)
     foreign = encode(encoder, [p[3] for p in pairs], advance)
     lang = np.array([p[1] for p in pairs])
@@ -146,24 +154,25 @@ class _Embeddings:
     alignment: dict  # top-1 retrieval between the real bilingual title pairs
 
 
-def _encode_all(encoder, movies: dict[str, Movie], ids: list[str], new: np.ndarray, languages: tuple[str, ...],
-                bar) -> _Embeddings:
+def _encode_all(encoder, movies: dict[str, Movie], table: TitleTable, ids: list[str], new: np.ndarray,
+                languages: tuple[str, ...], bar) -> _Embeddings:
     """Encode everything, with a progress bar per kind of text."""
     t = bar.add_task("encoding item texts (en, every item)", total=len(ids))
-    catalog = encode(encoder, variant_texts(movies, ids, "en"), lambda n: bar.advance(t, n))
+    catalog = encode(encoder, variant_texts(movies, ids, "en", table=table), lambda n: bar.advance(t, n))
     emb = {"en": catalog[IdIndex(ids).rows(new)]}
     for lang in languages[1:]:
         t = bar.add_task(f"encoding new items' texts ({lang})", total=len(new))
-        emb[lang] = encode(encoder, variant_texts(movies, list(new), lang), lambda n, t=t: bar.advance(t, n))
+        emb[lang] = encode(encoder, variant_texts(movies, list(new), lang, table=table),
+                           lambda n, t=t: bar.advance(t, n))
     t = bar.add_task("encoding new items' English references", total=2 * len(new))
-    again = encode(encoder, variant_texts(movies, list(new), "en"), lambda n: bar.advance(t, n))
-    slashed = encode(encoder, variant_texts(movies, list(new), "en", separator=" / "), lambda n: bar.advance(t, n))
+    again = encode(encoder, variant_texts(movies, list(new), "en", table=table), lambda n: bar.advance(t, n))
+    slashed = encode(encoder, variant_texts(movies, list(new), "en", " / ", table), lambda n: bar.advance(t, n))
     genre_lists = sorted({m.genres for m in movies.values()})
     genre_texts = {lang: [", ".join(genre_names(g, lang)) for g in genre_lists] for lang in languages}
     t = bar.add_task("encoding genre lists", total=len(languages) * len(genre_lists))
     genres = {lang: encode(encoder, texts, lambda n, t=t: bar.advance(t, n)) for lang, texts in genre_texts.items()}
     t = bar.add_task("encoding bilingual title pairs", total=None)
-    aligned = alignment(encoder, movies, lambda n: bar.advance(t, n))
+    aligned = alignment(encoder, movies, table, lambda n: bar.advance(t, n))
     bar.stop_task(t)  # open-ended tasks: freeze their clocks
     return _Embeddings(catalog, emb, again, slashed, genre_texts, genres, aligned)
 
@@ -247,7 +256,7 @@ def _summaries(results: list, replay: Replay, new: np.ndarray, n_first: int) -> 
 
 
 def _protocol(batch_size: int, n_new: int, frac: float, seed: int, n_first: int, n_users: int,
-              n_genre_lists: int) -> dict:
+              n_genre_lists: int, sample_every: int) -> dict:
     """The protocol, in words, for the JSON."""
     return {"model": "polyrec as the worker runs it: factors blended with the co-occurrence memory (worker defaults); "
                      f"{YOUNG} and projection-<lang> also score young items from their consumers "
@@ -268,7 +277,7 @@ def _protocol(batch_size: int, n_new: int, frac: float, seed: int, n_first: int,
                         "random-init learned for it by the end of the stream (factors and bias; "
                         "factors only, bias 0; bias only, random factors), then learns as usual",
             "overall": f"the cost of the cold-start features to everyone: {', '.join(OVERALL)} replayed again with "
-                       f"the same announcement, every {OVERALL_SAMPLE}rd click or purchase after a 10% warm-up scored "
+                       f"the same announcement, 1 in {sample_every} clicks or purchases after a 10% warm-up scored "
                        "(any item's); compared with random-init, the model without cold-start features",
             "exposure": "per language: with projection-en's final model (users, items, seen items, projection), "
                         "each new item's text in that language projected as if it had no event yet; the share of "
@@ -309,24 +318,37 @@ def _acceptance(per_language: dict, summaries: dict, aligned: dict, overall: dic
     }
 
 
-def run(out_dir: Path, *, limit: int | None = None, languages: tuple[str, ...] = LANGUAGES, frac: float = 0.2,
-        n_first: int = 20, batch_size: int = 10, seed: int = 0, dim: int = 32) -> dict:
-    """Run the whole cold-start evaluation; write ``coldstart.json`` and ``coldstart.png``.
+def output_paths(out_dir: Path, dataset: str) -> tuple[Path, Path]:
+    """Where a run on ``dataset`` writes its JSON and plot."""
+    stem = "coldstart" if dataset == "ml-100k" else f"coldstart-{dataset}"
+    return out_dir / f"{stem}.json", out_dir / f"{stem}.png"
+
+
+def run(out_dir: Path, *, dataset: str = "ml-100k", limit: int | None = None, languages: tuple[str, ...] = LANGUAGES,
+        frac: float = 0.2, n_first: int = 20, batch_size: int = 10, seed: int = 0, dim: int = 32,
+        sample_every: int = 1) -> dict:
+    """Run the whole cold-start evaluation; write ``coldstart.json`` and ``coldstart.png`` (another
+    data set: ``coldstart-<dataset>.*``). ``sample_every``: the overall-cost replay scores every
+    ``sample_every``-th click or purchase after its warm-up.
 
     ``languages`` must start with "en", the catalogue's language.
     """
     started = time.perf_counter()
-    replay = movielens_replay(limit)
-    ids = sorted({str(i) for i in replay.items}, key=int)
+    source = DATASETS[dataset]
+    replay = movielens_replay(limit, source=source)
+    movies = load_movies(source)
+    replayed = {str(i) for i in replay.items}
+    ids = [i for i in movies if i in replayed]  # file order (ML-100K: by id)
     new = holdout_items(replay.items, frac, seed)
     config = MFConfig(dim=dim)
-    run_ = _replay_all(replay, ids, new, config, languages, frac=frac, n_first=n_first, batch_size=batch_size,
-                       seed=seed)
-    result = _result(run_, replay, ids, new, config, languages, frac=frac, n_first=n_first,
-                     batch_size=batch_size, seed=seed, limit=limit)
+    run_ = _replay_all(replay, source, movies, ids, new, config, languages, frac=frac, n_first=n_first,
+                       batch_size=batch_size, seed=seed, sample_every=sample_every)
+    result = _result(run_, replay, source, ids, new, config, languages, frac=frac, n_first=n_first,
+                     batch_size=batch_size, seed=seed, limit=limit, sample_every=sample_every)
     result["elapsed_s"] = round(time.perf_counter() - started, 1)
-    report.write_json(result, out_dir / "coldstart.json")
-    coldstart_report.plot(result, out_dir / "coldstart.png")
+    json_path, png_path = output_paths(out_dir, dataset)
+    report.write_json(result, json_path)
+    coldstart_report.plot(result, png_path)
     return result
 
 
@@ -346,8 +368,9 @@ class _Run:
 OVERALL = ("random-init", YOUNG, NO_EXPLORE, "projection-en")
 
 
-def _replay_all(replay: Replay, ids: list[str], new: np.ndarray, config: MFConfig, languages: tuple[str, ...], *,
-                frac: float, n_first: int, batch_size: int, seed: int) -> _Run:
+def _replay_all(replay: Replay, source: Source, movies: dict[str, Movie], ids: list[str], new: np.ndarray,
+                config: MFConfig, languages: tuple[str, ...], *, frac: float, n_first: int, batch_size: int,
+                seed: int, sample_every: int) -> _Run:
     """Encode every text, tune the projection, replay the contenders and the leaky ceilings, with
     progress bars."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -363,7 +386,7 @@ def _replay_all(replay: Replay, ids: list[str], new: np.ndarray, config: MFConfi
         used = {"model": encoder.sidecar.model_id, "graph": encoder.sidecar.variant, "provider": encoder.provider,
                 "path": str(path), "prefix": encoder.sidecar.prefixes["passage"],
                 "text": "'title (year). genres' of the language variant, as the stream encodes an items record"}
-        emb = _encode_all(encoder, load_movies(), ids, new, languages, bar)
+        emb = _encode_all(encoder, movies, TITLES[source.key], ids, new, languages, bar)
         t = bar.add_task("tuning the projection (validation split)", total=None)
         tuned = tune(replay, new, ItemTexts(ids, emb.catalog, ids, emb.catalog), config, frac=frac, seed=seed,
                      n_first=n_first, batch_size=batch_size, progress=lambda n: bar.advance(t, n))
@@ -382,14 +405,14 @@ def _replay_all(replay: Replay, ids: list[str], new: np.ndarray, config: MFConfi
         fresh_models = [m for m in again if m.name in OVERALL]
         t = bar.add_task("overall-cost replay", total=len(replay))
         overall = run_prequential(replay, fresh_models, batch_size=batch_size, announce=ANNOUNCE,
-                                  warmup=len(replay) // 10, sample_every=OVERALL_SAMPLE,
+                                  warmup=len(replay) // 10, sample_every=sample_every,
                                   progress=lambda n: bar.advance(t, n))
     return _Run(used, emb, tuned, settings, projections, results, overall)
 
 
-def _result(run_: _Run, replay: Replay, ids: list[str], new: np.ndarray, config: MFConfig,
+def _result(run_: _Run, replay: Replay, source: Source, ids: list[str], new: np.ndarray, config: MFConfig,
             languages: tuple[str, ...], *, frac: float, n_first: int, batch_size: int, seed: int,
-            limit: int | None) -> dict:
+            limit: int | None, sample_every: int) -> dict:
     """The run's JSON: protocol, encoder, tuning, every contender, per language, alignment, acceptance."""
     emb, settings = run_.emb, run_.settings
     summaries = _summaries(run_.results, replay, new, n_first)
@@ -411,10 +434,10 @@ def _result(run_: _Run, replay: Replay, ids: list[str], new: np.ndarray, config:
     for row in overall.values():
         row["recall@10_vs_random-init"] = row["recall@10"] / max(overall["random-init"]["recall@10"], 1e-12)
     return {
-        "dataset": {"name": NAME, "events": len(replay), "items": len(ids),
+        "dataset": {"name": source.name, "key": source.key, "events": len(replay), "items": len(ids),
                     "mapping": MAPPING, "order": "timestamp, file order as tie-break"},
         "protocol": _protocol(batch_size, len(new), frac, seed, n_first, len(base.model.user_factors),
-                              len(emb.genre_texts["en"])),
+                              len(emb.genre_texts["en"]), sample_every),
         "encoder": run_.encoder,
         "mf_config": asdict(config),
         "cooccurrence": asdict(MEMORY),

@@ -1,4 +1,4 @@
-"""Title parsing and language variants of MovieLens-100K items."""
+"""Title parsing and language variants of MovieLens-100K and -1M items."""
 
 import pytest
 
@@ -8,6 +8,7 @@ from polyrec.datasets.movielens_i18n import (
     FOREIGN_TITLE,
     GENRES,
     LANGUAGES,
+    TITLES,
     bilingual_pairs,
     front_article,
     parse_title,
@@ -64,6 +65,30 @@ def test_the_dictionary_covers_every_genre_in_every_language():
 def test_tables_are_consistent():
     assert FOREIGN_MAIN <= set(FOREIGN_TITLE)
     assert not ENGLISH_ALIASES & set(FOREIGN_TITLE)
+    for table in TITLES.values():
+        assert table.foreign_main <= set(table.foreign_title)
+        assert not table.english_aliases & set(table.foreign_title)
+
+
+def test_every_ml1m_entry_is_a_title_with_a_second_title():
+    """ML-1M's ids are the titles themselves: each listed one has a parenthesised second title."""
+    table = TITLES["ml-1m"]
+    for item_id in [*table.foreign_title, *table.english_aliases]:
+        assert parse_title(item_id).alternate is not None, item_id
+    assert len(table.foreign_title) == 237 and {"fr", "it", "es", "de", "zh-Latn", "ja-Latn"} <= set(
+        table.foreign_title.values())
+
+
+def test_ml1m_pairs_take_their_side_from_the_table():
+    table = TITLES["ml-1m"]
+    titles = {"Postino, Il (The Postman) (1994)": "Postino, Il (The Postman)",  # the main title is the foreign one
+              "Confessional, The (Le Confessionnal) (1995)": "Confessional, The (Le Confessionnal)",
+              "Seven (Se7en) (1995)": "Seven (Se7en)"}  # an alias
+    assert bilingual_pairs(titles, table) == [
+        ("Postino, Il (The Postman) (1994)", "it", "The Postman", "Il Postino"),
+        ("Confessional, The (Le Confessionnal) (1995)", "fr", "The Confessional", "Le Confessionnal")]
+    assert render("Postino, Il (The Postman) (1994)", "Postino, Il (The Postman)", ("Drama",), "it", table) == \
+        ("Il Postino", ("Drammatico",))
 
 
 def test_render_uses_the_real_title_in_that_language_else_english():
