@@ -1,7 +1,7 @@
 """Live time to recommendable: new items in seven languages reach their topic's fans, under load.
 
 A real Tansu broker, Redis and one ``polyrec worker`` (the default ONNX encoder). The catalogue is
-``bench/topic_catalogue.py``: six topics of twelve English texts, each text ``--parts`` items
+``polyrec_cli/topic_catalogue.py``: six topics of twelve English texts, each text ``--parts`` items
 ("..., part 3"), so that a fan always has unseen items of their topic for the memory to bring; and
 ``--fans`` fans per topic, who buy eight items of their topic before the run. Then the background
 load starts: ``--rate`` events/s, each a fan's click on an item of their topic. After ``--settle``
@@ -21,7 +21,8 @@ gets from its text alone, without the exploration place).
 
     python bench/time_to_recommendable.py [--rate 2000] [--fans 500] [--contenders explore no-explore]
 
-Writes ``results/time_to_recommendable.json`` and prints a table.
+Writes ``results/time_to_recommendable.json``, a plot of the times beside it (``.png``) and prints a
+table.
 """
 
 from __future__ import annotations
@@ -41,12 +42,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from topic_catalogue import CATALOGUE, LANGUAGES, NEW_ITEMS  # noqa: E402
 
 from polyrec_cli.devservers import ensure_redis, start_tansu  # noqa: E402
 from polyrec_cli.harness import WorkerProcess, event_record, send_records  # noqa: E402
+from polyrec_cli.topic_catalogue import CATALOGUE, LANGUAGES, NEW_ITEMS, TEXTS_PER_TOPIC  # noqa: E402
 from stream.metrics import scrape_totals  # noqa: E402
 from stream.recs import key_pattern, stream_key  # noqa: E402
 from stream.settings import Settings  # noqa: E402
@@ -63,7 +62,7 @@ def item_record(item_id: str, text: str, lang: str) -> tuple[bytes, bytes]:
 
 def catalogue(parts: int) -> dict[str, dict[str, str]]:
     """Topic -> item id -> English text: each text of the topic in ``parts`` parts."""
-    return {topic: {f"{topic}-{n:02d}-{k}": f"{text}, part {k + 1}" for n, text in enumerate(texts)
+    return {topic: {f"{topic}-{n:02d}-{k}": f"{text}, part {k + 1}" for n, text in enumerate(texts[:TEXTS_PER_TOPIC])
                     for k in range(parts)} for topic, texts in CATALOGUE.items()}
 
 
@@ -257,8 +256,40 @@ def main() -> None:
            "catalogue_items": sum(len(x) for x in catalogue(args.parts).values()), "every_s": args.every,
            "grace_s": args.grace, "rounds": args.rounds, "results": results}
     out.write_text(json.dumps(run, indent=2, ensure_ascii=False) + "\n")
+    plot(run, out.with_suffix(".png"))
     _print(results, args)
     print(f"wrote {out}")
+
+
+def plot(run: dict, path: Path) -> None:
+    """Each contender's times to recommendable as a cumulative share of the new items, by language."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for r in run["results"]:
+        n = r["new_items"]
+        for lang in LANGUAGES:
+            times = sorted(v for k, v in r["latency_ms"].items() if k.endswith(f"-{lang}"))
+            if times:
+                ax.step(times, np.arange(1, len(times) + 1) / (n / len(LANGUAGES)), where="post", lw=1, alpha=0.6,
+                        label=f"{r['contender']}: {lang}")
+        every = sorted(r["latency_ms"].values())
+        ax.step(every, np.arange(1, len(every) + 1) / n, where="post", lw=2.5, color="black",
+                label=f"{r['contender']}: all ({r['reached']}/{n} reached)")
+    ax.axvline(1000, color="red", ls="--", lw=1, label="1 s")
+    ax.set_xlabel("ms from producing the item to its first place in a fan's top-10 in Redis")
+    ax.set_ylabel("share of new items")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"New items in 7 languages under {run['rate']:,.0f} events/s ({run['catalogue_items']} items, "
+                 f"{run['fans_per_topic'] * run['topics']:,} fans)")
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _print(results: list[dict], args) -> None:

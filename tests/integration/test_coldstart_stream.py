@@ -8,56 +8,14 @@ import numpy as np
 import pytest
 
 from polyrec_cli.harness import event_record, get_json, send_records
+from polyrec_cli.topic_catalogue import CATALOGUE
 from stream.recs import recs_key
 from tests import support
 from tests.support import item, metric_value, run, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-SPACE = [
-    "Rocket launch to Mars: a documentary about the first crewed mission",
-    "The astronauts of the International Space Station",
-    "Voyager probes leaving the solar system",
-    "How black holes bend light and time",
-    "Apollo 11: landing on the Moon",
-    "Building a telescope to watch distant galaxies",
-    "The life of stars, from nebula to supernova",
-    "SpaceX and the new race to orbit",
-    "Exoplanets: searching for another Earth",
-    "A journey through the rings of Saturn",
-    "Comets and asteroids that could hit the Earth",
-    "Training to become an astronaut",
-    "The Hubble space telescope and its greatest images",
-    "Life on Mars: what the rovers found",
-    "The Big Bang and the birth of the universe",
-    "Spacewalk: repairing a satellite in orbit",
-    "Jupiter and its moons",
-    "The dark side of the Moon",
-    "Living in zero gravity for a year",
-    "The science of rocket engines",
-]
-COOKING = [
-    "Italian pasta recipes from grandmother's kitchen",
-    "Baking sourdough bread at home",
-    "Thirty-minute vegetarian dinners",
-    "The secrets of French pastry",
-    "Grilling the perfect steak",
-    "Homemade pizza dough and tomato sauce",
-    "Spicy Thai curries step by step",
-    "Chocolate cakes and desserts",
-    "A beginner's guide to sushi",
-    "Soups and stews for winter evenings",
-    "Mexican street food tacos",
-    "Healthy breakfast smoothies and bowls",
-    "Roasting vegetables with herbs",
-    "Classic Indian dal and rice",
-    "Cookies for the holidays",
-    "Knife skills for home cooks",
-    "Summer salads with fresh fruit",
-    "Slow-cooked barbecue ribs",
-    "Making fresh cheese at home",
-    "Spanish paella with seafood",
-]
+SPACE, COOKING = CATALOGUE["space"], CATALOGUE["cooking"]
 # new items described in German only, each the twin of an English one; nobody has touched them yet
 GERMAN = {"space": ("weltraum-de", "Raketenstart zum Mars: eine Dokumentation über die erste bemannte Mission"),
           "cook": ("kochen-de", "Hausgemachter Pizzateig und Tomatensoße")}

@@ -1,6 +1,8 @@
-"""A small catalogue of six topics for the live cold-start bench (``bench/time_to_recommendable.py``).
+"""A small catalogue of six topics, for the live cold-start bench (``bench/time_to_recommendable.py``)
+and the stream's cold-start test.
 
-``CATALOGUE``: twelve English items per topic, the items the background load is made of.
+``CATALOGUE``: English item texts per topic (twenty for space and cooking, which the test uses,
+twelve for the others; the bench takes the first :data:`TEXTS_PER_TOPIC` of each).
 ``NEW_ITEMS``: per topic one new item in each of seven languages, none a translation of a
 catalogue item; they arrive while the load runs, and the fans of their topic are the users they
 should reach. Hand-written translations (not machine output) in the languages the docs list.
@@ -9,6 +11,7 @@ should reach. Hand-written translations (not machine output) in the languages th
 from __future__ import annotations
 
 LANGUAGES = ("en", "de", "fr", "es", "it", "ja", "zh")
+TEXTS_PER_TOPIC = 12
 
 CATALOGUE: dict[str, list[str]] = {
     "space": [
@@ -19,11 +22,19 @@ CATALOGUE: dict[str, list[str]] = {
         "Apollo 11: landing on the Moon",
         "Building a telescope to watch distant galaxies",
         "The life of stars, from nebula to supernova",
+        "SpaceX and the new race to orbit",
         "Exoplanets: searching for another Earth",
         "A journey through the rings of Saturn",
         "Comets and asteroids that could hit the Earth",
+        "Training to become an astronaut",
         "The Hubble space telescope and its greatest images",
+        "Life on Mars: what the rovers found",
+        "The Big Bang and the birth of the universe",
+        "Spacewalk: repairing a satellite in orbit",
+        "Jupiter and its moons",
+        "The dark side of the Moon",
         "Living in zero gravity for a year",
+        "The science of rocket engines",
     ],
     "cooking": [
         "Italian pasta recipes from grandmother's kitchen",
@@ -37,6 +48,14 @@ CATALOGUE: dict[str, list[str]] = {
         "A beginner's guide to sushi",
         "Soups and stews for winter evenings",
         "Mexican street food tacos",
+        "Healthy breakfast smoothies and bowls",
+        "Roasting vegetables with herbs",
+        "Classic Indian dal and rice",
+        "Cookies for the holidays",
+        "Knife skills for home cooks",
+        "Summer salads with fresh fruit",
+        "Slow-cooked barbecue ribs",
+        "Making fresh cheese at home",
         "Spanish paella with seafood",
     ],
     "football": [
