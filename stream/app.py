@@ -16,15 +16,14 @@ import threading
 import traceback
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import faust
 from aiokafka import TopicPartition
 from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
 
-from encoders.artifacts import require_onnxruntime, resolve_onnx_path
+from encoders import artifacts
+from encoders.encoder import TextEncoder
 from polyrec import __version__
 from polyrec.consumers import ConsumersConfig
 from polyrec.cooccurrence import CooccurrenceConfig
@@ -52,9 +51,6 @@ from stream.state import WorkerModel
 from stream.topics import USERS_TABLE, item_factors_topic
 from stream.wire import UserState
 
-if TYPE_CHECKING:  # onnxruntime comes with an extra: a worker without the items agent runs without it
-    from encoders.onnx_encoder import OnnxEncoder
-
 log = logging.getLogger(__name__)
 
 
@@ -64,18 +60,16 @@ def model_version(config: MFConfig, cooccurrence: CooccurrenceConfig, consumers:
     return f"polyrec-{__version__}-{config.loss}-d{config.dim}-{digest[:8]}"
 
 
-def encoder_file(settings: Settings) -> Path:
-    """The item-text encoder's file, or a clear error if it or onnxruntime is missing."""
-    require_onnxruntime("the items agent (POLYREC_ITEMS_AGENT=0 turns it off)")
-    return resolve_onnx_path(settings.encoder_path)
+def check_encoder(settings: Settings) -> None:
+    """Raise a clear error now if the item-text encoder, or what it needs, is missing."""
+    artifacts.check_encoder(settings.encoder_path, "the items agent (POLYREC_ITEMS_AGENT=0 turns it off)")
 
 
-def open_encoder(settings: Settings) -> OnnxEncoder:
-    """The item-text encoder (:func:`encoder_file`)."""
-    path = encoder_file(settings)
-    from encoders.onnx_encoder import OnnxEncoder
-
-    return OnnxEncoder(path, provider=settings.encoder_provider, intra_op_threads=settings.encoder_threads)
+def open_encoder(settings: Settings) -> TextEncoder:
+    """The item-text encoder ``POLYREC_ENCODER`` names (:func:`encoders.artifacts.open_encoder`)."""
+    check_encoder(settings)
+    return artifacts.open_encoder(settings.encoder_path, provider=settings.encoder_provider,
+                                  threads=settings.encoder_threads)
 
 
 class Worker:

@@ -17,10 +17,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from encoders.encoder import TextEncoder
 from encoders.text import EmptyTextError, item_text
 from polyrec.projection import Projection, refit_projection
 from stream import metrics
@@ -29,9 +30,6 @@ from stream.records import Item, Rejected, parse_item, refuse_new_items, validat
 from stream.sends import Produce, delivered, send_item_record
 from stream.state import WorkerModel
 from stream.wire import TEXT_SOURCE, ItemRecord, language_label
-
-if TYPE_CHECKING:  # onnxruntime comes with an extra: a worker without the items agent runs without it
-    from encoders.onnx_encoder import OnnxEncoder
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +62,7 @@ def parse_items(events: Sequence[Any]) -> tuple[list[tuple[Any, tuple[Item, str]
 
 
 class ItemPipeline:
-    def __init__(self, model: WorkerModel, encoder: OnnxEncoder, produce: Produce, topics: dict[str, str],
+    def __init__(self, model: WorkerModel, encoder: TextEncoder, produce: Produce, topics: dict[str, str],
                  alpha: float = 1.0, min_count: int = 5, refit_s: float = 60.0) -> None:
         """``topics`` names the ``items`` (item-factor) and ``dlq`` topics to write."""
         self.model, self.encoder, self.produce, self.topics = model, encoder, produce, topics

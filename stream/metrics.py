@@ -79,7 +79,8 @@ LAG = Gauge("polyrec_consumer_lag_records", "Records between the consumer positi
 ENCODER_SECONDS = Histogram("polyrec_encoder_batch_duration_seconds", "One encoder batch (tokenise + ONNX run).",
                             buckets=_LATENCY)
 ENCODER_ITEMS = Counter("polyrec_encoder_items_total", "Item texts encoded.")
-ENCODER_PROVIDER = Gauge("polyrec_encoder_provider_info", "The ONNX Runtime execution provider in use (value 1).",
+ENCODER_PROVIDER = Gauge("polyrec_encoder_provider_info",
+                         "Where the item-text encoder runs: an ONNX Runtime execution provider, or numpy (value 1).",
                          ["provider"])
 MODEL = Info("polyrec_model", "The model version and its hyper-parameters.")
 READY = Gauge("polyrec_worker_ready", "1 while /polyrec/ready answers 200 (partitions assigned once, item replica "

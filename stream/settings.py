@@ -153,7 +153,8 @@ class Settings:
     items_agent: bool = _env("POLYREC_ITEMS_AGENT", True,
                              "Run the items agent (encode new items' text for cold start); it needs the encoder.")
     encoder_path: str = _env("POLYREC_ENCODER", "",
-                             "ONNX encoder file for item text; empty: the default model's int8 graph in the cache.")
+                             "Item-text encoder: an exported ONNX file, or use-m3 (Universal Sentence Encoder "
+                             "multilingual v3, the use-m3 extra); empty: the default model's int8 graph in the cache.")
     encoder_provider: str = _env("POLYREC_ENCODER_PROVIDER", "auto",
                                  "ONNX Runtime provider: auto (CUDA when available), cuda or cpu.")
     encoder_threads: int = _env("POLYREC_ENCODER_THREADS", 0,

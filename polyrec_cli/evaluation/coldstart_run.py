@@ -375,16 +375,14 @@ def _replay_all(replay: Replay, source: Source, movies: dict[str, Movie], ids: l
     progress bars."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from encoders.artifacts import resolve_onnx_path
-    from encoders.onnx_encoder import OnnxEncoder
+    from encoders.artifacts import open_encoder
     from stream.settings import Settings
 
     columns = TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
     env = Settings.from_env()  # the worker's encoder: POLYREC_ENCODER, POLYREC_ENCODER_PROVIDER
-    path = resolve_onnx_path(env.encoder_path)
-    with OnnxEncoder(path, provider=env.encoder_provider) as encoder, Progress(*columns) as bar:
-        used = {"model": encoder.sidecar.model_id, "graph": encoder.sidecar.variant, "provider": encoder.provider,
-                "path": str(path), "prefix": encoder.sidecar.prefixes["passage"],
+    encoder = open_encoder(env.encoder_path, provider=env.encoder_provider, threads=env.encoder_threads)
+    with encoder, Progress(*columns) as bar:
+        used = {**encoder.describe(),
                 "text": "'title (year). genres' of the language variant, as the stream encodes an items record"}
         emb = _encode_all(encoder, movies, TITLES[source.key], ids, new, languages, bar)
         t = bar.add_task("tuning the projection (validation split)", total=None)

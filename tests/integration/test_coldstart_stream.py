@@ -144,3 +144,18 @@ def test_bad_items_go_to_the_dlq(broker, tmp_path, workers, redis_client):
     assert reasons == ["empty_text", "empty_text", "malformed_json", "malformed_json", "missing_field"]
     assert metric_value(w.metrics(), "polyrec_dlq_records_total", topic=topic) == 5
     w.check()
+
+
+def test_a_worker_with_use_m3_gives_a_new_item_its_text_start(broker, tmp_path, workers):
+    """``POLYREC_ENCODER=use-m3`` end to end: the item is encoded in numpy and its text record,
+    with a 512-dimensional embedding, reaches the item-factor topic."""
+    env = support.worker_env(broker, tmp_path, POLYREC_ENCODER="use-m3")
+    w = workers.new(env)
+    w.wait_ready(90)
+    assert metric_value(w.metrics(), "polyrec_encoder_provider_info", provider="numpy") == 1
+    run(send_records(broker, env["POLYREC_ITEMS_TOPIC"], [item(*GERMAN["space"], lang="de")]))
+    wait_for(lambda: metric_value(w.metrics(), "polyrec_encoder_items_total") == 1, 30, what="the item encoded")
+    texts = wait_for(lambda: [r for r in support.latest_item_records(broker, env) if r.source == "text"], 15,
+                     what="its text record")
+    assert [(r.item_id, r.lang, r.embedding.shape) for r in texts] == [(GERMAN["space"][0], "de", (512,))]
+    w.check()
