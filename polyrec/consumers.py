@@ -94,11 +94,13 @@ class Consumers:
         self._fit(n_items)
         return self.counts[:n_items]
 
-    def fresh_factors(self, item_factors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def fresh_factors(self, item_factors: np.ndarray, item_bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """The item rows (below ``len(item_factors)``) with no event yet, known from their text only,
-        and the factors that judge whom they fit (``polyrec/explore.py``): their own direction at the
-        typical length of an established item's factors. A text start is a ridge projection, shrunk
-        towards the average item: at its own length it would fit no one."""
+        and what judges whom they fit (``polyrec/explore.py``): their own direction at the typical
+        length of an established item's factors, and the typical established bias. A text start is a
+        ridge projection, shrunk towards the average item: at its own length it would fit no one. Its
+        projected bias is left out: it is the text's guess of how wanted the item is, and that guess
+        is lower for a text in another language than the catalogue's (docs/coldstart.md)."""
         n_items = len(item_factors)
         self._fit(n_items)
         rows = np.flatnonzero(self.counts[:n_items] == 0)
@@ -106,9 +108,10 @@ class Consumers:
         length = np.sqrt(np.einsum("ij,ij->i", f, f))
         norm = self.typical_length(item_factors) if len(rows) else None
         if norm is None:
-            return rows[:0], np.zeros((0, item_factors.shape[1]), np.float32)
+            return rows[:0], np.zeros((0, item_factors.shape[1]), np.float32), 0.0
         keep = length > 0
-        return rows[keep], (f[keep] * (norm / length[keep])[:, None]).astype(np.float32)
+        return (rows[keep], (f[keep] * (norm / length[keep])[:, None]).astype(np.float32),
+                self.typical_bias(item_bias[:n_items]))
 
     def young_rows(self, n_items: int) -> np.ndarray:
         """Item rows below ``n_items`` with at least one event and fewer than ``young``."""
@@ -134,14 +137,25 @@ class Consumers:
         n = counts[young].astype(np.float32)
         return young, (s * (norm * n / (n + c.shrink) / length)[:, None]).astype(np.float32)
 
+    def _established(self, n_items: int) -> np.ndarray | None:
+        """Rows below ``n_items`` with at least ``young`` events, None while fewer than
+        :data:`MIN_ESTABLISHED`: every such item, so independent of the order of rows, which
+        differs by worker."""
+        established = np.flatnonzero(self.counts[:n_items] >= self.config.young)
+        return established if len(established) >= MIN_ESTABLISHED else None
+
     def typical_length(self, item_factors: np.ndarray) -> np.floating | None:
-        """The median length of the factors of the items with at least ``young`` events (None while
-        fewer than :data:`MIN_ESTABLISHED`): over every such item, so independent of the order of
-        rows, which differs by worker."""
-        established = self.counts[:len(item_factors)] >= self.config.young
-        if np.count_nonzero(established) < MIN_ESTABLISHED:
+        """The median length of the established items' factors (None while there are too few)."""
+        established = self._established(len(item_factors))
+        if established is None:
             return None
-        return _median(np.sqrt(np.einsum("ij,ij->i", item_factors, item_factors))[established])
+        f = item_factors[established]
+        return _median(np.sqrt(np.einsum("ij,ij->i", f, f)))
+
+    def typical_bias(self, item_bias: np.ndarray) -> float:
+        """The median bias of the established items (0.0 while there are too few)."""
+        established = self._established(len(item_bias))
+        return 0.0 if established is None else float(_median(item_bias[established]))
 
 
 def _median(values: np.ndarray) -> np.floating:

@@ -9,10 +9,11 @@ user's best unseen items by factor score, the best ``fit`` share of the catalogu
 tenth). It then takes the ``place``-th place of the list (the last of a top-10), so every list
 keeps its first ``place - 1`` places for what the model knows. ``fit = 0`` turns this off.
 
-Whom it fits is judged with its factors' direction at an established item's typical length
-(``Consumers.fresh_factors``): a text start is a ridge projection, which points a new item where
-the items with texts like it point but shrunk towards the average item, so at its own length it
-would fit no one. The share is bounded twice: at most one place of each list, and only in the lists
+Whom it fits is judged with its factors' direction at an established item's typical length, and
+with an established item's typical bias (``Consumers.fresh_factors``): a text start is a ridge
+projection, which points a new item where the items with texts like it point but shrunk towards
+the average item, so at its own length it would fit no one; and its projected bias, the text's
+guess of how wanted the item is, was lower for the same item described in another language. The share is bounded twice: at most one place of each list, and only in the lists
 of users it fits; an item leaves the scheme at its first event.
 
 >>> factor = np.array([[3.0, 2.0, 1.0, 2.5],   # user 0: fresh item 3 is their 2nd best by factors

@@ -18,18 +18,20 @@ NO_ROWS = np.zeros(0, np.int64)
 NO_SEEN = (NO_ROWS, NO_ROWS)
 
 Young = tuple[np.ndarray, np.ndarray]  # item rows, and the factors they score with (Consumers.young_factors)
-Fresh = tuple[np.ndarray, np.ndarray]  # item rows, and the factors that judge whom they fit (Consumers.fresh_factors)
+# item rows, and the factors and the bias that judge whom they fit (Consumers.fresh_factors)
+Fresh = tuple[np.ndarray, np.ndarray, float]
+NO_FRESH: Fresh = (np.zeros(0, np.int64), np.zeros((0, 0), np.float32), 0.0)
 
 
 def score_users(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray,
                 memory: Cooccurrence | None = None, context: np.ndarray | None = None,
                 young: Young = NO_YOUNG, seen: tuple[np.ndarray, np.ndarray] = NO_SEEN,
-                fresh: Fresh = NO_YOUNG, explore: ExploreConfig | None = None) -> np.ndarray:
+                fresh: Fresh = NO_FRESH, explore: ExploreConfig | None = None) -> np.ndarray:
     """Every item's score for each user vector (users x items): ``b_i + p_u . q_i``, with the
     ``young`` rows' factors in place of ``q_i``, blended with the co-occurrence ``memory`` from
     each user's ``context`` rows (``Cooccurrence.recent``); the ``seen`` ``(user, item)`` pairs at
     ``-inf``; with ``explore``, the ``fresh`` item rows (no events yet) lifted where they fit
-    (``polyrec/explore.py``), judged with the ``fresh`` factors."""
+    (``polyrec/explore.py``), judged with the ``fresh`` factors and bias."""
     scores = user_factors @ item_factors.T
     rows, factors = young
     if len(rows):
@@ -38,7 +40,7 @@ def score_users(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: n
     mask_rows(scores, *seen)
     picked = None
     if explore is not None and len(fresh[0]):
-        picked = pick(scores, fresh[0], user_factors @ fresh[1].T + item_bias[fresh[0]], explore.fit)
+        picked = pick(scores, fresh[0], user_factors @ fresh[1].T + fresh[2], explore.fit)
     if memory is not None and context is not None and context.any():  # else no user has a last event
         scores = memory.blend(scores, context)
         mask_rows(scores, *seen)  # again: a factor weight of 0 would make them NaN
@@ -49,7 +51,7 @@ def score_users(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: n
 
 def recommend(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray,
               seen: tuple[np.ndarray, np.ndarray], k: int, memory: Cooccurrence | None = None,
-              context: np.ndarray | None = None, young: Young = NO_YOUNG, fresh: Fresh = NO_YOUNG,
+              context: np.ndarray | None = None, young: Young = NO_YOUNG, fresh: Fresh = NO_FRESH,
               explore: ExploreConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` item rows and scores for each user vector, the ``seen`` pairs excluded (-1 pads).
 
@@ -81,6 +83,7 @@ def recommend_rows(model: OnlineMF, history: History, user_rows: np.ndarray, k: 
     and (with ``consumers`` and ``explore``) fresh items explored."""
     context = None if memory is None else memory.recent_rows(user_rows)
     young = NO_YOUNG if consumers is None else consumers.young_factors(model.item_factors)
-    fresh = NO_YOUNG if consumers is None or explore is None else consumers.fresh_factors(model.item_factors)
+    fresh = (NO_FRESH if consumers is None or explore is None
+             else consumers.fresh_factors(model.item_factors, model.item_bias))
     return recommend(model.user_factors[user_rows], model.item_factors, model.item_bias,
                      history.pairs(user_rows), k, memory, context, young, fresh, explore)

@@ -39,7 +39,7 @@ from polyrec.explore import ExploreConfig
 from polyrec.history import History
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
-from polyrec.recommend import NO_YOUNG, Fresh, Young, recommend
+from polyrec.recommend import NO_FRESH, Fresh, Young, recommend
 from stream.wire import (
     MAX_ABS_VALUE,
     NO_LANGUAGE,
@@ -75,7 +75,7 @@ class RecsJob:
     memory: Cooccurrence  # read live (rows learned meanwhile may be read torn, as above)
     context: np.ndarray  # each user's last events' item rows, at capture
     young: Young  # young item rows and the factors they score with, at capture (copies)
-    fresh: Fresh  # item rows with no events yet and the factors that judge whom they fit, at capture
+    fresh: Fresh  # item rows with no events yet, and the factors and bias that judge whom they fit, at capture
     explore: ExploreConfig | None  # None: fresh items are not explored
 
     def run(self) -> list[tuple[str, list[str], list[float], float]]:
@@ -457,7 +457,8 @@ class WorkerModel:
         recs = RecsJob(distinct, self.mf.user_factors[rows], self.history.pairs(rows), self.mf.item_factors,
                        self.mf.item_bias, self.mf.items, [latest[x] for x in distinct], self.k, self.memory,
                        self.memory.recent(distinct), self.consumers.young_factors(self.mf.item_factors),
-                       NO_YOUNG if self.explore is None else self.consumers.fresh_factors(self.mf.item_factors),
+                       NO_FRESH if self.explore is None
+                       else self.consumers.fresh_factors(self.mf.item_factors, self.mf.item_bias),
                        self.explore)
         return BatchResult(changed, recs, int(user_mask.sum()), int(item_mask.sum()),
                            ~user_mask & ~item_mask, user_mask, loss, moved, resized, invalid)

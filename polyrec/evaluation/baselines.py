@@ -19,7 +19,7 @@ from polyrec.explore import ExploreConfig
 from polyrec.history import History
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
-from polyrec.recommend import NO_SEEN, NO_YOUNG, score_users
+from polyrec.recommend import NO_FRESH, NO_SEEN, NO_YOUNG, Fresh, score_users
 
 
 class _ColumnMap:
@@ -98,17 +98,17 @@ class Polyrec:
         rows = self.model.add_users(users)
         context = None if self.memory is None else self.memory.recent_rows(rows)
         young = NO_YOUNG if self.consumers is None else self.consumers.young_factors(self.model.item_factors)
-        seen, fresh = NO_SEEN, NO_YOUNG
+        seen, fresh = NO_SEEN, NO_FRESH
         if self.history is not None and self.consumers is not None:
             seen, fresh = self.history.pairs(rows), self.fresh_factors()
         return score_users(self.model.user_factors[rows], self.model.item_factors, self.model.item_bias,
                            self.memory, context, young, seen, fresh, self.explore)[:, cols]
 
-    def fresh_factors(self) -> tuple[np.ndarray, np.ndarray]:
+    def fresh_factors(self) -> Fresh:
         """The items that exploration may show, those with no events yet, as
         ``Consumers.fresh_factors`` (needs ``consumers``)."""
         assert self.consumers is not None
-        return self.consumers.fresh_factors(self.model.item_factors)
+        return self.consumers.fresh_factors(self.model.item_factors, self.model.item_bias)
 
     def learn(self, users: Sequence[str], items: Sequence[str], weights: np.ndarray) -> None:
         u, i = self.model.add_users(users), self.model.add_items(items)

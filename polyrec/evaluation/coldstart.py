@@ -21,6 +21,7 @@ from polyrec.explore import ExploreConfig
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
 from polyrec.projection import Projection, refit_projection
+from polyrec.recommend import Fresh
 
 # New items join the catalogue in drops of this many events' first events, 1 to 2 drops ahead
 # (``run_prequential``): at its first event other new items wait unseen too, so a model is not
@@ -126,10 +127,10 @@ class ColdStartMF(Polyrec):
             mf.set_items(new, vectors[:, :-1], vectors[:, -1])
         return rows
 
-    def fresh_factors(self) -> tuple[np.ndarray, np.ndarray]:
-        rows, factors = super().fresh_factors()
+    def fresh_factors(self) -> Fresh:
+        rows, factors, bias = super().fresh_factors()
         new = self._is_new[rows]
-        return rows[new], factors[new]
+        return rows[new], factors[new], bias
 
     def _starts(self, ids: list[str]) -> np.ndarray | None:
         """Start vectors (factors, then bias) of new items; None keeps their random start."""

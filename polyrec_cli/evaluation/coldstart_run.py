@@ -235,12 +235,12 @@ def _exposure(base: ColdStartMF, emb: _Embeddings, languages: tuple[str, ...]) -
     factor[:, rows] = users @ young.T
     factor += mf.item_bias
     factor[history.pairs(np.arange(len(users)))] = -np.inf
-    length = consumers.typical_length(mf.item_factors)
+    length, bias = consumers.typical_length(mf.item_factors), consumers.typical_bias(mf.item_bias)
 
-    def reach(texts: np.ndarray) -> float:
-        v = projection.project(texts)
-        f = v[:, :-1] * (length / np.linalg.norm(v[:, :-1], axis=1))[:, None]
-        return float(fits(factor, users @ f.T + v[:, -1], EXPLORE.fit).mean())
+    def reach(texts: np.ndarray) -> float:  # judged as Consumers.fresh_factors judges a fresh item
+        f = projection.project(texts)[:, :-1]
+        f *= (length / np.linalg.norm(f, axis=1))[:, None]
+        return float(fits(factor, users @ f.T + bias, EXPLORE.fit).mean())
 
     shares = {lang: reach(emb.new[lang]) for lang in languages} | {"en-again": reach(emb.again)}
     return {lang: {"users_reached_per_item": share, "parity_vs_en": share / max(shares["en"], 1e-12)}

@@ -31,17 +31,19 @@ def test_a_young_item_points_where_its_users_point_at_an_established_length_trus
     np.testing.assert_allclose(young, [expected_3, expected_4], rtol=1e-6)
 
 
-def test_a_fresh_item_is_judged_by_its_own_direction_at_an_established_length():
+def test_a_fresh_item_is_judged_by_its_own_direction_at_an_established_length_and_bias():
     c = Consumers(ConsumersConfig(young=5), DIM)
     factors = np.zeros((6, DIM), np.float32)
     factors[:3] = np.diag([1.0, 2.0, 3.0, 0.0])[:3]  # three established items of length 1, 2, 3
     factors[4] = [0.0, 0.3, 0.4, 0.0]  # a text start, shrunk: length 0.5
-    assert c.fresh_factors(factors)[0].tolist() == []  # no established item yet: nothing to measure with
+    bias = np.array([0.1, 0.9, 0.4, 2.0, -5.0, 0.0], np.float32)  # the text start's own guess: -5
+    assert c.fresh_factors(factors, bias)[0].tolist() == []  # no established item yet: nothing to measure with
     _established(c, [0, 1, 2], events=5)
     c.learn_rows(np.array([3]), np.ones((1, DIM), np.float32), np.ones(1, np.float32))  # young, not fresh
-    rows, judged = c.fresh_factors(factors)
+    rows, judged, judged_bias = c.fresh_factors(factors, bias)
     assert rows.tolist() == [4]  # item 5's factors are zero: no direction
     np.testing.assert_allclose(judged, [[0.0, 1.2, 1.6, 0.0]], rtol=1e-6)  # median length 2
+    assert judged_bias == pytest.approx(0.4)  # the established items' median bias, not its own
 
 
 def test_an_item_is_young_until_its_young_th_event_and_counts_only_its_young_events():
