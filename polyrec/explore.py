@@ -13,8 +13,9 @@ Whom it fits is judged with its factors' direction at an established item's typi
 with an established item's typical bias (``Consumers.fresh_factors``): a text start is a ridge
 projection, which points a new item where the items with texts like it point but shrunk towards
 the average item, so at its own length it would fit no one; and its projected bias, the text's
-guess of how wanted the item is, was lower for the same item described in another language. The share is bounded twice: at most one place of each list, and only in the lists
-of users it fits; an item leaves the scheme at its first event.
+guess of how wanted the item is, was lower for the same item described in another language.
+The share is bounded twice: at most one place of each list, and only in the lists of users it
+fits; an item leaves the scheme at its first event.
 
 >>> factor = np.array([[3.0, 2.0, 1.0, 2.5],   # user 0: fresh item 3 is their 2nd best by factors
 ...                    [3.0, 2.0, 1.0, 0.0]])  # user 1: it is their last
