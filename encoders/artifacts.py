@@ -70,10 +70,14 @@ def check_encoder(configured: str, needed_by: str) -> None:
         resolve_onnx_path(configured)
 
 
-def open_encoder(configured: str, *, provider: str = "auto", threads: int = 0) -> TextEncoder:
+def open_encoder(configured: str, *, provider: str = "auto", threads: int = 0,
+                 needed_by: str = "the encoder") -> TextEncoder:
     """The encoder ``configured`` names: ``use-m3``, an exported ``.onnx`` file, or empty for the
-    default graph; ``threads`` 0: the CPUs this process may use. ``provider`` applies to ONNX graphs."""
+    default graph; ``threads`` 0: the CPUs this process may use. ``provider`` applies to ONNX graphs.
+    What is missing is said first, as :func:`check_encoder` says it for ``needed_by``."""
     from encoders.use_m3 import NAME, UseM3Encoder
+
+    check_encoder(configured, needed_by)
 
     if configured == NAME:
         return UseM3Encoder(threads=threads)

@@ -60,16 +60,18 @@ def model_version(config: MFConfig, cooccurrence: CooccurrenceConfig, consumers:
     return f"polyrec-{__version__}-{config.loss}-d{config.dim}-{digest[:8]}"
 
 
+ITEMS_AGENT = "the items agent (POLYREC_ITEMS_AGENT=0 turns it off)"
+
+
 def check_encoder(settings: Settings) -> None:
     """Raise a clear error now if the item-text encoder, or what it needs, is missing."""
-    artifacts.check_encoder(settings.encoder_path, "the items agent (POLYREC_ITEMS_AGENT=0 turns it off)")
+    artifacts.check_encoder(settings.encoder_path, ITEMS_AGENT)
 
 
 def open_encoder(settings: Settings) -> TextEncoder:
     """The item-text encoder ``POLYREC_ENCODER`` names (:func:`encoders.artifacts.open_encoder`)."""
-    check_encoder(settings)
     return artifacts.open_encoder(settings.encoder_path, provider=settings.encoder_provider,
-                                  threads=settings.encoder_threads)
+                                  threads=settings.encoder_threads, needed_by=ITEMS_AGENT)
 
 
 class Worker:

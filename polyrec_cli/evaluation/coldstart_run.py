@@ -380,7 +380,8 @@ def _replay_all(replay: Replay, source: Source, movies: dict[str, Movie], ids: l
 
     columns = TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
     env = Settings.from_env()  # the worker's encoder: POLYREC_ENCODER, POLYREC_ENCODER_PROVIDER
-    encoder = open_encoder(env.encoder_path, provider=env.encoder_provider, threads=env.encoder_threads)
+    encoder = open_encoder(env.encoder_path, provider=env.encoder_provider, threads=env.encoder_threads,
+                           needed_by="polyrec eval --cold-start")
     with encoder, Progress(*columns) as bar:
         used = {**encoder.describe(),
                 "text": "'title (year). genres' of the language variant, as the stream encodes an items record"}
