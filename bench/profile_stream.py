@@ -2,10 +2,12 @@
 
 Starts Tansu, fills a 4-partition topic with MovieLens events, starts the contender, attaches
 ``py-spy record --nonblocking`` once it is consuming, stops at 95% of the events, and prints the
-functions with the largest inclusive and self shares of the samples. Writes the raw collapsed
-stacks to ``results/profile_<contender>.txt`` (open them in speedscope or a flame-graph tool).
+functions with the largest inclusive and self shares of the samples, and (for a worker) the shares
+of its parts: polyrec's own code against Faust's, aiokafka's and the loop's. Writes the raw collapsed
+stacks to ``results/profile_<contender>_<order>[_gil].txt`` (speedscope or a flame-graph tool opens them).
 
-    python bench/profile_stream.py polyrec|noop [--events 30000] [--rate 200] [--top 40]
+    python bench/profile_stream.py polyrec|noop [--events 30000] [--order time|interleaved] [--gil]
+        [--rate 200] [--top 40]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stream_throughput import (  # noqa: E402
+    ORDERS,
     ROOT,
     STOP_TIMEOUT_S,
     _clean_redis,
@@ -66,20 +69,63 @@ def shares(raw: Path) -> tuple[int, collections.Counter, collections.Counter]:
     return total, inclusive, own
 
 
+# a worker's samples split into parts: the first rule whose frames a stack holds takes it
+PARTS = [
+    ("polyrec: item contributions at commit (flush_items)", ("FlushOnCommit", "flush_items")),
+    ("polyrec: the item and events replicas", ("TopicReplica.run",)),
+    ("polyrec: learning the batch (WorkerModel.process)", ("WorkerModel.process",)),
+    ("polyrec: validation", ("EventPipeline.validate",)),
+    ("polyrec: the top-K thread (RecsJob.run)", ("RecsJob.run",)),
+    ("polyrec: persisting and publishing", ("_persist_and_publish", "EventPipeline._publish")),
+    ("polyrec: the rest of the agent body", ("process_or_dead_letter", "EventPipeline.")),
+    ("Faust: stream iteration (take_events, _c_aiter, acks)", ("take_events", "_c_aiter", "Stream.ack", "Event.ack")),
+    ("Faust/aiokafka: consumer, fetcher, commits", ("_drain_messages", "Fetcher", "on_message", "Consumer.",
+                                                    "_commit")),
+    ("aiokafka: producer and connections", ("aiokafka/producer", "AIOKafkaConnection", "AIOKafkaClient",
+                                            "MessageAccumulator")),
+    ("the metrics endpoint", ("wsgiref", "prometheus_client")),
+]
+_SERVICES = ("mode/", "asyncio/", "faust/", "aiokafka/")
+
+
+def parts(raw: Path) -> collections.Counter:
+    """Samples per part (:data:`PARTS`); of the rest, a stack that ends in the loop's entry point is
+    the loop's own native time (uvloop), one that ends in Faust, mode, asyncio or aiokafka code
+    their services and waits."""
+    out: collections.Counter = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack:
+            continue
+        name = next((part for part, keys in PARTS if any(k in stack for k in keys)), None)
+        if name is None:
+            frames = stack.split(";")
+            name = ("the event loop's own native time" if frames[-1].startswith("Worker.execute_from_commandline")
+                    else "Faust/mode/asyncio: services, waits, tasks" if any(s in f for f in frames[-3:]
+                                                                             for s in _SERVICES)
+                    else "other")
+        out[name] += int(n)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("contender", choices=("polyrec", "noop"))
     parser.add_argument("--events", type=int, default=30_000)
+    parser.add_argument("--order", choices=ORDERS, default="time", help="event order (stream_throughput.event_order)")
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--gil", action="store_true",
+                        help="sample only the thread holding the GIL: where the process's Python time goes, "
+                             "without threads that wait for it")
     args = parser.parse_args()
-    out = ROOT / "results" / f"profile_{args.contender}.txt"
+    out = ROOT / "results" / f"profile_{args.contender}_{args.order}{'_gil' if args.gil else ''}.txt"
     out.parent.mkdir(exist_ok=True)
     tansu = start_tansu()
     try:
         topic = f"events-profile-{args.contender}"
         asyncio.run(ensure_topics(Settings(kafka_bootstrap=tansu.address, events_topic=topic)))
-        asyncio.run(_fill(tansu.address, topic, args.events))
+        asyncio.run(_fill(tansu.address, topic, args.events, order=args.order))
         port = free_port()
         env = {"REDIS_URL": REDIS_URL, "POLYREC_ITEMS_AGENT": "0"} if args.contender == "polyrec" else {}
         app_id = f"profile-{args.contender}"
@@ -93,7 +139,8 @@ def main() -> None:
                         raise RuntimeError(f"{args.contender} exited with {proc.returncode}")
                     time.sleep(0.2)
                 spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking",
-                                        "-p", str(proc.pid), "-r", str(args.rate), "-f", "raw", "-o", str(out)],
+                                        "-p", str(proc.pid), "-r", str(args.rate), "-f", "raw", "-o", str(out),
+                                        *(["--gil"] if args.gil else [])],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 t0, n0 = time.perf_counter(), _events_total(port)
                 while _events_total(port) < 0.95 * args.events:
@@ -117,6 +164,12 @@ def main() -> None:
     print("\nself share")
     for f, n in own.most_common(args.top // 2):
         print(f"{100 * n / total:6.1f}%  {f}")
+    if args.contender == "polyrec":
+        split = parts(out)
+        print("\nparts")
+        for name, n in sorted(split.items(), key=lambda kv: (not kv[0].startswith("polyrec"), -kv[1])):
+            print(f"{100 * n / total:6.1f}%  {name}")
+        print(f"{100 * sum(n for k, n in split.items() if k.startswith('polyrec')) / total:6.1f}%  polyrec's own code")
 
 
 if __name__ == "__main__":

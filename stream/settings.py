@@ -132,11 +132,12 @@ class Settings:
     fetch_max_wait_ms: int = _env("POLYREC_FETCH_MAX_WAIT_MS", 20,
                                   "Longest a consumer fetch may wait at the broker for new records, ms "
                                   "(part of every event's freshness).")
-    commit_interval_s: float = _env("POLYREC_COMMIT_INTERVAL_S", 1.0,
-                                    "How often consumed offsets are committed, seconds (replays after a crash "
-                                    "are skipped, so this bounds re-reading, not correctness). Item contributions "
-                                    "are written just before each commit, so it is also how far other workers lag "
-                                    "behind a partition's item updates; longer intervals write fewer item records.")
+    commit_interval_s: float = _env("POLYREC_COMMIT_INTERVAL_S", 3.0,
+                                    "How often consumed offsets are committed, seconds, whatever the event rate "
+                                    "(replays after a crash are skipped, so this bounds re-reading, not "
+                                    "correctness). Item contributions are written just before each commit, so it "
+                                    "is also how far other workers lag behind a partition's item updates; longer "
+                                    "intervals write fewer item records (docs/performance.md).")
     event_loop: str = _env("POLYREC_EVENT_LOOP", "uvloop",
                            "Worker event loop: uvloop (faster; falls back to asyncio where it is not installed) "
                            "or asyncio.")

@@ -65,7 +65,7 @@ def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(
     run(send_records(broker, env["POLYREC_EVENTS_TOPIC"], history))
     wait_for(lambda: total("polyrec_events_total", outcome="applied") == len(history), 60,
              what="the history applied")
-    # item contributions are shared at each offset commit (POLYREC_COMMIT_INTERVAL_S, 1 s): wait until
+    # item contributions are shared at each offset commit (POLYREC_COMMIT_INTERVAL_S, 3 s): wait until
     # the whole history is in the item-factor topic and both replicas have read every record written,
     # so the projection is fitted on every partition's factors (a German item arriving sooner would be
     # projected from what its worker had seen so far; a fixed 0.5 s for the replicas was once too

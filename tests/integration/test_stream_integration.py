@@ -88,7 +88,7 @@ def test_two_workers_four_partitions_share_item_factors(broker, tmp_path, worker
         round_ = fans[r:r + 4]
         _send_events(broker, env, [event_record(u, "blockbuster", "purchase") for u in round_])
         wait_for(lambda round_=round_: all(_recs(redis_client, env, u) for u in round_), 20, what="fans' recs")
-    # item contributions are shared at each offset commit (every POLYREC_COMMIT_INTERVAL_S = 1 s): wait
+    # item contributions are shared at each offset commit (every POLYREC_COMMIT_INTERVAL_S = 3 s): wait
     # until the blockbuster's are in the item-factor topic and the other worker's replica has read every
     # record there (a fixed 0.5 s once failed in CI: its replica had read only part of the contributions)
     wait_for(lambda: durable_item_counts(broker, env)["blockbuster"] == len(fans), 10,
