@@ -90,6 +90,10 @@ class Worker:
         self.settings = s = settings
         self.app = faust.App(
             s.app_id,
+            # polyrec's settings are the worker's only configuration: Faust would also read variables
+            # of its own (WEB_PORT, BROKER_COMMIT_INTERVAL, APP_WEB_TABLES_ENABLED, ...), which a
+            # Kubernetes Service named "web" sets (WEB_PORT=tcp://...: the worker would not start)
+            env={},
             broker=[f"kafka://{h}" for h in s.broker_list],
             store=s.store,
             datadir=s.data_dir,

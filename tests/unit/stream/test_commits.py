@@ -36,14 +36,3 @@ def test_a_commit_of_an_events_partition_flushes_that_partition_first_and_a_fail
         asyncio.run(commit(TP("events", 1), 20))
     assert flushed == [[3]]
 
-
-def test_the_workers_offsets_are_committed_by_time_alone(tmp_path):
-    """Faust would also commit every 10,000 acknowledged events, more often than the interval under
-    load, each commit writing the item contributions (docs/performance.md)."""
-    from stream.app import NEVER_BY_COUNT, Worker
-    from stream.settings import Settings
-
-    worker = Worker(Settings(items_agent=False, data_dir=str(tmp_path), web_port=0, metrics_port=0,
-                             commit_interval_s=2.5))
-    assert worker.app.conf.broker_commit_interval == 2.5
-    assert worker.app.conf.broker_commit_every == NEVER_BY_COUNT >= 2**62
