@@ -432,7 +432,7 @@ def main() -> None:
                   f"p50 {fresh['p50_ms']:.0f} ms, p99 {fresh['p99_ms']:.0f} ms over {fresh['events']:,} events "
                   f"({fresh['events_without_update']} without an update; produced at "
                   f"{fresh['produced_events_per_s']:,.0f}/s)")
-    for name in ("polyrec", "polyrec_x2"):
+    for name in ("polyrec", "polyrec_x2", "polyrec_getmany"):
         console.print(f"{name}: items known per worker (each repeat) "
                       f"{[st['items_known'] for st in stats[name]]}, item-factor counts equal to the topic's "
                       f"{[st['item_counts_equal'] for st in stats[name]]}, events share per worker "
