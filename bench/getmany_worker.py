@@ -36,14 +36,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa:
 from aiokafka.admin import NewTopic  # noqa: E402
 
 from stream import metrics  # noqa: E402
-from stream.app import model_version  # noqa: E402
+from stream.app import model_version, replicas, worker_model  # noqa: E402
 from stream.dead_letters import process_or_dead_letter  # noqa: E402
 from stream.faust_process import use_event_loop  # noqa: E402
 from stream.pipeline import EventPipeline  # noqa: E402
 from stream.recs import RecsPublisher, redis_client  # noqa: E402
-from stream.replica import EventReplica, HandOverBarrier, ItemReplica  # noqa: E402
+from stream.replica import HandOverBarrier  # noqa: E402
 from stream.settings import Settings  # noqa: E402
-from stream.state import WorkerModel  # noqa: E402
 from stream.topics import admin_client, ensure_topics, item_factors_topic, users_changelog_topic  # noqa: E402
 
 
@@ -79,9 +78,7 @@ async def main() -> None:
     s = Settings.from_env()
     await ensure_topics(s)
     changelog = await _changelog(s)
-    config, cooccurrence, consumers = s.mf_config(), s.cooccurrence_config(), s.consumers_config()
-    model = WorkerModel(config, cooccurrence, consumers, s.explore_config(), history_max=s.history_max,
-                        k=s.top_k, max_items=s.max_items)
+    model = worker_model(s)
     producer = AIOKafkaProducer(bootstrap_servers=s.broker_list, acks="all", **s.kafka_options())
     await producer.start()
 
@@ -89,11 +86,7 @@ async def main() -> None:
                       headers: list | None) -> asyncio.Future:
         return await producer.send(topic, value, key=key, partition=partition, headers=headers)
 
-    items = ItemReplica(s.broker_list, item_factors_topic(s), model.apply_item_record, model.knows,
-                        lambda outcome: metrics.ITEM_RECORDS.labels(outcome).inc(),
-                        fetch_max_wait_ms=s.fetch_max_wait_ms, options=s.kafka_options())
-    memory = EventReplica(s.broker_list, s.events_topic, model.learn_memory, model.forget_memory,
-                          metrics.MEMORY_EVENTS.inc, fetch_max_wait_ms=s.fetch_max_wait_ms, options=s.kafka_options())
+    items, memory = replicas(s, model)
     states: dict[str, dict] = {}
 
     def store(_event: object, key: str, value: dict | None) -> None:
@@ -106,7 +99,7 @@ async def main() -> None:
         model, s.weights, produce, states.get, store, lambda partition, offset: None,
         {"items": item_factors_topic(s), "users": changelog, "dlq": f"{s.events_topic}.dlq"},
         RecsPublisher(redis_client(s.redis_url, s.redis_timeout_s), s.redis_prefix, s.recs_ttl_s, s.stream_maxlen),
-        model_version(config, cooccurrence, consumers),
+        model_version(model.config, model.cooccurrence, model.young),
         barrier=HandOverBarrier(items.wait_caught_up).before_batch, memory_ready=memory.wait_for)
     metrics.ITEMS.set_function(lambda: float(len(model.mf.items)))
     metrics.serve(s.metrics_port)

@@ -57,6 +57,23 @@ log = logging.getLogger(__name__)
 NEVER_BY_COUNT = 2**62  # Faust's broker_commit_every: offsets are committed by time alone
 
 
+def worker_model(s: Settings) -> WorkerModel:
+    """The worker's model as the settings describe it, empty."""
+    return WorkerModel(s.mf_config(), s.cooccurrence_config(), s.consumers_config(), s.explore_config(),
+                       history_max=s.history_max, k=s.top_k, max_items=s.max_items)
+
+
+def replicas(s: Settings, model: WorkerModel) -> tuple[ItemReplica, EventReplica]:
+    """The item replica (every item-factor record into ``model``) and the events replica (every event
+    into its co-occurrence memory) a worker runs beside its agents."""
+    options = s.kafka_options()
+    return (ItemReplica(s.broker_list, item_factors_topic(s), model.apply_item_record, model.knows,
+                        lambda outcome: metrics.ITEM_RECORDS.labels(outcome).inc(),
+                        fetch_max_wait_ms=s.fetch_max_wait_ms, options=options),
+            EventReplica(s.broker_list, s.events_topic, model.learn_memory, model.forget_memory,
+                         metrics.MEMORY_EVENTS.inc, fetch_max_wait_ms=s.fetch_max_wait_ms, options=options))
+
+
 def model_version(config: MFConfig, cooccurrence: CooccurrenceConfig, consumers: ConsumersConfig) -> str:
     parts = [asdict(config), asdict(cooccurrence), asdict(consumers)]
     digest = hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -118,26 +135,19 @@ class Worker:
             value_serializer="raw",
             broker_credentials=s.kafka_credentials(),
         )
-        config, cooccurrence, consumers = s.mf_config(), s.cooccurrence_config(), s.consumers_config()
-        self.version = model_version(config, cooccurrence, consumers)
-        metrics.MODEL.info({"version": self.version, **{k: str(v) for k, v in asdict(config).items()},
-                            **{f"cooccurrence_{k}": str(v) for k, v in asdict(cooccurrence).items()},
-                            **{f"young_{k}": str(v) for k, v in asdict(consumers).items()},
+        self.model = m = worker_model(s)
+        self.version = model_version(m.config, m.cooccurrence, m.young)
+        metrics.MODEL.info({"version": self.version, **{k: str(v) for k, v in asdict(m.config).items()},
+                            **{f"cooccurrence_{k}": str(v) for k, v in asdict(m.cooccurrence).items()},
+                            **{f"young_{k}": str(v) for k, v in asdict(m.young).items()},
                             "explore_fit": str(s.explore_fit)})
-        self.model = WorkerModel(config, cooccurrence, consumers, s.explore_config(), history_max=s.history_max,
-                                 k=s.top_k, max_items=s.max_items)
         _export_zero_series(s)
         self.events = self.app.topic(s.events_topic, partitions=s.partitions)
         self.users = self.app.Table(USERS_TABLE, default=None, partitions=s.partitions,
                                     schema=faust.Schema(key_serializer="json", value_serializer="json"))
         fence_user_states(self.users)
-        self.replica = ItemReplica(s.broker_list, item_factors_topic(s), self.model.apply_item_record,
-                                   self.model.knows, lambda outcome: metrics.ITEM_RECORDS.labels(outcome).inc(),
-                                   fetch_max_wait_ms=s.fetch_max_wait_ms, options=s.kafka_options())
+        self.replica, self.event_replica = replicas(s, self.model)
         self.barrier = HandOverBarrier(self.replica.wait_caught_up)
-        self.event_replica = EventReplica(s.broker_list, s.events_topic, self.model.learn_memory,
-                                          self.model.forget_memory, metrics.MEMORY_EVENTS.inc,
-                                          fetch_max_wait_ms=s.fetch_max_wait_ms, options=s.kafka_options())
         self.redis = redis_client(s.redis_url, s.redis_timeout_s)
         self.pipeline = EventPipeline(
             self.model, s.weights, self.produce, self.users.data.get, self._store_user, self._user_persisted,

@@ -35,4 +35,3 @@ def test_a_commit_of_an_events_partition_flushes_that_partition_first_and_a_fail
     with pytest.raises(ConnectionError, match="broker gone"):
         asyncio.run(commit(TP("events", 1), 20))
     assert flushed == [[3]]
-
