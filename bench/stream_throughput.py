@@ -11,9 +11,6 @@ broker), each contender consumes everything with a fresh consumer group:
   their compacted topic), the span counted only while both hold partitions. For it and for
   ``polyrec``, the workers then drain the rest, stop, and the item-factor topic's event count of
   every item is checked against the events produced (the results of two workers equal one's);
-* ``polyrec_getmany``: polyrec's pipeline on a plain aiokafka consumer (``bench/getmany_worker.py``:
-  ``getmany`` batches, no Faust agent; not a worker: no table, no rebalance hand-over), the path past
-  Faust's per-record machinery, its item counts checked as above;
 * ``polyrec[VAR=VALUE]`` (with ``--variant VAR=VALUE[,VAR=VALUE]``, repeatable): the worker with
   those environment variables set, to measure settings against the defaults in one run;
 * ``polyrec@REV`` (with ``--baseline REV``, which may be given more than once): the worker of an
@@ -162,16 +159,6 @@ def noop_agent(bootstrap: str, topic: str, app_id: str, port: int) -> LocalServe
     return LocalServer("noop", f"127.0.0.1:{port}", proc, data)
 
 
-def getmany_worker(bootstrap: str, topic: str, app_id: str, port: int, **env: str) -> LocalServer:
-    """Start ``bench/getmany_worker.py`` (polyrec's pipeline on a plain aiokafka consumer) on ``topic``,
-    its metrics on ``port``; ``stop()`` ends it (SIGTERM: it writes its last item contributions)."""
-    env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, POLYREC_APP_ID=app_id, POLYREC_REDIS_PREFIX=app_id,
-               POLYREC_EVENTS_TOPIC=topic, POLYREC_METRICS_PORT=str(port), **env)
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "getmany_worker.py")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return LocalServer("getmany", f"127.0.0.1:{port}", proc, None)
-
-
 def polyrec_worker(bootstrap: str, topic: str, app_id: str, port: int, root: Path = ROOT,
                    **env: str) -> WorkerProcess:
     """Start a polyrec worker (the code under ``root``) on ``topic``, its metrics on ``port``; ``env``
@@ -193,17 +180,16 @@ def run_noop(bootstrap: str, topic: str, n: int, tag: str) -> tuple[float, dict]
 
 def run_polyrec(bootstrap: str, redis_url: str, topic: str, n: int, tag: str, loop: str = "uvloop",
                 root: Path = ROOT, workers: int = 1, expected: Counter | None = None,
-                env: dict[str, str] | None = None, getmany: bool = False) -> tuple[float, dict]:
+                env: dict[str, str] | None = None) -> tuple[float, dict]:
     """The rate of ``workers`` polyrec workers in one group (see :func:`_rate_from_counter`), ``env``
-    added to their environment; ``getmany``: ``bench/getmany_worker.py`` instead of a worker. With
+    added to their environment. With
     ``expected`` (events per item in the topic), they then drain the rest and stop, and the stats
     say whether the item-factor topic's event counts are exactly those (``item_counts_equal``) and
     how many items each worker knew (``items_known``)."""
     app_id = f"bench-{tag}"
     ports = [free_port() for _ in range(workers)]
     env = {"REDIS_URL": redis_url, "POLYREC_EVENT_LOOP": loop, **(env or {})}
-    group = [getmany_worker(bootstrap, topic, app_id, port, **env) if getmany
-             else polyrec_worker(bootstrap, topic, app_id, port, root, **env) for port in ports]
+    group = [polyrec_worker(bootstrap, topic, app_id, port, root, **env) for port in ports]
 
     def consuming() -> bool:  # every worker holds partitions, and between them all of them
         held = [w.assigned() for w in group]
@@ -353,8 +339,6 @@ def main() -> None:
             "polyrec": lambda tag: run_polyrec(tansu.address, redis_url, topic, args.events, tag, expected=expected),
             "polyrec_x2": lambda tag: run_polyrec(tansu.address, redis_url, topic, args.events, f"{tag}-x2",
                                                   workers=2, expected=expected),
-            "polyrec_getmany": lambda tag: run_polyrec(tansu.address, redis_url, topic, args.events, f"{tag}-gm",
-                                                       expected=expected, getmany=True),
             "polyrec_asyncio": lambda tag: run_polyrec(tansu.address, redis_url, topic, args.events, f"{tag}-aio",
                                                        loop="asyncio"),
         }
@@ -432,7 +416,7 @@ def main() -> None:
                   f"p50 {fresh['p50_ms']:.0f} ms, p99 {fresh['p99_ms']:.0f} ms over {fresh['events']:,} events "
                   f"({fresh['events_without_update']} without an update; produced at "
                   f"{fresh['produced_events_per_s']:,.0f}/s)")
-    for name in ("polyrec", "polyrec_x2", "polyrec_getmany"):
+    for name in ("polyrec", "polyrec_x2"):
         console.print(f"{name}: items known per worker (each repeat) "
                       f"{[st['items_known'] for st in stats[name]]}, item-factor counts equal to the topic's "
                       f"{[st['item_counts_equal'] for st in stats[name]]}, events share per worker "

@@ -1,13 +1,15 @@
 """The Faust application of one worker process: :class:`Worker`.
 
 Reading order: ``Worker.__init__`` builds the parts (the model, the users table, the replicas, the
-pipelines) and ``_register`` hands its methods to Faust. The ``learn`` agent runs one actor per
-assigned ``events`` partition (isolated partitions), waits for the replicas to catch up, then feeds
-micro-batches (``take_events``) to :class:`stream.pipeline.EventPipeline`.
+pipelines) and ``_register`` hands its methods to Faust. Faust's fetch loop appends the ``events``
+records to per-partition buffers (:mod:`stream.batches`); one task per assigned ``events``
+partition waits for the replicas to catch up, then feeds what its partition buffered, as
+micro-batches, to :class:`stream.pipeline.EventPipeline`. The items topic has a Faust agent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -29,8 +31,10 @@ from polyrec.consumers import ConsumersConfig
 from polyrec.cooccurrence import CooccurrenceConfig
 from polyrec.mf import MFConfig
 from stream import metrics
-from stream.dead_letters import BatchSteps, Stalls, process_or_dead_letter
+from stream.batches import Delivered, PartitionBuffers
+from stream.dead_letters import Stalls, process_or_dead_letter
 from stream.faust_patches import (
+    install_batch_delivery,
     install_fetch_max_wait,
     install_flush_on_commit,
     install_recovery_fix,
@@ -55,6 +59,7 @@ log = logging.getLogger(__name__)
 
 
 NEVER_BY_COUNT = 2**62  # Faust's broker_commit_every: offsets are committed by time alone
+BUFFERED_BATCHES = 4  # a partition's buffer holds this many POLYREC_BATCH_MAX batches at most
 
 
 def worker_model(s: Settings) -> WorkerModel:
@@ -161,6 +166,8 @@ class Worker:
             s.projection_alpha, s.projection_min_count, s.projection_refit_s)
         self.stalls = Stalls()  # batches waiting for the broker or Redis to come back
         self.in_order = InOrder()  # each assigned partition's next offset to learn
+        self.buffers = PartitionBuffers(BUFFERED_BATCHES * s.batch_max)  # fetched events, not yet taken
+        self._learning: dict[TP, asyncio.Task] = {}  # assigned events partition -> the task learning it
         self._assigned_once = threading.Event()  # the consumer has started (the web server answers before)
         self._lag_series: set[int] = set()  # the events partitions this worker exports a lag series for
         self._register()
@@ -168,7 +175,9 @@ class Worker:
     def _register(self) -> None:
         """Hand the methods to Faust, and the gauges to Prometheus."""
         app, s = self.app, self.settings
-        app.agent(self.events, name="learn", isolated_partitions=True)(self.learn)
+        app.topics.add(self.events)  # subscribed, acknowledged and committed as an agent's topic is
+        install_batch_delivery(app, s.events_topic, self.buffers.put)
+        app.flow_control.manage_queue(self.buffers)  # emptied when Faust clears its queues
         if self.item_pipeline is not None:
             app.agent(app.topic(s.items_topic, partitions=s.partitions), name="encode_items")(self.encode_items)
         install_flush_on_commit(app, s.events_topic, self.pipeline.flush_items)
@@ -210,60 +219,90 @@ class Worker:
         # Faust records this itself only for changelog records it sends; the pipeline sends its own
         self.users.data.set_persisted_offset(TP(self.users.changelog_topic.get_topic_name(), partition), offset)
 
-    # -- agents ------------------------------------------------------------------------------
-    async def learn(self, stream: faust.StreamT) -> None:
-        """The events agent, one actor per assigned partition."""
-        await self.replica.wait_caught_up()  # the catch-ups from the topics' start, holding no events
-        await self.event_replica.wait_caught_up(timeout=None)  # as long as the events topic takes to read
-        await self._consume(stream, self.settings.batch_max, self.pipeline)
+    # -- learning: a task per events partition, the items agent --------------------------------
+    def _start_learning(self, tps: Iterable[TP]) -> None:
+        """A learning task for each of ``tps`` that has none."""
+        for tp in tps:
+            if tp not in self._learning or self._learning[tp].done():
+                self._learning[tp] = asyncio.ensure_future(self._learn_partition(tp))
+
+    async def _stop_learning(self, tps: Iterable[TP]) -> None:
+        """Cancel the learning tasks of ``tps`` (revoked partitions, a stop) and wait for them. At a
+        rebalance or stop Faust has already waited for their batches in flight (they are tracked)."""
+        tasks = [self._learning.pop(tp) for tp in list(tps) if tp in self._learning]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _learn_partition(self, tp: TP) -> None:
+        """Learn one ``events`` partition's buffered records, a batch at a time, until cancelled; an
+        error no batch step handles (a bug) stops the worker, committing nothing more."""
+        try:
+            await self.replica.wait_caught_up()  # the catch-ups from the topics' start, holding no events
+            await self.event_replica.wait_caught_up(timeout=None)  # as long as the events topic takes
+            while True:
+                await self.buffers.wait(tp)
+                await self.app.flow_control.acquire()  # no batch starts during a rebalance or stop
+                records = self.buffers.take(tp, self.settings.batch_max)  # no await since acquire
+                if records:
+                    await self._learn_batch(tp, records)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("learning %s[%d] failed: stopping the worker", tp.topic, tp.partition)
+            await self.app.crash(exc)
+
+    async def _learn_batch(self, tp: TP, records: list) -> None:
+        """One batch of ``tp``'s records, learned in offset order (:class:`stream.offsets.InOrder`: a
+        batch that jumps over offsets is not learned, and the partition is read again from the first
+        missing one). Its records are tracked by Faust's consumer while the batch is processed, and
+        acknowledged (so that a commit may cover them) only once it is processed to the end; a batch
+        cut short (a cancelled task, a crash) leaves them unacknowledged, and they are read again."""
+        keep, offset = self.in_order.check(tp, [m.offset for m in records])
+        if offset is not None:  # events before these were not delivered: read them first
+            log.warning("%s[%d]: a batch from offset %d came before offset %d: reading the partition "
+                        "again from there", tp.topic, tp.partition, records[0].offset, offset)
+            metrics.REWINDS.labels(tp.topic).inc()
+            self.buffers.drop(tp)  # before the seek: what comes after it is read from the offset
+            await seek(self.app, tp, offset)  # in the consumer's thread (faust_patches 5)
+            return
+        batch = [Delivered(records[k]) for k in keep]  # a record delivered twice is learned once
+        consumer = self.app.consumer
+        for event in batch:
+            consumer.track_message(event.message)
+        try:
+            await process_or_dead_letter(self.pipeline, batch, stalls=self.stalls)
+        except BaseException as exc:
+            # Faust waits (at the next rebalance, or stop) until tracked messages are acknowledged or
+            # garbage: neither the traceback nor this frame may hold the batch
+            traceback.clear_frames(exc.__traceback__)
+            batch.clear()
+            raise
+        self.in_order.learned(tp, batch[-1].message.offset)
+        for event in batch:
+            consumer.ack(event.message)
 
     async def encode_items(self, stream: faust.StreamT) -> None:
-        """The items agent: encode new items' texts, place them, share them."""
-        assert self.item_pipeline is not None  # registered only with the pipeline
-        await self.replica.wait_caught_up()
-        await self._consume(stream, self.settings.items_batch_max, self.item_pipeline)
-
-    async def _consume(self, stream: faust.StreamT, batch_max: int, steps: BatchSteps) -> None:
-        """Feed micro-batches to ``steps``; a batch's events are acknowledged (so that a commit may
-        cover them) only once it is processed to the end.
+        """The items agent: encode new items' texts, place them, share them. A batch's events are
+        acknowledged (so that a commit may cover them) only once it is processed to the end.
 
         Faust's ``take_events`` acknowledges a batch in a ``finally``, also when the agent is
-        cancelled in the middle of it (a rebalance stops the actors of revoked partitions), and a
-        commit could then cover events that were never learned. So each event's message is held
-        (one more reference) while its batch is processed and released after: ``take_events``' own
-        acknowledgement of an abandoned batch leaves it unacknowledged, and its next owner replays
-        it. Batches of the ``events`` topic (one partition each) are also learned in offset order
-        (:class:`stream.offsets.InOrder`; a batch that jumps over offsets is skipped: :func:`_skip`);
-        the items agent's mix partitions and are not checked.
-        """
-        batches = stream.take_events(batch_max, within=self.settings.batch_window_s)
+        cancelled in the middle of it (a rebalance stops an agent's actors), and a commit could then
+        cover events that were never processed. So each event's message is held (one more
+        reference) while its batch is processed and released after: ``take_events``' own
+        acknowledgement of an abandoned batch leaves it unacknowledged, and it is read again."""
+        assert self.item_pipeline is not None  # registered only with the pipeline
+        await self.replica.wait_caught_up()
+        batches = stream.take_events(self.settings.items_batch_max, within=self.settings.batch_window_s)
         try:
             async for batch in batches:
-                tp = batch[0].message.tp
-                in_order = tp.topic == self.settings.events_topic
-                keep, offset = (self.in_order.check(tp, [event.message.offset for event in batch]) if in_order
-                                else (list(range(len(batch))), None))
-                if offset is not None:  # events before these were not delivered: read them first
-                    log.warning("%s[%d]: a batch from offset %d came before offset %d: reading the partition "
-                                "again from there", tp.topic, tp.partition, batch[0].message.offset, offset)
-                    metrics.REWINDS.labels(tp.topic).inc()
-                    await seek(self.app, tp, offset)  # in the consumer's thread (faust_patches 5)
-                    _skip(batch)
-                    batch.clear()
-                    continue
-                if len(keep) < len(batch):  # a record delivered twice is learned once
-                    batch[:] = [batch[k] for k in keep]
                 _hold(batch)
                 try:
-                    await process_or_dead_letter(steps, batch, stalls=self.stalls)
+                    await process_or_dead_letter(self.item_pipeline, batch, stalls=self.stalls)
                 except BaseException as exc:
-                    # Faust waits (at the next rebalance, or stop) until unacknowledged messages are
-                    # garbage: neither the traceback Faust keeps nor this frame may hold the batch
-                    traceback.clear_frames(exc.__traceback__)
+                    traceback.clear_frames(exc.__traceback__)  # see _learn_batch
                     batch.clear()
                     raise
-                if in_order:
-                    self.in_order.learned(tp, batch[-1].message.offset)
                 _ack(batch)
         finally:
             await batches.aclose()  # now, not when collected: its own references to the batch go
@@ -276,6 +315,7 @@ class Worker:
     async def hand_over(self, app: faust.App, revoked: set, **kwargs: object) -> None:
         """Before a partition's next owner starts: its contributions written, users reloaded later."""
         self.barrier.rebalancing()
+        await self._stop_learning(tp for tp in revoked if tp.topic == self.settings.events_topic)
         partitions = self._events_partitions(revoked)
         await self.pipeline.flush_items(partitions)
         self.model.forget_users()
@@ -292,6 +332,7 @@ class Worker:
         log.info("assigned %s: learning from offsets %s", s.events_topic,
                  {tp.partition: offset for tp, offset in sorted(start.items())})
         self.in_order.expect({TP(tp.topic, tp.partition): offset for tp, offset in start.items()})
+        self._start_learning(TP(tp.topic, tp.partition) for tp in mine)
         self._assigned_once.set()
         self._drop_users_elsewhere({tp.partition for tp in assigned
                                     if tp.topic == self.users.changelog_topic.get_topic_name()})
@@ -320,7 +361,9 @@ class Worker:
                      len(gone), sorted(partitions))
 
     async def close(self, app: faust.App, **kwargs: object) -> None:
-        """Before Faust shuts down: the encoder's threads, the Redis connections."""
+        """Before Faust shuts down (it has waited for the batches in flight): the learning tasks, the
+        encoder's threads, the Redis connections."""
+        await self._stop_learning(list(self._learning))
         if self.item_pipeline is not None:
             self.item_pipeline.encoder.close()
         await self.redis.aclose()
@@ -400,23 +443,10 @@ class Worker:
 
 def _hold(batch: list) -> None:
     """One more reference on each event's message, released by ``event.ack()`` once processed
-    (a function, not a loop in ``Worker._consume``, whose loop variable would keep the last event
+    (a function, not a loop in ``Worker.encode_items``, whose loop variable would keep the last event
     alive while the agent waits for its next batch)."""
     for event in batch:
         event.message.incref()
-
-
-def _skip(batch: list) -> None:
-    """Mark a rewound batch's messages as acknowledged *without* telling the consumer: Faust then
-    neither commits their offsets (they are read again from the seek) nor waits for them.
-
-    They used to be held with one more reference instead, which kept them unacknowledged until they
-    were garbage; but ``take_events`` keeps the batch's last event in its own loop variable while it
-    waits for the next batch, so at the next rebalance Faust's ``wait_empty`` waited for it for
-    minutes, the worker was dropped from the group and its partitions stalled (the rebalance fault
-    test, 2026-12-05: "wait_empty: Waiting for tasks [(1, <ConsumerMessage ... offset=3049>)]")."""
-    for event in batch:
-        event.message.acked = True
 
 
 def _ack(batch: list) -> None:

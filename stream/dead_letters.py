@@ -199,7 +199,7 @@ async def _until_done(step: Callable[[], Awaitable[None]], *, topic: str, where:
     """Run ``step`` until it succeeds (None), retrying infrastructure errors for as long as they
     last; any other error after ``attempts`` failures is returned. Cancelled while it waits (the
     partition revoked, or the worker stopping, during an outage), it stops: the batch stays
-    unacknowledged (``stream.app.Worker._consume``) and the partition's next owner replays it."""
+    unacknowledged (``stream.app.Worker._learn_batch``) and the partition's next owner replays it."""
     failures, stalled = 0, False
     try:
         while True:

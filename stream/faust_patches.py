@@ -32,10 +32,21 @@ here, and against the tests named in each section.
    the consumer's thread and then resets Faust's read position as its ``seek`` does. Upstream: the
    same direct call in faust-streaming 0.15.3 (no issue found, 2026-12-06). Test: the rewinds of
    ``test_sigkill_while_busy_neither_loses_nor_doubles_an_event`` (make faults).
+6. ``install_batch_delivery``: the ``events`` topic's records go from Faust's fetch loop straight
+   into the worker's per-partition buffers (stream/batches.py), not through the conductor, a
+   channel queue and an agent's stream. Faust's loop (``Consumer._drain_messages``) awaits every
+   record with ``Service.wait_first``, four new tasks per record: with the rest of that path it cost
+   ~70 µs per event on a 2-core VM, more than polyrec's own work (docs/performance.md). This loop is
+   Faust's, record for record (read offsets, gaps, the commit trigger, other topics' records to the
+   conductor as before), except that an ``events`` record is appended, and waited on only when its
+   partition's buffer is full. Upstream: the same loop in faust-streaming 0.15.3 (2026-12-06).
+   Tests: tests/unit/stream/test_batches.py, and every stream integration and fault test (each
+   runs the worker, whose events all come this way).
 """
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -44,6 +55,7 @@ import faust
 import faust.streams as faust_streams
 from aiokafka import TopicPartition
 from faust.app._attached import Attachments
+from faust.transport import consumer as faust_consumer
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from faust.types import TP
 
@@ -129,3 +141,77 @@ async def seek(app: faust.App, tp: TP, offset: int) -> None:
     thread = consumer._thread
     await thread.call_thread(thread.seek, tp, offset)
     consumer._read_offset[tp] = offset if offset else None
+
+
+# -- 6. the events topic's records straight into the worker's buffers ---------------------------------
+Put = Callable[[Any], Awaitable[Any] | None]  # PartitionBuffers.put
+_BATCH_TOPICS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # app -> (topic, put)
+
+
+def install_batch_delivery(app: faust.App, topic: str, put: Put) -> None:
+    """Hand every record of ``topic`` that ``app``'s consumer fetches to ``put`` (in fetch order)."""
+    _BATCH_TOPICS[app] = (topic, put)
+    if not getattr(faust_consumer.Consumer._drain_messages, "_polyrec", False):
+        faust_consumer.Consumer._drain_messages = _drain_messages
+
+
+async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - Faust's fetch loop
+    """``faust.transport.consumer.Consumer._drain_messages`` with section 6's one change."""
+    batch_topic, put = _BATCH_TOPICS.get(self.app, (None, None))
+    callback = self.callback
+    getmany = self.getmany
+    consumer_should_stop = self._stopped.is_set
+    fetcher_should_stop = fetcher._stopped.is_set
+    get_read_offset = self._read_offset.__getitem__
+    set_read_offset = self._read_offset.__setitem__
+    flag_consumer_fetching = faust_consumer.CONSUMER_FETCHING
+    set_flag, unset_flag = self.diag.set_flag, self.diag.unset_flag
+    commit_every = self._commit_every
+    acks_enabled_for = self.app.topics.acks_enabled_for
+    yield_every, num_since_yield = 100, 0
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(flag_consumer_fetching)
+            ait = getmany(timeout=1.0)
+            await self.sleep(0)
+            if not self.should_stop:
+                async for tp, message in ait:
+                    num_since_yield += 1
+                    if num_since_yield > yield_every:
+                        await asyncio.sleep(0)
+                        num_since_yield = 0
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is None or offset >= r_offset:
+                        gap = offset - (r_offset or 0)
+                        if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None and self._n_acked >= commit_every:
+                            self._n_acked = 0
+                            await self.commit()
+                        if message.topic == batch_topic:
+                            full = put(message)
+                            if full is not None:
+                                await self.wait_first(full, self.suspend_flow.wait())
+                        else:
+                            await self.wait_first(callback(message), self.suspend_flow.wait())
+                        set_read_offset(tp, offset)
+                unset_flag(flag_consumer_fetching)
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            self.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            self.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        self.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(flag_consumer_fetching)
+
+
+_drain_messages._polyrec = True  # type: ignore[attr-defined]

@@ -116,7 +116,8 @@ class Settings:
                             "Distinct recent items kept per user for seen-item exclusion.")
     batch_max: int = _env("POLYREC_BATCH_MAX", 1000, "Most events in one micro-batch.")
     batch_window_s: float = _env("POLYREC_BATCH_WINDOW_S", 0.1,
-                                 "Longest wait to fill a micro-batch, seconds.")
+                                 "Longest wait to fill a micro-batch of the items agent, seconds (an events "
+                                 "batch takes what its partition has buffered, without waiting).")
     redis_prefix: str = _env("POLYREC_REDIS_PREFIX", "polyrec",
                              "Prefix of every Redis key polyrec writes.")
     recs_ttl_s: int = _env("POLYREC_RECS_TTL_S", 7 * 24 * 3600, "TTL of a user's recommendation key, seconds.")

@@ -1,11 +1,11 @@
 """A flood of new item ids (the reliability issue's hole 4, test T10, ``make faults``): one worker
 with ``POLYREC_MAX_ITEMS`` = 20,000 takes 120,000 events whose item ids are all new, at full speed.
 
-Its memory must grow with the items it admits and then stop: the RSS per admitted item stays
-within the documented budget (docs/operations.md, "Item capacity"), and over the second half of
-the refused events it grows by at most 10 MB. Every event is accounted for:
-learned (the users' applied counts) or dead-lettered as ``item_capacity``, nothing else; the
-worker restarts (replaying every item record) and is ready within 120 s."""
+Its memory must grow with the items it admits and then stop: over the second half of the refused
+events it grows by at most 10 MB. Every event is accounted for: learned (the users' applied counts)
+or dead-lettered as ``item_capacity``, nothing else. The worker restarts (replaying every item
+record), is ready within 120 s, and holds the items within the documented budget per item
+(docs/operations.md, "Item capacity")."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tests.support import applied_counts, metric_value, read_topic, rss_mb, run,
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.faults]
 EVENTS, CAP, USERS = 120_000, 20_000, 500
-KB_PER_ITEM = 3.0  # the budget docs/operations.md states for 4 partitions and dimension 32
+KB_PER_ITEM = 6.0  # the budget docs/operations.md states for 4 partitions and dimension 32 (RSS after a restart)
 MB_FLAT = 10.0  # growth allowed over the second half of the refused events (none is per event)
 
 
@@ -71,22 +71,26 @@ def test_a_flood_of_new_item_ids_stops_at_the_cap_with_every_event_accounted_for
 
     items, rss = (np.array(x) for x in zip(*samples))
     full = np.flatnonzero(items >= CAP)[0]  # the first sample at the cap
-    per_item_kb = (rss[full] - before) / CAP * 1024
     # past the cap the consumers' buffers fill (the backlog of refused events), then RSS is flat
     half = full + (len(rss) - full) // 2
     growth_mb = rss[half:].max() - rss[half]
-    report = (f"RSS {before:.0f} MB before, {rss[full]:.0f} MB at the cap: {per_item_kb:.2f} KB per admitted item "
-              f"(users and batches included); then up to {rss[full:].max():.0f} MB, and {growth_mb:.1f} MB more over "
-              f"the second half of the {len(rss) - full} samples past the cap")
+    report = (f"RSS {before:.0f} MB before, {rss[full]:.0f} MB at the cap (the consumers' buffers, the batches and "
+              f"the pending item records included); then up to {rss[full:].max():.0f} MB, and {growth_mb:.1f} MB "
+              f"more over the second half of the {len(rss) - full} samples past the cap")
     print(report)
-    assert per_item_kb <= KB_PER_ITEM, report
     assert growth_mb <= MB_FLAT, report
 
     assert w.stop() == 0
     started = time.monotonic()
     again = workers.new(env)
     again.wait_ready(120)
-    print(f"ready again after {time.monotonic() - started:.1f} s")
+    # what a worker keeps per item: a restarted one holds the items (replayed from their topic) and
+    # no backlog, so its RSS less a fresh worker's is theirs (how fast events came does not enter it:
+    # RSS at the cap, above, ranged over 1.7-4.4 KB per item with the rate and the commits' timing)
+    known_again = metric_value(again.metrics(), "polyrec_items_known")
+    per_item_kb = (rss_mb(again.proc.pid) - before) / known_again * 1024
+    print(f"ready again after {time.monotonic() - started:.1f} s, {per_item_kb:.2f} KB of RSS per item it holds")
+    assert per_item_kb <= KB_PER_ITEM, per_item_kb
     # the replicas refill the places first come, in their own order: the cap holds again
-    assert CAP <= metric_value(again.metrics(), "polyrec_items_known") <= known
+    assert CAP <= known_again <= known
     assert json.loads(dead[0].value)["item_id"].startswith("flood-")

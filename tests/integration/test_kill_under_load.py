@@ -11,6 +11,7 @@ now names the users whose counts differ, with their changelog states and event o
 import json
 import random
 import signal
+import threading
 import time
 from collections import Counter
 
@@ -32,14 +33,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EVENTS, USERS, ITEMS = 20_000, 300, 400
 
 
-def _send_stream(broker: str, env: dict, seed: int, events: int = EVENTS) -> tuple[Counter, dict[str, int]]:
-    """Send ``events`` clicks of random users and items (ts = 1.7e12 + their index); returns each
-    user's event count and their last event's ts."""
+def _send_stream(broker: str, env: dict, seed: int, events: int = EVENTS,
+                 rate: float | None = None) -> tuple[Counter, dict[str, int]]:
+    """Send ``events`` clicks of random users and items (ts = 1.7e12 + their index), at most
+    ``rate`` a second; returns each user's event count and their last event's ts."""
     rng = random.Random(seed)
     stream = [(f"u{rng.randrange(USERS)}", f"i{rng.randrange(ITEMS)}") for _ in range(events)]
     run(send_records(broker, env["POLYREC_EVENTS_TOPIC"],
                      (event_record(user, item, "click", ts=1_700_000_000_000 + k) for k, (user, item) in
-                      enumerate(stream)), linger_ms=20))
+                      enumerate(stream)), rate=rate, linger_ms=20))
     return Counter(user for user, _ in stream), {user: 1_700_000_000_000 + k for k, (user, _) in enumerate(stream)}
 
 
@@ -73,25 +75,32 @@ def test_sigkill_while_busy_neither_loses_nor_doubles_an_event(store, broker, tm
 
 @pytest.mark.faults
 def test_rebalances_under_traffic_neither_lose_nor_double_an_event(broker, tmp_path, workers, redis_client):
-    """A second and a third worker join while the first drains 40,000 events, then the first leaves
-    (SIGTERM): three rebalances with batches in flight.
+    """A second and a third worker join while 40,000 events arrive at 2,000 a second, then the first
+    leaves (SIGTERM): three rebalances with batches in flight.
 
     Failed 7 runs of 10 before ``InOrder``: a new owner got offsets 3198 on before 3186-3197, and
-    those events never reached their users' states. (With 20,000 events a fast machine drained
-    them all while the two workers started: 2026-12-05.)"""
+    those events never reached their users' states. (With 20,000 events sent at once a fast machine
+    drained them all while the two workers started, 2026-12-05; with 40,000 the batch path did,
+    2026-12-06: the events now arrive while the workers join.)"""
     events = 2 * EVENTS
     env = worker_env(broker, tmp_path, POLYREC_ITEMS_AGENT="0")
     first = workers.new(env)
     first.wait_ready()
-    expected, _ = _send_stream(broker, env, 11, events)
-    wait_for(lambda: metric_value(first.metrics(), "polyrec_events_total") >= 0.1 * events, 120, interval=0.05,
-             what="10% consumed")
-    joined = [workers.new(env), workers.new(env)]
-    for w in joined:
-        w.wait_ready()
-    assert sum(applied_counts(broker, env).values()) < 0.95 * events, "drained before the rebalances: not under load"
-    assert first.stop() == 0
-    assert_every_event_applied_once(broker, env, expected, joined)
+    sent: dict[str, tuple[Counter, dict[str, int]]] = {}
+    sender = threading.Thread(target=lambda: sent.setdefault("stream", _send_stream(broker, env, 11, events,
+                                                                                     rate=2000)))
+    sender.start()
+    try:
+        wait_for(lambda: metric_value(first.metrics(), "polyrec_events_total") >= 0.1 * events, 120,
+                 interval=0.05, what="10% consumed")
+        joined = [workers.new(env), workers.new(env)]
+        for w in joined:
+            w.wait_ready()
+        assert sender.is_alive(), "every event was sent before the workers joined: not under traffic"
+        assert first.stop() == 0
+    finally:
+        sender.join()
+    assert_every_event_applied_once(broker, env, sent["stream"][0], joined)
     assert run(read_topic(broker, f"{env['POLYREC_EVENTS_TOPIC']}.dlq")) == []
 
 
