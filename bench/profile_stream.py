@@ -71,12 +71,12 @@ def shares(raw: Path) -> tuple[int, collections.Counter, collections.Counter]:
 
 # a worker's samples split into parts: the first rule whose frames a stack holds takes it
 PARTS = [
-    ("polyrec: item contributions at commit (flush_items)", ("FlushOnCommit", "flush_items")),
+    ("polyrec: user states and item contributions at commit (flush)", ("FlushOnCommit", "EventPipeline.flush")),
     ("polyrec: the item and events replicas", ("TopicReplica.run",)),
     ("polyrec: learning the batch (WorkerModel.process)", ("WorkerModel.process",)),
     ("polyrec: validation", ("EventPipeline.validate",)),
     ("polyrec: the top-K thread (RecsJob.run)", ("RecsJob.run",)),
-    ("polyrec: persisting and publishing", ("_persist_and_publish", "EventPipeline._publish")),
+    ("polyrec: holding states and publishing", ("_hold_and_publish", "EventPipeline._publish")),
     ("polyrec: the rest of the agent body", ("process_or_dead_letter", "EventPipeline.")),
     ("Faust: stream iteration (take_events, _c_aiter, acks)", ("take_events", "_c_aiter", "Stream.ack", "Event.ack")),
     ("Faust/aiokafka: consumer, fetcher, commits", ("_drain_messages", "Fetcher", "on_message", "Consumer.",

@@ -34,12 +34,12 @@ from stream import metrics
 from stream.batches import Delivered, PartitionBuffers
 from stream.dead_letters import Stalls, process_or_dead_letter
 from stream.faust_patches import (
+    current_partition,
     install_batch_delivery,
     install_fetch_max_wait,
     install_flush_on_commit,
     install_recovery_fix,
     seek,
-    set_current_event,
 )
 from stream.faust_process import drop_monitor
 from stream.fencing import fence_user_states
@@ -180,7 +180,7 @@ class Worker:
         app.flow_control.manage_queue(self.buffers)  # emptied when Faust clears its queues
         if self.item_pipeline is not None:
             app.agent(app.topic(s.items_topic, partitions=s.partitions), name="encode_items")(self.encode_items)
-        install_flush_on_commit(app, s.events_topic, self.pipeline.flush_items)
+        install_flush_on_commit(app, s.events_topic, self.pipeline.flush)
         app.on_partitions_revoked.connect(self.hand_over)
         app.on_partitions_assigned.connect(self.on_assigned)
         app.on_before_shutdown.connect(self.close)
@@ -208,12 +208,12 @@ class Worker:
                       headers: list | None):
         return await self.app.producer.send(topic, key, value, partition, None, headers)
 
-    def _store_user(self, event: faust.EventT, key: str, value: dict | None) -> None:
-        set_current_event(event)  # the RocksDB store's partition (stream/faust_patches.py)
-        if value is not None:
-            self.users.data[key] = value
-        elif key in self.users.data:  # an erased user (its tombstone is on the changelog)
-            del self.users.data[key]
+    def _store_user(self, partition: int, key: str, value: dict | None) -> None:
+        with current_partition(partition):  # the RocksDB store's partition (stream/faust_patches.py)
+            if value is not None:
+                self.users.data[key] = value
+            elif key in self.users.data:  # an erased user (its tombstone is on the changelog)
+                del self.users.data[key]
 
     def _user_persisted(self, partition: int, offset: int) -> None:
         # Faust records this itself only for changelog records it sends; the pipeline sends its own
@@ -317,7 +317,7 @@ class Worker:
         self.barrier.rebalancing()
         await self._stop_learning(tp for tp in revoked if tp.topic == self.settings.events_topic)
         partitions = self._events_partitions(revoked)
-        await self.pipeline.flush_items(partitions)
+        await self.pipeline.flush(partitions)
         self.model.forget_users()
         self.pipeline.revoked(partitions)  # a stale position must not count if the partition comes back
 
@@ -432,11 +432,14 @@ class Worker:
         return {"ready": ok, "assigned": assigned}, 200 if ok else 503
 
     async def user_state(self, user_id: str) -> tuple[dict, int]:
-        """This worker's durable state of one user (404 if the user is not on this worker)."""
-        raw = self.users.data.get(user_id)
-        if raw is None:
-            return {"error": f"user {user_id!r} has no state on this worker"}, 404
-        st = UserState.from_json(raw)
+        """This worker's newest state of one user: learned since the last flush, else the table's
+        (404 if the user is not on this worker)."""
+        st = self.pipeline.held_state(user_id)
+        if st is None:
+            raw = self.users.data.get(user_id)
+            if raw is None:
+                return {"error": f"user {user_id!r} has no state on this worker"}, 404
+            st = UserState.from_json(raw)
         return {"user_id": user_id, "factors": st.factors.tolist(), "accum": st.accum,
                 "history": st.history, "offset": st.offset, "partition": st.partition, "applied": st.applied}, 200
 

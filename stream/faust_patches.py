@@ -13,16 +13,16 @@ here, and against the tests named in each section.
    holds fetches that long when records trickle in, and the wait is part of every event's freshness
    (``POLYREC_FETCH_MAX_WAIT_MS``, docs/performance.md). Upstream: still hard-coded in
    faust-streaming 0.15.3 (no issue found, 2026-12-03). Test: tests/integration/test_fetch_wait.py.
-3. ``install_flush_on_commit``: item contributions are durable before Faust commits the offsets they
-   cover. Faust commits through one path, which first publishes the messages "attached" to those
+3. ``install_flush_on_commit``: user states and item contributions are durable before Faust commits
+   the offsets they cover. Faust commits through one path, which first publishes the messages "attached" to those
    offsets (``Attachments.publish_for_tp_offset``); :class:`FlushOnCommit` writes the partition's
-   pending contributions there (``EventPipeline.flush_items``) and waits for the acknowledgements
+   pending states and contributions there (``EventPipeline.flush``) and waits for the acknowledgements
    itself (Faust's own wait does not raise when a send fails), so a failed write stops the commit.
    Upstream: Faust has no public pre-commit hook. Test: tests/unit/stream/test_commits.py.
-4. ``set_current_event``: Faust's RocksDB store picks its per-partition database from the current
-   event, which Faust leaves empty inside a ``take_events`` body; the pipeline names the batch's
-   event before it writes a user's state. Upstream: the same gap for periodic flushes was fixed in
-   faust-streaming/faust#522; ``take_events`` still has it. Test: ``test_user_state_survives_a_restart``
+4. ``current_partition``: Faust's RocksDB store picks its per-partition database from the current
+   event, which Faust sets only inside an agent's stream; the worker names a stand-in event of the
+   partition while it writes a user's state (at a flush, or an erasure). Upstream: the same gap for
+   periodic flushes was fixed in faust-streaming/faust#522. Test: ``test_user_state_survives_a_restart``
    (its RocksDB case) in tests/integration/test_stream_integration.py.
 5. ``seek``: Faust's ``Consumer.seek`` calls aiokafka's ``seek`` from the agent's thread, while the
    aiokafka consumer lives in Faust's consumer thread; ``Fetcher.seek_to`` then deletes the
@@ -47,8 +47,10 @@ here, and against the tests named in each section.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -127,10 +129,26 @@ def install_flush_on_commit(app: faust.App, topic: str, flush: Flush) -> None:
     app._attachments = FlushOnCommit(app, topic, flush)
 
 
-# -- 4. the current event inside take_events -----------------------------------------------------------
-def set_current_event(event: faust.EventT) -> None:
-    """Make ``event`` Faust's current event (the RocksDB store reads its partition from it)."""
-    faust_streams._current_event.set(weakref.ref(event))
+# -- 4. the current event of a table write ------------------------------------------------------------
+class _PartitionEvent:
+    """What Faust's RocksDB store reads of the current event: its message's partition."""
+
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition)
+
+
+@contextlib.contextmanager
+def current_partition(partition: int) -> Iterator[None]:
+    """Within the block, Faust's current event is one of ``partition`` (the RocksDB store writes to
+    that partition's database)."""
+    event = _PartitionEvent(partition)  # held here: Faust keeps a weak reference
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
 
 
 # -- 5. a seek from the consumer's own thread ------------------------------------------------------------

@@ -1,12 +1,15 @@
 """One micro-batch of one ``events`` partition, start to finish.
 
-The batch's user records are sent and acknowledged by the broker (and the recommendations written
-to Redis, concurrently) before the agent returns; only then does Faust acknowledge the batch's
-offsets. Item contributions are not sent per batch: ``flush_items`` writes one record per item
-touched since the last flush, and Faust calls it (stream/faust_patches.py: FlushOnCommit) before it commits a
-partition's offsets, so a popular item costs one record per commit interval instead of one per
-batch. Their relative order does not matter: each user state and each item contribution carries
-the offset it is complete to, so a replay applies exactly the side that was lost (see
+A batch's recommendations are written to Redis before it is done; its users' states and its item
+contributions are not sent per batch: ``flush`` writes one state per user and one record per item
+touched since the last flush, waits for the broker's acknowledgements, and only then puts the
+states into the local table store. Faust calls it (stream/faust_patches.py: FlushOnCommit) before
+it commits a partition's offsets, and the worker at a hand-over, so an active user costs one
+changelog record per commit interval instead of one per batch, and a popular item likewise.
+Until then the partition's newest states are held here and read before the table's. A crash
+loses them together with the offsets not yet committed, and the replay learns those events again;
+their relative order does not matter: each user state and each item contribution carries the
+offset it is complete to, so a replay applies exactly the side that was lost (see
 stream/state.py).
 """
 
@@ -60,7 +63,7 @@ STATE_WARNINGS = {
 
 class EventPipeline:
     def __init__(self, model: WorkerModel, weights: dict[str, float], produce: Produce,
-                 users_get: Callable[[str], Any], users_store: Callable[[Any, str, dict], None],
+                 users_get: Callable[[str], Any], users_store: Callable[[int, str, dict | None], None],
                  users_persisted: Callable[[int, int], None], topics: dict[str, str], publisher: RecsPublisher,
                  model_version: str, *, barrier: Callable[[int], Awaitable[None]],
                  memory_ready: Callable[[int, int, float], Awaitable[bool]], redis_retries: int = 5) -> None:
@@ -68,7 +71,7 @@ class EventPipeline:
         ``barrier(partition)`` is awaited before a batch is learned (``HandOverBarrier.before_batch``);
         ``memory_ready(partition, offset, timeout)`` before it is scored, until the co-occurrence memory
         holds the batch's events (``EventReplica.wait_for``; False: scored without them, counted);
-        ``users_store(event, key, value)`` updates the local table store without I/O (``None``: deletes);
+        ``users_store(partition, key, value)`` updates the local table store without I/O (``None``: deletes);
         ``users_persisted(partition, offset)`` is told the changelog offset up to which the local
         store holds what the broker acknowledged (a RocksDB store then recovers from there)."""
         self.model, self.weights, self.produce = model, weights, produce
@@ -84,7 +87,8 @@ class EventPipeline:
         # one writer of a partition's payloads at a time (its batches, ``write_held``, an erasure):
         # a user's older payload must never land after a newer one, nor after the user's erasure
         self._publishing: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._flushing = asyncio.Lock()
+        self._flushing = asyncio.Lock()  # one flush (or erasure's tombstone) at a time
+        self._states: dict[int, dict[str, UserState]] = {}  # partition -> user -> newest state, not yet flushed
         # one batch's top-K at a time, whatever the number of partitions: bounded memory and cores,
         # and never queued behind other work of the loop's default pool (e.g. a refit)
         self._top_k = ThreadPoolExecutor(max_workers=1, thread_name_prefix="polyrec-top-k")
@@ -145,11 +149,12 @@ class EventPipeline:
         users = [e.user_id for e in events]
         weights = np.array([self.weights[e.event] for e in events], np.float32)
         result = self.model.process(last.message.partition, users, [e.item_id for e in events], weights, offsets,
-                                    np.array([e.ts_ms for e in events]), self._load_states(users))
+                                    np.array([e.ts_ms for e in events]),
+                                    self._load_states(users, last.message.partition))
         self._warn({"moved": result.moved, "resized": result.resized, "invalid": result.invalid})
         # top-K is CPU-bound on a large catalogue (docs/operations.md): off the event loop
         recs = await asyncio.get_running_loop().run_in_executor(self._top_k, result.recs.run)
-        await self._persist_and_publish(last, result.users, recs, dict(zip(users, offsets.tolist())))
+        await self._hold_and_publish(last, result.users, recs, dict(zip(users, offsets.tolist())))
         self._count(events, result, produced)
 
     async def _forget(self, ev: Any, user: str) -> None:
@@ -159,10 +164,12 @@ class EventPipeline:
         the request committed; so is a Redis key this attempt could not delete."""
         partition = ev.message.partition
         key = encode_json(user)
-        acks = await delivered([self.produce(self.topics["users"], key, None, partition, None)])
-        _count_states([(key, b"")])
-        self.users_store(ev, user, None)
-        self.users_persisted(partition, acks[0].offset)
+        async with self._flushing:  # no flush of a state of theirs may land after the tombstone
+            self._states.get(partition, {}).pop(user, None)
+            acks = await delivered([self.produce(self.topics["users"], key, None, partition, None)])
+            _count_states([(key, b"")])
+            self.users_store(partition, user, None)
+            self.users_persisted(partition, acks[0].offset)
         held = self.model.forget_user(user)
         async with self._publishing[partition]:
             self._held.get(partition, {}).pop(user, None)
@@ -174,11 +181,16 @@ class EventPipeline:
         log.info("user %r erased (partition %d, offset %d; this worker held a row of theirs: %s)",
                  user, partition, ev.message.offset, held)
 
-    def _load_states(self, users: list[str]) -> dict[str, UserState | None]:
-        """The table's state of each distinct user (None: none yet, or one that cannot be decoded)."""
+    def _load_states(self, users: list[str], partition: int) -> dict[str, UserState | None]:
+        """Each distinct user's newest state: held since the last flush, else the table's (None: none
+        yet, or one that cannot be decoded)."""
+        held = self._states.get(partition, {})
         states: dict[str, UserState | None] = {}
         unreadable = []
         for u in dict.fromkeys(users):
+            if u in held:
+                states[u] = held[u]
+                continue
             raw = self.users_get(u)
             try:
                 states[u] = None if raw is None else UserState.from_json(raw)
@@ -188,25 +200,19 @@ class EventPipeline:
         self._warn({"unreadable": unreadable})
         return states
 
-    async def _persist_and_publish(self, last: Any, states: dict[str, UserState],
-                                   recs: list[tuple[str, list[str], list[float], float]],
-                                   last_offset: dict[str, int]) -> None:
-        """The changed user states to the changelog and the recommendations to Redis, together;
-        then the states into the local store. ``last_offset``: each user's last event in the batch."""
+    def held_state(self, user: str) -> UserState | None:
+        """A user's newest state learned since the last flush (None: none held)."""
+        return next((held[user] for held in self._states.values() if user in held), None)
+
+    async def _hold_and_publish(self, last: Any, states: dict[str, UserState],
+                                recs: list[tuple[str, list[str], list[float], float]],
+                                last_offset: dict[str, int]) -> None:
+        """Hold the changed user states for the next flush, and write the recommendations to Redis.
+        ``last_offset``: each user's last event in the batch."""
         partition = last.message.partition
-        values = {user: st.to_json() for user, st in states.items()}
-        records = [(encode_json(user), encode_json(value)) for user, value in values.items()]
-        sends = [self.produce(self.topics["users"], key, value, partition, None) for key, value in records]
-        payloads = [payload(u, items, scores, self.model_version, ts, partition, last_offset[u])
-                    for u, items, scores, ts in recs]
-        acks, _ = await asyncio.gather(delivered(sends), self._publish(partition, payloads))
-        _count_states(records)
-        # only what the changelog holds goes into the local store: a RocksDB store recovers from
-        # the offset it names, so a state that never reached the broker must not be in it
-        for user, value in values.items():
-            self.users_store(last, user, value)
-        if acks:
-            self.users_persisted(partition, max(ack.offset for ack in acks))
+        self._states.setdefault(partition, {}).update(states)
+        await self._publish(partition, [payload(u, items, scores, self.model_version, ts, partition, last_offset[u])
+                                        for u, items, scores, ts in recs])
 
     def _count(self, events: list, result: BatchResult, produced: np.ndarray) -> None:
         """The batch's metrics: freshness, events by type and outcome, the training loss."""
@@ -231,19 +237,43 @@ class EventPipeline:
                 if n <= 10 or n % 1000 == 0:
                     log.warning("user %r (%d such so far): %s", user, n, STATE_WARNINGS[kind])
 
-    async def flush_items(self, partitions: Iterable[int]) -> None:
-        """Write the item contributions of ``partitions`` learned since the last flush and wait for
-        the broker's acknowledgements. If that fails they stay pending, and this raises (so a commit
-        waiting on it does not happen). One flush at a time (a commit and a revocation can overlap):
-        an older record of an item must never land after a newer one, or compaction keeps it."""
+    async def flush(self, partitions: Iterable[int]) -> None:
+        """Write the user states and item contributions of ``partitions`` learned since the last
+        flush and wait for the broker's acknowledgements; then put the states into the local table
+        store (a RocksDB store recovers from the offset it names, so a state that never reached the
+        broker must not be in it; and a partition this worker keeps through a rebalance is not
+        recovered again: its store must hold them). Until then the states stay held, where batches
+        read them. If that fails they stay pending, and this raises (so a commit waiting on it does
+        not happen). One flush at a time (a commit and a revocation can overlap): an older record of
+        a user or an item must never land after a newer one, or compaction keeps it."""
+        partitions = list(partitions)
         async with self._flushing:
-            records = self.model.take_item_records(partitions)
+            # copies: the held states stay where batches read them until the table has them
+            states = {p: dict(self._states[p]) for p in partitions if self._states.get(p)}
+            values = {p: {user: st.to_json() for user, st in held.items()} for p, held in states.items()}
+            records = {p: [(encode_json(user), encode_json(value)) for user, value in held.items()]
+                       for p, held in values.items()}
+            items = self.model.take_item_records(partitions)
+            sends = [self.produce(self.topics["users"], key, value, p, None) for p, recs in records.items()
+                     for key, value in recs]
             try:
-                await delivered([send_item_record(self.produce, self.topics["items"], rec) for rec in records])
+                acks = await delivered(sends + [send_item_record(self.produce, self.topics["items"], rec)
+                                                for rec in items])
             except BaseException:
-                self.model.keep_unsent(records)
+                self.model.keep_unsent(items)
                 raise
-            metrics.ITEM_RECORDS_WRITTEN.inc(len(records))
+            metrics.ITEM_RECORDS_WRITTEN.inc(len(items))
+            n = 0
+            for p, held in values.items():
+                _count_states(records[p])
+                for user, value in held.items():
+                    self.users_store(p, user, value)
+                self.users_persisted(p, max(ack.offset for ack in acks[n:n + len(held)]))
+                n += len(held)
+                newer = self._states.get(p, {})
+                for user, st in states[p].items():  # a state learned during the flush stays held
+                    if newer.get(user) is st:
+                        del newer[user]
 
     async def _publish(self, partition: int, payloads: list[dict]) -> None:
         """Write a batch's payloads, with up to ``HELD_CHUNK`` of those its partition holds from
@@ -333,10 +363,11 @@ class EventPipeline:
         return sum(map(len, self._held.values()))
 
     def revoked(self, partitions: Iterable[int]) -> None:
-        """Partitions given away: their lag positions and held payloads go (their next owner writes
-        its users' newer payloads; these would be older)."""
+        """Partitions given away: their lag positions, held payloads and unflushed user states go (their
+        next owner writes its users' newer payloads, and replays what a failed flush left unsent)."""
         for p in partitions:
             self.positions.pop(p, None)
+            self._states.pop(p, None)
             metrics.RECS_DROPPED.inc(len(self._held.pop(p, {})))
         metrics.RECS_HELD.set(self._held_count())
 
