@@ -2,9 +2,10 @@
 
 Reading order: ``Worker.__init__`` builds the parts (the model, the users table, the replicas, the
 pipelines) and ``_register`` hands its methods to Faust. Faust's fetch loop appends the ``events``
-records to per-partition buffers (:mod:`stream.batches`); one task per assigned ``events``
+and ``items`` records to per-partition buffers (:mod:`stream.batches`); one task per assigned
 partition waits for the replicas to catch up, then feeds what its partition buffered, as
-micro-batches, to :class:`stream.pipeline.EventPipeline`. The items topic has a Faust agent.
+micro-batches, to :class:`stream.pipeline.EventPipeline` or :class:`stream.items.ItemPipeline`
+(the "items agent": new items' texts encoded), each in offset order (``InOrder``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from polyrec.cooccurrence import CooccurrenceConfig
 from polyrec.mf import MFConfig
 from stream import metrics
 from stream.batches import Delivered, PartitionBuffers
-from stream.dead_letters import Stalls, process_or_dead_letter
+from stream.dead_letters import Stalls, dead_lettered_since, process_or_dead_letter
+from stream.failpoints import Failpoints
 from stream.faust_patches import (
     current_partition,
     install_batch_delivery,
@@ -154,20 +156,27 @@ class Worker:
         self.replica, self.event_replica = replicas(s, self.model)
         self.barrier = HandOverBarrier(self.replica.wait_caught_up)
         self.redis = redis_client(s.redis_url, s.redis_timeout_s)
+        self.failpoints = Failpoints(s.failpoint)
         self.pipeline = EventPipeline(
             self.model, s.weights, self.produce, self.users.data.get, self._store_user, self._user_persisted,
             {"items": item_factors_topic(s), "users": self.users.changelog_topic.get_topic_name(),
              "dlq": f"{s.events_topic}.dlq"},
             RecsPublisher(self.redis, s.redis_prefix, s.recs_ttl_s, s.stream_maxlen), self.version,
             barrier=self.barrier.before_batch, memory_ready=self.event_replica.wait_for,
+            failpoints=self.failpoints,
         )
         self.item_pipeline = None if not s.items_agent else ItemPipeline(
             self.model, open_encoder(s), self.produce, {"items": item_factors_topic(s), "dlq": f"{s.items_topic}.dlq"},
             s.projection_alpha, s.projection_min_count, s.projection_refit_s)
+        # the topics learned in batches: each one's pipeline, and the most records of a batch
+        self.batched: dict[str, tuple[EventPipeline | ItemPipeline, int]] = {
+            s.events_topic: (self.pipeline, s.batch_max)}
+        if self.item_pipeline is not None:
+            self.batched[s.items_topic] = (self.item_pipeline, s.items_batch_max)
         self.stalls = Stalls()  # batches waiting for the broker or Redis to come back
         self.in_order = InOrder()  # each assigned partition's next offset to learn
-        self.buffers = PartitionBuffers(BUFFERED_BATCHES * s.batch_max)  # fetched events, not yet taken
-        self._learning: dict[TP, asyncio.Task] = {}  # assigned events partition -> the task learning it
+        self.buffers = PartitionBuffers(BUFFERED_BATCHES * s.batch_max)  # fetched records, not yet taken
+        self._learning: dict[TP, asyncio.Task] = {}  # assigned partition (of a batched topic) -> its task
         self._assigned_once = threading.Event()  # the consumer has started (the web server answers before)
         self._lag_series: set[int] = set()  # the events partitions this worker exports a lag series for
         self._register()
@@ -175,12 +184,11 @@ class Worker:
     def _register(self) -> None:
         """Hand the methods to Faust, and the gauges to Prometheus."""
         app, s = self.app, self.settings
-        app.topics.add(self.events)  # subscribed, acknowledged and committed as an agent's topic is
-        install_batch_delivery(app, s.events_topic, self.buffers.put)
+        for topic in self.batched:  # subscribed, acknowledged and committed as an agent's topic is
+            app.topics.add(self.events if topic == s.events_topic else app.topic(topic, partitions=s.partitions))
+        install_batch_delivery(app, set(self.batched), self.buffers.put)
         app.flow_control.manage_queue(self.buffers)  # emptied when Faust clears its queues
-        if self.item_pipeline is not None:
-            app.agent(app.topic(s.items_topic, partitions=s.partitions), name="encode_items")(self.encode_items)
-        install_flush_on_commit(app, s.events_topic, self.pipeline.flush)
+        install_flush_on_commit(app, s.events_topic, self._flush_for_commit)
         app.on_partitions_revoked.connect(self.hand_over)
         app.on_partitions_assigned.connect(self.on_assigned)
         app.on_before_shutdown.connect(self.close)
@@ -219,7 +227,11 @@ class Worker:
         # Faust records this itself only for changelog records it sends; the pipeline sends its own
         self.users.data.set_persisted_offset(TP(self.users.changelog_topic.get_topic_name(), partition), offset)
 
-    # -- learning: a task per events partition, the items agent --------------------------------
+    async def _flush_for_commit(self, partitions: list[int]) -> None:
+        await self.pipeline.flush(partitions)
+        await self.failpoints.hit("commit.after_flush")
+
+    # -- learning: a task per assigned partition of the events and items topics ----------------
     def _start_learning(self, tps: Iterable[TP]) -> None:
         """A learning task for each of ``tps`` that has none."""
         for tp in tps:
@@ -235,24 +247,30 @@ class Worker:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _learn_partition(self, tp: TP) -> None:
-        """Learn one ``events`` partition's buffered records, a batch at a time, until cancelled; an
-        error no batch step handles (a bug) stops the worker, committing nothing more."""
+        """Learn one ``events`` or ``items`` partition's buffered records, a batch at a time, until
+        cancelled; an error no batch step handles (a bug) stops the worker, committing nothing more."""
+        steps, most = self.batched[tp.topic]
         try:
             await self.replica.wait_caught_up()  # the catch-ups from the topics' start, holding no events
-            await self.event_replica.wait_caught_up(timeout=None)  # as long as the events topic takes
+            if steps is self.pipeline:
+                await self.event_replica.wait_caught_up(timeout=None)  # as long as the events topic takes
             while True:
                 await self.buffers.wait(tp)
                 await self.app.flow_control.acquire()  # no batch starts during a rebalance or stop
-                records = self.buffers.take(tp, self.settings.batch_max)  # no await since acquire
+                dropped = self.buffers.reread(tp)  # no await since acquire
+                if dropped is not None:  # Faust dropped buffered records: read on from the next to learn
+                    await self._read_from(tp, self.in_order.next.get(tp, dropped), "Faust cleared its buffers")
+                    continue
+                records = self.buffers.take(tp, most)
                 if records:
-                    await self._learn_batch(tp, records)
+                    await self._learn_batch(tp, records, steps)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("learning %s[%d] failed: stopping the worker", tp.topic, tp.partition)
             await self.app.crash(exc)
 
-    async def _learn_batch(self, tp: TP, records: list) -> None:
+    async def _learn_batch(self, tp: TP, records: list, steps: EventPipeline | ItemPipeline) -> None:
         """One batch of ``tp``'s records, learned in offset order (:class:`stream.offsets.InOrder`: a
         batch that jumps over offsets is not learned, and the partition is read again from the first
         missing one). Its records are tracked by Faust's consumer while the batch is processed, and
@@ -260,18 +278,15 @@ class Worker:
         cut short (a cancelled task, a crash) leaves them unacknowledged, and they are read again."""
         keep, offset = self.in_order.check(tp, [m.offset for m in records])
         if offset is not None:  # events before these were not delivered: read them first
-            log.warning("%s[%d]: a batch from offset %d came before offset %d: reading the partition "
-                        "again from there", tp.topic, tp.partition, records[0].offset, offset)
-            metrics.REWINDS.labels(tp.topic).inc()
-            self.buffers.drop(tp)  # before the seek: what comes after it is read from the offset
-            await seek(self.app, tp, offset)  # in the consumer's thread (faust_patches 5)
+            await self._read_from(tp, offset, f"a batch from offset {records[0].offset} came before it")
             return
         batch = [Delivered(records[k]) for k in keep]  # a record delivered twice is learned once
         consumer = self.app.consumer
         for event in batch:
             consumer.track_message(event.message)
         try:
-            await process_or_dead_letter(self.pipeline, batch, stalls=self.stalls)
+            await process_or_dead_letter(steps, batch, stalls=self.stalls)
+            await self.failpoints.hit("batch.before_ack")
         except BaseException as exc:
             # Faust waits (at the next rebalance, or stop) until tracked messages are acknowledged or
             # garbage: neither the traceback nor this frame may hold the batch
@@ -282,30 +297,12 @@ class Worker:
         for event in batch:
             consumer.ack(event.message)
 
-    async def encode_items(self, stream: faust.StreamT) -> None:
-        """The items agent: encode new items' texts, place them, share them. A batch's events are
-        acknowledged (so that a commit may cover them) only once it is processed to the end.
-
-        Faust's ``take_events`` acknowledges a batch in a ``finally``, also when the agent is
-        cancelled in the middle of it (a rebalance stops an agent's actors), and a commit could then
-        cover events that were never processed. So each event's message is held (one more
-        reference) while its batch is processed and released after: ``take_events``' own
-        acknowledgement of an abandoned batch leaves it unacknowledged, and it is read again."""
-        assert self.item_pipeline is not None  # registered only with the pipeline
-        await self.replica.wait_caught_up()
-        batches = stream.take_events(self.settings.items_batch_max, within=self.settings.batch_window_s)
-        try:
-            async for batch in batches:
-                _hold(batch)
-                try:
-                    await process_or_dead_letter(self.item_pipeline, batch, stalls=self.stalls)
-                except BaseException as exc:
-                    traceback.clear_frames(exc.__traceback__)  # see _learn_batch
-                    batch.clear()
-                    raise
-                _ack(batch)
-        finally:
-            await batches.aclose()  # now, not when collected: its own references to the batch go
+    async def _read_from(self, tp: TP, offset: int, why: str) -> None:
+        """Read ``tp`` again from ``offset``: what is buffered goes, and the consumer seeks there."""
+        log.warning("%s[%d]: reading the partition again from offset %d (%s)", tp.topic, tp.partition, offset, why)
+        metrics.REWINDS.labels(tp.topic).inc()
+        self.buffers.drop(tp)  # before the seek: what comes after it is read from the offset
+        await seek(self.app, tp, offset)  # in the consumer's thread (faust_patches 5)
 
     # -- rebalances and shutdown ---------------------------------------------------------------
     def _events_partitions(self, tps: Iterable[TP]) -> set[int]:
@@ -315,7 +312,7 @@ class Worker:
     async def hand_over(self, app: faust.App, revoked: set, **kwargs: object) -> None:
         """Before a partition's next owner starts: its contributions written, users reloaded later."""
         self.barrier.rebalancing()
-        await self._stop_learning(tp for tp in revoked if tp.topic == self.settings.events_topic)
+        await self._stop_learning(tp for tp in revoked if tp.topic in self.batched)
         partitions = self._events_partitions(revoked)
         await self.pipeline.flush(partitions)
         self.model.forget_users()
@@ -327,11 +324,18 @@ class Worker:
         stop exporting their lag (their next owner reports it once recovered; a stale value here
         would add to theirs). Kept ones stay continuous."""
         s = self.settings
-        mine = [TopicPartition(tp.topic, tp.partition) for tp in assigned if tp.topic == s.events_topic]
+        mine = [TopicPartition(tp.topic, tp.partition) for tp in assigned if tp.topic in self.batched]
         start = await fetch_start_offsets(s.broker_list, s.app_id, mine, s.kafka_options())
-        log.info("assigned %s: learning from offsets %s", s.events_topic,
-                 {tp.partition: offset for tp, offset in sorted(start.items())})
         self.in_order.expect({TP(tp.topic, tp.partition): offset for tp, offset in start.items()})
+        for topic, (steps, _) in self.batched.items():
+            starts = {tp.partition: offset for tp, offset in sorted(start.items()) if tp.topic == topic}
+            log.info("assigned %s: learning from offsets %s", topic, starts)
+            try:
+                steps.dead_letters.resume(*await dead_lettered_since(s.broker_list, steps.dead_letters.topic, starts,
+                                                                     s.kafka_options()))
+            except Exception as exc:  # noqa: BLE001 - degraded, not down: at worst a replay dead-letters twice
+                log.warning("could not read back the dead letters of %s: a replay may dead-letter some records "
+                            "again: %r", topic, exc)
         self._start_learning(TP(tp.topic, tp.partition) for tp in mine)
         self._assigned_once.set()
         self._drop_users_elsewhere({tp.partition for tp in assigned
@@ -373,6 +377,7 @@ class Worker:
         """Every 5 s, each assigned ``events`` partition's lag. A metric only: never let it crash the
         worker (timers that raise stop the app). Nothing is exported from a tick that a rebalance
         overlapped: it may hold partitions given away."""
+        await self.failpoints.hit("timer.tick")
         app, topic = self.app, self.settings.events_topic
         rebalance = app.rebalancing_count
         if app.rebalancing:
@@ -442,20 +447,6 @@ class Worker:
             st = UserState.from_json(raw)
         return {"user_id": user_id, "factors": st.factors.tolist(), "accum": st.accum,
                 "history": st.history, "offset": st.offset, "partition": st.partition, "applied": st.applied}, 200
-
-
-def _hold(batch: list) -> None:
-    """One more reference on each event's message, released by ``event.ack()`` once processed
-    (a function, not a loop in ``Worker.encode_items``, whose loop variable would keep the last event
-    alive while the agent waits for its next batch)."""
-    for event in batch:
-        event.message.incref()
-
-
-def _ack(batch: list) -> None:
-    """Acknowledge a processed batch (a function for the reason :func:`_hold` gives)."""
-    for event in batch:
-        event.ack()
 
 
 def _json_view(handler: Callable[..., Awaitable[tuple[dict, int]]]) -> Callable[..., Awaitable[faust.web.Response]]:

@@ -43,6 +43,7 @@ class PartitionBuffers:
         self._records: dict[Any, deque] = {}  # TP -> Faust messages in fetch order
         self._filled: dict[Any, asyncio.Event] = {}  # TP -> set while it holds records
         self._drained: dict[Any, asyncio.Event] = {}  # TP -> set while it has room
+        self._reread: dict[Any, int] = {}  # TP -> the first offset a clear dropped, to be read again
 
     def _events(self, tp: Any) -> tuple[asyncio.Event, asyncio.Event]:
         if tp not in self._filled:
@@ -65,7 +66,7 @@ class PartitionBuffers:
         return drained.wait()
 
     async def wait(self, tp: Any) -> None:
-        """Until ``tp`` holds a record."""
+        """Until ``tp`` holds a record, or has records to read again (:meth:`reread`)."""
         await self._events(tp)[0].wait()
 
     def take(self, tp: Any, n: int) -> list[Any]:
@@ -83,15 +84,29 @@ class PartitionBuffers:
         self._settle(tp)
 
     def clear(self) -> None:
-        """Forget every buffered record (Faust's flow control clears its queues at a rebalance or stop:
-        the consumer then reads on from the committed offsets)."""
-        for tp in list(self._records):
+        """Forget every buffered record: Faust's flow control clears its queues at a rebalance, a stop,
+        and when its recovery resumes the flow. The consumer does not always fetch them again: after a
+        recovery it seeks only partitions the group has committed, and its fetcher may already have
+        read on past that seek (a restarted worker then waited for a next event before it learned
+        the backlog: tests/integration/test_failpoints.py). So each partition's first dropped offset
+        is kept for its learning task (:meth:`reread`)."""
+        for tp, records in list(self._records.items()):
+            if records:
+                self._reread[tp] = min(records[0].offset, self._reread.get(tp, records[0].offset))
             self.drop(tp)
+        for tp in self._reread:
+            self._events(tp)[0].set()
+
+    def reread(self, tp: Any) -> int | None:
+        """The first offset of ``tp`` a clear dropped since the last call (None: none)."""
+        offset = self._reread.pop(tp, None)
+        self._settle(tp)
+        return offset
 
     def _settle(self, tp: Any) -> None:
         filled, drained = self._events(tp)
         n = len(self._records.get(tp) or ())
-        if not n:
+        if not n and tp not in self._reread:
             filled.clear()
         if n < self.limit:
             drained.set()

@@ -12,15 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol
 
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from stream import metrics
+from stream.offsets import fetch_end_offsets, probe_consumer
 from stream.records import PROCESSING_FAILED, Rejected
 from stream.sends import Produce, delivered
 
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 DLQ_MAX_BYTES = 900_000
 DLQ_MAX_KEY_BYTES = 64 * 1024
 DLQ_DETAIL_BYTES = 500  # the polyrec-detail header at most (whole UTF-8 characters)
+DLQ_READ_BACK_MAX = 100_000  # dead letters a worker reads back per partition at an assignment, at most
 EXIT_BATCH_FAILED = 70  # exit status when a batch and its dead letters failed (EX_SOFTWARE)
 
 
@@ -63,14 +67,18 @@ class DeadLettersNotSent(Exception):
         self.__cause__ = cause  # an unreachable broker makes it the infrastructure's (is_infrastructure)
 
 
-async def dead_letter(produce: Produce, dlq_topic: str, rejected: Sequence[tuple[Any, Rejected]]) -> None:
+async def dead_letter(produce: Produce, dlq_topic: str, rejected: Sequence[tuple[Any, Rejected]],
+                      partitions: int | None = None) -> None:
     """Send rejected Faust events' original bytes to ``dlq_topic`` with the reason; each is counted
-    and logged once the broker acknowledged it. Raises :class:`DeadLettersNotSent` with the others."""
+    and logged once the broker acknowledged it. Raises :class:`DeadLettersNotSent` with the others.
+    ``partitions``: the dead-letter topic's partition count, to send each record to its source
+    partition's (modulo it; :func:`dead_lettered_since` reads them back); None: by key."""
     sends = []
     for ev, exc in rejected:
         msg = ev.message
         key, value, truncated = dlq_copy(msg.key, ev.value)
-        sends.append(produce(dlq_topic, key, value, None, dlq_headers(
+        sends.append(produce(dlq_topic, key, value, None if partitions is None else msg.partition % partitions,
+                             dlq_headers(
             exc.reason, exc.detail, msg.topic, msg.partition, msg.offset) + truncated))
     unsent, cause = [], None
     for (ev, exc), ack in zip(rejected, await delivered(sends, return_exceptions=True), strict=True):
@@ -83,6 +91,89 @@ async def dead_letter(produce: Produce, dlq_topic: str, rejected: Sequence[tuple
         log.warning("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, exc)
     if unsent:
         raise DeadLettersNotSent(unsent, cause)
+
+
+class DeadLetters:
+    """A topic's dead letters, each sent to its source partition's partition of the dead-letter topic,
+    and once only: at every assignment the worker reads back what is there past each assigned
+    partition's committed offset (:func:`dead_lettered_since`, :meth:`resume`), which a killed
+    predecessor sent and its replay must not send again."""
+
+    def __init__(self, produce: Produce, topic: str) -> None:
+        self.produce, self.topic = produce, topic
+        self.partitions: int | None = None  # the dead-letter topic's (None: not read yet; sent by key)
+        self._sent: dict[int, set[int]] = {}  # source partition -> offsets dead-lettered, not committed
+
+    def resume(self, partitions: int, sent: dict[int, set[int]]) -> None:
+        """At an assignment: the topic's partition count, and the source offsets from each assigned
+        partition's committed offset on that are dead-lettered already."""
+        self.partitions, self._sent = partitions or None, sent
+
+    def not_sent(self, rejected: Sequence[tuple[Any, Rejected]]) -> list[tuple[Any, Rejected]]:
+        """Those of ``rejected`` that were not dead-lettered before a restart or rebalance."""
+        fresh = [(ev, exc) for ev, exc in rejected if ev.message.offset not in self._sent.get(ev.message.partition, ())]
+        if len(fresh) < len(rejected):
+            first = rejected[0][0].message
+            log.info("%d records of %s[%d] were dead-lettered before a restart or rebalance: not sent again",
+                     len(rejected) - len(fresh), first.topic, first.partition)
+        return fresh
+
+    async def send(self, rejected: Sequence[tuple[Any, Rejected]]) -> None:
+        """:func:`dead_letter`, each record to its source partition's partition."""
+        await dead_letter(self.produce, self.topic, rejected, self.partitions)
+
+
+async def dead_lettered_since(bootstrap: list[str], dlq_topic: str, starts: Mapping[int, int],
+                              options: Mapping[str, Any] | None = None, chunk: int = 256,
+                              most: int = DLQ_READ_BACK_MAX) -> tuple[int, dict[int, set[int]]]:
+    """The dead-letter topic's partition count, and for each source partition ``p`` of ``starts``
+    the source offsets from ``starts[p]`` on that are dead-lettered already: a worker that dead-
+    lettered them was killed before its offsets were committed, and its successor replays them.
+
+    Each source partition's dead letters are in one partition of the topic (:func:`dead_letter`), in
+    source-offset order, so that partition is read backwards from its end, a growing chunk at a
+    time, until a dead letter of ``p`` from before ``starts[p]`` (or at most ``most`` records)."""
+    found: dict[int, set[int]] = {p: set() for p in starts}
+    async with probe_consumer(bootstrap, options) as consumer:
+        await consumer.topics()  # metadata: the topic's partitions
+        count = len(consumer.partitions_for_topic(dlq_topic) or ())
+        if not count or not starts:
+            return count, found
+        tps = {q: TopicPartition(dlq_topic, q) for q in {p % count for p in starts}}
+        first = await consumer.beginning_offsets(list(tps.values()))
+        ends = await fetch_end_offsets(bootstrap, list(tps.values()), options=options)
+        for q, tp in tps.items():
+            pending = {p for p in starts if p % count == q}
+            hi, step = ends[tp], chunk
+            while pending and hi > first[tp] and ends[tp] - hi < most:
+                lo = max(first[tp], hi - step)
+                for source, offset in await _sources(consumer, tp, lo, hi):
+                    if source in pending and offset < starts[source]:
+                        pending.discard(source)  # read back to where its replay starts
+                    elif source in found and offset >= starts[source]:
+                        found[source].add(offset)
+                hi, step = lo, 2 * step
+            if pending and hi > first[tp]:
+                log.warning("%s[%d]: read back %d dead letters without reaching partitions %s' committed "
+                            "offsets: a replay may dead-letter some records again", dlq_topic, q, most,
+                            sorted(pending))
+    return count, found
+
+
+async def _sources(consumer: Any, tp: TopicPartition, lo: int, hi: int, timeout: float = 30.0) -> list[tuple[int, int]]:
+    """The (source partition, source offset) of the dead letters at offsets ``lo`` to ``hi - 1``."""
+    consumer.assign([tp])
+    consumer.seek(tp, lo)
+    out: list[tuple[int, int]] = []
+    deadline = time.monotonic() + timeout
+    while await consumer.position(tp) < hi:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{tp.topic}[{tp.partition}]: offsets {lo}-{hi - 1} not read within {timeout:.0f} s")
+        for record in (await consumer.getmany(tp, timeout_ms=1000)).get(tp, []):
+            headers = dict(record.headers)
+            if record.offset < hi and "polyrec-source-offset" in headers:
+                out.append((int(headers["polyrec-source-partition"]), int(headers["polyrec-source-offset"])))
+    return out
 
 
 def exit_now(status: int) -> None:

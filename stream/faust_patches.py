@@ -32,16 +32,16 @@ here, and against the tests named in each section.
    the consumer's thread and then resets Faust's read position as its ``seek`` does. Upstream: the
    same direct call in faust-streaming 0.15.3 (no issue found, 2026-12-06). Test: the rewinds of
    ``test_sigkill_while_busy_neither_loses_nor_doubles_an_event`` (make faults).
-6. ``install_batch_delivery``: the ``events`` topic's records go from Faust's fetch loop straight
+6. ``install_batch_delivery``: the ``events`` (and ``items``) topic's records go from Faust's fetch loop straight
    into the worker's per-partition buffers (stream/batches.py), not through the conductor, a
    channel queue and an agent's stream. Faust's loop (``Consumer._drain_messages``) awaits every
    record with ``Service.wait_first``, four new tasks per record: with the rest of that path it cost
    ~70 µs per event on a 2-core VM, more than polyrec's own work (docs/performance.md). This loop is
    Faust's, record for record (read offsets, gaps, the commit trigger, other topics' records to the
-   conductor as before), except that an ``events`` record is appended, and waited on only when its
-   partition's buffer is full. Upstream: the same loop in faust-streaming 0.15.3 (2026-12-06).
-   Tests: tests/unit/stream/test_batches.py, and every stream integration and fault test (each
-   runs the worker, whose events all come this way).
+   conductor as before), except that an ``events`` or ``items`` record is appended, and waited on
+   only when its partition's buffer is full. Upstream: the same loop in faust-streaming 0.15.3
+   (2026-12-06). Tests: tests/unit/stream/test_batches.py, and every stream integration and fault
+   test (each runs the worker, whose events and items all come this way).
 """
 
 from __future__ import annotations
@@ -161,21 +161,21 @@ async def seek(app: faust.App, tp: TP, offset: int) -> None:
     consumer._read_offset[tp] = offset if offset else None
 
 
-# -- 6. the events topic's records straight into the worker's buffers ---------------------------------
+# -- 6. the events and items topics' records straight into the worker's buffers ----------------------
 Put = Callable[[Any], Awaitable[Any] | None]  # PartitionBuffers.put
-_BATCH_TOPICS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # app -> (topic, put)
+_BATCH_TOPICS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # app -> (topics, put)
 
 
-def install_batch_delivery(app: faust.App, topic: str, put: Put) -> None:
-    """Hand every record of ``topic`` that ``app``'s consumer fetches to ``put`` (in fetch order)."""
-    _BATCH_TOPICS[app] = (topic, put)
+def install_batch_delivery(app: faust.App, topics: set[str], put: Put) -> None:
+    """Hand every record of ``topics`` that ``app``'s consumer fetches to ``put`` (in fetch order)."""
+    _BATCH_TOPICS[app] = (frozenset(topics), put)
     if not getattr(faust_consumer.Consumer._drain_messages, "_polyrec", False):
         faust_consumer.Consumer._drain_messages = _drain_messages
 
 
 async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - Faust's fetch loop
     """``faust.transport.consumer.Consumer._drain_messages`` with section 6's one change."""
-    batch_topic, put = _BATCH_TOPICS.get(self.app, (None, None))
+    batch_topics, put = _BATCH_TOPICS.get(self.app, (frozenset(), None))
     callback = self.callback
     getmany = self.getmany
     consumer_should_stop = self._stopped.is_set
@@ -207,7 +207,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
                         if commit_every is not None and self._n_acked >= commit_every:
                             self._n_acked = 0
                             await self.commit()
-                        if message.topic == batch_topic:
+                        if message.topic in batch_topics:
                             full = put(message)
                             if full is not None:
                                 await self.wait_first(full, self.suspend_flow.wait())

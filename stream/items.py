@@ -25,7 +25,7 @@ from encoders.encoder import TextEncoder
 from encoders.text import EmptyTextError, item_text
 from polyrec.projection import Projection, refit_projection
 from stream import metrics
-from stream.dead_letters import dead_letter
+from stream.dead_letters import DeadLetters
 from stream.records import Item, Rejected, parse_item, refuse_new_items, validate_all
 from stream.sends import Produce, delivered, send_item_record
 from stream.state import WorkerModel
@@ -67,6 +67,7 @@ class ItemPipeline:
         """``topics`` names the ``items`` (item-factor) and ``dlq`` topics to write."""
         self.model, self.encoder, self.produce, self.topics = model, encoder, produce, topics
         self.alpha, self.min_count, self.refit_s = alpha, min_count, refit_s
+        self.dead_letters = DeadLetters(produce, topics.get("dlq", ""))
         self.projection: Projection | None = None
         self._fitted_at = -float("inf")
         metrics.ENCODER_PROVIDER.labels(encoder.provider).set(1)
@@ -77,7 +78,8 @@ class ItemPipeline:
         return refuse_new_items(valid, rejected, lambda pair: pair[0].item_id, self.model.admit, self.model.max_items)
 
     async def dead_letter(self, rejected: Sequence[tuple[Any, Rejected]]) -> None:
-        await dead_letter(self.produce, self.topics["dlq"], rejected)
+        """Dead-letter items, once each (:class:`stream.dead_letters.DeadLetters`)."""
+        await self.dead_letters.send(self.dead_letters.not_sent(rejected))
 
     async def learn(self, events: Sequence[Any], good: list[tuple[Any, tuple[Item, str]]]) -> None:
         """Encode a batch's valid items (``validate``), start their factors and share them."""

@@ -71,9 +71,8 @@ MEMORY_EVENTS = Counter("polyrec_memory_events_total", "Valid events of every pa
                         "co-occurrence memory (the whole events topic, read from its start at every start).")
 MEMORY_BEHIND = Counter("polyrec_memory_behind_total", "Micro-batches scored before the co-occurrence memory held "
                         "their own events (it was more than 5 s behind: their recommendations miss them).")
-REWINDS = Counter("polyrec_rewinds_total", "Micro-batches not learned because events before them had not been "
-                  "delivered (a hole after a rebalance): their partition was read again from the first missing one.",
-                  ["topic"])
+REWINDS = Counter("polyrec_rewinds_total", "Times a partition was read again from its next offset to learn: a "
+                  "batch came after a hole (after a rebalance), or Faust dropped buffered records.", ["topic"])
 LAG = Gauge("polyrec_consumer_lag_records", "Records between the consumer position and the end of a partition.",
             ["topic", "partition"])
 ENCODER_SECONDS = Histogram("polyrec_encoder_batch_duration_seconds", "One encoder batch (tokenise + ONNX run).",

@@ -21,7 +21,7 @@ from stream.topics import admin_client
 
 
 @contextlib.asynccontextmanager
-async def _probe_consumer(bootstrap: list[str] | str,
+async def probe_consumer(bootstrap: list[str] | str,
                           options: Mapping[str, Any] | None) -> AsyncIterator[AIOKafkaConsumer]:
     """A started consumer outside any group, committing nothing, stopped on exit."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
@@ -40,7 +40,7 @@ async def fetch_end_offsets(bootstrap: list[str] | str, tps: Iterable[TopicParti
     tps = list(tps)
     if not tps:
         return {}
-    async with _probe_consumer(bootstrap, options) as consumer:
+    async with probe_consumer(bootstrap, options) as consumer:
         listed = await consumer.end_offsets(tps)  # a lower bound on Tansu, exact on Kafka
         consumer.assign(tps)
         for tp in tps:
@@ -72,7 +72,7 @@ async def fetch_start_offsets(bootstrap: list[str] | str, group: str, tps: Itera
     start = {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}
     never = [tp for tp in tps if tp not in start]
     if never:
-        async with _probe_consumer(bootstrap, options) as consumer:
+        async with probe_consumer(bootstrap, options) as consumer:
             start |= await consumer.beginning_offsets(never)
     return start
 

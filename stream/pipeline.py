@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from stream import metrics
-from stream.dead_letters import DeadLettersNotSent, dead_letter
+from stream.dead_letters import DeadLetters, DeadLettersNotSent
+from stream.failpoints import Failpoints
 from stream.records import (
     ITEM_CAPACITY,
     PROCESSING_FAILED,
@@ -66,23 +67,27 @@ class EventPipeline:
                  users_get: Callable[[str], Any], users_store: Callable[[int, str, dict | None], None],
                  users_persisted: Callable[[int, int], None], topics: dict[str, str], publisher: RecsPublisher,
                  model_version: str, *, barrier: Callable[[int], Awaitable[None]],
-                 memory_ready: Callable[[int, int, float], Awaitable[bool]], redis_retries: int = 5) -> None:
+                 memory_ready: Callable[[int, int, float], Awaitable[bool]], redis_retries: int = 5,
+                 failpoints: Failpoints | None = None) -> None:
         """``topics`` names the ``items`` (item factors), ``users`` (changelog) and ``dlq`` topics;
         ``barrier(partition)`` is awaited before a batch is learned (``HandOverBarrier.before_batch``);
         ``memory_ready(partition, offset, timeout)`` before it is scored, until the co-occurrence memory
         holds the batch's events (``EventReplica.wait_for``; False: scored without them, counted);
         ``users_store(partition, key, value)`` updates the local table store without I/O (``None``: deletes);
         ``users_persisted(partition, offset)`` is told the changelog offset up to which the local
-        store holds what the broker acknowledged (a RocksDB store then recovers from there)."""
+        store holds what the broker acknowledged (a RocksDB store then recovers from there);
+        ``failpoints``: the fault tests' (stream/failpoints.py), none by default."""
         self.model, self.weights, self.produce = model, weights, produce
         self.users_get, self.users_store, self.topics = users_get, users_store, topics
         self.users_persisted = users_persisted
         self.publisher, self.model_version, self.barrier = publisher, model_version, barrier
         self.memory_ready = memory_ready
         self.redis_retries = redis_retries
+        self.failpoints = failpoints or Failpoints()
         self.loss = metrics.LossTracker()
         self.unusable_states: Counter[str] = Counter()  # STATE_WARNINGS key -> users so far
         self.positions: dict[int, int] = {}  # partition -> next offset to consume (for lag)
+        self.dead_letters = DeadLetters(produce, topics.get("dlq", ""))
         self._held: dict[int, dict[str, dict]] = {}  # partition -> user -> a payload Redis did not take
         # one writer of a partition's payloads at a time (its batches, ``write_held``, an erasure):
         # a user's older payload must never land after a newer one, nor after the user's erasure
@@ -101,14 +106,17 @@ class EventPipeline:
                                 self.model.admit, self.model.max_items)
 
     async def dead_letter(self, rejected: Sequence[tuple[Any, Rejected]]) -> None:
-        """Dead-letter events; those rejected by validation count as ``invalid`` events, valid ones
-        whose batch failed (``processing_failed``) by their type."""
+        """Dead-letter events (once each: :class:`stream.dead_letters.DeadLetters`); those rejected by
+        validation count as ``invalid`` events, valid ones whose batch failed (``processing_failed``)
+        by their type."""
+        rejected = self.dead_letters.not_sent(rejected)
         try:
-            await dead_letter(self.produce, self.topics["dlq"], rejected)
+            await self.dead_letters.send(rejected)
         except DeadLettersNotSent as exc:
             self._count_dead_letters(rejected, exc.unsent)
             raise
         self._count_dead_letters(rejected, [])
+        await self.failpoints.hit("dlq.after_send")
 
     @staticmethod
     def _count_dead_letters(rejected: Sequence[tuple[Any, Rejected]], unsent: list[tuple[Any, Rejected]]) -> None:
@@ -126,6 +134,7 @@ class EventPipeline:
         started = time.perf_counter()
         partition = events[0].message.partition
         if parsed:
+            await self.failpoints.hit("batch.before_learn")
             await self.barrier(partition)
             if not await self.memory_ready(partition, events[-1].message.offset, MEMORY_WAIT_S):
                 metrics.MEMORY_BEHIND.inc()
@@ -152,9 +161,11 @@ class EventPipeline:
                                     np.array([e.ts_ms for e in events]),
                                     self._load_states(users, last.message.partition))
         self._warn({"moved": result.moved, "resized": result.resized, "invalid": result.invalid})
+        await self.failpoints.hit("batch.in_topk")
         # top-K is CPU-bound on a large catalogue (docs/operations.md): off the event loop
         recs = await asyncio.get_running_loop().run_in_executor(self._top_k, result.recs.run)
         await self._hold_and_publish(last, result.users, recs, dict(zip(users, offsets.tolist())))
+        await self.failpoints.hit("batch.after_publish")
         self._count(events, result, produced)
 
     async def _forget(self, ev: Any, user: str) -> None:
@@ -263,6 +274,8 @@ class EventPipeline:
                 self.model.keep_unsent(items)
                 raise
             metrics.ITEM_RECORDS_WRITTEN.inc(len(items))
+            if acks:
+                await self.failpoints.hit("flush.after_send")
             n = 0
             for p, held in values.items():
                 _count_states(records[p])

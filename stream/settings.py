@@ -18,6 +18,7 @@ from polyrec.cooccurrence import CooccurrenceConfig
 from polyrec.events import DEFAULT_WEIGHTS
 from polyrec.explore import ExploreConfig
 from polyrec.mf import MFConfig
+from stream.failpoints import parse as parse_failpoints
 from stream.state import MAX_ITEMS
 
 EVENT_LOOPS = ("uvloop", "asyncio")
@@ -115,9 +116,6 @@ class Settings:
     history_max: int = _env("POLYREC_HISTORY_MAX", 500,
                             "Distinct recent items kept per user for seen-item exclusion.")
     batch_max: int = _env("POLYREC_BATCH_MAX", 1000, "Most events in one micro-batch.")
-    batch_window_s: float = _env("POLYREC_BATCH_WINDOW_S", 0.1,
-                                 "Longest wait to fill a micro-batch of the items agent, seconds (an events "
-                                 "batch takes what its partition has buffered, without waiting).")
     redis_prefix: str = _env("POLYREC_REDIS_PREFIX", "polyrec",
                              "Prefix of every Redis key polyrec writes.")
     recs_ttl_s: int = _env("POLYREC_RECS_TTL_S", 7 * 24 * 3600, "TTL of a user's recommendation key, seconds.")
@@ -170,6 +168,9 @@ class Settings:
     projection_refit_s: float = _env("POLYREC_PROJECTION_REFIT_S", 60.0,
                                      "Age after which the projection is refitted before projecting new items, seconds.")
     seed: int = _env("POLYREC_SEED", 42, "Seed of the model's random initialisation and sampling.")
+    failpoint: str = _env("POLYREC_FAILPOINT", "",
+                          "Fault tests only: STEP:N:ACTION[,...] kills (kill), stalls (sleep=S) or fails (raise) the "
+                          "worker at the Nth pass through STEP (stream/failpoints.py lists the steps); empty: none.")
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -197,7 +198,7 @@ class Settings:
         for name in ("metrics_port", "web_port"):  # 0: off
             if not 0 <= getattr(self, name) <= 65535:
                 raise ValueError(f"{_env_name(name)} must be a port from 0 (off) to 65535, got {getattr(self, name)}")
-        for name in ("projection_alpha", "batch_window_s", "commit_interval_s", "session_timeout_s", "redis_timeout_s",
+        for name in ("projection_alpha", "commit_interval_s", "session_timeout_s", "redis_timeout_s",
                      "heartbeat_interval_s", "rebalance_timeout_s", "cooccur_floor"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{_env_name(name)} must be positive, got {getattr(self, name)}")
@@ -229,6 +230,7 @@ class Settings:
                              "KAFKA_SASL_PASSWORD")
         if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
             raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together (mutual TLS)")
+        parse_failpoints(self.failpoint)  # a typo must not leave a fault test without its fault
         if "://" not in self.store or urlsplit(self.store).scheme not in STORES:
             raise ValueError(f"POLYREC_STORE must be one of {', '.join(s + '://' for s in STORES)}, got {self.store!r}")
 

@@ -166,7 +166,7 @@ def worker_env(bootstrap: str, tmp: Path, **extra: str) -> dict:
     env = dict(os.environ, KAFKA_BOOTSTRAP=bootstrap, REDIS_URL=REDIS_URL, POLYREC_APP_ID=app_id,
                POLYREC_REDIS_PREFIX=app_id, POLYREC_DATA_DIR=str(tmp / "data"),
                POLYREC_EVENTS_TOPIC=f"{app_id}-events", POLYREC_ITEMS_TOPIC=f"{app_id}-items",
-               POLYREC_BATCH_WINDOW_S="0.05", POLYREC_WEB_USER_STATE="true")
+               POLYREC_WEB_USER_STATE="true")
     return env | extra
 
 

@@ -92,8 +92,34 @@ def test_faust_flow_control_clear_empties_every_partition():
         flow_control.clear()
         assert buffers.take(A, 10) == [] and buffers.take(B, 10) == []
         fill(buffers, A, range(3, 4))
-        flow_control.resume()  # resuming clears managed queues too: the consumer seeks back
+        flow_control.resume()  # resuming clears managed queues too
         assert buffers.take(A, 10) == []
+
+    asyncio.run(scenario())
+
+
+def test_a_clear_wakes_each_partition_s_learning_task_with_the_first_offset_it_dropped():
+    """The consumer does not always fetch dropped records again (after a recovery it seeks only
+    committed partitions, and may have read on already): each partition's learning task is woken
+    to read it again, even when nothing new arrives."""
+    async def scenario() -> None:
+        flow_control = FlowControlEvent()
+        buffers = PartitionBuffers(limit=10)
+        flow_control.manage_queue(buffers)
+        fill(buffers, A, range(5, 8))
+        fill(buffers, B, range(0, 2))
+        buffers.take(B, 10)  # B: nothing buffered, nothing to read again
+        flow_control.clear()
+        fill(buffers, A, range(8, 9))
+        flow_control.resume()  # a second clear: A's first dropped offset stays the oldest
+        await asyncio.wait_for(buffers.wait(A), 1)
+        assert buffers.reread(A) == 5 and buffers.reread(A) is None
+        assert buffers.reread(B) is None
+        waiting = asyncio.ensure_future(buffers.wait(A))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()  # read again: it waits for records as before
+        buffers.put(Msg(A, 5))
+        await asyncio.wait_for(waiting, 1)
 
     asyncio.run(scenario())
 

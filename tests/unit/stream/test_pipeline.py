@@ -65,6 +65,27 @@ def test_dead_lettered_events_count_by_type_when_valid_and_as_invalid_otherwise(
     assert {k: after[k] - before[k] for k in after} == {"click": 1, "invalid": 1}
 
 
+def test_dead_letters_go_to_their_source_partition_and_those_sent_before_a_restart_are_not_sent_again():
+    sent = []
+
+    async def produce(topic, key, value, partition, headers):
+        sent.append((partition, dict(headers)["polyrec-source-offset"]))
+        return acked()
+
+    def bad(partition: int, offset: int) -> tuple[SimpleNamespace, Rejected]:
+        message = SimpleNamespace(topic="events", partition=partition, offset=offset, key=b"u1")
+        return SimpleNamespace(value=b"{", message=message), Rejected("malformed_json", "not JSON")
+
+    pipeline = EventPipeline(None, {}, produce, None, None, None, {"dlq": "events.dlq"}, None, "v", barrier=None,
+                             memory_ready=None)
+    asyncio.run(pipeline.dead_letter([bad(5, 1)]))
+    assert sent == [(None, b"1")]  # before the first assignment read the topic back: by key
+    sent.clear()
+    pipeline.dead_letters.resume(4, {1: {10, 11}, 5: {10}})  # a killed worker sent these, uncommitted
+    asyncio.run(pipeline.dead_letter([bad(1, 10), bad(1, 12), bad(5, 10), bad(5, 11), bad(1, 11)]))
+    assert sent == [(1, b"12"), (1, b"11")]  # source partition 5 of a 4-partition topic: its partition 1
+
+
 def test_the_detail_header_is_at_most_its_byte_limit_in_whole_characters():
     headers = dict(dlq_headers("malformed_json", "é" * 400 + "日本" * 200, "events", 0, 1))
     detail = headers["polyrec-detail"]
