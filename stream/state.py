@@ -51,7 +51,7 @@ from stream.wire import (
 )
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # an accumulator beyond it would be stored as inf
-MAX_ITEMS = 500_000  # items a worker knows by default (POLYREC_MAX_ITEMS; docs/operations.md sizes it)
+MAX_ITEMS = 200_000  # items a worker knows by default (POLYREC_MAX_ITEMS): fits the 2 GiB pod (operations.md)
 MAX_LANGUAGES = 64  # language labels a worker keeps apart in its exposure metrics; later ones count as "other"
 
 
