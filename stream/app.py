@@ -177,6 +177,8 @@ class Worker:
         self.in_order = InOrder()  # each assigned partition's next offset to learn
         self.buffers = PartitionBuffers(BUFFERED_BATCHES * s.batch_max)  # fetched records, not yet taken
         self._learning: dict[TP, asyncio.Task] = {}  # assigned partition (of a batched topic) -> its task
+        self._resuming: asyncio.Task | None = None  # the dead letters read back at the last assignment
+        self._assignments = 0  # assignments so far: a read-back of an older one is not used
         self._assigned_once = threading.Event()  # the consumer has started (the web server answers before)
         self._lag_series: set[int] = set()  # the events partitions this worker exports a lag series for
         self._register()
@@ -254,6 +256,8 @@ class Worker:
             await self.replica.wait_caught_up()  # the catch-ups from the topics' start, holding no events
             if steps is self.pipeline:
                 await self.event_replica.wait_caught_up(timeout=None)  # as long as the events topic takes
+            if self._resuming is not None:  # the dead letters read back (shared: shielded from our cancel)
+                await asyncio.shield(self._resuming)
             while True:
                 await self.buffers.wait(tp)
                 await self.app.flow_control.acquire()  # no batch starts during a rebalance or stop
@@ -327,15 +331,13 @@ class Worker:
         mine = [TopicPartition(tp.topic, tp.partition) for tp in assigned if tp.topic in self.batched]
         start = await fetch_start_offsets(s.broker_list, s.app_id, mine, s.kafka_options())
         self.in_order.expect({TP(tp.topic, tp.partition): offset for tp, offset in start.items()})
-        for topic, (steps, _) in self.batched.items():
-            starts = {tp.partition: offset for tp, offset in sorted(start.items()) if tp.topic == topic}
-            log.info("assigned %s: learning from offsets %s", topic, starts)
-            try:
-                steps.dead_letters.resume(*await dead_lettered_since(s.broker_list, steps.dead_letters.topic, starts,
-                                                                     s.kafka_options()))
-            except Exception as exc:  # noqa: BLE001 - degraded, not down: at worst a replay dead-letters twice
-                log.warning("could not read back the dead letters of %s: a replay may dead-letter some records "
-                            "again: %r", topic, exc)
+        starts = {topic: {tp.partition: offset for tp, offset in sorted(start.items()) if tp.topic == topic}
+                  for topic in self.batched}
+        for topic, offsets in starts.items():
+            log.info("assigned %s: learning from offsets %s", topic, offsets)
+        self._assignments += 1
+        self._resuming = asyncio.ensure_future(self._resume_dead_letters(starts, self._assignments))  # off the
+        # rebalance's path: the learning tasks wait for it
         self._start_learning(TP(tp.topic, tp.partition) for tp in mine)
         self._assigned_once.set()
         self._drop_users_elsewhere({tp.partition for tp in assigned
@@ -345,6 +347,22 @@ class Worker:
             with contextlib.suppress(KeyError):  # a metric must never crash the worker
                 metrics.LAG.remove(self.settings.events_topic, str(p))
         self._lag_series.intersection_update(kept)
+
+    async def _resume_dead_letters(self, starts: dict[str, dict[int, int]], assignment: int) -> None:
+        """Each batched topic's dead letters past its assigned partitions' committed offsets (``starts``):
+        what a killed predecessor sent, so that the replay does not send it again; unused if another
+        assignment came meanwhile. Failing leaves the replay at least once: degraded, not down."""
+        async def one(topic: str, steps: EventPipeline | ItemPipeline) -> None:
+            s = self.settings
+            try:
+                found = await dead_lettered_since(s.broker_list, steps.dead_letters.topic, starts[topic],
+                                                  s.kafka_options())
+                if assignment == self._assignments:
+                    steps.dead_letters.resume(*found)
+            except Exception as exc:  # noqa: BLE001 - logged; at worst a replay dead-letters twice
+                log.warning("could not read back the dead letters of %s: a replay may dead-letter some records "
+                            "again: %r", topic, exc)
+        await asyncio.gather(*(one(topic, steps) for topic, (steps, _) in self.batched.items()))
 
     def _drop_users_elsewhere(self, partitions: set[int]) -> None:
         """Drop from a memory store the users of partitions this worker now holds neither as active

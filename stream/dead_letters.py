@@ -141,7 +141,10 @@ async def dead_lettered_since(bootstrap: list[str], dlq_topic: str, starts: Mapp
             return count, found
         tps = {q: TopicPartition(dlq_topic, q) for q in {p % count for p in starts}}
         first = await consumer.beginning_offsets(list(tps.values()))
-        ends = await fetch_end_offsets(bootstrap, list(tps.values()), options=options)
+        listed = await consumer.end_offsets(list(tps.values()))  # equal to the start only when empty
+        filled = [tp for tp in tps.values() if listed[tp] > first[tp]]
+        ends = {tp: first[tp] for tp in tps.values()} | (  # the exact end, where it matters
+            await fetch_end_offsets(bootstrap, filled, options=options) if filled else {})
         for q, tp in tps.items():
             pending = {p for p in starts if p % count == q}
             hi, step = ends[tp], chunk
