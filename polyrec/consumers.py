@@ -113,6 +113,12 @@ class Consumers:
         return (rows[keep], (f[keep] * (norm / length[keep])[:, None]).astype(np.float32),
                 self.typical_bias(item_bias[:n_items]))
 
+    def with_events(self, n_items: int) -> np.ndarray:
+        """Item rows below ``n_items`` with at least one event: the pool negatives are drawn from
+        (``OnlineMF.learn_rows``). The others are the fresh items, known from their text only."""
+        self._fit(n_items)
+        return np.flatnonzero(self.counts[:n_items])
+
     def young_rows(self, n_items: int) -> np.ndarray:
         """Item rows below ``n_items`` with at least one event and fewer than ``young``."""
         counts = self.counts[:n_items]

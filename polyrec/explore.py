@@ -4,10 +4,12 @@ A new item's text places its factors (``polyrec/projection.py``), but until its 
 co-occurrence memory knows nothing of it, and the blend (``polyrec/cooccurrence.py``) ranks it below
 every item seen next to the user's recent items: on its text alone it reaches almost no one, and
 without a first consumer it never learns. So each user's list may give one place to a *fresh* item
-(one with no events yet): the fresh item with the user's best factor score, if it is among the
-user's best unseen items by factor score, the best ``fit`` share of the catalogue (0.1: the top
-tenth). It then takes the ``place``-th place of the list (the last of a top-10), so every list
-keeps its first ``place - 1`` places for what the model knows. ``fit = 0`` turns this off.
+(one with no events yet) that the user fits: one among the user's best unseen items by factor
+score, the best ``fit`` share of the catalogue (0.1: the top tenth). Among the fresh items a user
+fits, which one is spread pseudo-randomly (not the best fit: an item that many fit but no one takes
+would hold all their places, and the others of its kind would reach no one). It takes the
+``place``-th place of the list (the last of a top-10), so every list keeps its first ``place - 1``
+places for what the model knows. ``fit = 0`` turns this off.
 
 Whom it fits is judged with its factors' direction at an established item's typical length, and
 with an established item's typical bias (``Consumers.fresh_factors``): a text start is a ridge
@@ -52,22 +54,41 @@ class ExploreConfig:
 
 
 def pick(factor: np.ndarray, fresh: np.ndarray, fresh_scores: np.ndarray, fit: float) -> Picked:
-    """For each row of ``factor`` (users x items, seen items at ``-inf``), the ``fresh`` column
-    with the best of its ``fresh_scores`` (users x fresh: how well each fits, see
-    ``Consumers.fresh_factors``), kept where fewer than the ``fit`` share of the columns score higher
-    in ``factor``."""
+    """For each row of ``factor`` (users x items, seen items at ``-inf``), one ``fresh`` column among
+    those it fits (:func:`fits`, judged by ``fresh_scores``: users x fresh, see
+    ``Consumers.fresh_factors``), or none. Among the columns a user fits, the choice is spread
+    (:func:`_spread`) rather than the best fit: a fresh item that many users fit but no one takes
+    would otherwise hold every one of their places, and the other fresh items of its kind, never
+    anyone's best, would reach no one."""
     if not len(fresh) or fit <= 0:
         return NOTHING
-    best = np.argmax(fresh_scores, axis=1)
-    users = np.flatnonzero(fits(factor, fresh_scores[np.arange(len(factor)), best][:, None], fit)[:, 0])
+    ok = fits(factor, fresh_scores, fit)
+    key = np.where(ok, _spread(len(factor), len(fresh)), 0)
+    best = np.argmax(key, axis=1)
+    users = np.flatnonzero(ok[np.arange(len(factor)), best])
     return users, fresh[best[users]]
 
 
 def fits(factor: np.ndarray, scores: np.ndarray, fit: float) -> np.ndarray:
     """Users x candidates: whether fewer than the ``fit`` share of the columns of ``factor`` score
-    higher than each candidate (a column of ``scores``) for the user."""
-    above = np.stack([np.count_nonzero(factor > s[:, None], axis=1) for s in scores.T], axis=1)
-    return (above < fit * factor.shape[1]) & np.isfinite(scores)
+    higher than each candidate (a column of ``scores``) for the user: whether it scores at least
+    the user's ``ceil(fit * columns)``-th best."""
+    k = int(np.ceil(fit * factor.shape[1]))
+    if k > factor.shape[1]:
+        return np.isfinite(scores)
+    threshold = -np.partition(-factor, k - 1, axis=1)[:, k - 1]
+    return (scores >= threshold[:, None]) & np.isfinite(scores)
+
+
+def _spread(n_users: int, n_fresh: int) -> np.ndarray:
+    """Users x fresh: a fixed pseudo-random positive key per (row, column) (a splitmix64 mix), so
+    that each row's largest key among the columns it fits falls on each of them about equally."""
+    x = (np.arange(n_users, dtype=np.uint64)[:, None] * np.uint64(0x9E3779B97F4A7C15)
+         + np.arange(n_fresh, dtype=np.uint64)[None, :] * np.uint64(0xBF58476D1CE4E5B9))
+    x ^= x >> np.uint64(31)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(29)
+    return (x >> np.uint64(1)) | np.uint64(1)
 
 
 def lift(scores: np.ndarray, picked: Picked, place: int) -> None:

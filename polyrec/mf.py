@@ -183,7 +183,8 @@ class OnlineMF:
         return self.learn_rows(u, i, w)
 
     def learn_rows(self, u: np.ndarray, i: np.ndarray, w: np.ndarray,
-                   user_mask: np.ndarray | None = None, item_mask: np.ndarray | None = None) -> Update:
+                   user_mask: np.ndarray | None = None, item_mask: np.ndarray | None = None,
+                   negatives: np.ndarray | None = None) -> Update:
         """:meth:`learn_many` on rows that already exist.
 
         ``user_mask`` / ``item_mask`` (bool per event) leave out an event's user-side or item-side
@@ -193,11 +194,19 @@ class OnlineMF:
         Negatives come from one pool per micro-batch, ``min(n_negatives * B, negative_pool)``
         items drawn uniformly, each weighted ``n_negatives / pool`` so that every event weighs
         the same as with ``n_negatives`` private negatives (for B=1 it is exactly that). Scoring
-        the pool is a BLAS matrix product instead of a per-event gather.
+        the pool is a BLAS matrix product instead of a per-event gather. They are drawn from the
+        item rows ``negatives`` (every item when None; the batch's own items when empty): the
+        stream and the evaluation pass the items with events (``Consumers.with_events``), so that
+        an item no one has met yet is not taught, batch after batch, that no one wants it (its text
+        start would fade into the direction every user dislikes before its first event).
         """
         c = self.config
         pool = min(c.n_negatives * len(u), c.negative_pool)
-        j = self._rng.integers(0, len(self.items), size=pool)
+        if negatives is None:
+            j = self._rng.integers(0, len(self.items), size=pool)
+        else:
+            rows = np.asarray(negatives if len(negatives) else i, np.int64)
+            j = rows[self._rng.integers(0, len(rows), size=pool)]
         pu, qi, qj = self._p[u], self._q[i], self._q[j]  # (B,k) (B,k) (P,k)
         if item_mask is not None and item_mask.all():
             item_mask = None  # the common case: nothing to leave out, one gradient pass

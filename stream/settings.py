@@ -76,7 +76,8 @@ class Settings:
     item_lr: float = _env("POLYREC_ITEM_LR", MFConfig.item_lr, "AdaGrad learning rate of the item factors and biases.")
     reg: float = _env("POLYREC_REG", MFConfig.reg, "L2 regularisation of the factors.")
     negatives: int = _env("POLYREC_NEGATIVES", MFConfig.n_negatives,
-                          "Sampled negative items per event (BPR), drawn from one pool per micro-batch.")
+                          "Sampled negative items per event (BPR), drawn from one pool per micro-batch "
+                          "among the items with events (an item known from its text only is never one).")
     cooccur_items: int = _env("POLYREC_COOCCUR_ITEMS", CooccurrenceConfig.max_items,
                               "Items with a row in the co-occurrence matrix, first come (memory: this squared x 4 "
                               "bytes at most); later items are scored by the factors alone.")

@@ -432,7 +432,8 @@ class WorkerModel:
         item_mask = offsets > part.offset_of(i)
         loss = 0.0
         if user_mask.any() or item_mask.any():
-            upd = self.mf.learn_rows(u, i, np.asarray(weights, np.float32), user_mask, item_mask)
+            upd = self.mf.learn_rows(u, i, np.asarray(weights, np.float32), user_mask, item_mask,
+                                     self.consumers.with_events(len(self.mf.items)))
             loss = upd.loss
             last = int(offsets.max())
             rows = upd.item_rows

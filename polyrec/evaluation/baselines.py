@@ -113,7 +113,8 @@ class Polyrec:
     def learn(self, users: Sequence[str], items: Sequence[str], weights: np.ndarray) -> None:
         u, i = self.model.add_users(users), self.model.add_items(items)
         w = np.asarray(weights, np.float32)
-        self.model.learn_rows(u, i, w)
+        self.model.learn_rows(u, i, w, negatives=None if self.consumers is None
+                              else self.consumers.with_events(len(self.model.items)))
         if self.memory is not None:
             self.memory.learn_rows(u, i)
         if self.consumers is not None:

@@ -40,7 +40,7 @@ def _polyrec_pass(replay: Replay, config: MFConfig, cooccurrence: CooccurrenceCo
         sl = slice(start, start + batch)
         t0 = time.perf_counter()
         u, i = model.add_users(users[sl]), model.add_items(items[sl])
-        update = model.learn_rows(u, i, replay.weights[sl])
+        update = model.learn_rows(u, i, replay.weights[sl], negatives=consumers.with_events(len(model.items)))
         memory.learn_rows(u, i)
         consumers.learn_rows(i, model.user_factors[u], replay.weights[sl])
         if refresh_k:

@@ -26,6 +26,20 @@ def test_pick_keeps_only_users_the_fresh_item_fits():
     assert pick(factor, fresh, judged, fit=1 / 6)[0].tolist() == [1]
 
 
+def test_pick_spreads_the_places_among_the_fresh_items_each_user_fits():
+    rng = np.random.default_rng(0)
+    factor = rng.normal(size=(3000, 50))
+    fresh = np.array([10, 11, 12, 13])
+    judged = np.column_stack([np.full(3000, 9.0), np.full(3000, 8.0), np.full(3000, 7.0),  # all fit everyone
+                              np.full(3000, -9.0)])  # fits no one
+    users, cols = pick(factor, fresh, judged, fit=0.1)
+    assert len(users) == 3000
+    shares = np.bincount(cols - 10, minlength=4) / 3000
+    assert shares[3] == 0 and np.all(np.abs(shares[:3] - 1 / 3) < 0.04), shares  # not all to the best fit
+    again = pick(factor, fresh, judged, fit=0.1)
+    assert np.array_equal(again[1], cols)  # the same scores: the same picks
+
+
 def test_lift_takes_the_place_and_moves_only_what_was_there():
     scores = np.array([[9.0, 8.0, 7.0, 6.0, 1.0]], np.float32)
     lift(scores, (np.array([0]), np.array([4])), place=3)

@@ -57,6 +57,27 @@ def test_learning_step_lowers_the_objective_of_the_batch():
     assert last < 0.5 * first
 
 
+def test_negatives_come_only_from_the_rows_given_and_every_row_by_default():
+    def learned(negatives):
+        m = OnlineMF(MFConfig(dim=8, n_negatives=4, seed=5))
+        m.add_items([f"i{n}" for n in range(40)])
+        before = m.item_factors.copy(), m.item_bias.copy()
+        for _ in range(20):
+            m.learn_many([f"u{n}" for n in range(10)], [f"i{n % 5}" for n in range(10)]) if negatives is None else \
+                m.learn_rows(m.add_users([f"u{n}" for n in range(10)]), np.arange(10) % 5, np.ones(10, np.float32),
+                             negatives=negatives)
+        return m, before
+
+    pool = np.arange(20)  # items 20-39 are never drawn, and none is a positive
+    m, (q0, b0) = learned(pool)
+    np.testing.assert_array_equal(m.item_factors[20:], q0[20:])
+    np.testing.assert_array_equal(m.item_bias[20:], b0[20:])
+    assert not np.array_equal(m.item_factors[5:20], q0[5:20])  # the pool's non-positives were pushed down
+    default, _ = learned(None)
+    every, _ = learned(np.arange(40))  # every row given: the same draws as the default
+    np.testing.assert_array_equal(default.item_factors, every.item_factors)
+
+
 def test_adagrad_step_size_is_bounded_for_many_events_of_one_user():
     m = OnlineMF(MFConfig(dim=8, user_lr=0.1, seed=3))
     m.add_items([f"i{n}" for n in range(100)])

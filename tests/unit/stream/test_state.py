@@ -105,6 +105,17 @@ def test_text_base_replaces_the_random_start_and_keeps_learned_contributions():
     assert item in w.embeddings
 
 
+def test_an_item_with_no_event_keeps_its_text_start_while_other_items_learn():
+    w = _worker()
+    text = np.linspace(-1, 1, CFG.dim + 1).astype(np.float32)
+    w.apply_item_record(ItemRecord("new", TEXT_SOURCE, text, 0, embedding=np.ones(4, np.float32)))
+    for n in range(20):  # 800 events of the 25 catalogue items: the new item is never a negative
+        w.process(0, *_batch_states(_batch(start=40 * n, seed=n)))
+    np.testing.assert_array_equal(w.item_vector("new"), text)
+    w.process(0, ["u0"], ["new"], np.ones(1, np.float32), np.array([800]), np.zeros(1), {})
+    assert not np.array_equal(w.item_vector("new"), text)  # its first event: it learns, as every item
+
+
 def test_a_later_text_of_an_item_wins_whatever_order_its_records_arrive_in():
     """The item re-published: its worker applies texts 1 and 2, then the replica echoes text 1."""
     w = _worker()
