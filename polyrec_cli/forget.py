@@ -6,8 +6,9 @@
    changelog, drops them from its store and memory (factors, history, id) and deletes their Redis key;
    every worker's event replica drops their last events from its co-occurrence memory.
 3. This command waits until the consumer group's committed offset passes the request (the owner has
-   applied it), then deletes the Redis key itself (again, in case the owner could not) and every
-   entry of the user on the Redis stream, and reports what it removed. Safe to repeat.
+   applied it), then marks the erasure in Redis and deletes the Redis key itself (again, in case the
+   owner could not) and every entry of the user on the Redis stream, and reports what it removed.
+   Safe to repeat.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from stream.records import FORGET, Rejected, compact_json, parse_event
-from stream.recs import recs_key, stream_key
+from stream.recs import erased_key, recs_key, stream_key
 from stream.settings import Settings
 
 STREAM_PAGE = 1000  # stream entries read per round trip while looking for the user's
@@ -86,10 +87,15 @@ async def wait_applied(settings: Settings, partition: int, offset: int, timeout:
         await admin.close()
 
 
-def erase_from_redis(redis: Any, prefix: str, user_id: str) -> tuple[int, int]:
-    """Delete the user's recommendation key and their entries on the Redis stream (a synchronous
-    ``redis.Redis``); how many of each there were."""
-    keys = int(redis.delete(recs_key(prefix, user_id)))
+def erase_from_redis(redis: Any, settings: Settings, user_id: str, partition: int, offset: int) -> tuple[int, int]:
+    """Mark the erasure (the request at ``partition``, ``offset``: stream/recs.py), delete the user's
+    recommendation key and their entries on the Redis stream (a synchronous ``redis.Redis``); how
+    many keys and entries there were."""
+    prefix = settings.redis_prefix
+    with redis.pipeline(transaction=False) as pipe:
+        pipe.set(erased_key(prefix, user_id), f"{partition}:{offset}", ex=settings.recs_ttl_s)
+        pipe.delete(recs_key(prefix, user_id))
+        keys = int(pipe.execute()[1])
     stream, wanted, entries, start = stream_key(prefix), user_id.encode("utf-8"), 0, "-"
     while page := redis.xrange(stream, min=start, max="+", count=STREAM_PAGE):
         mine = [entry_id for entry_id, fields in page if fields.get(b"user_id") == wanted]
@@ -110,7 +116,7 @@ def forget(settings: Settings, user_id: str, timeout: float = 60.0) -> ForgetRep
     applied = asyncio.run(wait_applied(settings, partition, offset, timeout))
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=max(settings.redis_timeout_s, 5.0))
     try:
-        keys, entries = erase_from_redis(client, settings.redis_prefix, user_id)
+        keys, entries = erase_from_redis(client, settings, user_id, partition, offset)
     finally:
         client.close()
     return ForgetReport(user_id, partition, offset, applied, keys, entries)

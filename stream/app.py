@@ -44,7 +44,7 @@ from stream.faust_patches import (
     seek,
 )
 from stream.faust_process import drop_monitor
-from stream.fencing import fence_user_states
+from stream.fencing import UserStatesFence
 from stream.items import ItemPipeline
 from stream.offsets import InOrder, fetch_start_offsets
 from stream.pipeline import HELD_RETRY_S, EventPipeline
@@ -152,7 +152,7 @@ class Worker:
         self.events = self.app.topic(s.events_topic, partitions=s.partitions)
         self.users = self.app.Table(USERS_TABLE, default=None, partitions=s.partitions,
                                     schema=faust.Schema(key_serializer="json", value_serializer="json"))
-        fence_user_states(self.users)
+        self.fence = UserStatesFence(self.users)
         self.replica, self.event_replica = replicas(s, self.model)
         self.barrier = HandOverBarrier(self.replica.wait_caught_up)
         self.redis = redis_client(s.redis_url, s.redis_timeout_s)
@@ -259,6 +259,10 @@ class Worker:
             if self._resuming is not None:  # the dead letters read back (shared: shielded from our cancel)
                 await asyncio.shield(self._resuming)
             while True:
+                if steps is self.pipeline:  # after a recovery (flow control resumes when it ends)
+                    await self.app.flow_control.acquire()
+                    if again := self.fence.take_erased_again(tp.partition):
+                        await self.pipeline.erase_again(tp.partition, again)
                 await self.buffers.wait(tp)
                 await self.app.flow_control.acquire()  # no batch starts during a rebalance or stop
                 dropped = self.buffers.reread(tp)  # no await since acquire

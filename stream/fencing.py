@@ -1,4 +1,5 @@
-"""Late writes of an evicted owner lose to newer states, wherever the users changelog is read back.
+"""Late writes of an evicted owner lose to newer states, and to erasures, wherever the users
+changelog is read back.
 
 A worker whose revocation outlasts the rebalance timeout is dropped from the group while a batch
 of its may still be writing: its user states can reach the changelog *after* the states the
@@ -8,29 +9,43 @@ key, so at the next recovery a user would silently lose what the new owner appli
 Every state carries the partition and the offset of the last event applied to it (``"p"``, ``"o"``:
 stream/wire.py), and offsets only grow within a partition, so the newer state is the one with the
 larger offset, whatever order the records landed in. Recovery (and a standby's replay) applies a
-record only if its offset is not below the one already held for its user in the same partition; a
-tombstone (an erasure) always applies. States from different partitions (producers that partition
-a user's events differently) are not comparable: the later record wins, as before.
+record only if its offset is not below the one already held for its user in the same partition.
+States from different partitions (producers that partition a user's events differently) are not
+comparable: the later record wins, as before.
+
+An erasure's tombstone carries the position of its request in a header (``polyrec-erased``:
+"partition:offset"), and counts as a record at that position: a state from before the erasure that
+lands after its tombstone (the late write of an evicted owner) is left out, so the erased user does
+not come back at the next recovery; their events after the request apply. The fence remembers the
+erasures it replayed (the tombstone deletes the user from the store, so the store cannot), and
+reports the users whose late state followed their erasure (``take_erased_again``): the partition's
+owner then writes their tombstone again, so that the topic's last record of them is a tombstone
+again before compaction keeps only the late state. A tombstone without the header (written before
+it existed) always applies.
 
 A record older than the state the store already holds is mostly a replay over a store that kept
 its users (a partition coming back to a memory store, a standby catching up); one older than a
-record *before it in the same replay batch* can only be a late write. Both are left out; only the
-second kind is counted and logged (a late write whose newer state came in an earlier batch is
-left out silently).
+record *before it in the same replay batch*, or than an erasure, can only be a late write. Both are
+left out; only the second kind is counted and logged.
 
 >>> held = {"u": {"p": 0, "o": 9}}
 >>> records = [("u", {"p": 0, "o": 7}), ("u", {"p": 0, "o": 12}), ("u", {"p": 0, "o": 11}), ("v", {"p": 0, "o": 1})]
->>> kept, late = newest_states(records, lambda r: r[0], lambda r: r[1], held.get)
->>> [r[1]["o"] for r in kept], late
+>>> fenced = newest_states(records, lambda r: r[0], lambda r: r[1], held.get)
+>>> [r[1]["o"] for r in fenced.kept], fenced.late
 ([12, 1], 1)
+>>> erasures = {}
+>>> records = [("v", None, (0, 20)), ("v", {"p": 0, "o": 15}, None)]  # o=15: learned before the erasure
+>>> fenced = newest_states(records, lambda r: r[0], lambda r: r[1], {}.get, lambda r: r[2], erasures)
+>>> [r[1] for r in fenced.kept], fenced.late, fenced.erased_again, erasures
+([None], 1, {'v'}, {'v': (0, 20)})
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple, TypeVar
 
 import faust
 
@@ -40,7 +55,40 @@ log = logging.getLogger(__name__)
 R = TypeVar("R")
 
 
-def _position(value: Any) -> tuple[Any, int] | None:
+ERASED_HEADER = "polyrec-erased"  # on an erasure's tombstone: "partition:offset" of its request
+
+Position = tuple[Any, int]
+
+
+class Fenced(NamedTuple):
+    """What a replay batch applies (``kept``, in order), how many late writes it left out, and the
+    users whose late state came after their erasure (their tombstone is to be written again)."""
+
+    kept: list
+    late: int
+    erased_again: set
+
+
+def erasure_header(partition: int, offset: int) -> tuple[str, bytes]:
+    """The header of an erasure's tombstone: where its request is on the events topic."""
+    return ERASED_HEADER, f"{partition}:{offset}".encode()
+
+
+def erasure_position(headers: Any) -> Position | None:
+    """``(partition, offset)`` from a record's headers (a list of pairs or a mapping); None if absent
+    or not in the header's form."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    for name, value in pairs:
+        if name == ERASED_HEADER:
+            try:
+                partition, offset = bytes(value).decode().split(":")
+                return int(partition), int(offset)
+            except ValueError:
+                return None
+    return None
+
+
+def _position(value: Any) -> Position | None:
     """``(partition, offset)`` of a decoded state; None for a tombstone or a value without them."""
     if not isinstance(value, dict):
         return None
@@ -49,24 +97,38 @@ def _position(value: Any) -> tuple[Any, int] | None:
 
 
 def newest_states(records: Iterable[R], key_of: Callable[[R], Any], value_of: Callable[[R], Any],
-                  held: Callable[[Any], Any]) -> tuple[list[R], int]:
+                  held: Callable[[Any], Any], erased_at: Callable[[R], Position | None] = lambda r: None,
+                  erasures: dict[Any, Position] | None = None) -> Fenced:
     """The records to apply, in order, leaving out those older than what is held (``held(key)``:
-    the decoded state already stored, or None) or than an earlier record of theirs; and how many
-    were left out for the second reason (late writes)."""
-    newest: dict[Any, tuple[tuple[Any, int] | None, bool]] = {}  # key -> (position, from this batch)
+    the decoded state already stored, or None; else the key's position in ``erasures``) or than an
+    earlier record of theirs. ``erased_at(record)``: a tombstone's erasure position (None: none).
+    ``erasures`` (key -> position of the erasure that deleted it) is updated with the batch."""
+    erasures = {} if erasures is None else erasures
+    newest: dict[Any, tuple[Position | None, bool, bool]] = {}  # key -> (position, from this batch, an erasure)
     kept: list[R] = []
     late = 0
+    again: set = set()
     for record in records:
         key, value = key_of(record), value_of(record)
         if key not in newest:
-            newest[key] = (_position(held(key)), False)
-        position, (before, in_batch) = _position(value), newest[key]
-        if value is not None and position and before and position[0] == before[0] and position[1] < before[1]:
-            late += in_batch
+            stored = _position(held(key))
+            newest[key] = (stored, False, False) if stored else (erasures.get(key), False, key in erasures)
+        before, in_batch, erased = newest[key]
+        position = _position(value) if value is not None else erased_at(record)
+        if position and before and position[0] == before[0] and position[1] < before[1]:
+            if value is not None and (in_batch or erased):
+                late += 1
+                if erased:
+                    again.add(key)
             continue
-        newest[key] = (position, True)  # a tombstone forgets the user: whatever comes after applies
+        if value is None and position:
+            erasures[key] = position
+        else:
+            erasures.pop(key, None)
+        newest[key] = (position, True, value is None and position is not None)
+        again.discard(key)  # its last record applied: nothing to write again
         kept.append(record)
-    return kept, late
+    return Fenced(kept, late, again)
 
 
 def _decoded(raw: bytes | None) -> Any:
@@ -78,17 +140,33 @@ def _decoded(raw: bytes | None) -> Any:
         return {}
 
 
-def fence_user_states(table: faust.Table) -> None:
-    """Make ``table``'s changelog replays (recovery, standby) keep each user's newest state."""
-    apply = table.apply_changelog_batch
+class UserStatesFence:
+    """Makes ``table``'s changelog replays (recovery, standby) keep each user's newest state, and
+    collects, per partition, the erased users a late state followed (:func:`newest_states`)."""
 
-    def apply_newest(batch: Iterable[faust.EventT]) -> None:
-        kept, late = newest_states(batch, lambda e: _decoded(e.message.key), lambda e: _decoded(e.message.value),
-                                   table.data.get)
-        if late:
-            metrics.LATE_USER_STATES.inc(late)
-            log.warning("users changelog: %d states written after newer ones of their users were not applied "
-                        "(late writes of an owner dropped from the group)", late)
-        apply(kept)
+    def __init__(self, table: faust.Table) -> None:
+        self.erasures: dict[Any, Position] = {}
+        self._again: dict[int, set] = {}
+        self._apply = table.apply_changelog_batch
+        table.apply_changelog_batch = self._apply_newest  # type: ignore[method-assign]
+        self._table = table
 
-    table.apply_changelog_batch = apply_newest  # type: ignore[method-assign]
+    def _apply_newest(self, batch: Iterable[faust.EventT]) -> None:
+        batch = list(batch)
+        fenced = newest_states(batch, lambda e: _decoded(e.message.key), lambda e: _decoded(e.message.value),
+                               self._table.data.get, lambda e: erasure_position(e.message.headers), self.erasures)
+        if fenced.late:
+            metrics.LATE_USER_STATES.inc(fenced.late)
+            log.warning("users changelog: %d states written after newer ones of their users (or after their "
+                        "erasure) were not applied (late writes of an owner dropped from the group)", fenced.late)
+        for e in batch:
+            user = _decoded(e.message.key)
+            if user in fenced.erased_again:
+                self._again.setdefault(e.message.partition, set()).add(user)
+        self._apply(fenced.kept)
+
+    def take_erased_again(self, partition: int) -> dict[Any, Position]:
+        """The users of ``partition`` whose late state followed their erasure in a replay, with their
+        erasure's position; each is handed out once."""
+        users = self._again.pop(partition, set())
+        return {u: self.erasures[u] for u in users if u in self.erasures}

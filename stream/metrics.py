@@ -33,11 +33,11 @@ RECS = Counter("polyrec_recommendations_published_total", "User recommendation p
 RECS_HELD = Gauge("polyrec_recommendations_held", "Payloads held for Redis after failed writes, written once it "
                   "is back (with their partitions' next batches, or by a retry every 2 s).")
 RECS_STALE = Counter("polyrec_recommendations_stale_total", "Payloads Redis did not take because it held a newer "
-                     "one of the user (a larger offset in the same partition): late writes of an owner dropped "
-                     "from the group.")
+                     "one of the user, or the user's erasure (a larger offset in the same partition): late writes "
+                     "of an owner dropped from the group.")
 LATE_USER_STATES = Counter("polyrec_late_user_states_total", "User states read back from the changelog (recovery, "
-                           "standby) and not applied because a newer state of the user came before them in the "
-                           "changelog: late writes of an owner dropped from the group.")
+                           "standby) and not applied because a newer state of the user, or their erasure, came "
+                           "before them in the changelog: late writes of an owner dropped from the group.")
 RECS_DROPPED = Counter("polyrec_recommendations_dropped_total", "Held payloads given up: beyond the cap of 50,000, "
                        "or of a partition given away (until the user's next event).")
 LOSS = Gauge("polyrec_training_loss", "Exponential moving average of the micro-batch training loss.")

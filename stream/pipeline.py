@@ -29,6 +29,7 @@ import numpy as np
 from stream import metrics
 from stream.dead_letters import DeadLetters, DeadLettersNotSent
 from stream.failpoints import Failpoints
+from stream.fencing import Position, erasure_header
 from stream.records import (
     ITEM_CAPACITY,
     PROCESSING_FAILED,
@@ -169,28 +170,51 @@ class EventPipeline:
         self._count(events, result, produced)
 
     async def _forget(self, ev: Any, user: str) -> None:
-        """Erase a user (an erasure request at ``ev``): a tombstone on the changelog (acknowledged),
-        then the local store, the model's rows, any payload held for Redis, and the Redis key. The
-        Redis stream's entries are left to ``polyrec forget``, which scans the stream once it sees
-        the request committed; so is a Redis key this attempt could not delete."""
+        """Erase a user (an erasure request at ``ev``): a tombstone on the changelog (acknowledged; a
+        header holds the request's position, stream/fencing.py), then the local store, the model's
+        rows, any payload held for Redis, and the Redis key (an erasure marker refuses their older
+        payloads: stream/recs.py). The Redis stream's entries are left to ``polyrec forget``, which
+        scans the stream once it sees the request committed; so is a Redis key this attempt could
+        not delete."""
         partition = ev.message.partition
-        key = encode_json(user)
         async with self._flushing:  # no flush of a state of theirs may land after the tombstone
             self._states.get(partition, {}).pop(user, None)
-            acks = await delivered([self.produce(self.topics["users"], key, None, partition, None)])
-            _count_states([(key, b"")])
-            self.users_store(partition, user, None)
-            self.users_persisted(partition, acks[0].offset)
+            await self._tombstones(partition, {user: (partition, ev.message.offset)})
         held = self.model.forget_user(user)
         async with self._publishing[partition]:
             self._held.get(partition, {}).pop(user, None)
             try:
-                await self.publisher.forget([user])
+                await self.publisher.forget(user, partition, ev.message.offset)
             except Exception as exc:  # noqa: BLE001 - the command deletes it again, and says if it could not
                 log.warning("user %r erased, but its Redis key was not deleted: %s", user, exc)
         metrics.USERS_FORGOTTEN.inc()
         log.info("user %r erased (partition %d, offset %d; this worker held a row of theirs: %s)",
                  user, partition, ev.message.offset, held)
+
+    async def erase_again(self, partition: int, users: dict[str, Position]) -> None:
+        """Write again the tombstones of erased users of ``partition`` whose late state followed
+        their erasure on the changelog (``UserStatesFence.take_erased_again``: user -> the erasure's
+        position), so that compaction keeps a tombstone; not for a user with a state held or stored
+        since (events after the erasure)."""
+        async with self._flushing:
+            held = self._states.get(partition, {})
+            gone = {u: at for u, at in users.items() if u not in held and self.users_get(u) is None}
+            if gone:
+                await self._tombstones(partition, gone)
+        if gone:
+            log.warning("users changelog: wrote again the tombstones of %d erased users of partition %d: "
+                        "a late state of theirs followed their erasure", len(gone), partition)
+
+    async def _tombstones(self, partition: int, users: dict[str, Position]) -> None:
+        """Tombstones of ``users`` (each with their erasure's position in a header) on the changelog,
+        acknowledged, and out of the local store; under ``_flushing``."""
+        keys = [encode_json(u) for u in users]
+        acks = await delivered([self.produce(self.topics["users"], key, None, partition, [erasure_header(*at)])
+                                for key, at in zip(keys, users.values())])
+        _count_states([(key, b"") for key in keys])
+        for user in users:
+            self.users_store(partition, user, None)
+        self.users_persisted(partition, max(ack.offset for ack in acks))
 
     def _load_states(self, users: list[str], partition: int) -> dict[str, UserState | None]:
         """Each distinct user's newest state: held since the last flush, else the table's (None: none

@@ -14,10 +14,20 @@ A payload is written only if Redis does not hold a newer one of the same user: o
 the same partition is larger (a Lua script, one round trip per batch). A worker dropped from the
 group can still be writing a batch while the partition's next owner writes newer payloads; without
 this check the older one could land last and Redis would go backwards.
+
+An erasure (``polyrec forget``) deletes the user's key and leaves a marker for the key's TTL:
+
+* ``SET {prefix}:erased:{sha256(user_id)}`` -> ``"{partition}:{offset}"`` of the erasure request.
+
+A payload of that partition with a smaller offset (computed before the erasure, and written late
+by a worker dropped from the group) is then refused like an older one, so an erased user's
+recommendations cannot come back; payloads of their events after the request are written. The
+marker holds a hash of the id, not the id.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterator
@@ -28,6 +38,10 @@ from stream.records import compact_json
 
 def recs_key(prefix: str, user_id: str) -> str:
     return f"{prefix}:recs:{user_id}"
+
+
+def erased_key(prefix: str, user_id: str) -> str:
+    return f"{prefix}:erased:{hashlib.sha256(user_id.encode('utf-8')).hexdigest()}"
 
 
 def stream_key(prefix: str) -> str:
@@ -54,19 +68,24 @@ def payload(user_id: str, items: list[str], scores: list[float], model_version: 
     }
 
 
-# KEYS: the users' recs keys, then the stream. ARGV: ttl, maxlen, then per user: id, payload,
-# partition, offset. A payload is written (SET and XADD) unless the held one is of the same
-# partition with a larger offset; returns the positions (1-based) of those not written.
+# KEYS: the users' recs keys, their erasure markers, then the stream. ARGV: ttl, maxlen, then per
+# user: id, payload, partition, offset. A payload is written (SET and XADD) unless the held one, or
+# the user's erasure, is of the same partition with a larger offset; returns the positions
+# (1-based) of those not written.
 _WRITE_NEWER = """
-local n = #KEYS - 1
-local stream, ttl, maxlen = KEYS[n + 1], ARGV[1], ARGV[2]
+local n = (#KEYS - 1) / 2
+local stream, ttl, maxlen = KEYS[2 * n + 1], ARGV[1], ARGV[2]
 local stale = {}
 for i = 1, n do
   local a = 2 + 4 * (i - 1)
+  local part, off = ARGV[a + 3], tonumber(ARGV[a + 4])
   local held = redis.call('GET', KEYS[i])
   local p, o
   if held then p, o = string.match(held, '"partition":(%-?%d+),"offset":(%-?%d+)}$') end
-  if p == ARGV[a + 3] and tonumber(o) > tonumber(ARGV[a + 4]) then
+  local ep, eo
+  local erased = redis.call('GET', KEYS[n + i])
+  if erased then ep, eo = string.match(erased, '^(%-?%d+):(%-?%d+)$') end
+  if (p == part and tonumber(o) > off) or (ep == part and tonumber(eo) > off) then
     stale[#stale + 1] = i
   else
     redis.call('SET', KEYS[i], ARGV[a + 2], 'EX', ttl)
@@ -108,12 +127,17 @@ class RecsPublisher:
         for p in payloads:
             p["updated_at"] = now_ms
             args += [p["user_id"], compact_json(p), p["partition"], p["offset"]]
-        keys = [recs_key(self.prefix, p["user_id"]) for p in payloads] + [stream_key(self.prefix)]
+        keys = ([recs_key(self.prefix, p["user_id"]) for p in payloads]
+                + [erased_key(self.prefix, p["user_id"]) for p in payloads] + [stream_key(self.prefix)])
         return [payloads[int(i) - 1] for i in await self._write_newer(keys=keys, args=args)]
 
-    async def forget(self, user_ids: list[str]) -> int:
-        """Delete users' recommendation keys (erasure); how many existed."""
-        return int(await self.redis.delete(*[recs_key(self.prefix, u) for u in user_ids])) if user_ids else 0
+    async def forget(self, user_id: str, partition: int, offset: int) -> bool:
+        """Erase a user's recommendations: mark the erasure (its request's ``partition`` and
+        ``offset``) first, then delete the key, in one round trip; whether the key existed."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(erased_key(self.prefix, user_id), f"{partition}:{offset}", ex=self.ttl_s)
+            pipe.delete(recs_key(self.prefix, user_id))
+            return bool((await pipe.execute())[1])
 
 
 class RecsReader:

@@ -21,6 +21,7 @@ from aiokafka.partitioner import murmur2
 
 from polyrec_cli.harness import WorkerProcess
 from stream.records import MAX_ID_BYTES
+from stream.recs import recs_key
 from stream.topics import admin_client
 from stream.wire import TEXT_SOURCE, ItemRecord
 
@@ -243,6 +244,15 @@ class TcpProxy:
             os.killpg(self.proc.pid, sig)  # the listener and the child of every connection
         except ProcessLookupError:
             pass
+
+
+def stale_payloads(redis_client, prefix: str, last_ts: dict[str, int]) -> dict[str, int | None]:
+    """The users of ``last_ts`` whose Redis payload is missing or not that of their last event
+    (its ``event_ts`` is not ``last_ts[user]``): user -> the ``event_ts`` Redis holds (None: no payload)."""
+    users = sorted(last_ts)
+    raws = redis_client.mget([recs_key(prefix, u) for u in users]) if users else []
+    stamps = [None if raw is None else json.loads(raw)["event_ts"] for raw in raws]
+    return {u: s for u, s in zip(users, stamps) if s != last_ts[u]}
 
 
 def applied_counts(broker: str, env: dict) -> dict[str, int]:

@@ -6,13 +6,16 @@ last event, and every bad record is dead-lettered exactly once (nothing as ``pro
 * a SIGKILL at each step (then a restart without the failpoint), and one while new items arrive;
 * a crash, not a kill, while a batch waits in the middle (an error no step handles, from a timer);
 * an eviction: a worker whose batch stalls past the rebalance timeout while another joins, so that
-  it is dropped from the group holding a batch and writes late.
+  it is dropped from the group holding a batch and writes late; and the same with users erased
+  while it is frozen (its late writes must not bring them back).
 
 All run in ``make faults``."""
 
 import json
 import re
 import signal
+import subprocess
+import sys
 import threading
 from collections import Counter
 
@@ -27,8 +30,10 @@ from tests.support import (
     item,
     latest_item_records,
     metric_value,
+    partition_of,
     read_topic,
     run,
+    stale_payloads,
     wait_for,
     worker_env,
 )
@@ -78,18 +83,12 @@ def _assert_exact(broker: str, env: dict, stream: list, workers_left: list, redi
     assert not doubled, f"{len(doubled)} bad records dead-lettered more than once: {list(doubled.items())[:5]}"
 
 
-def _stale_payloads(env: dict, stream: list, redis_client) -> dict[str, tuple]:
-    """The users whose Redis payload is not that of their last event in ``stream``: (theirs, the last)."""
-    last = {pair[0]: TS0 + k for k, pair in enumerate(stream) if pair is not None}
-    users = sorted(last)
-    prefix = env["POLYREC_REDIS_PREFIX"]
-    raws = redis_client.mget([recs_key(prefix, u) for u in users])
-    stamps = [None if raw is None else json.loads(raw)["event_ts"] for raw in raws]
-    return {u: (s, last[u]) for u, s in zip(users, stamps) if s != last[u]}
+def _last_ts(stream: list) -> dict[str, int]:
+    return {pair[0]: TS0 + k for k, pair in enumerate(stream) if pair is not None}
 
 
 def _assert_redis_current(env: dict, stream: list, redis_client) -> None:
-    stale = _stale_payloads(env, stream, redis_client)
+    stale = stale_payloads(redis_client, env["POLYREC_REDIS_PREFIX"], _last_ts(stream))
     assert not stale, f"{len(stale)} users' Redis payloads are not of their last event: {list(stale.items())[:5]}"
 
 
@@ -204,7 +203,8 @@ def test_an_evicted_worker_s_late_writes_lose_to_its_successor(broker, tmp_path,
              what="the evicted worker's late states")
     # the successor's payloads stand: the late ones were older (stream/recs.py refuses them)
     try:
-        wait_for(lambda: not _stale_payloads(env, stream, redis_client), 120, what="every payload current")
+        wait_for(lambda: not stale_payloads(redis_client, env["POLYREC_REDIS_PREFIX"], _last_ts(stream)), 120,
+                 what="every payload current")
     finally:
         _assert_redis_current(env, stream, redis_client)  # says which are not
     first.stop()
@@ -214,3 +214,79 @@ def test_an_evicted_worker_s_late_writes_lose_to_its_successor(broker, tmp_path,
     touches = [(f"u{k}", "i0") for k in range(USERS)]
     _send(broker, env, touches, start=len(stream), rate=None)
     _assert_exact(broker, env, stream + touches, [third], redis_client)
+
+
+def _erase(env: dict, user: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "polyrec_cli", "forget", user, "--timeout", "60"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def _after_erasure(broker: str, env: dict, users: set[str]) -> dict[str, list]:
+    """Each user's changelog records from their last tombstone on: (state offset, or None for a
+    tombstone)."""
+    out: dict[str, list] = {}
+    for r in run(read_topic(broker, f"{env['POLYREC_APP_ID']}-users-changelog", timeout=30)):
+        user = json.loads(r.key)
+        if user not in users:
+            continue
+        if r.value is None:
+            out[user] = [None]
+        elif user in out:
+            out[user].append(None if r.value is None else json.loads(r.value)["o"])
+    return out
+
+
+def test_an_erased_user_does_not_come_back_from_an_evicted_worker_s_late_writes(broker, tmp_path, workers,
+                                                                              redis_client):
+    """As the eviction above, but the first worker freezes before its batch's payloads are written,
+    and while it is frozen its successor erases 8 users (``polyrec forget``, two per partition).
+    Thawed, the first writes payloads and states of theirs learned before the erasure. Redis must
+    not take the payloads (the erasure marker); a third worker that recovers from the changelog
+    must not bring the users back (the tombstone's erasure position), and writes their tombstones
+    again; one more event per user then lands on 1 for the erased users, on exactly the count of
+    their events for the others."""
+    stream = _stream(30_000)
+    env = worker_env(broker, tmp_path, POLYREC_ITEMS_AGENT="0")
+    first = workers.new(env | {"POLYREC_FAILPOINT": "batch.in_topk:30:sleep=20"})
+    first.wait_ready()
+    sender = _sending(broker, env, stream)
+    wait_for(lambda: _log_lines(first, r"failpoint batch\.in_topk"), 60, what="the batch held")
+    metrics_before = first.metrics()
+    first.proc.send_signal(signal.SIGSTOP)
+    erased = {u for p in range(4) for u in [f"u{k}" for k in range(USERS) if partition_of(f"u{k}", 4) == p][:2]}
+    try:
+        second = workers.new(env)
+        second.wait_ready()
+        wait_for(lambda: second.assigned() == {0, 1, 2, 3}, 60, what="the second worker holding every partition")
+        assert sender.is_alive(), "every event was sent before the eviction: not under traffic"
+        sender.join()
+        reports = [_erase(env, u) for u in sorted(erased)]
+        assert all(r["applied"] for r in reports), reports
+    finally:
+        first.proc.send_signal(signal.SIGCONT)
+    for name in ("polyrec_user_states_written_total", "polyrec_recommendations_stale_total"):
+        wait_for(lambda name=name: metric_value(first.metrics(), name) > metric_value(metrics_before, name), 60,
+                 what=f"the evicted worker's late writes ({name})")
+    back = [u for u, raw in zip(sorted(erased), redis_client.mget([recs_key(env["POLYREC_REDIS_PREFIX"], u)
+                                                                     for u in sorted(erased)])) if raw]
+    assert not back, f"erased users' recommendations back in Redis after the late writes: {back}"
+    late = {u: [o for o in after if o is not None and o < reports[sorted(erased).index(u)]["offset"]]
+            for u, after in _after_erasure(broker, env, erased).items()}
+    late = {u: offsets for u, offsets in late.items() if offsets}
+    assert late, "no late state of an erased user followed their tombstone: the test did not evict as meant"
+    first.stop()
+    assert second.stop() == 0
+    third = workers.new(env | {"POLYREC_DATA_DIR": str(tmp_path / "third")})
+    third.wait_ready()
+    wait_for(lambda: all(after[-1] is None for u, after in _after_erasure(broker, env, set(late)).items()), 60,
+             what="the erased users' tombstones written again after their late states")
+    assert _log_lines(third, r"wrote again the tombstones")
+    touches = [(f"u{k}", "i0") for k in range(USERS)]
+    _send(broker, env, touches, start=len(stream), rate=None)
+    counts = Counter(u for u, _ in [pair for pair in stream if pair is not None] + touches)
+    assert_every_event_applied_once(broker, env, Counter({**counts, **{u: 1 for u in erased}}), [third])
+    wait_for(lambda: not stale_payloads(redis_client, env["POLYREC_REDIS_PREFIX"],
+                                        {u: TS0 + len(stream) + k for k, (u, _) in enumerate(touches)}), 60,
+             what="every user's payload that of their touch")

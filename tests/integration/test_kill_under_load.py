@@ -8,7 +8,6 @@ failed in 7 of 10 runs on 2026-12-04, losing 9-22 events each time: after a reba
 partition's events with a hole before them (docs/architecture.md, "in offset order"); a failure
 now names the users whose counts differ, with their changelog states and event offsets."""
 
-import json
 import random
 import signal
 import threading
@@ -18,13 +17,13 @@ from collections import Counter
 import pytest
 
 from polyrec_cli.harness import event_record, send_records
-from stream.recs import recs_key
 from tests.support import (
     applied_counts,
     assert_every_event_applied_once,
     metric_value,
     read_topic,
     run,
+    stale_payloads,
     wait_for,
     worker_env,
 )
@@ -65,10 +64,8 @@ def test_sigkill_while_busy_neither_loses_nor_doubles_an_event(store, broker, tm
         w = workers.new(env)
         w.wait_ready()
     assert_every_event_applied_once(broker, env, expected, [w])
-    prefix = env["POLYREC_REDIS_PREFIX"]
-    users = sorted(expected)
-    stamps = [json.loads(raw)["event_ts"] for raw in redis_client.mget([recs_key(prefix, u) for u in users])]
-    assert stamps == [last_ts[u] for u in users]
+    stale = stale_payloads(redis_client, env["POLYREC_REDIS_PREFIX"], {u: last_ts[u] for u in expected})
+    assert not stale, f"{len(stale)} users' payloads are not of their last event: {list(stale.items())[:5]}"
     dead = run(read_topic(broker, f"{env['POLYREC_EVENTS_TOPIC']}.dlq"))
     assert dead == [], [dict(r.headers) for r in dead[:3]]
 
@@ -139,10 +136,7 @@ def test_a_broker_cut_or_hung_for_30_s_under_traffic_neither_loses_nor_doubles_a
     assert len(noisy) < 300, f"{len(noisy)} warnings and errors logged during a 30 s outage: {noisy[:5]}"
     proxy.restore()
     assert_every_event_applied_once(broker, env, expected, [w])
-    prefix = env["POLYREC_REDIS_PREFIX"]
-    users = sorted(expected)
-    wait_for(lambda: [json.loads(raw or b"{}").get("event_ts") for raw in
-                      redis_client.mget([recs_key(prefix, u) for u in users])] == [last_ts[u] for u in users],
+    wait_for(lambda: not stale_payloads(redis_client, env["POLYREC_REDIS_PREFIX"], {u: last_ts[u] for u in expected}),
              30, what="every user's payload current")
     assert run(read_topic(broker, f"{env['POLYREC_EVENTS_TOPIC']}.dlq")) == []
     w.check()

@@ -11,7 +11,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from stream.recs import RecsPublisher, RecsReader, payload, recs_key, stream_key
+from stream.recs import RecsPublisher, RecsReader, erased_key, payload, recs_key, stream_key
 from tests.support import REDIS_URL
 
 pytestmark = pytest.mark.integration
@@ -121,3 +121,41 @@ def test_the_recs_command_prints_a_users_payload_and_fails_for_an_unknown_user(r
         assert "no recommendations for user 'nobody'" in capsys.readouterr().err
     finally:
         redis_client.delete(recs_key(prefix, "u1"))
+
+
+def test_an_erased_user_s_payloads_from_before_the_erasure_are_refused_and_later_ones_written(redis_client):
+    """A late write of a batch learned before the erasure (a smaller offset in the request's
+    partition) must not bring an erased user's recommendations back; their events after the
+    request, or another partition's, write as usual. The marker names a hash, not the id."""
+    prefix = f"test-erased-{uuid.uuid4().hex[:8]}"
+
+    async def run_with(action):
+        client = aioredis.from_url(REDIS_URL)
+        try:
+            return await action(RecsPublisher(client, prefix, ttl_s=60, maxlen=50))
+        finally:
+            await client.aclose()
+
+    def p(version: str, partition: int, offset: int) -> dict:
+        return payload("eve", [], [], version, 0.0, partition, offset)
+
+    def published(*payloads: dict) -> list[str]:
+        return [x["model_version"] for x in asyncio.run(run_with(lambda pub: pub.publish(list(payloads))))]
+
+    try:
+        assert published(p("before", 2, 50)) == []
+        assert asyncio.run(run_with(lambda pub: pub.forget("eve", 2, 60))) is True
+        assert redis_client.get(recs_key(prefix, "eve")) is None
+        marker = redis_client.get(erased_key(prefix, "eve"))
+        assert marker == b"2:60" and b"eve" not in erased_key(prefix, "eve").encode()
+        assert 0 < redis_client.ttl(erased_key(prefix, "eve")) <= 60
+        assert published(p("late", 2, 55)) == ["late"]  # learned before the erasure, written after it
+        assert redis_client.get(recs_key(prefix, "eve")) is None
+        assert published(p("after", 2, 61)) == []  # an event after the request
+        assert json.loads(redis_client.get(recs_key(prefix, "eve")))["model_version"] == "after"
+        assert asyncio.run(run_with(lambda pub: pub.forget("eve", 2, 60))) is True  # a repeat: harmless
+        assert published(p("moved", 1, 3)) == []  # another partition's offsets do not compare
+        feed = [json.loads(f[b"payload"])["model_version"] for _, f in redis_client.xrange(stream_key(prefix))]
+        assert feed == ["before", "after", "moved"]
+    finally:
+        redis_client.delete(stream_key(prefix), recs_key(prefix, "eve"), erased_key(prefix, "eve"))

@@ -4,7 +4,6 @@ gives up within POLYREC_REDIS_TIMEOUT_S, and writes work again once Redis is bac
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
@@ -125,7 +124,7 @@ def test_redis_killed_or_hung_for_60_s_under_traffic(fault, seconds, broker, wor
 
     from polyrec_cli.harness import event_record, send_records
     from stream.settings import Settings
-    from tests.support import metric_value, run, wait_for, worker_env
+    from tests.support import metric_value, run, stale_payloads, wait_for, worker_env
 
     url = f"redis://127.0.0.1:{free_port()}/0"
     server = ensure_redis(url)
@@ -170,9 +169,8 @@ def test_redis_killed_or_hung_for_60_s_under_traffic(fault, seconds, broker, wor
         touched = sorted(u for u, (_, at) in sent_at.items() if fault == "hung" or at >= began)
         assert len(touched) > users * 0.9
 
-        def current() -> list[str]:
-            raws = check.mget([recs_key(settings.redis_prefix, u) for u in touched])
-            return [u for u, raw in zip(touched, raws) if raw is None or json.loads(raw)["event_ts"] != sent_at[u][0]]
+        def current() -> dict[str, int | None]:
+            return stale_payloads(check, settings.redis_prefix, {u: sent_at[u][0] for u in touched})
 
         stale = current()
         try:
@@ -205,7 +203,7 @@ def test_a_rebalance_during_a_redis_outage_neither_loses_an_event_nor_leaves_a_p
     from collections import Counter
 
     from polyrec_cli.harness import event_record, send_records
-    from tests.support import assert_every_event_applied_once, metric_value, run, wait_for, worker_env
+    from tests.support import assert_every_event_applied_once, metric_value, run, stale_payloads, wait_for, worker_env
 
     url = f"redis://127.0.0.1:{free_port()}/0"
     server = ensure_redis(url)
@@ -246,11 +244,8 @@ def test_a_rebalance_during_a_redis_outage_neither_loses_an_event_nor_leaves_a_p
         check = redis.Redis.from_url(url)
         prefix = env["POLYREC_REDIS_PREFIX"]
 
-        def stale() -> list[str]:
-            raws = check.mget([recs_key(prefix, u) for u, _ in touches])
-            return [u for k, ((u, _), raw) in enumerate(zip(touches, raws))
-                    if raw is None or json.loads(raw)["event_ts"] != 1_700_000_000_000 + base + k]
-
-        wait_for(lambda: not stale(), 30, what="every user's payload that of their touch")
+        touched_at = {u: 1_700_000_000_000 + base + k for k, (u, _) in enumerate(touches)}
+        wait_for(lambda: not stale_payloads(check, prefix, touched_at), 30,
+                 what="every user's payload that of their touch")
     finally:
         server.stop()

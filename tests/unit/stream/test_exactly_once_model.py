@@ -41,7 +41,7 @@ class Cluster:
         """A partition's users as a recovery replays its changelog (fenced), into an empty store."""
         store: dict[str, dict] = {}
         records = [(k, json.loads(v)) for k, v in self.changelog[partition]]
-        kept, _ = newest_states(records, lambda r: r[0], lambda r: r[1], store.get)
+        kept = newest_states(records, lambda r: r[0], lambda r: r[1], store.get).kept
         for key, value in kept:
             store[key] = value
         return store

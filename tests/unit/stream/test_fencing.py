@@ -4,11 +4,11 @@ import json
 from types import SimpleNamespace
 
 from stream import metrics
-from stream.fencing import fence_user_states, newest_states
+from stream.fencing import UserStatesFence, erasure_header, erasure_position, newest_states
 
 
 def _keep(records, held=None):
-    kept, late = newest_states(records, lambda r: r[0], lambda r: r[1], (held or {}).get)
+    kept, late, _ = newest_states(records, lambda r: r[0], lambda r: r[1], (held or {}).get)
     return [None if r[1] is None else r[1].get("o") for r in kept], late
 
 
@@ -22,7 +22,7 @@ def test_a_state_older_than_the_held_one_is_left_out_but_not_counted_late():
     assert _keep([("u", {"p": 1, "o": 7})], {"u": {"p": 1, "o": 6}}) == ([7], 0)
 
 
-def test_a_tombstone_always_applies_and_whatever_follows_it_too():
+def test_a_tombstone_without_an_erasure_header_always_applies_and_whatever_follows_it_too():
     assert _keep([("u", None), ("u", {"p": 1, "o": 2})], {"u": {"p": 1, "o": 6}}) == ([None, 2], 0)
 
 
@@ -35,17 +35,65 @@ def test_keys_are_fenced_apart():
     assert _keep([("u", {"p": 0, "o": 3}), ("v", {"p": 0, "o": 1}), ("u", {"p": 0, "o": 2})]) == ([3, 1], 1)
 
 
+def _erasures(records, held=None, erasures=None):
+    """(key, value, erasure position): what a replay keeps, how many late, whom to erase again."""
+    fenced = newest_states(records, lambda r: r[0], lambda r: r[1], (held or {}).get, lambda r: r[2],
+                           {} if erasures is None else erasures)
+    return [None if r[1] is None else r[1]["o"] for r in fenced.kept], fenced.late, fenced.erased_again
+
+
+def test_a_state_learned_before_an_erasure_and_landing_after_its_tombstone_is_late():
+    records = [("u", {"p": 1, "o": 5}, None), ("u", None, (1, 9)), ("u", {"p": 1, "o": 7}, None)]
+    assert _erasures(records) == ([5, None], 1, {"u"})
+    # the user's events after the request apply, and nothing is to be erased again
+    assert _erasures(records + [("u", {"p": 1, "o": 12}, None)]) == ([5, None, 12], 1, set())
+    # another partition's state is not comparable: it applies (as any state of another partition)
+    assert _erasures([("u", None, (1, 9)), ("u", {"p": 2, "o": 3}, None)]) == ([None, 3], 0, set())
+
+
+def test_the_erasure_is_remembered_across_replay_batches_and_forgotten_when_a_newer_state_applies():
+    erasures: dict = {}
+    assert _erasures([("u", None, (0, 40))], erasures=erasures) == ([None], 0, set())
+    assert erasures == {"u": (0, 40)}
+    assert _erasures([("u", {"p": 0, "o": 39}, None)], erasures=erasures) == ([], 1, {"u"})  # the next batch
+    assert _erasures([("u", {"p": 0, "o": 41}, None)], erasures=erasures) == ([41], 0, set())
+    assert erasures == {}
+
+
+def test_an_erasure_older_than_the_state_held_is_a_replay_and_left_out():
+    assert _erasures([("u", None, (0, 4))], {"u": {"p": 0, "o": 6}}) == ([], 0, set())
+
+
+def test_the_erasure_header_round_trips_and_a_malformed_one_is_no_position():
+    assert erasure_position([erasure_header(3, 1_234)]) == (3, 1_234)
+    assert erasure_position({"polyrec-erased": b"3:7"}) == (3, 7)
+    assert erasure_position([("polyrec-erased", b"x:7")]) is None
+    assert erasure_position(None) is None and erasure_position([("other", b"1:2")]) is None
+
+
+def _event(key: str, value: dict | None, partition: int = 0, headers=None):
+    return SimpleNamespace(message=SimpleNamespace(key=json.dumps(key).encode(), partition=partition,
+                                                   value=None if value is None else json.dumps(value).encode(),
+                                                   headers=headers or []))
+
+
 def test_the_table_applies_only_the_newest_states_and_counts_the_rest():
     applied = []
     table = SimpleNamespace(data={"u": {"p": 0, "o": 9}}, apply_changelog_batch=applied.extend)
-    fence_user_states(table)
-
-    def event(key: str, value: dict | None):
-        return SimpleNamespace(message=SimpleNamespace(key=json.dumps(key).encode(),
-                                                       value=None if value is None else json.dumps(value).encode()))
-
+    UserStatesFence(table)
     before = metrics.LATE_USER_STATES._value.get()
-    batch = [event("u", {"p": 0, "o": 8}), event("w", {"p": 0, "o": 1}), event("u", {"p": 0, "o": 10}),
-             event("u", {"p": 0, "o": 9}), event("u", None)]
+    batch = [_event("u", {"p": 0, "o": 8}), _event("w", {"p": 0, "o": 1}), _event("u", {"p": 0, "o": 10}),
+             _event("u", {"p": 0, "o": 9}), _event("u", None)]
     table.apply_changelog_batch(batch)  # o=8: older than the held state (a replay); o=9: after o=10 (late)
     assert applied == [batch[1], batch[2], batch[4]] and metrics.LATE_USER_STATES._value.get() - before == 1
+
+
+def test_the_fence_hands_out_each_erased_user_a_late_state_followed_once_per_partition():
+    applied = []
+    table = SimpleNamespace(data={}, apply_changelog_batch=applied.extend)
+    fence = UserStatesFence(table)
+    table.apply_changelog_batch([_event("u", None, 2, [erasure_header(2, 50)]), _event("v", {"p": 2, "o": 3}, 2)])
+    table.apply_changelog_batch([_event("u", {"p": 2, "o": 48}, 2)])  # late, in the next batch
+    assert fence.take_erased_again(1) == {}
+    assert fence.take_erased_again(2) == {"u": (2, 50)}
+    assert fence.take_erased_again(2) == {}

@@ -15,6 +15,7 @@ import pytest
 from polyrec.mf import MFConfig
 from stream import metrics
 from stream.dead_letters import DLQ_DETAIL_BYTES, dlq_headers
+from stream.fencing import erasure_header
 from stream.pipeline import EventPipeline
 from stream.records import PROCESSING_FAILED, Rejected
 from stream.state import RecsJob, WorkerModel
@@ -119,11 +120,11 @@ class Publisher:
         self.payloads += payloads
         return []
 
-    async def forget(self, user_ids: list[str]) -> int:
+    async def forget(self, user_id: str, partition: int, offset: int) -> bool:
         if self.forget_fails:
             raise ConnectionError("redis is down")
-        self.forgotten += user_ids
-        return len(user_ids)
+        self.forgotten.append(user_id)
+        return True
 
 
 def learning(produce, publisher: Publisher, stored: list, persisted: list, redis_retries: int = 5,
@@ -431,9 +432,10 @@ def test_an_erasure_request_is_applied_in_its_place_between_the_events_around_it
 
     async def produce(topic, key, value, partition, headers):
         sends.append((topic, key, value))
+        tombstone_headers.extend(headers or [] if value is None else [])
         return acked(SimpleNamespace(offset=len(sends)))
 
-    stored, persisted = [], []
+    stored, persisted, tombstone_headers = [], [], []
     table: dict = {}
     publisher = Publisher(forget_fails=redis_fails)
     pipeline, (events, _) = learning(produce, publisher, stored, persisted, table=table)
@@ -450,6 +452,7 @@ def test_an_erasure_request_is_applied_in_its_place_between_the_events_around_it
     # request, held for the flush, is never sent
     keys = [key for key, _ in changelog]
     assert changelog[0] == (b'"u0"', None) and sorted(keys[1:]) == [b'"u0"', b'"u1"']
+    assert tombstone_headers == [erasure_header(0, 2)]  # the request's place: late states after it lose
     back = dict(changelog[1:])[b'"u0"']
     assert json.loads(back)["h"] == ["i2"]  # nothing of before the request
     assert "u0" not in pipeline._held[0] and "u0" in table
@@ -458,6 +461,22 @@ def test_an_erasure_request_is_applied_in_its_place_between_the_events_around_it
         assert publisher.forgotten == [] and any("Redis key was not deleted" in r.getMessage() for r in caplog.records)
     else:
         assert publisher.forgotten == ["u0"]
+
+
+def test_erased_users_a_late_state_followed_get_their_tombstone_again_unless_they_came_back():
+    sends: list[tuple] = []
+
+    async def produce(topic, key, value, partition, headers):
+        sends.append((topic, key, value, partition, headers))
+        return acked(SimpleNamespace(offset=len(sends)))
+
+    stored, persisted = [], []
+    table = {"back": {"p": 1, "o": 60}}  # a state from events after their erasure
+    pipeline, _ = learning(produce, Publisher(), stored, persisted, table=table)
+    pipeline._states[1] = {"held": object()}  # learned since the last flush
+    asyncio.run(pipeline.erase_again(1, {"gone": (1, 50), "back": (1, 50), "held": (1, 50)}))
+    assert sends == [("users", b'"gone"', None, 1, [erasure_header(1, 50)])]
+    assert persisted == [(1, 1)]
 
 
 def test_recommendation_slots_count_when_redis_takes_the_payloads_held_ones_included():
