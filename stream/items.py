@@ -67,7 +67,7 @@ class ItemPipeline:
         """``topics`` names the ``items`` (item-factor) and ``dlq`` topics to write."""
         self.model, self.encoder, self.produce, self.topics = model, encoder, produce, topics
         self.alpha, self.min_count, self.refit_s = alpha, min_count, refit_s
-        self.dead_letters = DeadLetters(produce, topics.get("dlq", ""))
+        self.dead_letters = DeadLetters(produce, topics["dlq"])
         self.projection: Projection | None = None
         self._fitted_at = -float("inf")
         metrics.ENCODER_PROVIDER.labels(encoder.provider).set(1)

@@ -88,7 +88,7 @@ class EventPipeline:
         self.loss = metrics.LossTracker()
         self.unusable_states: Counter[str] = Counter()  # STATE_WARNINGS key -> users so far
         self.positions: dict[int, int] = {}  # partition -> next offset to consume (for lag)
-        self.dead_letters = DeadLetters(produce, topics.get("dlq", ""))
+        self.dead_letters = DeadLetters(produce, topics["dlq"])
         self._held: dict[int, dict[str, dict]] = {}  # partition -> user -> a payload Redis did not take
         # one writer of a partition's payloads at a time (its batches, ``write_held``, an erasure):
         # a user's older payload must never land after a newer one, nor after the user's erasure

@@ -71,7 +71,7 @@ def test_the_projection_is_refitted_when_stale_and_kept_when_a_refit_fails(monke
     model = _learned_model()
     model.embeddings.update({f"i{n}": np.random.default_rng(n).normal(size=6).astype(np.float32) for n in range(5)})
     encoder = SimpleNamespace(provider="CPUExecutionProvider", dim=6)
-    pipeline = ItemPipeline(model, encoder, produce=None, topics={}, min_count=3, refit_s=3600)
+    pipeline = ItemPipeline(model, encoder, produce=None, topics={"dlq": "items.dlq"}, min_count=3, refit_s=3600)
     first = asyncio.run(pipeline._current_projection())
     assert first is not None and first.n_items == 5
     model.embeddings["i4"] = np.zeros(6, np.float32)
@@ -122,7 +122,7 @@ def test_a_retried_batch_sends_the_vectors_this_worker_applied_the_first_time():
 def test_new_items_past_the_item_cap_are_rejected_and_known_ones_kept():
     model = WorkerModel(MFConfig(dim=4), max_items=2)
     model.mf.add_items(["m1"])
-    pipeline = ItemPipeline(model, SimpleNamespace(provider="cpu", dim=4), produce=None, topics={})
+    pipeline = ItemPipeline(model, SimpleNamespace(provider="cpu", dim=4), produce=None, topics={"dlq": "items.dlq"})
     batch = [event(json.dumps({"item_id": i, "title": "t", "ts": 1}).encode(), i.encode()) for i in ("m1", "m2", "m3")]
     valid, rejected = pipeline.validate(batch)
     assert [v[1][0].item_id for v in valid] == ["m1", "m2"]  # m1 known, m2 takes the last place

@@ -21,9 +21,11 @@ from stream.records import PROCESSING_FAILED, Rejected
 from stream.state import RecsJob, WorkerModel
 from tests.support import acked
 
+DLQ = {"dlq": "events.dlq"}  # the topics of a pipeline that writes nothing else
+
 
 def test_unusable_user_states_are_logged_the_first_ten_times_then_every_thousandth(caplog):
-    pipeline = EventPipeline(None, {}, None, None, None, None, {}, None, "v", barrier=None, memory_ready=None)
+    pipeline = EventPipeline(None, {}, None, None, None, None, DLQ, None, "v", barrier=None, memory_ready=None)
     with caplog.at_level(logging.WARNING, logger="stream.pipeline"):
         for n in range(2000):
             pipeline._warn({"moved": [f"u{n}"], "resized": [f"u{n}"] if n < 3 else []})
@@ -36,7 +38,7 @@ def test_unusable_user_states_are_logged_the_first_ten_times_then_every_thousand
 def test_a_stored_state_that_cannot_be_decoded_is_warned_about_and_treated_as_none(caplog):
     # failing would fail the batch, and after five attempts dead-letter every event in it
     table = {"u1": {"f": "not base64!", "g": 1.0, "h": [], "o": 3}, "u2": {"g": 1.0}, "u3": ["not", "a", "state"]}
-    pipeline = EventPipeline(None, {}, None, table.get, None, None, {}, None, "v", barrier=None, memory_ready=None)
+    pipeline = EventPipeline(None, {}, None, table.get, None, None, DLQ, None, "v", barrier=None, memory_ready=None)
     with caplog.at_level(logging.WARNING, logger="stream.pipeline"):
         states = pipeline._load_states(["u1", "u2", "u3", "u4"], 0)
     assert states == {"u1": None, "u2": None, "u3": None, "u4": None}
@@ -56,7 +58,7 @@ def test_dead_lettered_events_count_by_type_when_valid_and_as_invalid_otherwise(
                                                                      key=b"u1"))
 
     click = event(json.dumps({"user_id": "u1", "item_id": "i1", "event": "click", "ts": 1}).encode(), 1)
-    pipeline = EventPipeline(None, {}, produce, None, None, None, {"dlq": "events.dlq"}, None, "v", barrier=None,
+    pipeline = EventPipeline(None, {}, produce, None, None, None, DLQ, None, "v", barrier=None,
                              memory_ready=None)
     before = {k: metrics.EVENTS.labels(k, "dead_lettered")._value.get() for k in ("click", "invalid")}
     asyncio.run(pipeline.dead_letter([(click, Rejected(PROCESSING_FAILED, "its batch failed")),
@@ -77,7 +79,7 @@ def test_dead_letters_go_to_their_source_partition_and_those_sent_before_a_resta
         message = SimpleNamespace(topic="events", partition=partition, offset=offset, key=b"u1")
         return SimpleNamespace(value=b"{", message=message), Rejected("malformed_json", "not JSON")
 
-    pipeline = EventPipeline(None, {}, produce, None, None, None, {"dlq": "events.dlq"}, None, "v", barrier=None,
+    pipeline = EventPipeline(None, {}, produce, None, None, None, DLQ, None, "v", barrier=None,
                              memory_ready=None)
     asyncio.run(pipeline.dead_letter([bad(5, 1)]))
     assert sent == [(None, b"1")]  # before the first assignment read the topic back: by key
@@ -99,7 +101,7 @@ def test_a_batch_waits_at_the_hand_over_barrier_before_anything_is_learned():
         raise TimeoutError(f"replica behind for partition {partition}")
 
     event = SimpleNamespace(message=SimpleNamespace(topic="events", partition=2, offset=5))
-    pipeline = EventPipeline(None, {}, None, None, None, None, {}, None, "v", barrier=barrier,
+    pipeline = EventPipeline(None, {}, None, None, None, None, DLQ, None, "v", barrier=barrier,
                              memory_ready=None)  # no model
     with pytest.raises(TimeoutError, match="partition 2"):  # not the AttributeError of learning with no model
         asyncio.run(pipeline.learn([event], [(event, None)]))
@@ -361,8 +363,8 @@ def _written(publisher: Publisher) -> list[str]:
 
 def test_payloads_redis_did_not_take_go_out_with_their_partitions_next_batch_unless_superseded():
     publisher = Publisher(failures=2)
-    pipeline = EventPipeline(WorkerModel(MFConfig(dim=4)), {}, None, None, None, None, {}, publisher, "v", barrier=None,
-                             memory_ready=None, redis_retries=2)
+    pipeline = EventPipeline(WorkerModel(MFConfig(dim=4)), {}, None, None, None, None, DLQ, publisher, "v",
+                             barrier=None, memory_ready=None, redis_retries=2)
     asyncio.run(pipeline._publish(0, _payloads("1", "a", "b")))  # both attempts fail: held
     assert publisher.payloads == [] and metrics.RECS_HELD._value.get() == 2
     asyncio.run(pipeline._publish(1, _payloads("1", "c")))  # another partition's batch: only its own
@@ -373,8 +375,8 @@ def test_payloads_redis_did_not_take_go_out_with_their_partitions_next_batch_unl
 
 def test_held_payloads_of_a_partition_given_away_are_dropped_and_counted():
     publisher = Publisher(failures=2)
-    pipeline = EventPipeline(WorkerModel(MFConfig(dim=4)), {}, None, None, None, None, {}, publisher, "v", barrier=None,
-                             memory_ready=None, redis_retries=2)
+    pipeline = EventPipeline(WorkerModel(MFConfig(dim=4)), {}, None, None, None, None, DLQ, publisher, "v",
+                             barrier=None, memory_ready=None, redis_retries=2)
     dropped = metrics.RECS_DROPPED._value.get()
     asyncio.run(pipeline._publish(3, _payloads("1", "e")))
     pipeline.revoked([3])  # its next owner writes e's newer payloads
@@ -387,8 +389,8 @@ def test_held_payloads_are_written_once_redis_answers_without_a_batch_and_never_
 
     monkeypatch.setattr(stream.pipeline, "HELD_CHUNK", 2)
     publisher = Publisher(failures=3)
-    pipeline = EventPipeline(WorkerModel(MFConfig(dim=4)), {}, None, None, None, None, {}, publisher, "v", barrier=None,
-                             memory_ready=None, redis_retries=2)
+    pipeline = EventPipeline(WorkerModel(MFConfig(dim=4)), {}, None, None, None, None, DLQ, publisher, "v",
+                             barrier=None, memory_ready=None, redis_retries=2)
     asyncio.run(pipeline._publish(0, _payloads("1", "a", "b", "c")))  # both attempts fail: held
     asyncio.run(pipeline._publish(1, _payloads("1", "d")))  # (its first attempt fails, the second writes it)
     assert asyncio.run(pipeline.write_held()) == 3 and publisher.calls == 6  # two chunks of partition 0
@@ -396,7 +398,7 @@ def test_held_payloads_are_written_once_redis_answers_without_a_batch_and_never_
     assert asyncio.run(pipeline.write_held()) == 0 and publisher.calls == 6  # nothing held: no call
 
     down = Publisher(failures=10)
-    pipeline = EventPipeline(WorkerModel(MFConfig(dim=4)), {}, None, None, None, None, {}, down, "v", barrier=None,
+    pipeline = EventPipeline(WorkerModel(MFConfig(dim=4)), {}, None, None, None, None, DLQ, down, "v", barrier=None,
                              memory_ready=None, redis_retries=1)
     asyncio.run(pipeline._publish(0, _payloads("1", "a")))
     asyncio.run(pipeline._publish(1, _payloads("1", "b")))
@@ -411,8 +413,8 @@ def test_at_most_held_max_payloads_are_held_the_oldest_go_first(monkeypatch):
 
     monkeypatch.setattr(stream.pipeline, "HELD_MAX", 3)
     publisher = Publisher(failures=2)
-    pipeline = EventPipeline(WorkerModel(MFConfig(dim=4)), {}, None, None, None, None, {}, publisher, "v", barrier=None,
-                             memory_ready=None, redis_retries=2)
+    pipeline = EventPipeline(WorkerModel(MFConfig(dim=4)), {}, None, None, None, None, DLQ, publisher, "v",
+                             barrier=None, memory_ready=None, redis_retries=2)
     dropped = metrics.RECS_DROPPED._value.get()
     asyncio.run(pipeline._publish(0, _payloads("1", "u0", "u1", "u2", "u3", "u4")))
     assert metrics.RECS_DROPPED._value.get() - dropped == 2
@@ -483,7 +485,7 @@ def test_recommendation_slots_count_when_redis_takes_the_payloads_held_ones_incl
     model = WorkerModel(MFConfig(dim=4))
     model.mf.add_items(["i1", "i2"])
     publisher = Publisher(failures=2)
-    pipeline = EventPipeline(model, {}, None, None, None, None, {}, publisher, "v", barrier=None,
+    pipeline = EventPipeline(model, {}, None, None, None, None, DLQ, publisher, "v", barrier=None,
                              memory_ready=None, redis_retries=2)
 
     def slots() -> float:
@@ -505,7 +507,7 @@ def test_events_of_new_items_past_the_item_cap_are_rejected_and_the_memory_leave
 
     model = WorkerModel(MFConfig(dim=4), max_items=3)
     model.mf.add_items(["old"])
-    pipeline = EventPipeline(model, {}, None, None, None, None, {}, None, "v", barrier=None, memory_ready=None)
+    pipeline = EventPipeline(model, {}, None, None, None, None, DLQ, None, "v", barrier=None, memory_ready=None)
     forget = SimpleNamespace(value=json.dumps({"user_id": "u9", "event": "forget", "ts": 1}).encode(),
                              message=SimpleNamespace(topic="events", partition=0, offset=9, key=b"u9"))
     batch = [event("u1", "old", 1), event("u1", "n1", 2), event("u2", "n2", 3), event("u2", "n1", 4),
