@@ -36,6 +36,7 @@ from stream.batches import Delivered, PartitionBuffers
 from stream.dead_letters import Stalls, dead_lettered_since, process_or_dead_letter
 from stream.failpoints import Failpoints
 from stream.faust_patches import (
+    add_log_hole,
     current_partition,
     install_batch_delivery,
     install_fetch_max_wait,
@@ -288,6 +289,8 @@ class Worker:
         if offset is not None:  # events before these were not delivered: read them first
             await self._read_from(tp, offset, f"a batch from offset {records[0].offset} came before it")
             return
+        for first, last in self.in_order.take_holes(tp):  # the log's: a commit may pass over them
+            await add_log_hole(self.app, tp, first, last)
         batch = [Delivered(records[k]) for k in keep]  # a record delivered twice is learned once
         consumer = self.app.consumer
         for event in batch:

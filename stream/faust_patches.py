@@ -39,9 +39,13 @@ here, and against the tests named in each section.
    ~70 µs per event on a 2-core VM, more than polyrec's own work (docs/performance.md). This loop is
    Faust's, record for record (read offsets, gaps, the commit trigger, other topics' records to the
    conductor as before), except that an ``events`` or ``items`` record is appended, and waited on
-   only when its partition's buffer is full. Upstream: the same loop in faust-streaming 0.15.3
-   (2026-12-06). Tests: tests/unit/stream/test_batches.py, and every stream integration and fault
-   test (each runs the worker, whose events and items all come this way).
+   only when its partition's buffer is full; and that a jump in their offsets is not taken for a
+   hole in the log (Faust's "gap", which its commits pass over): records fetched before a seek can
+   come first, and a commit passing over them before they are learned would lose them at a crash.
+   The worker adds a hole once it learns past it (``add_log_hole``, ``stream.offsets.InOrder``).
+   Upstream: the same loop in faust-streaming 0.15.3 (2026-12-06). Tests:
+   tests/unit/stream/test_batches.py, tests/unit/stream/test_in_order.py, and every stream
+   integration and fault test (each runs the worker, whose events and items all come this way).
 """
 
 from __future__ import annotations
@@ -161,6 +165,13 @@ async def seek(app: faust.App, tp: TP, offset: int) -> None:
     consumer._read_offset[tp] = offset if offset else None
 
 
+async def add_log_hole(app: faust.App, tp: TP, first: int, last: int) -> None:
+    """Tell Faust's consumer that offsets ``first`` to ``last`` of ``tp`` are a hole in the log (a
+    transaction marker, records past retention), so that its commits may pass over them; section 6
+    leaves that to the worker for the batch topics (``stream.offsets.InOrder``)."""
+    await app.consumer._add_gap(tp, first, last)
+
+
 # -- 6. the events and items topics' records straight into the worker's buffers ----------------------
 Put = Callable[[Any], Awaitable[Any] | None]  # PartitionBuffers.put
 _BATCH_TOPICS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # app -> (topics, put)
@@ -174,7 +185,7 @@ def install_batch_delivery(app: faust.App, topics: set[str], put: Put) -> None:
 
 
 async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - Faust's fetch loop
-    """``faust.transport.consumer.Consumer._drain_messages`` with section 6's one change."""
+    """``faust.transport.consumer.Consumer._drain_messages`` with section 6's two changes."""
     batch_topics, put = _BATCH_TOPICS.get(self.app, (frozenset(), None))
     callback = self.callback
     getmany = self.getmany
@@ -202,7 +213,9 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
                     r_offset = get_read_offset(tp)
                     if r_offset is None or offset >= r_offset:
                         gap = offset - (r_offset or 0)
-                        if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                        # a batch topic's hole is the worker's to confirm (add_log_hole)
+                        if (gap > 1 and r_offset and acks_enabled_for(message.topic)
+                                and message.topic not in batch_topics):
                             await self._add_gap(tp, r_offset + 1, offset)
                         if commit_every is not None and self._n_acked >= commit_every:
                             self._n_acked = 0

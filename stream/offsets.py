@@ -92,6 +92,11 @@ class InOrder:
     again; a hole met again by a batch that starts where the rewound one did belongs to the log (a
     transaction marker, records past retention) and is learned past. A record delivered twice in one
     batch (a copy from before a rewind and one from after) is learned once.
+
+    Only a hole learned past is the log's, and only then may a commit cover it: :meth:`check` keeps
+    it for :meth:`take_holes` (the worker hands it to Faust's consumer: ``faust_patches.add_log_hole``).
+    Faust's own fetch loop took every jump for one, and when a re-read batch ended inside such a
+    false hole, its next commit covered the records after that batch before they were learned.
     """
 
     def __init__(self, max_rewinds: int = 1000) -> None:
@@ -99,11 +104,13 @@ class InOrder:
         self.next: dict[Any, int] = {}  # partition -> the offset its next event should have
         # partition -> (first missing offset, where the last batch rewound for it started, rewinds so far)
         self._rewound: dict[Any, tuple[int, int, int]] = {}
+        self._holes: dict[Any, list[tuple[int, int]]] = {}  # partition -> the log's holes learned past
 
     def expect(self, offsets: Mapping[Any, int]) -> None:
         """Start over from these partitions' committed offsets (after a rebalance); forget the others."""
         self.next = dict(offsets)
         self._rewound = {}
+        self._holes = {}
 
     def check(self, tp: Any, offsets: list[int]) -> tuple[list[int], int | None]:
         """For a batch of ``tp`` with ``offsets`` (in delivery order): the positions of the events to
@@ -112,6 +119,7 @@ class InOrder:
         expected = self.next.get(tp)
         before = offsets[0] - 1 if expected is None else expected - 1
         keep: list[int] = []
+        holes: list[tuple[int, int]] = []
         for k, offset in enumerate(offsets):
             if keep and offset <= offsets[keep[-1]]:
                 continue  # delivered twice, or out of order: the first copy is learned
@@ -121,9 +129,17 @@ class InOrder:
                 if not (same_hole and (started == offsets[0] or rewinds >= self.max_rewinds)):
                     self._rewound[tp] = (before + 1, offsets[0], rewinds + 1 if same_hole else 1)
                     return [], offsets[keep[0]] if keep else expected
+                holes.append((before + 1, offset - 1))
             keep.append(k)
             before = max(before, offset)
+        if holes:
+            self._holes.setdefault(tp, []).extend(holes)
         return keep, None
+
+    def take_holes(self, tp: Any) -> list[tuple[int, int]]:
+        """The holes of ``tp``'s log (first and last missing offset) that :meth:`check` let batches
+        be learned past since the last call."""
+        return self._holes.pop(tp, [])
 
     def learned(self, tp: Any, last: int) -> None:
         """A batch of ``tp`` up to offset ``last`` is learned."""

@@ -44,10 +44,23 @@ def test_a_hole_met_again_where_its_rewound_batch_started_is_the_logs_own():
     order = InOrder()
     order.expect({TP: 10})
     assert order.check(TP, [10, 11, 13]) == ([], 10)
+    assert order.take_holes(TP) == []  # not yet known to be the log's: no commit may pass over it
     assert order.check(TP, [10, 11, 13]) == ([0, 1, 2], None)
+    assert order.take_holes(TP) == [(12, 12)] and order.take_holes(TP) == []
     order.learned(TP, 13)
     assert order.check(TP, [15]) == ([], 14)
     assert order.check(TP, [15, 16]) == ([0, 1], None)
+    assert order.take_holes(TP) == [(14, 14)]
+
+
+def test_a_hole_of_records_fetched_before_a_seek_is_never_handed_out_as_the_logs():
+    """The false holes of a rebalance are rewound and then filled: none may reach Faust's commits."""
+    order = InOrder()
+    order.expect({TP: 4365})
+    for start in (4368, 4457):
+        assert order.check(TP, [start, start + 1]) == ([], 4365)
+    assert order.check(TP, [4365, 4366]) == ([0, 1], None)
+    assert order.take_holes(TP) == []
 
 
 def test_rewinds_stop_at_the_limit():
