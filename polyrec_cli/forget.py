@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from stream.records import FORGET, Rejected, compact_json, parse_event
-from stream.recs import erased_key, recs_key, stream_key
+from stream.recs import queue_erasure, stream_key
 from stream.settings import Settings
 
 STREAM_PAGE = 1000  # stream entries read per round trip while looking for the user's
@@ -93,8 +93,7 @@ def erase_from_redis(redis: Any, settings: Settings, user_id: str, partition: in
     many keys and entries there were."""
     prefix = settings.redis_prefix
     with redis.pipeline(transaction=False) as pipe:
-        pipe.set(erased_key(prefix, user_id), f"{partition}:{offset}", ex=settings.recs_ttl_s)
-        pipe.delete(recs_key(prefix, user_id))
+        queue_erasure(pipe, prefix, user_id, partition, offset, settings.recs_ttl_s)
         keys = int(pipe.execute()[1])
     stream, wanted, entries, start = stream_key(prefix), user_id.encode("utf-8"), 0, "-"
     while page := redis.xrange(stream, min=start, max="+", count=STREAM_PAGE):

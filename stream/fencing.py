@@ -159,7 +159,7 @@ class UserStatesFence:
             metrics.LATE_USER_STATES.inc(fenced.late)
             log.warning("users changelog: %d states written after newer ones of their users (or after their "
                         "erasure) were not applied (late writes of an owner dropped from the group)", fenced.late)
-        for e in batch:
+        for e in batch if fenced.erased_again else ():  # rare: only then decode the keys again
             user = _decoded(e.message.key)
             if user in fenced.erased_again:
                 self._again.setdefault(e.message.partition, set()).add(user)

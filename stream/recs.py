@@ -44,6 +44,14 @@ def erased_key(prefix: str, user_id: str) -> str:
     return f"{prefix}:erased:{hashlib.sha256(user_id.encode('utf-8')).hexdigest()}"
 
 
+def queue_erasure(pipe: Any, prefix: str, user_id: str, partition: int, offset: int, ttl_s: int) -> None:
+    """Queue on a Redis pipeline (sync or async) the erasure of a user's recommendations: the marker
+    of the request at ``partition``, ``offset`` first, then the key's deletion (its result: whether
+    the key existed)."""
+    pipe.set(erased_key(prefix, user_id), f"{partition}:{offset}", ex=ttl_s)
+    pipe.delete(recs_key(prefix, user_id))
+
+
 def stream_key(prefix: str) -> str:
     return f"{prefix}:recs"
 
@@ -135,8 +143,7 @@ class RecsPublisher:
         """Erase a user's recommendations: mark the erasure (its request's ``partition`` and
         ``offset``) first, then delete the key, in one round trip; whether the key existed."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(erased_key(self.prefix, user_id), f"{partition}:{offset}", ex=self.ttl_s)
-            pipe.delete(recs_key(self.prefix, user_id))
+            queue_erasure(pipe, self.prefix, user_id, partition, offset, self.ttl_s)
             return bool((await pipe.execute())[1])
 
 
