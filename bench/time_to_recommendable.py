@@ -16,8 +16,8 @@ of its topic: p50, p99 and the maximum, per language too, and how many items rea
 wrong fit), and the produced rate.
 
 Contenders, one after the other on the same broker and Redis, each with its own topics:
-``explore`` (the worker's defaults) and ``no-explore`` (``POLYREC_EXPLORE_FIT=0``: what a new item
-gets from its text alone, without the exploration place).
+``explore`` (the worker's defaults) and ``no-explore`` (``POLYREC_EXPLORE_FIT=0`` and
+``POLYREC_EXPLORE_REACH=0``: what a new item gets from its text alone, without the exploration place).
 
     python bench/time_to_recommendable.py [--rate 2000] [--fans 500] [--contenders explore no-explore]
 
@@ -51,7 +51,7 @@ from stream.recs import key_pattern, stream_key  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.topics import ensure_topics  # noqa: E402
 
-CONTENDERS = {"explore": {}, "no-explore": {"POLYREC_EXPLORE_FIT": "0"}}
+CONTENDERS = {"explore": {}, "no-explore": {"POLYREC_EXPLORE_FIT": "0", "POLYREC_EXPLORE_REACH": "0"}}
 HISTORY = 8  # items of their topic each fan buys before the run
 
 

@@ -1,4 +1,5 @@
-"""Items with no events yet get one place in the lists of the users they fit. Pure numpy.
+"""New items get one place in the lists of the users they fit: fresh ones (no events yet) by their
+text, young ones (a few events) by the model's own scores. Pure numpy.
 
 A new item's text places its factors (``polyrec/projection.py``), but until its first event the
 co-occurrence memory knows nothing of it, and the blend (``polyrec/cooccurrence.py``) ranks it below
@@ -18,6 +19,15 @@ the average item, so at its own length it would fit no one; and its projected bi
 guess of how wanted the item is, was lower for the same item described in another language.
 The share is bounded twice: at most one place of each list, and only in the lists of users it
 fits; an item leaves the scheme at its first event.
+
+A *young* item (fewer than ``Consumers``' ``young`` events) has a few consumers, and the model
+scores it (``polyrec/consumers.py``), but the co-occurrence memory that ranks every list has seen
+it only a few times, so it rarely reaches a first place even for the users who take it next.
+:func:`promote` gives the same place to the user's best-scoring young item that
+is among their best ``reach`` items but not yet in their first ``place``: where a user gets one, it
+takes the place instead of a fresh item. Each promotion displaces the list's ``place``-th item, so
+``reach`` trades the new items' recall against everyone's (docs/coldstart.md measures both);
+``reach = 0`` turns this off.
 
 >>> factor = np.array([[3.0, 2.0, 1.0, 2.5],   # user 0: fresh item 3 is their 2nd best by factors
 ...                    [3.0, 2.0, 1.0, 0.0]])  # user 1: it is their last
@@ -43,14 +53,16 @@ NOTHING: Picked = (np.zeros(0, np.int64), np.zeros(0, np.int64))
 @dataclass(frozen=True)
 class ExploreConfig:
     """A fresh item goes to users among whose best unseen items by factor score, the ``fit`` share
-    of the catalogue, it is, at the ``place``-th place of their list; ``fit = 0``: no exploration."""
+    of the catalogue, it is, at the ``place``-th place of their list; ``fit = 0``: no exploration.
+    A young item among a user's best ``reach`` items goes to that place too; ``reach = 0``: none."""
 
     fit: float = 0.1
     place: int = 10
+    reach: int = 30
 
     def __post_init__(self) -> None:
-        if not 0 <= self.fit <= 1 or self.place < 1:
-            raise ValueError("fit must be a share in [0, 1] and place at least 1")
+        if not 0 <= self.fit <= 1 or self.place < 1 or self.reach < 0:
+            raise ValueError("fit must be a share in [0, 1], place at least 1 and reach not negative")
 
 
 def pick(factor: np.ndarray, fresh: np.ndarray, fresh_scores: np.ndarray, fit: float) -> Picked:
@@ -67,6 +79,29 @@ def pick(factor: np.ndarray, fresh: np.ndarray, fresh_scores: np.ndarray, fit: f
     best = np.argmax(key, axis=1)
     users = np.flatnonzero(ok[np.arange(len(factor)), best])
     return users, fresh[best[users]]
+
+
+def promote(scores: np.ndarray, young: np.ndarray, place: int, reach: int) -> Picked:
+    """For each row of ``scores`` (users x items, the final scores, seen items at ``-inf``), the
+    ``young`` column it scores highest among those below its first ``place`` and within its best
+    ``reach``, or none.
+
+    >>> scores = np.array([[9.0, 8.0, 7.0, 6.0, 5.0],   # young 3 is 4th, in reach; 4 is 5th, out of it
+    ...                    [9.0, 7.0, 1.0, 6.0, 8.0]])  # young 4 is 2nd, in place already; 3 is 3rd
+    >>> users, cols = promote(scores, np.array([3, 4]), place=2, reach=4)
+    >>> users.tolist(), cols.tolist()
+    ([0, 1], [3, 3])
+    """
+    reach = min(reach, scores.shape[1])
+    if not len(young) or reach <= place:
+        return NOTHING
+    ranked = -np.partition(-scores, [place - 1, reach - 1], axis=1)
+    in_place, in_reach = ranked[:, place - 1], ranked[:, reach - 1]
+    s = scores[:, young]
+    ok = (s < in_place[:, None]) & (s >= in_reach[:, None]) & np.isfinite(s)
+    best = np.argmax(np.where(ok, s, -np.inf), axis=1)
+    users = np.flatnonzero(ok[np.arange(len(scores)), best])
+    return users, young[best[users]]
 
 
 def fits(factor: np.ndarray, scores: np.ndarray, fit: float) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Scores and top-K recommendations: the factors (young items' from their consumers), blended with
-the co-occurrence memory, seen items excluded, fresh items explored."""
+the co-occurrence memory, seen items excluded, fresh and young items given a place."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 
 from polyrec.consumers import Consumers
 from polyrec.cooccurrence import Cooccurrence
-from polyrec.explore import ExploreConfig, lift, pick
+from polyrec.explore import NOTHING, ExploreConfig, lift, pick, promote
 from polyrec.history import History
 from polyrec.mf import OnlineMF
 from polyrec.topk import mask_rows, top_k
@@ -26,12 +26,14 @@ NO_FRESH: Fresh = (np.zeros(0, np.int64), np.zeros((0, 0), np.float32), 0.0)
 def score_users(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray,
                 memory: Cooccurrence | None = None, context: np.ndarray | None = None,
                 young: Young = NO_YOUNG, seen: tuple[np.ndarray, np.ndarray] = NO_SEEN,
-                fresh: Fresh = NO_FRESH, explore: ExploreConfig | None = None) -> np.ndarray:
+                fresh: Fresh = NO_FRESH, explore: ExploreConfig | None = None,
+                promoted: np.ndarray | None = None) -> np.ndarray:
     """Every item's score for each user vector (users x items): ``b_i + p_u . q_i``, with the
     ``young`` rows' factors in place of ``q_i``, blended with the co-occurrence ``memory`` from
     each user's ``context`` rows (``Cooccurrence.recent``); the ``seen`` ``(user, item)`` pairs at
-    ``-inf``; with ``explore``, the ``fresh`` item rows (no events yet) lifted where they fit
-    (``polyrec/explore.py``), judged with the ``fresh`` factors and bias."""
+    ``-inf``; with ``explore`` (``polyrec/explore.py``), the ``promoted`` item rows (the young rows
+    unless given) lifted where they are within reach, and for the other users the ``fresh`` item
+    rows (no events yet) lifted where they fit, judged with the ``fresh`` factors and bias."""
     scores = user_factors @ item_factors.T
     rows, factors = young
     if len(rows):
@@ -44,8 +46,13 @@ def score_users(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: n
     if memory is not None and context is not None and context.any():  # else no user has a last event
         scores = memory.blend(scores, context)
         mask_rows(scores, *seen)  # again: a factor weight of 0 would make them NaN
-    if picked is not None and explore is not None:
-        lift(scores, picked, explore.place)
+    if explore is not None:
+        candidates = young[0] if promoted is None else promoted
+        moved = promote(scores, candidates, explore.place, explore.reach) if explore.reach else NOTHING
+        lift(scores, moved, explore.place)
+        if picked is not None:  # one place per list: a fresh item only where no young one took it
+            others = ~np.isin(picked[0], moved[0])
+            lift(scores, (picked[0][others], picked[1][others]), explore.place)
     return scores
 
 
@@ -56,9 +63,9 @@ def recommend(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.
     """Best ``k`` item rows and scores for each user vector, the ``seen`` pairs excluded (-1 pads).
 
     ``seen`` is ``(n, item_row)`` pairs with ``n`` ascending (``History.pairs``); ``memory``,
-    ``context``, ``young``, ``fresh`` and ``explore`` as for :func:`score_users`. Users are scored
-    in chunks of at most :data:`SCORE_CELLS` scores, so a batch of many users over a large catalogue
-    does not hold (and copy) one users x items matrix.
+    ``context``, ``young`` (also the rows promoted), ``fresh`` and ``explore`` as for
+    :func:`score_users`. Users are scored in chunks of at most :data:`SCORE_CELLS` scores, so a
+    batch of many users over a large catalogue does not hold (and copy) one users x items matrix.
     """
     seen_users, seen_items = seen
     step = max(1, SCORE_CELLS // max(len(item_factors), 1))

@@ -148,7 +148,7 @@ class Worker:
         metrics.MODEL.info({"version": self.version, **{k: str(v) for k, v in asdict(m.config).items()},
                             **{f"cooccurrence_{k}": str(v) for k, v in asdict(m.cooccurrence).items()},
                             **{f"young_{k}": str(v) for k, v in asdict(m.young).items()},
-                            "explore_fit": str(s.explore_fit)})
+                            "explore_fit": str(s.explore_fit), "explore_reach": str(s.explore_reach)})
         _export_zero_series(s)
         self.events = self.app.topic(s.events_topic, partitions=s.partitions)
         self.users = self.app.Table(USERS_TABLE, default=None, partitions=s.partitions,

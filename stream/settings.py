@@ -104,6 +104,10 @@ class Settings:
                               "An item with no events yet takes the last place of a user's top-K when it is "
                               "among the user's best unseen items by factor score, this share of the "
                               "catalogue (0 to 1); 0: off.")
+    explore_reach: int = _env("POLYREC_EXPLORE_REACH", ExploreConfig.reach,
+                              "A young item (fewer than POLYREC_YOUNG_EVENTS events) takes the last place of a "
+                              "user's top-K when it is among the user's best this many items; it trades the new "
+                              "items' recall against everyone's (docs/coldstart.md); 0: off.")
     weight_view: float = _env("POLYREC_WEIGHT_VIEW", DEFAULT_WEIGHTS["view"],
                               "Implicit-feedback weight of a view (0 to 1000).")
     weight_click: float = _env("POLYREC_WEIGHT_CLICK", DEFAULT_WEIGHTS["click"],
@@ -277,7 +281,8 @@ class Settings:
         return ConsumersConfig(young=self.young_events, shrink=self.young_shrink)
 
     def explore_config(self) -> ExploreConfig | None:
-        return ExploreConfig(fit=self.explore_fit, place=self.top_k) if self.explore_fit else None
+        return (ExploreConfig(fit=self.explore_fit, place=self.top_k, reach=self.explore_reach)
+                if self.explore_fit or self.explore_reach else None)
 
     @property
     def weights(self) -> dict[str, float]:

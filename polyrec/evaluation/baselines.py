@@ -79,7 +79,7 @@ class Polyrec:
     :class:`~polyrec.consumers.Consumers` learn the same events, and
     :func:`~polyrec.recommend.score_users` blends them. Without ``cooccurrence`` or ``consumers``
     that part is left out (an ablation). With ``explore`` (and ``consumers``) items with no events
-    yet are explored (``polyrec/explore.py``), the users' seen items excluded as the worker's
+    yet are explored and young items promoted (``polyrec/explore.py``), the users' seen items excluded as the worker's
     :class:`~polyrec.history.History` holds them."""
 
     def __init__(self, config: MFConfig | None = None, cooccurrence: CooccurrenceConfig | None = None,
@@ -102,7 +102,11 @@ class Polyrec:
         if self.history is not None and self.consumers is not None:
             seen, fresh = self.history.pairs(rows), self.fresh_factors()
         return score_users(self.model.user_factors[rows], self.model.item_factors, self.model.item_bias,
-                           self.memory, context, young, seen, fresh, self.explore)[:, cols]
+                           self.memory, context, young, seen, fresh, self.explore, self.promoted(young[0]))[:, cols]
+
+    def promoted(self, young_rows: np.ndarray) -> np.ndarray:
+        """The young item rows that exploration may promote (``polyrec/explore.py``): all of them."""
+        return young_rows
 
     def fresh_factors(self) -> Fresh:
         """The items that exploration may show, those with no events yet, as

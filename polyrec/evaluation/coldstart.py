@@ -17,6 +17,7 @@ import numpy as np
 from polyrec.consumers import ConsumersConfig
 from polyrec.cooccurrence import CooccurrenceConfig
 from polyrec.evaluation.baselines import Polyrec
+from polyrec.evaluation.protocol import Replay
 from polyrec.explore import ExploreConfig
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
@@ -35,6 +36,15 @@ def holdout_items(items: np.ndarray, frac: float = 0.2, seed: int = 0) -> np.nda
     distinct = np.unique(np.asarray(items, dtype=str))
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(distinct, size=round(frac * len(distinct)), replace=False))
+
+
+def validation_split(replay: Replay, test_new: np.ndarray, frac: float = 0.2,
+                     seed: int = 0) -> tuple[Replay, np.ndarray]:
+    """Where settings are chosen without a scored event of the test: the stream without the test's
+    new items ``test_new``, and another seeded ``frac`` of its items held out as new."""
+    keep = ~np.isin(replay.items.astype(str), test_new)
+    val = Replay(replay.users[keep], replay.items[keep], replay.events[keep], replay.weights[keep])
+    return val, holdout_items(val.items, frac, seed + 1)
 
 
 def occurrence(items: np.ndarray) -> np.ndarray:
@@ -84,8 +94,9 @@ class ProjectionSettings:
 class ColdStartMF(Polyrec):
     """polyrec's model (:class:`~polyrec.evaluation.baselines.Polyrec`: the factors, and the memory,
     consumers and exploration if given) whose ``new_items`` start from their projected text (random
-    without ``texts``). Only new items are explored before their first event: the other items are
-    announced ahead too, but stand for items a worker knows from their events only."""
+    without ``texts``). Only new items are explored before their first event and promoted while young:
+    the other items are announced ahead too, but stand for items a worker knows from their events
+    only (a replay starts with every item young; a worker's established items are not)."""
 
     def __init__(self, config: MFConfig, new_items: Collection[str], texts: ItemTexts | None = None,
                  settings: ProjectionSettings = ProjectionSettings(), name: str = "random-init",
@@ -131,6 +142,9 @@ class ColdStartMF(Polyrec):
         rows, factors, bias = super().fresh_factors()
         new = self._is_new[rows]
         return rows[new], factors[new], bias
+
+    def promoted(self, young_rows: np.ndarray) -> np.ndarray:
+        return young_rows[self._is_new[young_rows]]
 
     def _starts(self, ids: list[str]) -> np.ndarray | None:
         """Start vectors (factors, then bias) of new items; None keeps their random start."""

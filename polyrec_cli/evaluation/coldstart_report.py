@@ -131,7 +131,8 @@ def print_table(result: dict) -> None:
     references = "; ".join(f"{name} {value:.3f}" for name, value in result["overlap_references"].items())
     console.print(f"overlap references, English vs English: {references}; exposure parity of English re-encoded "
                   f"in other batches: {result['exposure_reference']['parity_vs_en']:.3f}")
-    overall = "; ".join(f"{name} {row['recall@10']:.4f} ({row['recall@10_vs_random-init']:.3f}x)"
+    overall = "; ".join(f"{name} {row['recall@10']:.4f} ({row['recall@10_vs_random-init']:.3f}x, 95% "
+                        f"{row['recall@10_vs_random-init_95ci'][0]:.3f}-{row['recall@10_vs_random-init_95ci'][1]:.3f})"
                         for name, row in result["overall"].items())
     console.print(f"overall recall@10, every item's events (the cost of the cold-start features): {overall}")
     by_event = Table(title="recall@10 by the new item's event number")

@@ -3,9 +3,9 @@
 Every contender is polyrec's model as the worker runs it (factors blended with the co-occurrence
 memory, the worker's defaults); ``random-init`` without any cold-start feature (random start, no
 young-item scoring), ``young`` with the young-item scoring (``polyrec/consumers.py``), and
-``projection-<lang>`` with the text start, the young-item scoring and the exploration of items with no
-events yet (``polyrec/explore.py``): the worker's model. ``projection-en-no-explore`` leaves the
-exploration out.
+``projection-<lang>`` with the text start, the young-item scoring, the exploration of items with no
+events yet and the promotion of young items (``polyrec/explore.py``): the worker's model.
+``projection-en-no-explore`` leaves the exploration and the promotion out.
 
 Encodes every item's English text, the new items' text in every other language and two English
 references, the catalogue's genre lists in every language and the bilingual title pairs, once
@@ -50,7 +50,9 @@ from polyrec.evaluation.coldstart import (
     overlap_at_k,
     recall_by_occurrence,
     top1_hits,
+    validation_split,
 )
+from polyrec.evaluation.confidence import paired_difference
 from polyrec.evaluation.protocol import Replay, run_prequential
 from polyrec.evaluation.tuning import grid
 from polyrec.explore import ExploreConfig, fits
@@ -96,10 +98,6 @@ def encode(encoder, texts: list[str], advance: Callable[[int], None]) -> np.ndar
     return np.concatenate(out)
 
 
-def _subset(replay: Replay, keep: np.ndarray) -> Replay:
-    return Replay(replay.users[keep], replay.items[keep], replay.events[keep], replay.weights[keep])
-
-
 def _replay_new(replay: Replay, models: list, new: np.ndarray, n_first: int, batch_size: int,
                 progress: Callable[[int], None]) -> list:
     return run_prequential(replay, models, batch_size=batch_size, announce=ANNOUNCE, scored_events=SCORED_EVENTS,
@@ -110,8 +108,7 @@ def tune(replay: Replay, test_new: np.ndarray, texts: ItemTexts, config: MFConfi
          seed: int, n_first: int, batch_size: int, progress: Callable[[int], None]) -> dict:
     """Grid search on a validation split: the stream without the test's new items, with another
     seeded ``frac`` of its items held out as new. Best projection recall@10 wins."""
-    val = _subset(replay, ~np.isin(replay.items.astype(str), test_new))
-    val_new = holdout_items(val.items, frac, seed + 1)
+    val, val_new = validation_split(replay, test_new, frac, seed)
     models = [ColdStartMF(config, val_new, texts, ProjectionSettings(**p), name=f"projection#{n}",
                           cooccurrence=MEMORY, consumers=YOUNG_ITEMS) for n, p in enumerate(GRID)]
     results = _replay_new(val, models, val_new, n_first, batch_size, progress)
@@ -261,8 +258,8 @@ def _protocol(batch_size: int, n_new: int, frac: float, seed: int, n_first: int,
     return {"model": "polyrec as the worker runs it: factors blended with the co-occurrence memory (worker defaults); "
                      f"{YOUNG} and projection-<lang> also score young items from their consumers "
                      "(polyrec/consumers.py), random-init and the ceilings do not; projection-<lang> and the control "
-                     f"also explore new items with no event yet (polyrec/explore.py, {asdict(EXPLORE)}), "
-                     f"{NO_EXPLORE} does not",
+                     f"also explore new items with no event yet and promote young new items (polyrec/explore.py, "
+                     f"{asdict(EXPLORE)}), {NO_EXPLORE} does neither",
             "k": 10, "batch_size": batch_size, "new_items": n_new, "new_item_share": frac,
             "seed": seed, "first_events": n_first,
             "scored": "click and purchase events of a new item among its first "
@@ -278,7 +275,8 @@ def _protocol(batch_size: int, n_new: int, frac: float, seed: int, n_first: int,
                         "factors only, bias 0; bias only, random factors), then learns as usual",
             "overall": f"the cost of the cold-start features to everyone: {', '.join(OVERALL)} replayed again with "
                        f"the same announcement, 1 in {sample_every} clicks or purchases after a 10% warm-up scored "
-                       "(any item's); compared with random-init, the model without cold-start features",
+                       "(any item's); compared with random-init, the model without cold-start features, with a 95% "
+                       "interval of the ratio from a paired bootstrap over users",
             "exposure": "per language: with projection-en's final model (users, items, seen items, projection), "
                         "each new item's text in that language projected as if it had no event yet; the share of "
                         f"the {n_users} users it fits (polyrec/explore.py: its top-10 place before any event), "
@@ -430,8 +428,13 @@ def _result(run_: _Run, replay: Replay, source: Source, ids: list[str], new: np.
                            "overlap@10_vs_en": overlap.get(lang, 1.0),
                            **genre_alignment.get(lang, {})} for lang in languages}
     overall = {r.name: r.summary() for r in run_.overall}
-    for row in overall.values():
-        row["recall@10_vs_random-init"] = row["recall@10"] / max(overall["random-init"]["recall@10"], 1e-12)
+    base_result = next(r for r in run_.overall if r.name == "random-init")
+    base_hits, users = np.concatenate(base_result.hits), np.concatenate(base_result.users)
+    without = max(overall["random-init"]["recall@10"], 1e-12)
+    for r in run_.overall:  # a paired bootstrap over users: how far sampling alone moves the ratio
+        diff = paired_difference(np.concatenate(r.hits), base_hits, users)
+        overall[r.name]["recall@10_vs_random-init"] = overall[r.name]["recall@10"] / without
+        overall[r.name]["recall@10_vs_random-init_95ci"] = [1 + diff["low"] / without, 1 + diff["high"] / without]
     return {
         "dataset": {"name": source.name, "key": source.key, "events": len(replay), "items": len(ids),
                     "mapping": MAPPING, "order": "timestamp, file order as tie-break"},

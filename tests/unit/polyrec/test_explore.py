@@ -1,4 +1,5 @@
-"""Exploration: an item with no events yet takes the last place of the lists of the users it fits."""
+"""Exploration: an item with no events yet takes the last place of the lists of the users it fits, a
+young item that of the users whose best items it nearly is."""
 
 import numpy as np
 import pytest
@@ -7,10 +8,10 @@ from hypothesis import strategies as st
 
 from polyrec.consumers import Consumers, ConsumersConfig
 from polyrec.cooccurrence import Cooccurrence, CooccurrenceConfig
-from polyrec.explore import ExploreConfig, lift, pick
+from polyrec.explore import ExploreConfig, lift, pick, promote
 from polyrec.history import History
 from polyrec.mf import MFConfig, OnlineMF
-from polyrec.recommend import recommend, recommend_rows
+from polyrec.recommend import recommend, recommend_rows, score_users
 from polyrec.topk import top_k
 
 
@@ -118,3 +119,50 @@ def test_bad_settings_are_refused():
         ExploreConfig(fit=1.5)
     with pytest.raises(ValueError):
         ExploreConfig(place=0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.integers(1, 6), st.integers(0, 15), st.floats(0, 1))
+def test_a_young_item_within_reach_takes_the_place_and_a_fresh_item_only_the_other_lists(seed, n_users, place,
+                                                                                        reach, fit):
+    """Each list keeps its first ``place - 1`` items; at most one other item enters, at the
+    ``place``-th place: the best-scoring young item among the user's best ``reach`` (not already
+    in place), or else a fresh item the user fits."""
+    rng = np.random.default_rng(seed)
+    n_items, dim, k = 15, 3, 6
+    p = rng.normal(size=(n_users, dim)).astype(np.float32)
+    q = rng.normal(size=(n_items, dim)).astype(np.float32)
+    b = np.round(rng.normal(size=n_items), 1).astype(np.float32)
+    rows = rng.permutation(n_items)
+    fresh, young_rows = np.sort(rows[:rng.integers(0, 4)]), np.sort(rows[4:4 + rng.integers(0, 4)])
+    young = (young_rows, rng.normal(size=(len(young_rows), dim)).astype(np.float32))
+    seen_u = np.sort(rng.integers(0, n_users, 10))
+    seen = (seen_u, rng.choice(np.setdiff1d(np.arange(n_items), fresh), 10))
+    plain, _ = recommend(p, q, b, seen, k, young=young)
+    explored, _ = recommend(p, q, b, seen, k, young=young, fresh=(fresh, q[fresh], 0.0),
+                            explore=ExploreConfig(fit=fit, place=place, reach=reach))
+    scores = score_users(p, q, b, young=young, seen=seen)
+    for u in range(n_users):
+        assert explored[u, :min(place - 1, k)].tolist() == plain[u, :min(place - 1, k)].tolist()
+        entered = set(explored[u].tolist()) - set(plain[u].tolist())
+        assert len(entered) <= 1
+        rank = {int(i): int(np.count_nonzero(scores[u] > scores[u, i])) for i in young_rows}
+        within = [i for i, r in rank.items() if place - 1 < r < reach and np.isfinite(scores[u, i])]
+        if within:  # the best of them takes the place
+            best = max(within, key=lambda i: scores[u, i])
+            assert explored[u].tolist().index(best) == place - 1 or place > k
+        for item in entered:
+            assert explored[u].tolist().index(item) == place - 1
+            assert item in young_rows or (item in fresh and not within)
+
+
+def test_young_items_are_promoted_only_to_users_they_nearly_reach():
+    scores = np.array([[9.0, 8.0, 7.0, 6.0, 5.0, 4.0],
+                       [9.0, 8.0, 7.0, 6.0, 5.0, 4.0]])
+    young = np.array([4, 5])
+    assert promote(scores, young, place=2, reach=5)[1].tolist() == [4, 4]  # 5th: within the best 5
+    assert promote(scores, young, place=2, reach=4)[0].tolist() == []  # out of reach
+    assert promote(scores, young, place=2, reach=0)[0].tolist() == []  # off
+    scores[1, 4] = -np.inf  # seen
+    users, cols = promote(scores, young, place=2, reach=6)
+    assert users.tolist() == [0, 1] and cols.tolist() == [4, 5]

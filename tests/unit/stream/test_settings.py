@@ -57,9 +57,11 @@ def test_a_zero_weight_refit_period_port_or_seed_is_allowed():
 
 
 def test_exploration_is_off_at_zero_and_takes_the_last_place_of_the_list():
-    assert Settings.from_env({"POLYREC_EXPLORE_FIT": "0"}).explore_config() is None
+    assert Settings.from_env({"POLYREC_EXPLORE_FIT": "0", "POLYREC_EXPLORE_REACH": "0"}).explore_config() is None
     config = Settings.from_env({"POLYREC_EXPLORE_FIT": "0.25", "POLYREC_TOP_K": "7"}).explore_config()
-    assert config is not None and (config.fit, config.place) == (0.25, 7)
+    assert config is not None and (config.fit, config.place, config.reach) == (0.25, 7, 30)
+    young_only = Settings.from_env({"POLYREC_EXPLORE_FIT": "0", "POLYREC_EXPLORE_REACH": "30"}).explore_config()
+    assert young_only is not None and (young_only.fit, young_only.reach) == (0.0, 30)
 
 
 def test_config_prints_variables_with_passwords_masked(monkeypatch, capsys):
