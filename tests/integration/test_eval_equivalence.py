@@ -24,7 +24,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def expected_recommendations(settings: Settings, events: list[tuple[str, str, str]]) -> list[tuple[list, list]]:
     """(items, scores) of each event's user right after the evaluated model learned it."""
-    model = Polyrec(settings.mf_config(), settings.cooccurrence_config(), settings.consumers_config())
+    explore = settings.explore_config()
+    model = Polyrec(settings.mf_config(), settings.cooccurrence_config(), settings.consumers_config(), explore=explore)
     mf, memory, history = model.model, model.memory, History(settings.history_max)
     out = []
     for user, item, kind in events:
@@ -33,14 +34,15 @@ def expected_recommendations(settings: Settings, events: list[tuple[str, str, st
         history.add(row, mf.items.rows([item]))
         top, scores = recommend(mf.user_factors[row], mf.item_factors, mf.item_bias, history.pairs(row),
                                 settings.top_k, memory, memory.recent_rows(row),
-                                model.consumers.young_factors(mf.item_factors))
+                                model.consumers.young_factors(mf.item_factors), model.fresh_factors(), explore)
         keep = top[0] >= 0
         out.append((mf.items.id_at(top[0][keep]), scores[0][keep].tolist()))
     return out
 
 
 def test_the_worker_publishes_what_the_evaluated_model_recommends(broker, tmp_path, workers, redis_client):
-    # young below 4 events: with 70 events on 25 items, both young and established items are scored
+    # young below 4 events: with 70 events on 25 items, both young and established items are scored,
+    # and young ones promoted (the worker's default reach)
     env = worker_env(broker, tmp_path, POLYREC_PARTITIONS="1", POLYREC_ITEMS_AGENT="0", POLYREC_YOUNG_EVENTS="4")
     w = workers.new(env)
     w.wait_ready()
