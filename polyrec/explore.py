@@ -46,6 +46,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from polyrec.topk import top_k
+
 Picked = tuple[np.ndarray, np.ndarray]  # user rows of the score matrix, and the fresh column each gets
 NOTHING: Picked = (np.zeros(0, np.int64), np.zeros(0, np.int64))
 
@@ -84,24 +86,28 @@ def pick(factor: np.ndarray, fresh: np.ndarray, fresh_scores: np.ndarray, fit: f
 def promote(scores: np.ndarray, young: np.ndarray, place: int, reach: int) -> Picked:
     """For each row of ``scores`` (users x items, the final scores, seen items at ``-inf``), the
     ``young`` column it scores highest among those below its first ``place`` and within its best
-    ``reach``, or none.
+    ``reach``, if any, raised in place to just above its ``place``-th best score (as :func:`lift`
+    would); returns the (row, column) pairs raised. Each row's ``reach`` best scores come from
+    :func:`~polyrec.topk.top_k` (a selection over the row, which the worker's top-K costs too).
 
     >>> scores = np.array([[9.0, 8.0, 7.0, 6.0, 5.0],   # young 3 is 4th, in reach; 4 is 5th, out of it
     ...                    [9.0, 7.0, 1.0, 6.0, 8.0]])  # young 4 is 2nd, in place already; 3 is 3rd
     >>> users, cols = promote(scores, np.array([3, 4]), place=2, reach=4)
-    >>> users.tolist(), cols.tolist()
-    ([0, 1], [3, 3])
+    >>> users.tolist(), cols.tolist(), np.argsort(-scores[0]).tolist()[:2]
+    ([0, 1], [3, 3], [0, 3])
     """
     reach = min(reach, scores.shape[1])
     if not len(young) or reach <= place:
         return NOTHING
-    ranked = -np.partition(-scores, [place - 1, reach - 1], axis=1)
-    in_place, in_reach = ranked[:, place - 1], ranked[:, reach - 1]
+    best = top_k(scores, reach)[1]  # -inf past a row's finite entries
+    in_place, in_reach = best[:, place - 1], best[:, reach - 1]
     s = scores[:, young]
     ok = (s < in_place[:, None]) & (s >= in_reach[:, None]) & np.isfinite(s)
-    best = np.argmax(np.where(ok, s, -np.inf), axis=1)
-    users = np.flatnonzero(ok[np.arange(len(scores)), best])
-    return users, young[best[users]]
+    choice = np.argmax(np.where(ok, s, -np.inf), axis=1)
+    users = np.flatnonzero(ok[np.arange(len(scores)), choice])
+    cols = young[choice[users]]
+    scores[users, cols] = np.nextafter(in_place[users], np.inf).astype(scores.dtype)
+    return users, cols
 
 
 def fits(factor: np.ndarray, scores: np.ndarray, fit: float) -> np.ndarray:

@@ -49,7 +49,6 @@ def score_users(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: n
     if explore is not None:
         candidates = young[0] if promoted is None else promoted
         moved = promote(scores, candidates, explore.place, explore.reach) if explore.reach else NOTHING
-        lift(scores, moved, explore.place)
         if picked is not None:  # one place per list: a fresh item only where no young one took it
             others = ~np.isin(picked[0], moved[0])
             lift(scores, (picked[0][others], picked[1][others]), explore.place)

@@ -163,6 +163,7 @@ def test_young_items_are_promoted_only_to_users_they_nearly_reach():
     assert promote(scores, young, place=2, reach=5)[1].tolist() == [4, 4]  # 5th: within the best 5
     assert promote(scores, young, place=2, reach=4)[0].tolist() == []  # out of reach
     assert promote(scores, young, place=2, reach=0)[0].tolist() == []  # off
-    scores[1, 4] = -np.inf  # seen
+    assert top_k(scores, 3)[0].tolist() == [[0, 4, 1], [0, 4, 1]]  # raised to the 2nd place
+    scores[:, 4] = [4.0, -np.inf]  # back, and seen by user 1
     users, cols = promote(scores, young, place=2, reach=6)
     assert users.tolist() == [0, 1] and cols.tolist() == [4, 5]
