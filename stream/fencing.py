@@ -76,14 +76,14 @@ def erasure_header(partition: int, offset: int) -> tuple[str, bytes]:
 
 def erasure_position(headers: Any) -> Position | None:
     """``(partition, offset)`` from a record's headers (a list of pairs or a mapping); None if absent
-    or not in the header's form."""
+    or not in the header's form (bytes or text ``"p:o"``)."""
     pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
     for name, value in pairs:
         if name == ERASED_HEADER:
             try:
-                partition, offset = bytes(value).decode().split(":")
+                partition, offset = (value if isinstance(value, str) else bytes(value).decode()).split(":")
                 return int(partition), int(offset)
-            except ValueError:
+            except (TypeError, ValueError):  # None, a number, bad UTF-8, not "p:o"
                 return None
     return None
 

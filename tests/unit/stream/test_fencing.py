@@ -69,6 +69,9 @@ def test_the_erasure_header_round_trips_and_a_malformed_one_is_no_position():
     assert erasure_position({"polyrec-erased": b"3:7"}) == (3, 7)
     assert erasure_position([("polyrec-erased", b"x:7")]) is None
     assert erasure_position(None) is None and erasure_position([("other", b"1:2")]) is None
+    assert erasure_position([("polyrec-erased", "3:7")]) == (3, 7)  # text, as a client library may hand it
+    for bad in (None, 3.5, b"\xff:1", "3:7:9"):  # never an exception: the fence runs during recovery
+        assert erasure_position([("polyrec-erased", bad)]) is None
 
 
 def _event(key: str, value: dict | None, partition: int = 0, headers=None):
