@@ -7,7 +7,7 @@ import numpy as np
 
 from polyrec.consumers import Consumers
 from polyrec.cooccurrence import Cooccurrence
-from polyrec.explore import NOTHING, ExploreConfig, lift, pick, promote
+from polyrec.explore import ExploreConfig, lift, pick, promote
 from polyrec.history import History
 from polyrec.mf import OnlineMF
 from polyrec.topk import mask_rows, top_k
@@ -48,7 +48,7 @@ def score_users(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: n
         mask_rows(scores, *seen)  # again: a factor weight of 0 would make them NaN
     if explore is not None:
         candidates = young[0] if promoted is None else promoted
-        moved = promote(scores, candidates, explore.place, explore.reach) if explore.reach else NOTHING
+        moved = promote(scores, candidates, explore.place, explore.reach)  # none at reach 0
         if picked is not None:  # one place per list: a fresh item only where no young one took it
             others = ~np.isin(picked[0], moved[0])
             lift(scores, (picked[0][others], picked[1][others]), explore.place)
