@@ -20,10 +20,20 @@ class EmbeddedError(RuntimeError):
     """A local server could not be found or started; the message says what to do."""
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now on 127.0.0.1, never one this process was given before: the kernel may hand
+    a just-closed port out again, and two servers told the same port would answer for each other
+    (a harness worker's web port that was also another worker's metrics port served /metrics)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def port_open(host: str, port: int, timeout: float = 0.3) -> bool:
