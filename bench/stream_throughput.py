@@ -50,12 +50,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from polyrec.datasets.movielens import load_interactions  # noqa: E402
 from polyrec.evaluation.freshness import event_freshness  # noqa: E402
 from polyrec_cli.devservers import LocalServer, ensure_redis, free_port, start_tansu  # noqa: E402
-from polyrec_cli.harness import WorkerProcess, event_record, send_records  # noqa: E402
+from polyrec_cli.harness import WorkerProcess, event_record, item_counts, read_topic, send_records  # noqa: E402
 from stream.metrics import scrape_totals  # noqa: E402
 from stream.recs import key_pattern, stream_key  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.topics import ensure_topics  # noqa: E402
-from stream.wire import TEXT_SOURCE, ItemRecord  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -208,32 +207,9 @@ def run_polyrec(bootstrap: str, redis_url: str, topic: str, n: int, tag: str, lo
             w.stop(timeout=STOP_TIMEOUT_S)  # a graceful stop writes the last item contributions
         _clean_redis(redis_url, app_id)
     if expected is not None:
-        stats["item_counts_equal"] = asyncio.run(_item_counts(bootstrap, f"{app_id}-item-factors")) == expected
+        records = asyncio.run(read_topic(bootstrap, f"{app_id}-item-factors", timeout=60))
+        stats["item_counts_equal"] = item_counts(records) == expected
     return rate, stats
-
-
-async def _item_counts(bootstrap: str, topic: str) -> Counter:
-    """Events per item as the item-factor topic says: each partition's latest record per item, summed."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends, latest = await consumer.end_offsets(tps), {}
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
-                latest.update((r.key, r.value) for r in records)  # one key lives in one partition
-        counts: Counter = Counter()
-        for value in latest.values():
-            record = ItemRecord.from_json(json.loads(value))
-            if record.source != TEXT_SOURCE:
-                counts[record.item_id] += record.count
-        return counts
-    finally:
-        await consumer.stop()
 
 
 async def raw_consumer_rate(bootstrap: str, topic: str, n: int, lo: float = 0.1, hi: float = 0.9) -> float:

@@ -1,5 +1,6 @@
-"""The local harness that the demo, the benches and the tests share: a worker child process and a
-producer that sends records to a topic.
+"""The local harness that the demo, the benches and the tests share: a worker child process, a
+producer that sends records to a topic, and a reader of a topic (the item-factor topic's events per
+item among what it reads back).
 
 >>> w = WorkerProcess({"KAFKA_BOOTSTRAP": "127.0.0.1:9092"})
 >>> w.url("/polyrec/ready") == f"http://127.0.0.1:{w.web_port}/polyrec/ready"
@@ -17,12 +18,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from polyrec_cli.devservers import EmbeddedError, free_port
+from stream.wire import TEXT_SOURCE, ItemRecord
 
 PROGRESS_EVERY = 1000  # records between progress calls (and yields to the event loop)
 
@@ -164,3 +167,47 @@ def event_record(user: str, item: str, event: str = "click", ts: int | None = No
             "ts": int(time.time() * 1000) if ts is None else ts, **extra}
     return user.encode(), json.dumps(body).encode()
 
+
+
+async def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list:
+    """Every record currently in ``topic`` (all partitions, from the beginning); raises if that takes
+    longer than ``timeout`` (a partial read must not pass for an empty topic)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or set()]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            positions = [await consumer.position(tp) for tp in tps]
+            if all(pos >= ends[tp] for pos, tp in zip(positions, tps)):
+                return out
+            for recs in (await consumer.getmany(timeout_ms=200)).values():
+                out.extend(recs)
+        raise AssertionError(f"read only {len(out)} records of {topic} to its end offsets in {timeout:.0f} s")
+    finally:
+        await consumer.stop()
+
+
+def latest_item_records(records: Iterable) -> list[ItemRecord]:
+    """The item-factor topic as compaction leaves it, from its ``records`` in offset order: the last
+    record of every key (one key lives in one partition)."""
+    latest = {r.key: r.value for r in records}
+    return [ItemRecord.from_json(json.loads(v)) for v in latest.values()]
+
+
+def item_counts(records: Iterable) -> Counter:
+    """Events per item as the item-factor topic's ``records`` hold them: the latest contribution of
+    each partition, summed over partitions (text records count none)."""
+    counts: Counter = Counter()
+    for rec in latest_item_records(records):
+        if rec.source != TEXT_SOURCE:
+            counts[rec.item_id] += rec.count
+    return counts

@@ -15,15 +15,15 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import murmur2
 
-from polyrec_cli.harness import WorkerProcess
+from polyrec_cli import harness
+from polyrec_cli.harness import WorkerProcess, read_topic
 from stream.records import MAX_ID_BYTES
 from stream.recs import recs_key
 from stream.topics import admin_client
-from stream.wire import TEXT_SOURCE, ItemRecord
+from stream.wire import ItemRecord
 
 REDIS_URL = os.environ.get("POLYREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # C0 and C1 controls and the bidirectional controls: what docs/contracts.md refuses in an id
@@ -83,32 +83,6 @@ def item(item_id: str, title: str, **fields) -> tuple[bytes, bytes]:
     """An ``items`` record: key and JSON value."""
     body = {"item_id": item_id, "title": title, "ts": int(time.time() * 1000), **fields}
     return item_id.encode(), json.dumps(body, ensure_ascii=False).encode()
-
-
-async def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list:
-    """Every record currently in ``topic`` (all partitions, from the beginning); raises if that takes
-    longer than ``timeout`` (a partial read must not pass for an empty topic)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: list = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            positions = [await consumer.position(tp) for tp in tps]
-            if all(pos >= ends[tp] for pos, tp in zip(positions, tps)):
-                return out
-            for recs in (await consumer.getmany(timeout_ms=200)).values():
-                out.extend(recs)
-        raise AssertionError(f"read only {len(out)} records of {topic} to its end offsets in {timeout:.0f} s")
-    finally:
-        await consumer.stop()
 
 
 async def topic_partitions(bootstrap: str, topics: list[str]) -> dict[str, int]:
@@ -177,20 +151,12 @@ def run(coro):
 
 def latest_item_records(bootstrap: str, env: dict) -> list[ItemRecord]:
     """The item-factor topic as compaction leaves it: the last record of every key."""
-    latest = {}
-    for r in run(read_topic(bootstrap, f"{env['POLYREC_APP_ID']}-item-factors")):
-        latest[r.key] = r.value  # one key lives in one partition, read in offset order
-    return [ItemRecord.from_json(json.loads(v)) for v in latest.values()]
+    return harness.latest_item_records(run(read_topic(bootstrap, f"{env['POLYREC_APP_ID']}-item-factors")))
 
 
 def durable_item_counts(bootstrap: str, env: dict) -> Counter:
-    """Events per item as the item-factor topic holds them: the latest contribution of each
-    partition, summed over partitions."""
-    counts = Counter()
-    for rec in latest_item_records(bootstrap, env):
-        if rec.source != TEXT_SOURCE:
-            counts[rec.item_id] += rec.count
-    return counts
+    """Events per item as the item-factor topic holds them (``harness.item_counts``)."""
+    return harness.item_counts(run(read_topic(bootstrap, f"{env['POLYREC_APP_ID']}-item-factors")))
 
 
 def two_workers(pool, env: dict, partitions: int = 4) -> tuple[list[WorkerProcess], dict[int, WorkerProcess]]:
