@@ -7,7 +7,7 @@ import numpy as np
 
 from polyrec.consumers import Consumers
 from polyrec.cooccurrence import Cooccurrence
-from polyrec.explore import ExploreConfig, lift, pick, promote
+from polyrec.explore import NOTHING, ExploreConfig, lift, pick, promote
 from polyrec.history import History
 from polyrec.mf import OnlineMF
 from polyrec.topk import mask_rows, top_k
@@ -34,6 +34,17 @@ def score_users(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: n
     ``-inf``; with ``explore`` (``polyrec/explore.py``), the ``promoted`` item rows (the young rows
     unless given) lifted where they are within reach, and for the other users the ``fresh`` item
     rows (no events yet) lifted where they fit, judged with the ``fresh`` factors and bias."""
+    return _scores(user_factors, item_factors, item_bias, memory, context, young, seen, fresh, explore,
+                   promoted)[0]
+
+
+def _scores(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray,
+            memory: Cooccurrence | None, context: np.ndarray | None, young: Young,
+            seen: tuple[np.ndarray, np.ndarray], fresh: Fresh, explore: ExploreConfig | None,
+            promoted: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`score_users`, and where the promotion selected each row's best ``reach`` columns,
+    those columns and the fresh column lifted in the row (-1: none): every column of the row's best
+    ``reach`` once the places are given (None: no selection was made)."""
     scores = user_factors @ item_factors.T
     rows, factors = young
     if len(rows):
@@ -42,17 +53,38 @@ def score_users(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: n
     mask_rows(scores, *seen)
     picked = None
     if explore is not None and len(fresh[0]):
-        picked = pick(scores, fresh[0], user_factors @ fresh[1].T + fresh[2], explore.fit)
+        picked = pick(scores, fresh[0], user_factors @ fresh[1].T + fresh[2], explore.fit, explore.share)
     if memory is not None and context is not None and context.any():  # else no user has a last event
         scores = memory.blend(scores, context)
         mask_rows(scores, *seen)  # again: a factor weight of 0 would make them NaN
-    if explore is not None:
-        candidates = young[0] if promoted is None else promoted
-        moved = promote(scores, candidates, explore.place, explore.reach)  # none at reach 0
-        if picked is not None:  # one place per list: a fresh item only where no young one took it
-            others = ~np.isin(picked[0], moved[0])
-            lift(scores, (picked[0][others], picked[1][others]), explore.place)
-    return scores
+    if explore is None:
+        return scores, None
+    candidates = young[0] if promoted is None else promoted
+    reach = min(explore.reach, scores.shape[1])
+    best = top_k(scores, reach) if len(candidates) and reach > explore.place else None
+    moved = NOTHING if best is None else promote(scores, candidates, explore.place, best)
+    extra = np.full((len(scores), 1), -1, np.int64)
+    if picked is not None:  # one place per list: a fresh item only where no young one took it
+        others = ~np.isin(picked[0], moved[0])
+        lifted = (picked[0][others], picked[1][others])
+        lift(scores, lifted, explore.place)
+        extra[lifted[0], 0] = lifted[1]
+    if best is None:
+        return scores, None
+    extra[(best[0] == extra).any(axis=1)] = -1  # already among the row's best
+    return scores, np.concatenate([best[0], extra], axis=1)
+
+
+def top_among(scores: np.ndarray, columns: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~polyrec.topk.top_k` of ``scores`` where each row's best ``k`` are among its
+    ``columns`` (users x candidates, distinct, -1: none): the same indices, scores and tie-break
+    (the lower column), from the candidates alone."""
+    values = np.take_along_axis(scores, np.maximum(columns, 0), axis=1)
+    values[columns < 0] = -np.inf
+    order = np.lexsort((columns, -values), axis=1)[:, :k]
+    idx, best = np.take_along_axis(columns, order, axis=1), np.take_along_axis(values, order, axis=1)
+    idx[~np.isfinite(best)] = -1
+    return idx, best
 
 
 def recommend(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray,
@@ -64,7 +96,9 @@ def recommend(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.
     ``seen`` is ``(n, item_row)`` pairs with ``n`` ascending (``History.pairs``); ``memory``,
     ``context``, ``young`` (also the rows promoted), ``fresh`` and ``explore`` as for
     :func:`score_users`. Users are scored in chunks of at most :data:`SCORE_CELLS` scores, so a
-    batch of many users over a large catalogue does not hold (and copy) one users x items matrix.
+    batch of many users over a large catalogue does not hold (and copy) one users x items matrix;
+    where the promotion already selected each user's best ``reach`` items, the top ``k`` comes
+    from those (:func:`top_among`), not from a second pass over the catalogue.
     """
     seen_users, seen_items = seen
     step = max(1, SCORE_CELLS // max(len(item_factors), 1))
@@ -72,10 +106,11 @@ def recommend(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.
     for start in range(0, max(len(user_factors), 1), step):
         chunk = slice(start, start + step)
         lo, hi = np.searchsorted(seen_users, [start, start + step])
-        scores = score_users(user_factors[chunk], item_factors, item_bias, memory,
-                             None if context is None else context[chunk], young,
-                             (seen_users[lo:hi] - start, seen_items[lo:hi]), fresh, explore)
-        i, b = top_k(scores, k)
+        scores, columns = _scores(user_factors[chunk], item_factors, item_bias, memory,
+                                  None if context is None else context[chunk], young,
+                                  (seen_users[lo:hi] - start, seen_items[lo:hi]), fresh, explore, None)
+        i, b = (top_k(scores, k) if columns is None or k >= columns.shape[1]
+                else top_among(scores, columns, k))
         idx.append(i)
         best.append(b)
     return np.concatenate(idx), np.concatenate(best)

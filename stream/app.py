@@ -148,7 +148,8 @@ class Worker:
         metrics.MODEL.info({"version": self.version, **{k: str(v) for k, v in asdict(m.config).items()},
                             **{f"cooccurrence_{k}": str(v) for k, v in asdict(m.cooccurrence).items()},
                             **{f"young_{k}": str(v) for k, v in asdict(m.young).items()},
-                            "explore_fit": str(s.explore_fit), "explore_reach": str(s.explore_reach)})
+                            "explore_fit": str(s.explore_fit), "explore_reach": str(s.explore_reach),
+                            "explore_share": str(s.explore_share)})
         _export_zero_series(s)
         self.events = self.app.topic(s.events_topic, partitions=s.partitions)
         self.users = self.app.Table(USERS_TABLE, default=None, partitions=s.partitions,

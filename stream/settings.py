@@ -108,6 +108,10 @@ class Settings:
                               "A young item (fewer than POLYREC_YOUNG_EVENTS events) takes the last place of a "
                               "user's top-K when it is among the user's best this many items; it trades the new "
                               "items' recall against everyone's (docs/coldstart.md); 0: off.")
+    explore_share: float = _env("POLYREC_EXPLORE_SHARE", ExploreConfig.share,
+                                "Share of the lists (a pseudo-random draw per list) that give the last place to an "
+                                "item with no events yet (0 to 1); what exploring costs everyone scales with it "
+                                "(docs/coldstart.md).")
     weight_view: float = _env("POLYREC_WEIGHT_VIEW", DEFAULT_WEIGHTS["view"],
                               "Implicit-feedback weight of a view (0 to 1000).")
     weight_click: float = _env("POLYREC_WEIGHT_CLICK", DEFAULT_WEIGHTS["click"],
@@ -223,8 +227,9 @@ class Settings:
         for name in ("cooccur_decay", "context_decay"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{_env_name(name)} must be in (0, 1], got {getattr(self, name)}")
-        if self.explore_fit > 1:
-            raise ValueError(f"POLYREC_EXPLORE_FIT must be a share from 0 (off) to 1, got {self.explore_fit}")
+        for name in ("explore_fit", "explore_share"):
+            if getattr(self, name) > 1:
+                raise ValueError(f"{_env_name(name)} must be a share from 0 (off) to 1, got {getattr(self, name)}")
         for name, value, choices in (("KAFKA_SECURITY_PROTOCOL", self.kafka_security_protocol, KAFKA_PROTOCOLS),
                                      ("KAFKA_SASL_MECHANISM", self.kafka_sasl_mechanism, SASL_MECHANISMS)):
             if value not in choices:
@@ -281,8 +286,8 @@ class Settings:
         return ConsumersConfig(young=self.young_events, shrink=self.young_shrink)
 
     def explore_config(self) -> ExploreConfig | None:
-        return (ExploreConfig(fit=self.explore_fit, place=self.top_k, reach=self.explore_reach)
-                if self.explore_fit or self.explore_reach else None)
+        return (ExploreConfig(fit=self.explore_fit, place=self.top_k, reach=self.explore_reach,
+                              share=self.explore_share) if self.explore_fit or self.explore_reach else None)
 
     @property
     def weights(self) -> dict[str, float]:

@@ -10,6 +10,7 @@ import numpy as np
 from polyrec.consumers import Consumers, ConsumersConfig
 from polyrec.cooccurrence import Cooccurrence, CooccurrenceConfig
 from polyrec.evaluation.protocol import Replay
+from polyrec.explore import ExploreConfig
 from polyrec.history import History
 from polyrec.mf import MFConfig, OnlineMF
 from polyrec.recommend import recommend_rows
@@ -28,9 +29,10 @@ def _river_pass(replay: Replay, dim: int, lr: float) -> float:
 
 
 def _polyrec_pass(replay: Replay, config: MFConfig, cooccurrence: CooccurrenceConfig, batch: int,
-                  refresh_k: int) -> float:
+                  refresh_k: int, explore: ExploreConfig | None = None) -> float:
     """Seconds spent learning the factors, the co-occurrence memory and the items' consumers (and, if
-    ``refresh_k``, refreshing every touched user's blended top-K), as the worker does per micro-batch."""
+    ``refresh_k``, refreshing every touched user's blended top-K, new items given a place as
+    ``explore`` says), as the worker does per micro-batch."""
     model, history = OnlineMF(config), History()
     memory = Cooccurrence(cooccurrence, users=model.users)
     consumers = Consumers(ConsumersConfig(), config.dim)
@@ -45,7 +47,7 @@ def _polyrec_pass(replay: Replay, config: MFConfig, cooccurrence: CooccurrenceCo
         consumers.learn_rows(i, model.user_factors[u], replay.weights[sl])
         if refresh_k:
             history.add(u, i)
-            recommend_rows(model, history, update.user_rows, refresh_k, memory, consumers)
+            recommend_rows(model, history, update.user_rows, refresh_k, memory, consumers, explore)
         spent += time.perf_counter() - t0
     return spent
 
@@ -58,7 +60,8 @@ def measure(replay: Replay, config: MFConfig, cooccurrence: CooccurrenceConfig, 
     for _ in range(repeats):
         runs["river_learn_one"].append(len(replay) / _river_pass(replay, config.dim, river_lr))
         runs["polyrec_learn"].append(len(replay) / _polyrec_pass(replay, config, cooccurrence, batch, 0))
-        runs["polyrec_learn_and_top10"].append(len(replay) / _polyrec_pass(replay, config, cooccurrence, batch, k))
+        runs["polyrec_learn_and_top10"].append(
+            len(replay) / _polyrec_pass(replay, config, cooccurrence, batch, k, ExploreConfig(place=k)))
         if progress:
             progress(1)
     med = {name: float(np.median(v)) for name, v in runs.items()}

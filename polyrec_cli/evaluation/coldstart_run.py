@@ -5,7 +5,9 @@ memory, the worker's defaults); ``random-init`` without any cold-start feature (
 young-item scoring), ``young`` with the young-item scoring (``polyrec/consumers.py``), and
 ``projection-<lang>`` with the text start, the young-item scoring, the exploration of items with no
 events yet and the promotion of young items (``polyrec/explore.py``): the worker's model.
-``projection-en-no-explore`` leaves the exploration and the promotion out.
+``projection-en-no-explore`` leaves the exploration and the promotion out,
+``projection-en-explore-only`` the promotion, ``projection-en-promote-only`` the exploration: what each
+buys new items and costs everyone.
 
 Encodes every item's English text, the new items' text in every other language and two English
 references, the catalogue's genre lists in every language and the bilingual title pairs, once
@@ -69,6 +71,9 @@ CONTROL = "projection-en-shuffled"
 YOUNG = "young"  # random start, young items scored from their consumers
 MEMORY, YOUNG_ITEMS, EXPLORE = CooccurrenceConfig(), ConsumersConfig(), ExploreConfig()  # the worker's defaults
 NO_EXPLORE = "projection-en-no-explore"
+# the worker's model with one of its two ways of giving new items a place left out
+PARTS = {"projection-en-explore-only": replace(EXPLORE, reach=0),
+         "projection-en-promote-only": replace(EXPLORE, fit=0.0)}
 # Ranks only the new items, by their events so far: it knows which items are new (and so scored).
 NEW_POPULARITY = "new-item-popularity"
 # Leaky references, not contenders: new items start from what random-init learned for them by the end.
@@ -192,12 +197,14 @@ def _contenders(config: MFConfig, ids: list[str], new: np.ndarray, emb: _Embeddi
                                cooccurrence=MEMORY, consumers=YOUNG_ITEMS, explore=EXPLORE) for lang in languages]
     no_explore = ColdStartMF(config, new, arriving(emb.new["en"]), settings, name=NO_EXPLORE, cooccurrence=MEMORY,
                              consumers=YOUNG_ITEMS)
+    parts = [ColdStartMF(config, new, arriving(emb.new["en"]), settings, name=name, cooccurrence=MEMORY,
+                         consumers=YOUNG_ITEMS, explore=explore) for name, explore in PARTS.items()]
     # control: each new item gets another new item's English text, so only the text-item link is lost
     shuffled = emb.new["en"][np.random.default_rng(seed).permutation(len(new))]
     control = ColdStartMF(config, new, arriving(shuffled), settings, name=CONTROL, cooccurrence=MEMORY,
                           consumers=YOUNG_ITEMS, explore=EXPLORE)
-    return [Popularity(), Popularity(name=NEW_POPULARITY, only=new), random_init, young, no_explore, *projections,
-            control], projections, random_init
+    return [Popularity(), Popularity(name=NEW_POPULARITY, only=new), random_init, young, no_explore, *parts,
+            *projections, control], projections, random_init
 
 
 def _consistency(base: ColdStartMF, emb: _Embeddings, languages: tuple[str, ...]) -> tuple[dict, dict, dict]:
@@ -259,7 +266,8 @@ def _protocol(batch_size: int, n_new: int, frac: float, seed: int, n_first: int,
                      f"{YOUNG} and projection-<lang> also score young items from their consumers "
                      "(polyrec/consumers.py), random-init and the ceilings do not; projection-<lang> and the control "
                      f"also explore new items with no event yet and promote young new items (polyrec/explore.py, "
-                     f"{asdict(EXPLORE)}), {NO_EXPLORE} does neither",
+                     f"{asdict(EXPLORE)}), {NO_EXPLORE} does neither, "
+                     + ", ".join(f"{name} only one ({asdict(explore)})" for name, explore in PARTS.items()),
             "k": 10, "batch_size": batch_size, "new_items": n_new, "new_item_share": frac,
             "seed": seed, "first_events": n_first,
             "scored": "click and purchase events of a new item among its first "
@@ -363,7 +371,7 @@ class _Run:
     overall: list  # the overall-cost replay: every item's events, not only new items' first
 
 
-OVERALL = ("random-init", YOUNG, NO_EXPLORE, "projection-en")
+OVERALL = ("random-init", YOUNG, NO_EXPLORE, *PARTS, "projection-en")
 
 
 def _replay_all(replay: Replay, source: Source, movies: dict[str, Movie], ids: list[str], new: np.ndarray,

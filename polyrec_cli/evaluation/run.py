@@ -16,13 +16,14 @@ from polyrec.evaluation.baselines import ImplicitALS, ItemKNN, Polyrec, Populari
 from polyrec.evaluation.confidence import paired_difference, user_bootstrap
 from polyrec.evaluation.protocol import ModelResult, Replay, run_prequential
 from polyrec.events import DEFAULT_WEIGHTS
+from polyrec.explore import ExploreConfig
 from polyrec.mf import MFConfig
 from polyrec_cli.evaluation import report
 
 # the peers polyrec must beat; the ablations are polyrec's own parts, reported for information
 PEERS = ("popularity", "popularity-recent", "river-biasedmf", "als-foldin-trained-users", "als-foldin",
          "item-knn", "item-knn-recent")
-ABLATIONS = ("polyrec-factors-only", "polyrec-cooccurrence-only", "polyrec-no-young")
+ABLATIONS = ("polyrec-factors-only", "polyrec-cooccurrence-only", "polyrec-no-promotion", "polyrec-no-young")
 MARGIN = 1.05  # polyrec / best peer, for recall@10 and NDCG@10 alike
 
 
@@ -43,10 +44,11 @@ def _models(tuned: dict[str, dict], dim: int) -> list:
         ImplicitALS(fold_in="all", **c["als-foldin"]),
         ItemKNN(**c["item-knn"]),
         ItemKNN(name="item-knn-recent", **c["item-knn-recent"]),
-        Polyrec(MFConfig(dim=dim), cooccurrence, young),
+        Polyrec(MFConfig(dim=dim), cooccurrence, young, explore=ExploreConfig()),  # the worker's defaults
         Polyrec(MFConfig(dim=dim), None, name="polyrec-factors-only"),
         Polyrec(MFConfig(dim=dim), CooccurrenceConfig(**{**c["polyrec"], "mf_weight": 0.0}),
                 name="polyrec-cooccurrence-only"),
+        Polyrec(MFConfig(dim=dim), cooccurrence, young, name="polyrec-no-promotion"),
         Polyrec(MFConfig(dim=dim), cooccurrence, None, name="polyrec-no-young"),
     ]
 

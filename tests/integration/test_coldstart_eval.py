@@ -93,7 +93,8 @@ def test_polyrec_eval_cold_start_writes_its_json_plot_and_table(tmp_path, capsys
         assert 0 < exposure["users_reached_per_item"] < 1 and exposure["parity_vs_en"] > 0, lang
     assert result["per_language"]["en"]["exposure"]["parity_vs_en"] == 1.0
     overall = result["overall"]
-    assert set(overall) == {"random-init", "young", "projection-en-no-explore", "projection-en"}
+    assert set(overall) == {"random-init", "young", "projection-en-no-explore", "projection-en-explore-only",
+                            "projection-en-promote-only", "projection-en"}
     assert len({row["scored_events"] for row in overall.values()}) == 1 and overall["random-init"]["scored_events"] > 0
     printed = capsys.readouterr().out
     assert "genres@1" in printed and "overlap references" in printed and "alignment" in printed

@@ -62,6 +62,9 @@ def test_exploration_is_off_at_zero_and_takes_the_last_place_of_the_list():
     assert config is not None and (config.fit, config.place, config.reach) == (0.25, 7, 30)
     young_only = Settings.from_env({"POLYREC_EXPLORE_FIT": "0", "POLYREC_EXPLORE_REACH": "30"}).explore_config()
     assert young_only is not None and (young_only.fit, young_only.reach) == (0.0, 30)
+    assert Settings.from_env({"POLYREC_EXPLORE_SHARE": "0.3"}).explore_config().share == 0.3
+    with pytest.raises(ValueError, match="POLYREC_EXPLORE_SHARE"):
+        Settings.from_env({"POLYREC_EXPLORE_SHARE": "1.5"})
 
 
 def test_config_prints_variables_with_passwords_masked(monkeypatch, capsys):
