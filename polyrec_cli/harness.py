@@ -168,7 +168,6 @@ def event_record(user: str, item: str, event: str = "click", ts: int | None = No
     return user.encode(), json.dumps(body).encode()
 
 
-
 async def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list:
     """Every record currently in ``topic`` (all partitions, from the beginning); raises if that takes
     longer than ``timeout`` (a partial read must not pass for an empty topic)."""

@@ -151,12 +151,17 @@ def run(coro):
 
 def latest_item_records(bootstrap: str, env: dict) -> list[ItemRecord]:
     """The item-factor topic as compaction leaves it: the last record of every key."""
-    return harness.latest_item_records(run(read_topic(bootstrap, f"{env['POLYREC_APP_ID']}-item-factors")))
+    return harness.latest_item_records(_item_factor_topic(bootstrap, env))
 
 
 def durable_item_counts(bootstrap: str, env: dict) -> Counter:
     """Events per item as the item-factor topic holds them (``harness.item_counts``)."""
-    return harness.item_counts(run(read_topic(bootstrap, f"{env['POLYREC_APP_ID']}-item-factors")))
+    return harness.item_counts(_item_factor_topic(bootstrap, env))
+
+
+def _item_factor_topic(bootstrap: str, env: dict) -> list:
+    """Every record of the worker's item-factor topic, in offset order per partition."""
+    return run(read_topic(bootstrap, f"{env['POLYREC_APP_ID']}-item-factors"))
 
 
 def two_workers(pool, env: dict, partitions: int = 4) -> tuple[list[WorkerProcess], dict[int, WorkerProcess]]:
