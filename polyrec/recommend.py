@@ -3,11 +3,13 @@ the co-occurrence memory, seen items excluded, fresh and young items given a pla
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from polyrec.consumers import Consumers
 from polyrec.cooccurrence import Cooccurrence
-from polyrec.explore import NOTHING, ExploreConfig, lift, pick, promote
+from polyrec.explore import NO_FRESH, NOTHING, ExploreConfig, FitBars, Fresh, lift, offer, promote
 from polyrec.history import History
 from polyrec.mf import OnlineMF
 from polyrec.topk import mask_rows, top_k
@@ -18,9 +20,6 @@ NO_ROWS = np.zeros(0, np.int64)
 NO_SEEN = (NO_ROWS, NO_ROWS)
 
 Young = tuple[np.ndarray, np.ndarray]  # item rows, and the factors they score with (Consumers.young_factors)
-# item rows, and the factors and the bias that judge whom they fit (Consumers.fresh_factors)
-Fresh = tuple[np.ndarray, np.ndarray, float]
-NO_FRESH: Fresh = (np.zeros(0, np.int64), np.zeros((0, 0), np.float32), 0.0)
 
 
 def score_users(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.ndarray,
@@ -32,8 +31,8 @@ def score_users(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: n
     ``young`` rows' factors in place of ``q_i``, blended with the co-occurrence ``memory`` from
     each user's ``context`` rows (``Cooccurrence.recent``); the ``seen`` ``(user, item)`` pairs at
     ``-inf``; with ``explore`` (``polyrec/explore.py``), the ``promoted`` item rows (the young rows
-    unless given) lifted where they are within reach, and for the other users the ``fresh`` item
-    rows (no events yet) lifted where they fit, judged with the ``fresh`` factors and bias."""
+    unless given) lifted where they are within reach, and for the other users the ``fresh`` items
+    (no events yet) lifted where the user is in their audience (``polyrec/explore.py``)."""
     return _scores(user_factors, item_factors, item_bias, memory, context, young, seen, fresh, explore,
                    promoted)[0]
 
@@ -51,9 +50,7 @@ def _scores(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.nd
         scores[:, rows] = user_factors @ factors.T
     scores += item_bias
     mask_rows(scores, *seen)
-    picked = None
-    if explore is not None and len(fresh[0]):
-        picked = pick(scores, fresh[0], user_factors @ fresh[1].T + fresh[2], explore.fit, explore.share)
+    picked = NOTHING if explore is None else offer(scores, fresh, user_factors, explore.fit, explore.share)
     if memory is not None and context is not None and context.any():  # else no user has a last event
         scores = memory.blend(scores, context)
         mask_rows(scores, *seen)  # again: a factor weight of 0 would make them NaN
@@ -64,7 +61,7 @@ def _scores(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.nd
     best = top_k(scores, reach) if len(candidates) and reach > explore.place else None
     moved = NOTHING if best is None else promote(scores, candidates, explore.place, best)
     extra = np.full((len(scores), 1), -1, np.int64)
-    if picked is not None:  # one place per list: a fresh item only where no young one took it
+    if len(picked[0]):  # one place per list: a fresh item only where no young one took it
         others = ~np.isin(picked[0], moved[0])
         lifted = (picked[0][others], picked[1][others])
         lift(scores, lifted, explore.place)
@@ -108,7 +105,9 @@ def recommend(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.
         lo, hi = np.searchsorted(seen_users, [start, start + step])
         scores, columns = _scores(user_factors[chunk], item_factors, item_bias, memory,
                                   None if context is None else context[chunk], young,
-                                  (seen_users[lo:hi] - start, seen_items[lo:hi]), fresh, explore, None)
+                                  (seen_users[lo:hi] - start, seen_items[lo:hi]),
+                                  fresh if fresh.users is None else replace(fresh, users=fresh.users[chunk]),
+                                  explore, None)
         i, b = (top_k(scores, k) if columns is None or k >= columns.shape[1]
                 else top_among(scores, columns, k))
         idx.append(i)
@@ -118,13 +117,15 @@ def recommend(user_factors: np.ndarray, item_factors: np.ndarray, item_bias: np.
 
 def recommend_rows(model: OnlineMF, history: History, user_rows: np.ndarray, k: int,
                    memory: Cooccurrence | None = None, consumers: Consumers | None = None,
-                   explore: ExploreConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+                   explore: ExploreConfig | None = None, bars: FitBars | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`recommend` for user rows of ``model``, their ``history`` excluded, blended with
     ``memory`` if given (sharing the model's user index), young items scored from ``consumers``,
-    and (with ``consumers`` and ``explore``) fresh items explored."""
+    and (with ``consumers`` and ``explore``) fresh items explored, their audiences judged among the
+    users with a fit bar in ``bars`` (without it, among the batch's users)."""
     context = None if memory is None else memory.recent_rows(user_rows)
     young = NO_YOUNG if consumers is None else consumers.young_factors(model.item_factors)
     fresh = (NO_FRESH if consumers is None or explore is None
-             else consumers.fresh_factors(model.item_factors, model.item_bias))
+             else Fresh(*consumers.fresh_factors(model.item_factors, model.item_bias), bars, user_rows,
+                        model.user_factors))
     return recommend(model.user_factors[user_rows], model.item_factors, model.item_bias,
                      history.pairs(user_rows), k, memory, context, young, fresh, explore)

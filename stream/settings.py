@@ -101,9 +101,10 @@ class Settings:
     young_shrink: float = _env("POLYREC_YOUNG_SHRINK", ConsumersConfig.shrink,
                                "Events of doubt in a young item's users: their direction counts n / (n + this).")
     explore_fit: float = _env("POLYREC_EXPLORE_FIT", ExploreConfig.fit,
-                              "An item with no events yet takes the last place of a user's top-K when it is "
-                              "among the user's best unseen items by factor score, this share of the "
-                              "catalogue (0 to 1); 0: off.")
+                              "An item with no events yet takes the last place of the top-K of its audience: "
+                              "this share of the worker's users (0 to 1), those whose own best share of the "
+                              "catalogue (the same share) its text's factors clear by most; as many users for "
+                              "every item, whatever its language; 0: off.")
     explore_reach: int = _env("POLYREC_EXPLORE_REACH", ExploreConfig.reach,
                               "A young item (fewer than POLYREC_YOUNG_EVENTS events) takes the last place of a "
                               "user's top-K when it is among the user's best this many items; it trades the new "

@@ -35,11 +35,11 @@ import numpy as np
 
 from polyrec.consumers import Consumers, ConsumersConfig
 from polyrec.cooccurrence import Cooccurrence, CooccurrenceConfig
-from polyrec.explore import ExploreConfig
+from polyrec.explore import NO_FRESH, ExploreConfig, FitBars, Fresh
 from polyrec.history import History
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
-from polyrec.recommend import NO_FRESH, Fresh, Young, recommend
+from polyrec.recommend import Young, recommend
 from stream.wire import (
     MAX_ABS_VALUE,
     NO_LANGUAGE,
@@ -75,7 +75,7 @@ class RecsJob:
     memory: Cooccurrence  # read live (rows learned meanwhile may be read torn, as above)
     context: np.ndarray  # each user's last events' item rows, at capture
     young: Young  # young item rows and the factors they score with, at capture (copies)
-    fresh: Fresh  # item rows with no events yet, and the factors and bias that judge whom they fit, at capture
+    fresh: Fresh  # items with no events yet, as judged at capture; the fit bars it records are the top-K thread's
     explore: ExploreConfig | None  # None: fresh items are not explored
 
     def run(self) -> list[tuple[str, list[str], list[float], float]]:
@@ -160,6 +160,7 @@ class WorkerModel:
         self.history = History(self.history_max)
         self.memory = Cooccurrence(self.cooccurrence)
         self.consumers = Consumers(self.young, self.config.dim)
+        self.fit_bars = FitBars()  # the users' fit bars (polyrec/explore.py), recorded by the top-K thread
         self._contrib: dict[int, _Contributions] = {}
         self._text_base: dict[int, np.ndarray] = {}
         self._text_offset: dict[int, int] = {}  # item row -> ``items`` offset of the text its base is from
@@ -400,15 +401,17 @@ class WorkerModel:
         self._applied.clear()
         self.mf.clear_users()
         self.history = History(self.history_max)
+        self.fit_bars = FitBars()
 
     def forget_user(self, user_id: str) -> bool:
         """Erase a user of this worker's partitions from its memory: factors, accumulator, history,
-        the id itself. True if it held a row of theirs."""
+        fit bar, the id itself. True if it held a row of theirs."""
         self._loaded.pop(user_id, None)
         self._applied.pop(user_id, None)
         row = int(self.mf.forget_users([user_id])[0])
         if row >= 0:
             self.history.set(row, [])
+            self.fit_bars.forget(row)
         return row >= 0
 
     def user_state(self, user_id: str, offset: int, partition: int) -> UserState:
@@ -459,7 +462,8 @@ class WorkerModel:
                        self.mf.item_bias, self.mf.items, [latest[x] for x in distinct], self.k, self.memory,
                        self.memory.recent(distinct), self.consumers.young_factors(self.mf.item_factors),
                        NO_FRESH if self.explore is None
-                       else self.consumers.fresh_factors(self.mf.item_factors, self.mf.item_bias),
+                       else Fresh(*self.consumers.fresh_factors(self.mf.item_factors, self.mf.item_bias),
+                                  self.fit_bars, rows, self.mf.user_factors),
                        self.explore)
         return BatchResult(changed, recs, int(user_mask.sum()), int(item_mask.sum()),
                            ~user_mask & ~item_mask, user_mask, loss, moved, resized, invalid)

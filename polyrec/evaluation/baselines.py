@@ -15,11 +15,11 @@ import numpy as np
 
 from polyrec.consumers import Consumers, ConsumersConfig
 from polyrec.cooccurrence import Cooccurrence, CooccurrenceConfig
-from polyrec.explore import ExploreConfig
+from polyrec.explore import NO_FRESH, ExploreConfig, FitBars, Fresh
 from polyrec.history import History
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
-from polyrec.recommend import NO_FRESH, NO_SEEN, NO_YOUNG, Fresh, score_users
+from polyrec.recommend import NO_SEEN, NO_YOUNG, score_users
 
 
 class _ColumnMap:
@@ -91,6 +91,7 @@ class Polyrec:
         self.consumers = None if consumers is None else Consumers(consumers, self.model.config.dim)
         self.explore = None if self.consumers is None else explore
         self.history = None if self.explore is None else History()
+        self.bars = FitBars()  # the users' fit bars, as the worker keeps them
         self._cols = _ColumnMap()
 
     def scores(self, users: Sequence[str], catalog: Sequence[str]) -> np.ndarray:
@@ -100,7 +101,7 @@ class Polyrec:
         young = NO_YOUNG if self.consumers is None else self.consumers.young_factors(self.model.item_factors)
         seen, fresh = NO_SEEN, NO_FRESH
         if self.history is not None and self.consumers is not None:
-            seen, fresh = self.history.pairs(rows), self.fresh_factors()
+            seen, fresh = self.history.pairs(rows), self.fresh(rows)
         return score_users(self.model.user_factors[rows], self.model.item_factors, self.model.item_bias,
                            self.memory, context, young, seen, fresh, self.explore, self.promoted(young[0]))[:, cols]
 
@@ -108,11 +109,13 @@ class Polyrec:
         """The young item rows that exploration may promote (``polyrec/explore.py``): all of them."""
         return young_rows
 
-    def fresh_factors(self) -> Fresh:
-        """The items that exploration may show, those with no events yet, as
-        ``Consumers.fresh_factors`` (needs ``consumers``)."""
+    def fresh(self, rows: np.ndarray) -> Fresh:
+        """The items that exploration may show, those with no events yet (``Consumers.fresh_factors``),
+        for the user ``rows``, their audiences judged among the users with a fit bar (needs
+        ``consumers``)."""
         assert self.consumers is not None
-        return self.consumers.fresh_factors(self.model.item_factors, self.model.item_bias)
+        return Fresh(*self.consumers.fresh_factors(self.model.item_factors, self.model.item_bias), self.bars, rows,
+                     self.model.user_factors)
 
     def learn(self, users: Sequence[str], items: Sequence[str], weights: np.ndarray) -> None:
         u, i = self.model.add_users(users), self.model.add_items(items)

@@ -10,7 +10,7 @@ lazily, when a new item arrives and the projection is ``refit_every`` events old
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -18,11 +18,10 @@ from polyrec.consumers import ConsumersConfig
 from polyrec.cooccurrence import CooccurrenceConfig
 from polyrec.evaluation.baselines import Polyrec
 from polyrec.evaluation.protocol import Replay
-from polyrec.explore import ExploreConfig
+from polyrec.explore import ExploreConfig, Fresh
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
 from polyrec.projection import Projection, refit_projection
-from polyrec.recommend import Fresh
 
 # New items join the catalogue in drops of this many events' first events, 1 to 2 drops ahead
 # (``run_prequential``): at its first event other new items wait unseen too, so a model is not
@@ -138,10 +137,10 @@ class ColdStartMF(Polyrec):
             mf.set_items(new, vectors[:, :-1], vectors[:, -1])
         return rows
 
-    def fresh_factors(self) -> Fresh:
-        rows, factors, bias = super().fresh_factors()
-        new = self._is_new[rows]
-        return rows[new], factors[new], bias
+    def fresh(self, rows: np.ndarray) -> Fresh:
+        fresh = super().fresh(rows)
+        new = self._is_new[fresh.rows]
+        return replace(fresh, rows=fresh.rows[new], factors=fresh.factors[new])
 
     def promoted(self, young_rows: np.ndarray) -> np.ndarray:
         return young_rows[self._is_new[young_rows]]

@@ -61,13 +61,16 @@ def _recall_panel(ax, result: dict) -> None:
 
 def _parity_panel(ax, result: dict) -> None:
     """Per language: cold-start recall and exposure relative to English (the 0.95 bound), with the
-    English re-encoded reference, and overlap@10 with English as information."""
+    English re-encoded reference, and, as information, the share of a new item's own consumers its
+    audience holds and overlap@10 with English."""
     others = [lang for lang in result["per_language"] if lang != "en"]
     rows = [result["per_language"][lang] for lang in others]
     x = np.arange(len(others))
-    ax.bar(x - 0.2, [r["recall_parity_vs_en"] for r in rows], 0.4, color="tab:blue", label="cold-start recall@10")
-    ax.bar(x + 0.2, [r["exposure"]["parity_vs_en"] for r in rows], 0.4, color="tab:orange",
+    ax.bar(x - 0.27, [r["recall_parity_vs_en"] for r in rows], 0.27, color="tab:blue", label="cold-start recall@10")
+    ax.bar(x, [r["exposure"]["parity_vs_en"] for r in rows], 0.27, color="tab:orange",
            label="exposure before the first event")
+    ax.bar(x + 0.27, [r["exposure"]["consumers_parity_vs_en"] for r in rows], 0.27, color="tab:green",
+           label="its own consumers reached (information)")
     for bars in ax.containers:
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
     ax.axhline(result["exposure_reference"]["parity_vs_en"], color="black", ls=":", lw=1.2,
@@ -107,7 +110,8 @@ def print_table(result: dict) -> None:
                         f"first {p['first_events']} "
                         f"events, batches of {p['batch_size']}")
     for col in ("lang", "proj r@10", "proj ndcg", "rand r@10", "young r@10", "new-pop r@10", "proj/rand",
-                "recall parity", "reach", "exposure parity", "overlap", "genres@1", "scored"):
+                "recall parity", "reach", "exposure parity", "consumers reached", "consumers parity", "overlap",
+                "genres@1", "scored"):
         table.add_column(col, justify="left" if col == "lang" else "right")
     random, young, new_pop = (result["contenders"][n] for n in ("random-init", "young", "new-item-popularity"))
     for lang, row in result["per_language"].items():
@@ -116,6 +120,8 @@ def print_table(result: dict) -> None:
                       f"{young['recall@10']:.4f}", f"{new_pop['recall@10']:.4f}", f"{row['ratio_to_random']:.2f}",
                       f"{row['recall_parity_vs_en']:.3f}", f"{row['exposure']['users_reached_per_item']:.4f}",
                       f"{row['exposure']['parity_vs_en']:.3f}",
+                      f"{row['exposure']['consumers_reached_per_item']:.4f}",
+                      f"{row['exposure']['consumers_parity_vs_en']:.3f}",
                       *(("-", "-") if lang == "en"
                         else (f"{row['overlap@10_vs_en']:.3f}", f"{row['genre_lists_top1']:.3f}")),
                       str(proj["scored_events"]))
@@ -123,7 +129,8 @@ def print_table(result: dict) -> None:
     console.print(table)
     console.print("rand: no cold-start feature; young: random start, young items scored from their users; proj: "
                   "text start, young items and exploration (the worker's model); reach: share of users whose top-10 "
-                  "a new item enters before its first event, mean over new items (final model); "
+                  "a new item enters before its first event, mean over new items (final model); consumers reached: "
+                  "share of a new item's own consumers in the stream among them (who it reaches, not how many); "
                   "overlap: mean top-10 overlap with English among the new items only; genres@1: share of the "
                   "catalogue's translated genre lists nearest their own English list; proj/rand: projection "
                   "recall@10 / random-init recall@10; new-pop: only the new items, ranked by their events so far (it "

@@ -57,7 +57,7 @@ from polyrec.evaluation.coldstart import (
 from polyrec.evaluation.confidence import paired_difference
 from polyrec.evaluation.protocol import Replay, run_prequential
 from polyrec.evaluation.tuning import grid
-from polyrec.explore import ExploreConfig, fits
+from polyrec.explore import ExploreConfig, audience_thresholds, user_bars
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig
 from polyrec_cli.evaluation import coldstart_report, report
@@ -226,11 +226,15 @@ def _consistency(base: ColdStartMF, emb: _Embeddings, languages: tuple[str, ...]
     return overlap, references, genre_alignment
 
 
-def _exposure(base: ColdStartMF, emb: _Embeddings, languages: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """Per language of the new items' text, the mean over new items of the share of users whose top-10
-    the item would enter before its first event (it fits them: ``polyrec/explore.py``), with ``base``'s
-    final model (users, items, seen items, projection); relative to English; and the same for the
-    English texts encoded in other batches (a reference: int8 activations are quantised per batch)."""
+def _exposure(base: ColdStartMF, emb: _Embeddings, new: np.ndarray,
+              languages: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """Per language of the new items' text, with ``base``'s final model (users, items, seen items,
+    projection), each new item's text projected as if it had no event yet, its audience judged as the
+    worker judges a fresh item's (``polyrec/explore.py``, every user with a fit bar): the mean over new
+    items of the share of users in it (the users whose top-10 it would enter before its first event),
+    and of the share of the item's own consumers in the stream in it (who it reaches, not only how
+    many); each relative to English; and the same for the English texts encoded in other batches (a
+    reference: int8 activations are quantised per batch)."""
     mf, consumers, history, projection = base.model, base.consumers, base.history, base.projection
     assert consumers is not None and history is not None and projection is not None
     users = mf.user_factors
@@ -238,17 +242,29 @@ def _exposure(base: ColdStartMF, emb: _Embeddings, languages: tuple[str, ...]) -
     rows, young = consumers.young_factors(mf.item_factors)
     factor[:, rows] = users @ young.T
     factor += mf.item_bias
-    factor[history.pairs(np.arange(len(users)))] = -np.inf
+    seen = history.pairs(np.arange(len(users)))
+    factor[seen] = -np.inf
+    bars = user_bars(factor, EXPLORE.fit)
     length, bias = consumers.typical_length(mf.item_factors), consumers.typical_bias(mf.item_bias)
+    consumed = np.zeros((len(users), len(new)), bool)  # user x new item: took it in the stream
+    column = dict(zip(mf.items.rows(new).tolist(), range(len(new))))
+    for u, i in zip(*seen):
+        if i in column:
+            consumed[u, column[i]] = True
 
-    def reach(texts: np.ndarray) -> float:  # judged as Consumers.fresh_factors judges a fresh item
+    def reach(texts: np.ndarray) -> tuple[float, float]:  # judged as Consumers.fresh_factors judges a fresh item
         f = projection.project(texts)[:, :-1]
         f *= (length / np.linalg.norm(f, axis=1))[:, None]
-        return float(fits(factor, users @ f.T + bias, EXPLORE.fit).mean())
+        margins = users @ f.T + bias - bars[:, None]
+        audience = (margins >= audience_thresholds(margins, EXPLORE.fit)) & np.isfinite(margins)
+        hits = (audience & consumed).sum(axis=0) / np.maximum(consumed.sum(axis=0), 1)
+        return float(audience.mean()), float(hits[consumed.any(axis=0)].mean())
 
     shares = {lang: reach(emb.new[lang]) for lang in languages} | {"en-again": reach(emb.again)}
-    return {lang: {"users_reached_per_item": share, "parity_vs_en": share / max(shares["en"], 1e-12)}
-            for lang, share in shares.items()}
+    en_reach, en_hits = (max(x, 1e-12) for x in shares["en"])
+    return {lang: {"users_reached_per_item": r, "parity_vs_en": r / en_reach,
+                   "consumers_reached_per_item": h, "consumers_parity_vs_en": h / en_hits}
+            for lang, (r, h) in shares.items()}
 
 
 def _summaries(results: list, replay: Replay, new: np.ndarray, n_first: int) -> dict[str, dict]:
@@ -287,8 +303,9 @@ def _protocol(batch_size: int, n_new: int, frac: float, seed: int, n_first: int,
                        "interval of the ratio from a paired bootstrap over users",
             "exposure": "per language: with projection-en's final model (users, items, seen items, projection), "
                         "each new item's text in that language projected as if it had no event yet; the share of "
-                        f"the {n_users} users it fits (polyrec/explore.py: its top-10 place before any event), "
-                        "mean over new items, relative to English",
+                        f"the {n_users} users in its audience (polyrec/explore.py: its top-10 place before any "
+                        "event), and of its own consumers in the stream in it, means over new items, relative "
+                        "to English",
             "overlap_users": f"all {n_users} users, ranking only the {n_new} new items, "
                              "with projection-en's final user factors and projection",
             "overlap_references": "the same overlap between English texts of the new items: the same "
@@ -426,7 +443,7 @@ def _result(run_: _Run, replay: Replay, source: Source, ids: list[str], new: np.
         raise ValueError(f"too few events for the cold-start eval (--limit {limit}): no projection was fitted, "
                          f"fewer than two items reached {settings.min_count} events; use --limit 5000 or more")
     overlap, overlap_references, genre_alignment = _consistency(base, emb, languages)
-    exposure = _exposure(base, emb, languages)
+    exposure = _exposure(base, emb, new, languages)
     random_recall = summaries["random-init"]["recall@10"]
     en_recall = max(summaries["projection-en"]["recall@10"], 1e-12)
     per_language = {lang: {"projection": summaries[f"projection-{lang}"],

@@ -91,6 +91,7 @@ def test_polyrec_eval_cold_start_writes_its_json_plot_and_table(tmp_path, capsys
     for lang in LANGUAGES:  # exposure: some new items fit some users before their first event
         exposure = result["per_language"][lang]["exposure"]
         assert 0 < exposure["users_reached_per_item"] < 1 and exposure["parity_vs_en"] > 0, lang
+        assert 0 <= exposure["consumers_reached_per_item"] <= 1, lang
     assert result["per_language"]["en"]["exposure"]["parity_vs_en"] == 1.0
     overall = result["overall"]
     assert set(overall) == {"random-init", "young", "projection-en-no-explore", "projection-en-explore-only",
@@ -98,4 +99,4 @@ def test_polyrec_eval_cold_start_writes_its_json_plot_and_table(tmp_path, capsys
     assert len({row["scored_events"] for row in overall.values()}) == 1 and overall["random-init"]["scored_events"] > 0
     printed = capsys.readouterr().out
     assert "genres@1" in printed and "overlap references" in printed and "alignment" in printed
-    assert "exposure parity" in printed and "overall recall@10" in printed
+    assert "exposure parity" in printed and "consumers" in printed and "overall recall@10" in printed

@@ -42,9 +42,10 @@ def test_a_german_item_is_recommended_at_once_to_fans_of_its_english_neighbours(
     47029f5): the German item, with no event yet, loses its top-10 place to cooking items that the
     fan's memory context does not score either, on the factor part alone; which one wins moves with
     the batches' negative samples. The margin needs a real fix (issue 21), not a looser test."""
-    # every list explores: the one refresh checked below must give the fresh item its place if it fits
+    # every list explores: the one refresh checked below must give the fresh item its place if the fan
+    # is in its audience, here half of each worker's users (the fans of one topic of two)
     env = support.worker_env(broker, tmp_path, POLYREC_PROJECTION_MIN_COUNT="3", POLYREC_PROJECTION_REFIT_S="0",
-                             POLYREC_EXPLORE_SHARE="1")
+                             POLYREC_EXPLORE_SHARE="1", POLYREC_EXPLORE_FIT="0.5")
     pool, owners = support.two_workers(workers, env)
 
     def total(name: str, **labels: str) -> float:

@@ -34,7 +34,7 @@ def expected_recommendations(settings: Settings, events: list[tuple[str, str, st
         history.add(row, mf.items.rows([item]))
         top, scores = recommend(mf.user_factors[row], mf.item_factors, mf.item_bias, history.pairs(row),
                                 settings.top_k, memory, memory.recent_rows(row),
-                                model.consumers.young_factors(mf.item_factors), model.fresh_factors(), explore)
+                                model.consumers.young_factors(mf.item_factors), model.fresh(row), explore)
         keep = top[0] >= 0
         out.append((mf.items.id_at(top[0][keep]), scores[0][keep].tolist()))
     return out

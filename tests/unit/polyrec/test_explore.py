@@ -1,4 +1,4 @@
-"""Exploration: an item with no events yet takes the last place of the lists of the users it fits, a
+"""Exploration: an item with no events yet takes the last place of the lists of its audience, a
 young item that of the users whose best items it nearly is."""
 
 import numpy as np
@@ -8,36 +8,83 @@ from hypothesis import strategies as st
 
 from polyrec.consumers import Consumers, ConsumersConfig
 from polyrec.cooccurrence import Cooccurrence, CooccurrenceConfig
-from polyrec.explore import ExploreConfig, lift, pick, promote
+from polyrec.explore import (
+    AUDIENCE_SAMPLE,
+    ExploreConfig,
+    FitBars,
+    Fresh,
+    audience_thresholds,
+    lift,
+    pick,
+    promote,
+    user_bars,
+)
 from polyrec.history import History
 from polyrec.mf import MFConfig, OnlineMF
 from polyrec.recommend import recommend, recommend_rows, score_users
 from polyrec.topk import top_k
 
 
-def test_pick_keeps_only_users_the_fresh_item_fits():
-    factor = np.array([[5.0, 4.0, 3.0, 2.0, 4.5, 1.0],    # fresh 4 is 2nd, fresh 5 last: 4
-                       [5.0, 4.0, 3.0, 2.0, 0.0, 1.0],    # best fresh (5) is 6th: no one
-                       [-np.inf, -np.inf, 3.0, 2.0, 0.0, 2.5]])  # seen items do not count: 5 is 2nd
-    fresh = np.array([4, 5])
-    users, cols = pick(factor, fresh, factor[:, fresh], fit=2 / 6)  # at most 1 of the 6 columns above
-    assert users.tolist() == [0, 2] and cols.tolist() == [4, 5]
-    assert pick(factor, fresh, factor[:, fresh], fit=0)[0].tolist() == []
-    judged = np.array([[0.0, 0.0], [5.5, 0.0], [0.0, 0.0]])  # fit judged by other scores: user 1 gets item 4
-    assert pick(factor, fresh, judged, fit=1 / 6)[0].tolist() == [1]
+def test_pick_keeps_only_users_in_a_fresh_items_audience():
+    scores = np.array([[3.0, 1.0],    # item 4's audience only
+                       [1.0, 1.0],    # neither
+                       [0.0, 2.0],    # item 5's
+                       [np.inf * -1, 9.0]])  # not a finite score: not in item 4's audience
+    fresh, bars = np.array([4, 5]), np.array([2.0, 2.0])
+    users, cols = pick(fresh, scores, bars)
+    assert users.tolist() == [0, 2, 3] and cols.tolist() == [4, 5, 5]
+    assert pick(fresh, scores, np.full(2, np.inf))[0].tolist() == []  # no audience: fit 0
+    assert pick(fresh[:0], scores[:, :0], bars[:0])[0].tolist() == []
+
+
+@pytest.mark.parametrize("n_users", [500, 3000])
+def test_every_fresh_item_reaches_the_fit_share_of_users_whatever_its_direction(n_users):
+    """The audience is relative to the item: a text that points where few users' tastes are reaches
+    as many users as any other, those it clears their own fit bar by most."""
+    rng = np.random.default_rng(1)
+    users = rng.normal(size=(n_users, 8)).astype(np.float32)
+    users[:, 0] += 2.0  # most users lean one way
+    catalogue = rng.normal(size=(300, 8)).astype(np.float32)
+    bars = FitBars()
+    bars.record(np.arange(n_users), user_bars(users @ catalogue.T, 0.1))
+    factors = rng.normal(size=(5, 8)).astype(np.float32)
+    factors[4] = -users.mean(axis=0)  # an item pointing away from almost everyone
+    every = users @ factors.T - bars.values[:n_users, None]  # every user's margin
+    assert np.count_nonzero(every[:, 4] >= 0) < 0.01 * n_users  # it clears almost no one's bar
+    audience = audience_thresholds(bars.margins(users, factors, 0.0), 0.1)
+    reached = (every >= audience).mean(axis=0)
+    if n_users <= AUDIENCE_SAMPLE:  # every user judges: exactly the share
+        assert reached.tolist() == [0.1] * 5
+    else:  # an even sample of them: about the share
+        assert np.all(np.abs(reached - 0.1) < 0.02), reached
+    best = np.argsort(-every[:, 4])[: int(0.1 * n_users) - 50]
+    assert np.all(every[best, 4] >= audience[4])  # those it clears their bar by most, not any
+    assert np.isinf(audience_thresholds(every, 0.0)).all() and np.isinf(audience_thresholds(every[:0], 0.1)).all()
+    bars.forget(3)
+    if n_users <= AUDIENCE_SAMPLE:
+        assert bars.margins(users, factors, 0.0).shape == (n_users - 1, 5)  # an erased user's bar is gone
+
+
+def test_a_users_fit_bar_is_their_fit_share_th_best_unseen_score():
+    factor = np.array([[5.0, 4.0, -np.inf, 3.0, 1.0], [1.0, 2.0, 3.0, 4.0, 5.0], [-np.inf] * 4 + [1.0]])
+    assert user_bars(factor, 0.4).tolist() == [4.0, 4.0, -np.inf]  # the 2nd best of 5; fewer than 2 finite
+    assert user_bars(factor, 0.0).tolist() == [5.0, 5.0, 1.0]  # at least the best
+    bars = FitBars()
+    bars.record(np.array([70, 2, 5]), user_bars(factor, 0.4))
+    assert np.isnan(bars.values[[0, 1, 3, 4, 6]]).all() and bars.values[[70, 2]].tolist() == [4.0, 4.0]
+    assert np.isnan(bars.values[5])  # no finite bar: not kept
 
 
 def test_pick_spreads_the_places_among_the_fresh_items_each_user_fits():
-    rng = np.random.default_rng(0)
-    factor = rng.normal(size=(3000, 50))
     fresh = np.array([10, 11, 12, 13])
     judged = np.column_stack([np.full(3000, 9.0), np.full(3000, 8.0), np.full(3000, 7.0),  # all fit everyone
                               np.full(3000, -9.0)])  # fits no one
-    users, cols = pick(factor, fresh, judged, fit=0.1)
+    bars = np.array([0.0, 0.0, 0.0, 0.0])
+    users, cols = pick(fresh, judged, bars)
     assert len(users) == 3000
     shares = np.bincount(cols - 10, minlength=4) / 3000
     assert shares[3] == 0 and np.all(np.abs(shares[:3] - 1 / 3) < 0.04), shares  # not all to the best fit
-    again = pick(factor, fresh, judged, fit=0.1)
+    again = pick(fresh, judged, bars)
     assert np.array_equal(again[1], cols)  # the same scores: the same picks
 
 
@@ -57,7 +104,7 @@ def test_lift_takes_the_place_and_moves_only_what_was_there():
 @given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.integers(1, 6), st.floats(0, 1))
 def test_explored_lists_keep_their_first_places(seed, n_users, place, fit):
     """Whatever the scores: each list keeps its first ``place - 1`` items; at most one other
-    item enters, a fresh one, at the ``place``-th place, and only for a user it fits."""
+    item enters, a fresh one, at the ``place``-th place, and only for a user in its audience."""
     rng = np.random.default_rng(seed)
     n_items, dim, k = 15, 3, 6
     p = rng.normal(size=(n_users, dim)).astype(np.float32)
@@ -67,11 +114,12 @@ def test_explored_lists_keep_their_first_places(seed, n_users, place, fit):
     seen_u = np.sort(rng.integers(0, n_users, 10))
     seen = (seen_u, rng.choice(np.setdiff1d(np.arange(n_items), fresh), 10))
     plain, _ = recommend(p, q, b, seen, k)
-    judged_bias = float(np.round(rng.normal(), 1))  # fresh items are judged with a typical bias, not their own
-    explored, _ = recommend(p, q, b, seen, k, fresh=(fresh, q[fresh], judged_bias),
+    explored, _ = recommend(p, q, b, seen, k, fresh=Fresh(fresh, q[fresh], 0.0),
                             explore=ExploreConfig(fit=fit, place=place))
     factor = p @ q.T + b
     factor[seen] = -np.inf
+    margins = p @ q[fresh].T - user_bars(factor, fit)[:, None]  # judged among the batch's users
+    audience = audience_thresholds(margins, fit)
     for u in range(n_users):
         keep = min(place - 1, k)
         assert explored[u, :keep].tolist() == plain[u, :keep].tolist()
@@ -79,8 +127,8 @@ def test_explored_lists_keep_their_first_places(seed, n_users, place, fit):
         assert len(entered) <= 1
         for item in entered:
             assert item in fresh and explored[u].tolist().index(item) == place - 1
-            judged = p[u] @ q[item] + judged_bias  # a dot product: float32 rounding differs from the matrix's
-            assert np.count_nonzero(factor[u] > judged + 1e-5) < fit * n_items
+            j = fresh.tolist().index(item)
+            assert margins[u, j] >= audience[j] - 1e-5  # in its audience (float32 rounding of another product)
 
 
 def test_a_fresh_item_reaches_the_users_it_fits_and_leaves_at_its_first_event():
@@ -104,13 +152,16 @@ def test_a_fresh_item_reaches_the_users_it_fits_and_leaves_at_its_first_event():
         return recommend_rows(mf, history, fans, 2, memory, consumers, explore)[0].tolist()
 
     assert top(None) == [[2, 1], [1, 0]]  # the space fan: the memory's moon and pizza; "new" nowhere
-    assert top(ExploreConfig(fit=0.4, place=2, share=1.0)) == [[2, 4], [1, 0]]  # to the space fan only, last place
-    assert top(ExploreConfig(fit=0.2, place=2, share=1.0)) == [[2, 1], [1, 0]]  # moon higher (new: 0.99 at length 1)
+    # judged at length 1: it clears the space fan's fit bar (their 2nd best unseen, moon 1.0 and
+    # itself 0.99: 0.4) by 0.59, the cook fan's (pizza 1, rocket 0: 0) by -0.12; its audience, the
+    # best quarter of the batch's 2 users: the space fan, last place
+    assert top(ExploreConfig(fit=0.25, place=2, share=1.0)) == [[2, 4], [1, 0]]
+    assert top(ExploreConfig(fit=1.0, place=2, share=1.0)) == [[2, 4], [1, 4]]  # everyone's: the cook fan too
     assert top(ExploreConfig(fit=0, place=2)) == [[2, 1], [1, 0]]
     consumers.learn_rows(np.array([4]), mf.user_factors[fans[:1]], np.ones(1, np.float32))
     assert 4 not in consumers.fresh_factors(mf.item_factors, mf.item_bias)[0].tolist()
     history.add(fans[:1], np.array([4]))
-    assert top(ExploreConfig(fit=0.4, place=2, share=1.0)) == [[2, 1], [1, 0]]  # seen now: excluded, no fresh item left
+    assert top(ExploreConfig(fit=1.0, place=2, share=1.0)) == [[2, 1], [1, 0]]  # not fresh now, and seen by one
 
 
 def test_bad_settings_are_refused():
@@ -140,7 +191,7 @@ def test_a_young_item_within_reach_takes_the_place_and_a_fresh_item_only_the_oth
     seen_u = np.sort(rng.integers(0, n_users, 10))
     seen = (seen_u, rng.choice(np.setdiff1d(np.arange(n_items), fresh), 10))
     plain, _ = recommend(p, q, b, seen, k, young=young)
-    explored, _ = recommend(p, q, b, seen, k, young=young, fresh=(fresh, q[fresh], 0.0),
+    explored, _ = recommend(p, q, b, seen, k, young=young, fresh=Fresh(fresh, q[fresh], 0.0),
                             explore=ExploreConfig(fit=fit, place=place, reach=reach))
     scores = score_users(p, q, b, young=young, seen=seen)
     for u in range(n_users):
@@ -187,8 +238,9 @@ def test_the_top_k_after_the_promotion_is_the_full_selection_of_the_final_scores
     seen_u = np.sort(rng.integers(0, n_users, 3 * n_users))
     seen = (seen_u, rng.choice(np.setdiff1d(np.arange(n_items), fresh), len(seen_u)))
     explore = ExploreConfig(fit=fit, place=place, reach=reach)
-    got = recommend(p, q, b, seen, k, young=young, fresh=(fresh, q[fresh], 0.0), explore=explore)
-    want = top_k(score_users(p, q, b, young=young, seen=seen, fresh=(fresh, q[fresh], 0.0), explore=explore), k)
+    judged = Fresh(fresh, q[fresh], 0.0)
+    got = recommend(p, q, b, seen, k, young=young, fresh=judged, explore=explore)
+    want = top_k(score_users(p, q, b, young=young, seen=seen, fresh=judged, explore=explore), k)
     assert got[0].tolist() == want[0].tolist()
     assert np.array_equal(got[1], want[1])
 
@@ -199,13 +251,13 @@ def test_only_the_share_of_lists_that_explore_give_a_fresh_item_the_place():
     from polyrec.explore import exploring
 
     rng = np.random.default_rng(3)
-    factor = rng.normal(size=(4000, 50)).astype(np.float32)
-    fresh = np.arange(40, 50)
-    everyone = pick(factor, fresh, factor[:, fresh], fit=0.5)[0]
+    scores = rng.normal(size=(4000, 10)).astype(np.float32)
+    fresh, bars = np.arange(40, 50), np.zeros(10, np.float32)  # each item's audience: about half the users
+    everyone = pick(fresh, scores, bars)[0]
     assert len(everyone) > 3900
     for share in (0.1, 0.5):
-        users = pick(factor, fresh, factor[:, fresh], fit=0.5, share=share)[0]
+        users = pick(fresh, scores, bars, share=share)[0]
         assert set(users) <= set(everyone) and abs(len(users) / len(everyone) - share) < 0.03
-    assert len(pick(factor, fresh, factor[:, fresh], fit=0.5, share=0.0)[0]) == 0
-    drawn = exploring(factor[:, fresh], 0.5)
-    assert exploring(factor[::-1, fresh], 0.5).tolist() == drawn[::-1].tolist()  # the row's values, not its place
+    assert len(pick(fresh, scores, bars, share=0.0)[0]) == 0
+    drawn = exploring(scores, 0.5)
+    assert exploring(scores[::-1], 0.5).tolist() == drawn[::-1].tolist()  # the row's values, not its place

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from polyrec.consumers import ConsumersConfig
+from polyrec.explore import ExploreConfig
 from polyrec.mf import MFConfig
 from stream.state import WorkerModel
 from stream.wire import TEXT_SOURCE, ItemRecord, UserState
@@ -447,3 +448,16 @@ def test_a_users_applied_count_counts_each_event_once_across_replays_and_reloads
     for x, st in more.users.items():
         assert st.applied == per_user.get(x, 0) + u2.count(x)
     assert UserState.from_json(more.users[u2[0]].to_json()).applied == more.users[u2[0]].applied
+
+
+def test_scoring_with_fresh_items_about_records_the_users_fit_bars_and_forgetting_drops_one():
+    w = WorkerModel(CFG, young=ConsumersConfig(young=1), explore=ExploreConfig(share=1.0), history_max=50, k=5)
+    w.mf.add_items([f"i{x}" for x in range(30)])  # the batch has no event of i25 to i29: fresh
+    u, i, wt, off, ts = _batch()
+    job = w.process(0, u, i, wt, off, ts, {}).recs
+    assert set(range(25, 30)) <= set(job.fresh.rows.tolist())  # and the few the batch missed
+    assert not np.isfinite(w.fit_bars.values).any()  # recorded by the top-K job, off the event loop
+    job.run()
+    rows = w.mf.users.rows(job.users)
+    assert np.isfinite(w.fit_bars.values[rows]).all()
+    assert w.forget_user(job.users[0]) and np.isnan(w.fit_bars.values[rows[0]])  # erased with the user
