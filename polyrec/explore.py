@@ -108,7 +108,7 @@ class FitBars:
         :data:`AUDIENCE_SAMPLE` users with one (rows of ``user_factors``), spread evenly."""
         known = np.flatnonzero(np.isfinite(self.values[: len(user_factors)]))
         known = known[:: max(1, -(-len(known) // AUDIENCE_SAMPLE))]
-        return user_factors[known] @ factors.T + bias - self.values[known, None]
+        return margins(user_factors[known], self.values[known], factors, bias)
 
 
 @dataclass(frozen=True)
@@ -137,12 +137,18 @@ def offer(factor: np.ndarray, fresh: Fresh, user_factors: np.ndarray, fit: float
     if not len(fresh.rows) or fit <= 0 or share <= 0:
         return NOTHING
     bars = user_bars(factor, fit)
-    margins = user_factors @ fresh.factors.T + fresh.bias - bars[:, None]
-    reference = margins
+    batch = margins(user_factors, bars, fresh.factors, fresh.bias)
+    reference = batch
     if fresh.bars is not None and fresh.users is not None and fresh.population is not None:
         fresh.bars.record(fresh.users, bars)
         reference = fresh.bars.margins(fresh.population, fresh.factors, fresh.bias)
-    return pick(fresh.rows, margins, audience_thresholds(reference, fit), share)
+    return pick(fresh.rows, batch, audience_thresholds(reference, fit), share)
+
+
+def margins(user_factors: np.ndarray, bars: np.ndarray, factors: np.ndarray, bias: float) -> np.ndarray:
+    """Users x items: how far each item's score (``factors`` and ``bias``) clears each user's fit
+    bar (``bars``: :func:`user_bars`)."""
+    return user_factors @ factors.T + bias - bars[:, None]
 
 
 def user_bars(factor: np.ndarray, fit: float) -> np.ndarray:
@@ -152,14 +158,14 @@ def user_bars(factor: np.ndarray, fit: float) -> np.ndarray:
     return -np.partition(-factor, k - 1, axis=1)[:, k - 1]
 
 
-def audience_thresholds(margins: np.ndarray, fit: float) -> np.ndarray:
-    """Per column of ``margins`` (users x items): the margin that its best ``fit`` share of the users
-    clear, the ``ceil(fit * users)``-th best; ``+inf`` (no one) where ``fit`` is 0 or there is no
-    user."""
-    k = int(np.ceil(fit * len(margins)))
+def audience_thresholds(reference: np.ndarray, fit: float) -> np.ndarray:
+    """Per column of ``reference`` (users x items: :func:`margins`): the margin that its best ``fit``
+    share of the users clear, the ``ceil(fit * users)``-th best; ``+inf`` (no one) where ``fit`` is
+    0 or there is no user."""
+    k = int(np.ceil(fit * len(reference)))
     if k == 0:
-        return np.full(margins.shape[1], np.inf, np.float32)
-    return -np.partition(-margins, k - 1, axis=0)[k - 1]
+        return np.full(reference.shape[1], np.inf, np.float32)
+    return -np.partition(-reference, k - 1, axis=0)[k - 1]
 
 
 def pick(fresh: np.ndarray, margins: np.ndarray, audience: np.ndarray, share: float = 1.0) -> Picked:

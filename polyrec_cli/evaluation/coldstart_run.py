@@ -57,7 +57,7 @@ from polyrec.evaluation.coldstart import (
 from polyrec.evaluation.confidence import paired_difference
 from polyrec.evaluation.protocol import Replay, run_prequential
 from polyrec.evaluation.tuning import grid
-from polyrec.explore import ExploreConfig, audience_thresholds, user_bars
+from polyrec.explore import ExploreConfig, audience_thresholds, margins, user_bars
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig
 from polyrec_cli.evaluation import coldstart_report, report
@@ -255,8 +255,8 @@ def _exposure(base: ColdStartMF, emb: _Embeddings, new: np.ndarray,
     def reach(texts: np.ndarray) -> tuple[float, float]:  # judged as Consumers.fresh_factors judges a fresh item
         f = projection.project(texts)[:, :-1]
         f *= (length / np.linalg.norm(f, axis=1))[:, None]
-        margins = users @ f.T + bias - bars[:, None]
-        audience = (margins >= audience_thresholds(margins, EXPLORE.fit)) & np.isfinite(margins)
+        judged = margins(users, bars, f, bias)
+        audience = judged >= audience_thresholds(judged, EXPLORE.fit)  # as explore.pick admits
         hits = (audience & consumed).sum(axis=0) / np.maximum(consumed.sum(axis=0), 1)
         return float(audience.mean()), float(hits[consumed.any(axis=0)].mean())
 
