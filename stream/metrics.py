@@ -38,8 +38,8 @@ RECS_STALE = Counter("polyrec_recommendations_stale_total", "Payloads Redis did 
 LATE_USER_STATES = Counter("polyrec_late_user_states_total", "User states read back from the changelog (recovery, "
                            "standby) and not applied because a newer state of the user, or their erasure, came "
                            "before them in the changelog: late writes of an owner dropped from the group.")
-RECS_DROPPED = Counter("polyrec_recommendations_dropped_total", "Held payloads given up: beyond the cap of 50,000, "
-                       "or of a partition given away (until the user's next event).")
+RECS_DROPPED = Counter("polyrec_recommendations_dropped_total", "Held payloads given up beyond the cap of 50,000 "
+                       "(until the user's next event).")
 LOSS = Gauge("polyrec_training_loss", "Exponential moving average of the micro-batch training loss.")
 USERS = Gauge("polyrec_users_known", "Users this worker holds in memory: those with events since its partitions "
               "were last assigned (the rows are dropped at every rebalance and reloaded from the table).")

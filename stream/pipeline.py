@@ -356,14 +356,14 @@ class EventPipeline:
         partition's next batch (a partition whose events stopped during a Redis outage would keep
         them until its next event). One attempt per chunk, and none after a failure: Redis is still
         down, the next call tries again (the worker calls it every ``HELD_RETRY_S``). Returns how many
-        it wrote. A chunk in flight when its partition is given away may reach Redis after the next
-        owner's first write of the same user; the write's offset check (stream/recs.py) then keeps the
-        newer payload."""
+        it wrote. It writes those of partitions given away too: they may reach Redis after the next
+        owner's first write of the same user, and the write's offset check (stream/recs.py) then keeps
+        the newer payload."""
         written = 0
         for partition in [p for p, held in self._held.items() if held]:
             async with self._publishing[partition]:
                 held = self._held.get(partition, {})
-                while held and self._held.get(partition) is held:  # a revocation pops it: stop there
+                while held:
                     chunk = [held[u] for u in islice(held, HELD_CHUNK)]
                     try:
                         stale = await self.publisher.publish(chunk)
@@ -400,13 +400,14 @@ class EventPipeline:
         return sum(map(len, self._held.values()))
 
     def revoked(self, partitions: Iterable[int]) -> None:
-        """Partitions given away: their lag positions, held payloads and unflushed user states go (their
-        next owner writes its users' newer payloads, and replays what a failed flush left unsent)."""
+        """Partitions given away: their lag positions and unflushed user states go (their next owner
+        replays what a failed flush left unsent). Their payloads held from a Redis outage stay, and
+        ``write_held`` writes them once Redis answers: a user whose last event came during the outage
+        has no newer event for the next owner to write. Redis's offset check refuses one the next
+        owner has already superseded (stream/recs.py)."""
         for p in partitions:
             self.positions.pop(p, None)
             self._states.pop(p, None)
-            metrics.RECS_DROPPED.inc(len(self._held.pop(p, {})))
-        metrics.RECS_HELD.set(self._held_count())
 
 
 def _count_states(records: list[tuple[bytes, bytes]]) -> None:

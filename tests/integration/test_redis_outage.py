@@ -195,9 +195,12 @@ def test_a_rebalance_during_a_redis_outage_neither_loses_an_event_nor_leaves_a_p
                                                                                             tmp_path):
     """Redis is killed while a worker learns 500 events/s; 20 s into the 40 s outage a second worker
     joins, so partitions move while both hold payloads Redis did not take. A fresh, empty Redis comes
-    back. Then both workers stop and a third recovers every user from the changelog: a touch event
-    per user must land on exactly their count (nothing the moved partitions held was lost or learned
-    twice), and every user's payload in Redis is that of their touch."""
+    back. Fifty quiet users have events only early in the outage, before the rebalance: once both
+    workers drain, each one's payload in Redis is that of their last event (no later event of theirs
+    lets the next owner write it; the hand-over used to drop it). Then both workers stop and a third
+    recovers every user from the changelog: a touch event per user must land on exactly their count
+    (nothing the moved partitions held was lost or learned twice), and every user's payload in Redis
+    is that of their touch."""
     import random
     import threading
     from collections import Counter
@@ -210,6 +213,10 @@ def test_a_rebalance_during_a_redis_outage_neither_loses_an_event_nor_leaves_a_p
     rate, users, seconds = 500, 200, 50
     rng = random.Random(23)
     stream = [(f"u{rng.randrange(users)}", f"i{rng.randrange(300)}") for _ in range(rate * seconds)]
+    quiet = [f"q{k}" for k in range(50)]
+    for k, user in enumerate(quiet * 2):  # two events each, 8-14 s after the start (Redis down at 5 s)
+        stream[rate * 8 + 30 * k] = (user, f"i{rng.randrange(300)}")
+    ts = {u: 1_700_000_000_000 + k for k, (u, _) in enumerate(stream)}  # each user's last event's ts
     try:
         env = worker_env(broker, tmp_path, REDIS_URL=url, POLYREC_ITEMS_AGENT="0")
         first = workers.new(env)
@@ -232,6 +239,10 @@ def test_a_rebalance_during_a_redis_outage_neither_loses_an_event_nor_leaves_a_p
         wait_for(lambda: sum(metric_value(w.metrics(), "polyrec_consumer_lag_records") for w in (first, second)) == 0
                  and sum(metric_value(w.metrics(), "polyrec_recommendations_held") for w in (first, second)) == 0,
                  60, what="both drained, nothing held")
+        check = redis.Redis.from_url(url)
+        prefix = env["POLYREC_REDIS_PREFIX"]
+        lost = stale_payloads(check, prefix, {u: ts[u] for u in quiet})
+        assert not lost, f"{len(lost)} of {len(quiet)} quiet users' payloads missing or stale: {list(lost.items())[:5]}"
         assert first.stop() == 0 and second.stop() == 0
         third = workers.new(env | {"POLYREC_DATA_DIR": str(tmp_path / "third")})
         third.wait_ready(90)
@@ -241,8 +252,6 @@ def test_a_rebalance_during_a_redis_outage_neither_loses_an_event_nor_leaves_a_p
                          (event_record(u, i, "click", ts=1_700_000_000_000 + base + k)
                           for k, (u, i) in enumerate(touches))))
         assert_every_event_applied_once(broker, env, Counter(u for u, _ in stream + touches), [third])
-        check = redis.Redis.from_url(url)
-        prefix = env["POLYREC_REDIS_PREFIX"]
 
         touched_at = {u: 1_700_000_000_000 + base + k for k, (u, _) in enumerate(touches)}
         wait_for(lambda: not stale_payloads(check, prefix, touched_at), 30,

@@ -108,19 +108,21 @@ def test_a_batch_waits_at_the_hand_over_barrier_before_anything_is_learned():
 
 
 class Publisher:
-    """Records what it is asked to write to Redis; the first ``failures`` calls raise instead."""
+    """Records what it is asked to write to Redis; the first ``failures`` calls raise instead, and the
+    payloads of users in ``stale`` are refused as older than the one Redis holds."""
 
     def __init__(self, failures: int = 0, forget_fails: bool = False) -> None:
         self.payloads: list[dict] = []
         self.forgotten: list[str] = []
+        self.stale: set[str] = set()
         self.calls, self.failures, self.forget_fails = 0, failures, forget_fails
 
     async def publish(self, payloads: list[dict]) -> list[dict]:
         self.calls += 1
         if self.calls <= self.failures:
             raise ConnectionError("redis is down")
-        self.payloads += payloads
-        return []
+        self.payloads += [p for p in payloads if p["user_id"] not in self.stale]
+        return [p for p in payloads if p["user_id"] in self.stale]
 
     async def forget(self, user_id: str, partition: int, offset: int) -> bool:
         if self.forget_fails:
@@ -373,18 +375,24 @@ def test_payloads_redis_did_not_take_go_out_with_their_partitions_next_batch_unl
     assert _written(publisher) == ["c1", "b2", "d2", "a1"] and metrics.RECS_HELD._value.get() == 0
 
 
-def test_held_payloads_of_a_partition_given_away_are_dropped_and_counted():
+def test_held_payloads_of_a_partition_given_away_stay_held_and_redis_keeps_the_newer_payload():
+    """A user whose last event came during the outage has no newer event for the partition's next owner
+    to write: their payload must not be dropped at the hand-over (a rebalance during a Redis outage)."""
     publisher = Publisher(failures=2)
     pipeline = EventPipeline(WorkerModel(MFConfig(dim=4)), {}, None, None, None, None, DLQ, publisher, "v",
                              barrier=None, memory_ready=None, redis_retries=2)
     dropped = metrics.RECS_DROPPED._value.get()
-    asyncio.run(pipeline._publish(3, _payloads("1", "e")))
-    pipeline.revoked([3])  # its next owner writes e's newer payloads
-    asyncio.run(pipeline._publish(3, _payloads("2", "f")))
-    assert _written(publisher) == ["f2"] and metrics.RECS_DROPPED._value.get() - dropped == 1
+    asyncio.run(pipeline._publish(3, _payloads("1", "e", "g")))
+    pipeline.revoked([3])
+    assert metrics.RECS_HELD._value.get() == 2 and metrics.RECS_DROPPED._value.get() == dropped
+    publisher.stale = {"g"}  # the next owner already wrote g's newer payload: Redis refuses this one
+    stale = metrics.RECS_STALE._value.get()
+    assert asyncio.run(pipeline.write_held()) == 2
+    assert _written(publisher) == ["e1"] and metrics.RECS_STALE._value.get() - stale == 1
+    assert metrics.RECS_HELD._value.get() == 0
 
 
-def test_held_payloads_are_written_once_redis_answers_without_a_batch_and_never_once_given_away(monkeypatch):
+def test_held_payloads_are_written_once_redis_answers_without_a_batch_even_once_given_away(monkeypatch):
     import stream.pipeline
 
     monkeypatch.setattr(stream.pipeline, "HELD_CHUNK", 2)
@@ -403,9 +411,9 @@ def test_held_payloads_are_written_once_redis_answers_without_a_batch_and_never_
     asyncio.run(pipeline._publish(0, _payloads("1", "a")))
     asyncio.run(pipeline._publish(1, _payloads("1", "b")))
     assert asyncio.run(pipeline.write_held()) == 0 and down.calls == 3  # Redis still down: one try, then it stops
-    pipeline.revoked([0, 1])
+    pipeline.revoked([0, 1])  # given away: still this worker's to write (Redis keeps the newer payload)
     down.failures = 0
-    assert asyncio.run(pipeline.write_held()) == 0 and down.payloads == []  # the next owners write newer ones
+    assert asyncio.run(pipeline.write_held()) == 2 and [p["user_id"] for p in down.payloads] == ["a", "b"]
 
 
 def test_at_most_held_max_payloads_are_held_the_oldest_go_first(monkeypatch):
