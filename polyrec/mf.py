@@ -313,8 +313,8 @@ def _loss_gradients(loss: str, si: np.ndarray, sj: np.ndarray, w: np.ndarray,
         s += 1.0
         s *= 0.5
         ew = neg_weight * w
-        log_rest = np.negative(s)
-        np.log1p(log_rest, out=log_rest)  # log(1 - s): -log sigma(si - sj) is the loss
+        log_rest = np.subtract(1.0, s, dtype=s.dtype)  # log(1 - s): -log sigma(si - sj) is the loss; np.log
+        np.log(log_rest, out=log_rest)  # is SIMD on float32, log1p is not (6x slower; the loss is only reported)
         loss_value = float(-(ew @ log_rest.sum(axis=1)) / max(len(w), 1))
         s *= ew[:, None]  # the negatives' weights: from here on ``s`` is the gradient
         gi = s.sum(axis=1)
