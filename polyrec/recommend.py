@@ -124,8 +124,13 @@ def recommend_rows(model: OnlineMF, history: History, user_rows: np.ndarray, k: 
     users with a fit bar in ``bars`` (without it, among the batch's users)."""
     context = None if memory is None else memory.recent_rows(user_rows)
     young = NO_YOUNG if consumers is None else consumers.young_factors(model.item_factors)
-    fresh = (NO_FRESH if consumers is None or explore is None
-             else Fresh(*consumers.fresh_factors(model.item_factors, model.item_bias), bars, user_rows,
-                        model.user_factors))
+    fresh = NO_FRESH if consumers is None or explore is None else fresh_items(model, consumers, bars, user_rows)
     return recommend(model.user_factors[user_rows], model.item_factors, model.item_bias,
                      history.pairs(user_rows), k, memory, context, young, fresh, explore)
+
+
+def fresh_items(model: OnlineMF, consumers: Consumers, bars: FitBars | None, user_rows: np.ndarray) -> Fresh:
+    """The items of ``model`` with no events yet (``Consumers.fresh_factors``), offered to its user
+    ``user_rows``, their audiences judged among the users with a fit bar in ``bars`` (without it,
+    among those users): the same for the worker, :func:`recommend_rows` and the evaluation."""
+    return Fresh(*consumers.fresh_factors(model.item_factors, model.item_bias), bars, user_rows, model.user_factors)

@@ -39,7 +39,7 @@ from polyrec.explore import NO_FRESH, ExploreConfig, FitBars, Fresh
 from polyrec.history import History
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
-from polyrec.recommend import Young, recommend
+from polyrec.recommend import Young, fresh_items, recommend
 from stream.wire import (
     MAX_ABS_VALUE,
     NO_LANGUAGE,
@@ -462,8 +462,7 @@ class WorkerModel:
                        self.mf.item_bias, self.mf.items, [latest[x] for x in distinct], self.k, self.memory,
                        self.memory.recent(distinct), self.consumers.young_factors(self.mf.item_factors),
                        NO_FRESH if self.explore is None
-                       else Fresh(*self.consumers.fresh_factors(self.mf.item_factors, self.mf.item_bias),
-                                  self.fit_bars, rows, self.mf.user_factors),
+                       else fresh_items(self.mf, self.consumers, self.fit_bars, rows),
                        self.explore)
         return BatchResult(changed, recs, int(user_mask.sum()), int(item_mask.sum()),
                            ~user_mask & ~item_mask, user_mask, loss, moved, resized, invalid)

@@ -19,7 +19,7 @@ from polyrec.explore import NO_FRESH, ExploreConfig, FitBars, Fresh
 from polyrec.history import History
 from polyrec.ids import IdIndex
 from polyrec.mf import MFConfig, OnlineMF
-from polyrec.recommend import NO_SEEN, NO_YOUNG, score_users
+from polyrec.recommend import NO_SEEN, NO_YOUNG, fresh_items, score_users
 
 
 class _ColumnMap:
@@ -114,8 +114,7 @@ class Polyrec:
         for the user ``rows``, their audiences judged among the users with a fit bar (needs
         ``consumers``)."""
         assert self.consumers is not None
-        return Fresh(*self.consumers.fresh_factors(self.model.item_factors, self.model.item_bias), self.bars, rows,
-                     self.model.user_factors)
+        return fresh_items(self.model, self.consumers, self.bars, rows)
 
     def learn(self, users: Sequence[str], items: Sequence[str], weights: np.ndarray) -> None:
         u, i = self.model.add_users(users), self.model.add_items(items)
