@@ -45,9 +45,10 @@ from stream.faust_patches import (
     seek,
 )
 from stream.faust_process import drop_monitor
-from stream.fencing import UserStatesFence
+from stream.fencing import LateStateWatch, UserStatesFence
 from stream.items import ItemPipeline
 from stream.offsets import InOrder, fetch_start_offsets
+from stream.pauses import Pauses
 from stream.pipeline import HELD_RETRY_S, EventPipeline
 from stream.records import REASONS
 from stream.recs import RecsPublisher, redis_client
@@ -55,7 +56,7 @@ from stream.replica import OUTCOMES as REPLICA_OUTCOMES
 from stream.replica import EventReplica, HandOverBarrier, ItemReplica
 from stream.settings import Settings
 from stream.state import WorkerModel
-from stream.topics import USERS_TABLE, item_factors_topic
+from stream.topics import COMPACTED, USERS_TABLE, item_factors_topic
 from stream.wire import UserState
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,8 @@ class Worker:
         _export_zero_series(s)
         self.events = self.app.topic(s.events_topic, partitions=s.partitions)
         self.users = self.app.Table(USERS_TABLE, default=None, partitions=s.partitions,
-                                    schema=faust.Schema(key_serializer="json", value_serializer="json"))
+                                    schema=faust.Schema(key_serializer="json", value_serializer="json"),
+                                    extra_topic_configs={"min.compaction.lag.ms": COMPACTED["min.compaction.lag.ms"]})
         self.fence = UserStatesFence(self.users)
         self.replica, self.event_replica = replicas(s, self.model)
         self.barrier = HandOverBarrier(self.replica.wait_caught_up)
@@ -165,8 +167,11 @@ class Worker:
              "dlq": f"{s.events_topic}.dlq"},
             RecsPublisher(self.redis, s.redis_prefix, s.recs_ttl_s, s.stream_maxlen), self.version,
             barrier=self.barrier.before_batch, memory_ready=self.event_replica.wait_for,
-            failpoints=self.failpoints,
+            failpoints=self.failpoints, erasures=self.fence.erasures,
         )
+        self.late_states = LateStateWatch(s.broker_list, self.users.changelog_topic.get_topic_name(),
+                                          self.model.writer, self.pipeline.write_again, s.kafka_options(),
+                                          s.fetch_max_wait_ms)
         self.item_pipeline = None if not s.items_agent else ItemPipeline(
             self.model, open_encoder(s), self.produce, {"items": item_factors_topic(s), "dlq": f"{s.items_topic}.dlq"},
             s.projection_alpha, s.projection_min_count, s.projection_refit_s)
@@ -176,6 +181,8 @@ class Worker:
         if self.item_pipeline is not None:
             self.batched[s.items_topic] = (self.item_pipeline, s.items_batch_max)
         self.stalls = Stalls()  # batches waiting for the broker or Redis to come back
+        # a pause longer than the session (less a heartbeat) may have cost the group membership
+        self.pauses = Pauses(max(s.session_timeout_s - s.heartbeat_interval_s, 1.0), 2 * s.heartbeat_interval_s + 1.0)
         self.in_order = InOrder()  # each assigned partition's next offset to learn
         self.buffers = PartitionBuffers(BUFFERED_BATCHES * s.batch_max)  # fetched records, not yet taken
         self._learning: dict[TP, asyncio.Task] = {}  # assigned partition (of a batched topic) -> its task
@@ -199,6 +206,8 @@ class Worker:
         drop_monitor(app)
         app.task(self.replica.run)
         app.task(self.event_replica.run)
+        app.task(self.late_states.run)
+        app.task(self.pauses.run)
         app.timer(5.0, name="consumer_lag")(self.consumer_lag)
         app.timer(5.0, name="new_items")(self.new_items)
         app.timer(HELD_RETRY_S, name="held_payloads")(self.write_held)
@@ -263,9 +272,10 @@ class Worker:
             while True:
                 if steps is self.pipeline:  # after a recovery (flow control resumes when it ends)
                     await self.app.flow_control.acquire()
-                    if again := self.fence.take_erased_again(tp.partition):
-                        await self.pipeline.erase_again(tp.partition, again)
+                    if late := self.fence.take_late(tp.partition):
+                        self.late_states.note(tp.partition, late)
                 await self.buffers.wait(tp)
+                await self.pauses.settle()  # after a long pause, the group's answer first
                 await self.app.flow_control.acquire()  # no batch starts during a rebalance or stop
                 dropped = self.buffers.reread(tp)  # no await since acquire
                 if dropped is not None:  # Faust dropped buffered records: read on from the next to learn
@@ -326,6 +336,7 @@ class Worker:
         self.barrier.rebalancing()
         await self._stop_learning(tp for tp in revoked if tp.topic in self.batched)
         partitions = self._events_partitions(revoked)
+        self.late_states.give_up(partitions)
         await self.pipeline.flush(partitions)
         self.model.forget_users()
         self.pipeline.revoked(partitions)  # a stale position must not count if the partition comes back
@@ -343,6 +354,11 @@ class Worker:
                   for topic in self.batched}
         for topic, offsets in starts.items():
             log.info("assigned %s: learning from offsets %s", topic, offsets)
+        try:  # before any batch: this worker's own partitions of the users changelog, read from their end
+            await self.late_states.take_over(self._events_partitions(assigned))
+        except Exception as exc:  # noqa: BLE001 - degraded: recovery still leaves a late state out
+            log.warning("cannot watch the users changelog for late writes (%r): a late state of an evicted "
+                        "owner stays the last record of its user until the next recovery", exc)
         self._assignments += 1
         self._resuming = asyncio.ensure_future(self._resume_dead_letters(starts, self._assignments))  # off the
         # rebalance's path: the learning tasks wait for it

@@ -1,5 +1,5 @@
 """Late writes of an evicted owner lose to newer states, and to erasures, wherever the users
-changelog is read back.
+changelog is read back, and the partition's owner makes its newest record the last one again.
 
 A worker whose revocation outlasts the rebalance timeout is dropped from the group while a batch
 of its may still be writing: its user states can reach the changelog *after* the states the
@@ -17,37 +17,44 @@ An erasure's tombstone carries the position of its request in a header (``polyre
 "partition:offset"), and counts as a record at that position: a state from before the erasure that
 lands after its tombstone (the late write of an evicted owner) is left out, so the erased user does
 not come back at the next recovery; their events after the request apply. The fence remembers the
-erasures it replayed (the tombstone deletes the user from the store, so the store cannot), and
-reports the users whose late state followed their erasure (``take_erased_again``): the partition's
-owner then writes their tombstone again, so that the topic's last record of them is a tombstone
-again before compaction keeps only the late state. A tombstone without the header (written before
-it existed) always applies.
+erasures it replayed (the tombstone deletes the user from the store, so the store cannot).
 
 A record older than the state the store already holds is mostly a replay over a store that kept
 its users (a partition coming back to a memory store, a standby catching up); one older than a
 record *before it in the same replay batch*, or than an erasure, can only be a late write. Both are
 left out; only the second kind is counted and logged.
 
+Leaving a late record out of a replay is not enough: compaction keeps the *last* record of a key,
+so a worker recovering after compaction ran would read the late record alone. So the partition's
+owner makes its own newest record the last one again, wherever a late one landed after it
+(``EventPipeline.write_again``): a user whose last replayed record was left out
+(:meth:`UserStatesFence.take_late`), and a user whose record from another writer lands while this
+worker owns the partition (:class:`LateStateWatch`, which tails the owned partitions from where the
+worker took them over and tells a writer by the ``w`` header of every state and tombstone).
+
 >>> held = {"u": {"p": 0, "o": 9}}
 >>> records = [("u", {"p": 0, "o": 7}), ("u", {"p": 0, "o": 12}), ("u", {"p": 0, "o": 11}), ("v", {"p": 0, "o": 1})]
->>> fenced = newest_states(records, lambda r: r[0], lambda r: r[1], held.get)
->>> [r[1]["o"] for r in fenced.kept], fenced.late
-([12, 1], 1)
+>>> behind = {}
+>>> fenced = newest_states(records, lambda r: r[0], lambda r: r[1], held.get, behind=behind)
+>>> [r[1]["o"] for r in fenced.kept], fenced.late, behind  # u's last record (o=11) is not its newest
+([12, 1], 1, {'u': (0, 11)})
 >>> erasures = {}
 >>> records = [("v", None, (0, 20)), ("v", {"p": 0, "o": 15}, None)]  # o=15: learned before the erasure
->>> fenced = newest_states(records, lambda r: r[0], lambda r: r[1], {}.get, lambda r: r[2], erasures)
->>> [r[1] for r in fenced.kept], fenced.late, fenced.erased_again, erasures
-([None], 1, {'v'}, {'v': (0, 20)})
+>>> fenced = newest_states(records, lambda r: r[0], lambda r: r[1], {}.get, lambda r: r[2], erasures, behind)
+>>> [r[1] for r in fenced.kept], fenced.late, erasures, behind["v"]
+([None], 1, {'v': (0, 20)}, (0, 15))
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, NamedTuple, TypeVar
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream import metrics
 
@@ -56,17 +63,21 @@ R = TypeVar("R")
 
 
 ERASED_HEADER = "polyrec-erased"  # on an erasure's tombstone: "partition:offset" of its request
+WRITER_HEADER = "w"  # on every user state and tombstone a worker writes: its id (WorkerModel.writer)
 
 Position = tuple[Any, int]
 
 
 class Fenced(NamedTuple):
-    """What a replay batch applies (``kept``, in order), how many late writes it left out, and the
-    users whose late state came after their erasure (their tombstone is to be written again)."""
+    """What a replay batch applies (``kept``, in order), and how many late writes it left out."""
 
     kept: list
     late: int
-    erased_again: set
+
+
+def writer_header(writer: str) -> tuple[str, bytes]:
+    """The header of every user state and tombstone a worker writes: who wrote it."""
+    return WRITER_HEADER, writer.encode()
 
 
 def erasure_header(partition: int, offset: int) -> tuple[str, bytes]:
@@ -98,16 +109,19 @@ def _position(value: Any) -> Position | None:
 
 def newest_states(records: Iterable[R], key_of: Callable[[R], Any], value_of: Callable[[R], Any],
                   held: Callable[[Any], Any], erased_at: Callable[[R], Position | None] = lambda r: None,
-                  erasures: dict[Any, Position] | None = None) -> Fenced:
+                  erasures: dict[Any, Position] | None = None, behind: dict[Any, Position | None] | None = None
+                  ) -> Fenced:
     """The records to apply, in order, leaving out those older than what is held (``held(key)``:
     the decoded state already stored, or None; else the key's position in ``erasures``) or than an
     earlier record of theirs. ``erased_at(record)``: a tombstone's erasure position (None: none).
-    ``erasures`` (key -> position of the erasure that deleted it) is updated with the batch."""
+    ``erasures`` (key -> position of the erasure that deleted it) is updated with the batch, and
+    ``behind`` (key -> the position of its last record, where that record was left out: the topic's
+    last record of the key is not its newest) likewise."""
     erasures = {} if erasures is None else erasures
+    behind = {} if behind is None else behind
     newest: dict[Any, tuple[Position | None, bool, bool]] = {}  # key -> (position, from this batch, an erasure)
     kept: list[R] = []
     late = 0
-    again: set = set()
     for record in records:
         key, value = key_of(record), value_of(record)
         if key not in newest:
@@ -118,17 +132,16 @@ def newest_states(records: Iterable[R], key_of: Callable[[R], Any], value_of: Ca
         if position and before and position[0] == before[0] and position[1] < before[1]:
             if value is not None and (in_batch or erased):
                 late += 1
-                if erased:
-                    again.add(key)
+            behind[key] = position
             continue
         if value is None and position:
             erasures[key] = position
         else:
             erasures.pop(key, None)
         newest[key] = (position, True, value is None and position is not None)
-        again.discard(key)  # its last record applied: nothing to write again
+        behind.pop(key, None)  # its last record applied: it is the newest
         kept.append(record)
-    return Fenced(kept, late, again)
+    return Fenced(kept, late)
 
 
 def _decoded(raw: bytes | None) -> Any:
@@ -142,31 +155,134 @@ def _decoded(raw: bytes | None) -> Any:
 
 class UserStatesFence:
     """Makes ``table``'s changelog replays (recovery, standby) keep each user's newest state, and
-    collects, per partition, the erased users a late state followed (:func:`newest_states`)."""
+    collects the users whose last record on a partition is a late one (:func:`newest_states`). Its
+    keys are ``(changelog partition, user)``, in ``erasures`` too, which the pipeline shares to add
+    the erasures it makes."""
 
     def __init__(self, table: faust.Table) -> None:
-        self.erasures: dict[Any, Position] = {}
-        self._again: dict[int, set] = {}
+        self.erasures: dict[tuple[int, Any], Position] = {}
+        self._behind: dict[tuple[int, Any], Position | None] = {}
         self._apply = table.apply_changelog_batch
         table.apply_changelog_batch = self._apply_newest  # type: ignore[method-assign]
         self._table = table
 
     def _apply_newest(self, batch: Iterable[faust.EventT]) -> None:
-        batch = list(batch)
-        fenced = newest_states(batch, lambda e: _decoded(e.message.key), lambda e: _decoded(e.message.value),
-                               self._table.data.get, lambda e: erasure_position(e.message.headers), self.erasures)
+        data = self._table.data
+        fenced = newest_states(batch, lambda e: (e.message.partition, _decoded(e.message.key)),
+                               lambda e: _decoded(e.message.value), lambda key: data.get(key[1]),
+                               lambda e: erasure_position(e.message.headers), self.erasures, self._behind)
         if fenced.late:
             metrics.LATE_USER_STATES.inc(fenced.late)
             log.warning("users changelog: %d states written after newer ones of their users (or after their "
                         "erasure) were not applied (late writes of an owner dropped from the group)", fenced.late)
-        for e in batch if fenced.erased_again else ():  # rare: only then decode the keys again
-            user = _decoded(e.message.key)
-            if user in fenced.erased_again:
-                self._again.setdefault(e.message.partition, set()).add(user)
         self._apply(fenced.kept)
 
-    def take_erased_again(self, partition: int) -> dict[Any, Position]:
-        """The users of ``partition`` whose late state followed their erasure in a replay, with their
-        erasure's position; each is handed out once."""
-        users = self._again.pop(partition, set())
-        return {u: self.erasures[u] for u in users if u in self.erasures}
+    def take_late(self, partition: int) -> dict[Any, Position | None]:
+        """The users of ``partition`` whose last record in a replay was left out (a late write), with
+        its position; each is handed out once (to the partition's owner: ``EventPipeline.write_again``)."""
+        if not self._behind:
+            return {}
+        keys = [key for key in self._behind if key[0] == partition]
+        return {key[1]: self._behind.pop(key) for key in keys}
+
+
+class LateStateWatch:
+    """Tails the users changelog partitions this worker owns from where it took each over: a record
+    another writer put there since (told by the ``w`` header, so this worker's own are skipped
+    undecoded) is a late write, handed with its position (a state's, a tombstone's erasure's, None if
+    neither) to ``on_late(partition, {user: position})``."""
+
+    def __init__(self, bootstrap: list[str], topic: str, writer: str,
+                 on_late: Callable[[int, dict[Any, Position | None]], Awaitable[None]],
+                 options: Mapping[str, Any] | None = None, fetch_max_wait_ms: int = 500) -> None:
+        """``options``: the connection's security (``Settings.kafka_options``)."""
+        self.bootstrap, self.topic, self.on_late = bootstrap, topic, on_late
+        self.writer = writer.encode()
+        self.options, self.fetch_max_wait_ms = dict(options or {}), fetch_max_wait_ms
+        self._consumer: AIOKafkaConsumer | None = None
+        self._started = asyncio.Event()
+        self._owned: dict[int, int] = {}  # partition -> the next offset to read
+        self._moved = False  # ``_owned`` changed since the consumer was last assigned
+        self._noted: dict[int, dict[Any, Position | None]] = {}  # partition -> users to write again
+        self._failing = False  # the last ``on_late`` failed (logged once until one succeeds)
+
+    async def run(self) -> None:
+        """Tail the owned partitions until cancelled, writing again after each fetch what is noted."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
+                                    fetch_max_wait_ms=self.fetch_max_wait_ms, **self.options)
+        await consumer.start()
+        self._consumer = consumer
+        self._started.set()
+        try:
+            while True:
+                if self._moved:  # between fetches: the consumer is only ever used from this task
+                    self._moved = False
+                    consumer.assign([TopicPartition(self.topic, p) for p in self._owned])
+                    for p, offset in self._owned.items():
+                        consumer.seek(TopicPartition(self.topic, p), offset)
+                if not self._owned:
+                    await asyncio.sleep(0.2)
+                    continue
+                batches = await consumer.getmany(timeout_ms=200, max_records=5000)
+                for tp, records in batches.items():
+                    if tp.partition not in self._owned or self._moved:  # given away (or moved) meanwhile
+                        continue
+                    self._owned[tp.partition] = records[-1].offset + 1
+                    if late := self.late(records):
+                        metrics.LATE_USER_STATES.inc(len(late))
+                        self.note(tp.partition, late)
+                await self._write_noted()
+        finally:
+            await consumer.stop()
+
+    def note(self, partition: int, late: dict[Any, Position | None]) -> None:
+        """Users of ``partition`` with a late record (user -> its position) for ``on_late``, after the
+        next fetch (also those a replay found: ``UserStatesFence.take_late``)."""
+        self._noted.setdefault(partition, {}).update(late)
+
+    async def _write_noted(self) -> None:
+        """``on_late`` for the noted users of each partition still owned; kept for the next try if it
+        fails (the broker is down: the states it holds again are also written at the next commit)."""
+        for p in list(self._noted):
+            late = self._noted.pop(p)
+            if p not in self._owned:
+                continue
+            try:
+                await self.on_late(p, late)
+                self._failing = False
+            except Exception as exc:  # noqa: BLE001 - retried after the next fetch
+                self._noted[p] = {**late, **self._noted.get(p, {})}
+                if not self._failing:
+                    log.warning("users changelog: cannot write again what late writes followed yet (%r); retrying",
+                                exc)
+                self._failing = True
+
+    def late(self, records: Iterable[Any]) -> dict[Any, Position | None]:
+        """Each user with a record from another writer among ``records``, and its last one's position."""
+        late: dict[Any, Position | None] = {}
+        for r in records:
+            if (WRITER_HEADER, self.writer) in r.headers:
+                continue
+            user = _decoded(r.key)
+            if not isinstance(user, str):  # not a user's record: nothing of this worker's to write again
+                continue
+            late[user] = erasure_position(r.headers) if r.value is None else _position(_decoded(r.value))
+        return late
+
+    async def take_over(self, partitions: Iterable[int], timeout: float = 10.0) -> None:
+        """Own exactly ``partitions``: a new one is read from its end now (the recovery reads what came
+        before), one owned already from where it was."""
+        await asyncio.wait_for(self._started.wait(), timeout)
+        assert self._consumer is not None
+        partitions = list(partitions)
+        new = [TopicPartition(self.topic, p) for p in partitions if p not in self._owned]
+        ends = await self._consumer.end_offsets(new) if new else {}  # a lower bound on Tansu: read more, miss none
+        self._owned = {p: self._owned[p] if p in self._owned else ends[TopicPartition(self.topic, p)] or 0
+                       for p in partitions}
+        self._moved = True
+
+    def give_up(self, partitions: Iterable[int]) -> None:
+        """Stop watching ``partitions`` (revoked)."""
+        for p in partitions:
+            self._owned.pop(p, None)
+        self._moved = True

@@ -35,9 +35,13 @@ RECS_HELD = Gauge("polyrec_recommendations_held", "Payloads held for Redis after
 RECS_STALE = Counter("polyrec_recommendations_stale_total", "Payloads Redis did not take because it held a newer "
                      "one of the user, or the user's erasure (a larger offset in the same partition): late writes "
                      "of an owner dropped from the group.")
-LATE_USER_STATES = Counter("polyrec_late_user_states_total", "User states read back from the changelog (recovery, "
-                           "standby) and not applied because a newer state of the user, or their erasure, came "
-                           "before them in the changelog: late writes of an owner dropped from the group.")
+LATE_USER_STATES = Counter("polyrec_late_user_states_total", "Late writes of an owner dropped from the group: user "
+                           "states read back from the changelog (recovery, standby) and not applied because a newer "
+                           "state of the user, or their erasure, came before them, and records another worker wrote "
+                           "to a partition of the users changelog after this worker took it over.")
+WRITTEN_AGAIN = Counter("polyrec_user_states_written_again_total", "User states (and erased users' tombstones) "
+                        "written to the changelog again because a late write of another worker landed after them, "
+                        "so that compaction keeps the newest.")
 RECS_DROPPED = Counter("polyrec_recommendations_dropped_total", "Held payloads given up beyond the cap of 50,000 "
                        "(until the user's next event).")
 LOSS = Gauge("polyrec_training_loss", "Exponential moving average of the micro-batch training loss.")

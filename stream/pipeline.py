@@ -29,7 +29,7 @@ import numpy as np
 from stream import metrics
 from stream.dead_letters import DeadLetters, DeadLettersNotSent
 from stream.failpoints import Failpoints
-from stream.fencing import Position, erasure_header
+from stream.fencing import Position, erasure_header, writer_header
 from stream.records import (
     ITEM_CAPACITY,
     PROCESSING_FAILED,
@@ -69,7 +69,7 @@ class EventPipeline:
                  users_persisted: Callable[[int, int], None], topics: dict[str, str], publisher: RecsPublisher,
                  model_version: str, *, barrier: Callable[[int], Awaitable[None]],
                  memory_ready: Callable[[int, int, float], Awaitable[bool]], redis_retries: int = 5,
-                 failpoints: Failpoints | None = None) -> None:
+                 failpoints: Failpoints | None = None, erasures: dict[tuple[int, str], Position] | None = None) -> None:
         """``topics`` names the ``items`` (item factors), ``users`` (changelog) and ``dlq`` topics;
         ``barrier(partition)`` is awaited before a batch is learned (``HandOverBarrier.before_batch``);
         ``memory_ready(partition, offset, timeout)`` before it is scored, until the co-occurrence memory
@@ -77,7 +77,9 @@ class EventPipeline:
         ``users_store(partition, key, value)`` updates the local table store without I/O (``None``: deletes);
         ``users_persisted(partition, offset)`` is told the changelog offset up to which the local
         store holds what the broker acknowledged (a RocksDB store then recovers from there);
-        ``failpoints``: the fault tests' (stream/failpoints.py), none by default."""
+        ``failpoints``: the fault tests' (stream/failpoints.py), none by default; ``erasures``: the users
+        erased and where, by (partition, user), shared with the changelog's fence (``UserStatesFence``),
+        which adds those it replays."""
         self.model, self.weights, self.produce = model, weights, produce
         self.users_get, self.users_store, self.topics = users_get, users_store, topics
         self.users_persisted = users_persisted
@@ -85,6 +87,7 @@ class EventPipeline:
         self.memory_ready = memory_ready
         self.redis_retries = redis_retries
         self.failpoints = failpoints or Failpoints()
+        self.erasures = {} if erasures is None else erasures
         self.loss = metrics.LossTracker()
         self.unusable_states: Counter[str] = Counter()  # STATE_WARNINGS key -> users so far
         self.positions: dict[int, int] = {}  # partition -> next offset to consume (for lag)
@@ -180,6 +183,7 @@ class EventPipeline:
         async with self._flushing:  # no flush of a state of theirs may land after the tombstone
             self._states.get(partition, {}).pop(user, None)
             await self._tombstones(partition, {user: (partition, ev.message.offset)})
+            self.erasures[(partition, user)] = (partition, ev.message.offset)
         held = self.model.forget_user(user)
         async with self._publishing[partition]:
             self._held.get(partition, {}).pop(user, None)
@@ -191,25 +195,48 @@ class EventPipeline:
         log.info("user %r erased (partition %d, offset %d; this worker held a row of theirs: %s)",
                  user, partition, ev.message.offset, held)
 
-    async def erase_again(self, partition: int, users: dict[str, Position]) -> None:
-        """Write again the tombstones of erased users of ``partition`` whose late state followed
-        their erasure on the changelog (``UserStatesFence.take_erased_again``: user -> the erasure's
-        position), so that compaction keeps a tombstone; not for a user with a state held or stored
-        since (events after the erasure)."""
+    async def write_again(self, partition: int, late: dict[str, Position | None]) -> int:
+        """Make this worker's newest record of each of ``late``'s users (user -> the position of a late
+        record of theirs that landed after it on ``partition`` of the changelog; None: unknown) the
+        last one again, so that compaction keeps it (stream/fencing.py): their state held or stored,
+        where newer than the late record, is flushed again; an erased user with no state since gets
+        their tombstone again, where the late record is from before the erasure. Returns how many."""
         async with self._flushing:
-            held = self._states.get(partition, {})
-            gone = {u: at for u, at in users.items() if u not in held and self.users_get(u) is None}
+            held = self._states.setdefault(partition, {})
+            again, gone = 0, {}
+            for user, at in late.items():
+                mine = held.get(user) or self._stored(user)
+                if mine is not None:
+                    if _older(at, (mine.partition, mine.offset)):
+                        held[user] = mine
+                        again += 1
+                elif (erased := self.erasures.get((partition, user))) and _older(at, erased):
+                    gone[user] = erased
             if gone:
                 await self._tombstones(partition, gone)
-        if gone:
-            log.warning("users changelog: wrote again the tombstones of %d erased users of partition %d: "
-                        "a late state of theirs followed their erasure", len(gone), partition)
+        if again:
+            await self.flush([partition])
+        if again or gone:
+            metrics.WRITTEN_AGAIN.inc(again + len(gone))
+            log.warning("users changelog: wrote again %d states and %d erased users' tombstones of partition %d: "
+                        "a late record of theirs (an owner dropped from the group) followed them", again, len(gone),
+                        partition)
+        return again + len(gone)
+
+    def _stored(self, user: str) -> UserState | None:
+        """A user's state in the local table store (None: none, or one that cannot be decoded)."""
+        raw = self.users_get(user)
+        try:
+            return None if raw is None else UserState.from_json(raw)
+        except ValueError:
+            return None
 
     async def _tombstones(self, partition: int, users: dict[str, Position]) -> None:
         """Tombstones of ``users`` (each with their erasure's position in a header) on the changelog,
         acknowledged, and out of the local store; under ``_flushing``."""
         keys = [encode_json(u) for u in users]
-        acks = await delivered([self.produce(self.topics["users"], key, None, partition, [erasure_header(*at)])
+        writer = writer_header(self.model.writer)
+        acks = await delivered([self.produce(self.topics["users"], key, None, partition, [erasure_header(*at), writer])
                                 for key, at in zip(keys, users.values())])
         _count_states([(key, b"") for key in keys])
         for user in users:
@@ -289,7 +316,8 @@ class EventPipeline:
             records = {p: [(encode_json(user), encode_json(value)) for user, value in held.items()]
                        for p, held in values.items()}
             items = self.model.take_item_records(partitions)
-            sends = [self.produce(self.topics["users"], key, value, p, None) for p, recs in records.items()
+            writer = [writer_header(self.model.writer)]
+            sends = [self.produce(self.topics["users"], key, value, p, writer) for p, recs in records.items()
                      for key, value in recs]
             try:
                 acks = await delivered(sends + [send_item_record(self.produce, self.topics["items"], rec)
@@ -408,6 +436,12 @@ class EventPipeline:
         for p in partitions:
             self.positions.pop(p, None)
             self._states.pop(p, None)
+
+
+def _older(late: Position | None, mine: Position) -> bool:
+    """Whether a late record at ``late`` (None: unknown) is older than this worker's at ``mine``: so
+    in the same partition; one of another partition is not comparable, and loses to this worker's."""
+    return late is None or late[0] != mine[0] or late[1] < mine[1]
 
 
 def _count_states(records: list[tuple[bytes, bytes]]) -> None:

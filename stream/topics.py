@@ -34,6 +34,9 @@ def item_factors_topic(settings: Settings) -> str:
 
 
 USERS_TABLE = "users"  # the Faust table of user states (stream/app.py)
+# The compacted topics' settings. A late record of an evicted owner is followed by the owner's newer
+# one within about a second (docs/architecture.md, "late writes"); compaction must not run between.
+COMPACTED = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
 
 
 def users_changelog_topic(settings: Settings) -> str:
@@ -92,7 +95,7 @@ async def ensure_topics(settings: Settings, replication: int = 1, timeout: float
                 + f" but POLYREC_PARTITIONS is {settings.partitions}: the events topic and the users "
                   "changelog must both have POLYREC_PARTITIONS partitions (set it to the events topic's count)")
         new = [NewTopic(s.name, s.partitions, replication,
-                        topic_configs={"cleanup.policy": "compact"} if s.compacted else {})
+                        topic_configs=COMPACTED if s.compacted else {})
                for s in topic_specs(settings) if s.name not in existing]
         if new:
             failed = creation_errors((await admin.create_topics(new)).topic_errors)

@@ -92,14 +92,13 @@ async def topic_partitions(bootstrap: str, topics: list[str]) -> dict[str, int]:
         return {d["topic"]: len(d["partitions"]) for d in await admin.describe_topics(present)} if present else {}
 
 
-async def cleanup_policies(bootstrap: str, topics: list[str]) -> dict[str, str]:
-    """``cleanup.policy`` of each of ``topics``, as the broker describes it."""
+async def topic_configs(bootstrap: str, topics: list[str]) -> dict[str, dict[str, str]]:
+    """The configs of each of ``topics``, as the broker describes them (Tansu lists only what was
+    set, Apache Kafka every config: a missing ``cleanup.policy`` is the default, delete)."""
     async with admin_client(bootstrap) as admin:
         responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
-    # (error code, message, resource type, name, [(config, value, ...)]); Tansu lists only what
-    # was set, Apache Kafka every config: a missing policy is the default, delete
-    return {r[3]: dict((c[0], c[1]) for c in r[4]).get("cleanup.policy", "delete")
-            for response in responses for r in response.resources}
+    # (error code, message, resource type, name, [(config, value, ...)])
+    return {r[3]: dict((c[0], c[1]) for c in r[4]) for response in responses for r in response.resources}
 
 
 def rss_mb(pid: int) -> float:

@@ -234,8 +234,8 @@ def pyproject_extras() -> dict[str, list[str]]:
 @pytest.mark.integration
 def test_topics_command_creates_the_topics(broker, tmp_path, monkeypatch, capsys):
     from polyrec_cli.main import main
-    from stream.topics import topic_specs
-    from tests.support import cleanup_policies, run, topic_partitions, worker_env
+    from stream.topics import COMPACTED, topic_specs
+    from tests.support import run, topic_configs, topic_partitions, worker_env
 
     env = worker_env(broker, tmp_path)
     for key in ("KAFKA_BOOTSTRAP", "POLYREC_APP_ID", "POLYREC_EVENTS_TOPIC", "POLYREC_ITEMS_TOPIC"):
@@ -247,5 +247,9 @@ def test_topics_command_creates_the_topics(broker, tmp_path, monkeypatch, capsys
     specs = topic_specs(Settings.from_env())
     names = [s.name for s in specs]
     assert run(topic_partitions(broker, names)) == {s.name: 3 for s in specs}
-    assert run(cleanup_policies(broker, names)) == {s.name: "compact" if s.compacted else "delete" for s in specs}
+    configs = run(topic_configs(broker, names))
+    assert {name: c.get("cleanup.policy", "delete") for name, c in configs.items()} == {
+        s.name: "compact" if s.compacted else "delete" for s in specs}
+    assert all(configs[s.name]["min.compaction.lag.ms"] == COMPACTED["min.compaction.lag.ms"]
+               for s in specs if s.compacted)
     assert "compacted" in capsys.readouterr().out

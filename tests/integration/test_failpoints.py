@@ -176,9 +176,12 @@ def test_a_crash_while_a_batch_waits_in_the_middle_neither_loses_nor_doubles_an_
 def test_an_evicted_worker_s_late_writes_lose_to_its_successor(broker, tmp_path, workers, redis_client):
     """The first worker holds a batch (learned and published, not flushed) and freezes (SIGSTOP)
     while a second worker joins: its heartbeats stop, the group drops it after the session timeout,
-    and the second takes every partition. Thawed, the first finishes its batch and writes its states
-    and payloads late. Then both stop, and a third worker recovers every user from the changelog:
-    one more event per user must land on exactly the count of their events.
+    and the second takes every partition and drains the stream. Thawed, the first finishes its batch
+    and writes its states and payloads late, after the successor's final ones. Every payload must
+    stay the successor's, and every user's last changelog record become their newest state again
+    (what compaction keeps: the successor writes it again). Then both stop, and a third worker
+    recovers every user from the changelog: one more event per user must land on exactly the count
+    of their events.
 
     (A batch that only sleeps past the rebalance timeout does not get its worker evicted on Tansu:
     the broker waits for the member to rejoin, 2026-12-07.)"""
@@ -190,23 +193,35 @@ def test_an_evicted_worker_s_late_writes_lose_to_its_successor(broker, tmp_path,
     wait_for(lambda: _log_lines(first, r"failpoint batch\.after_publish"), 60, what="the batch held")
     written = metric_value(first.metrics(), "polyrec_user_states_written_total")
     first.proc.send_signal(signal.SIGSTOP)
+    counts = Counter(pair[0] for pair in stream if pair is not None)
     try:
         second = workers.new(env)
         second.wait_ready()
         wait_for(lambda: second.assigned() == {0, 1, 2, 3}, 60, what="the second worker holding every partition")
         assert sender.is_alive(), "every event was sent before the eviction: not under traffic"
+        sender.join()
+        wait_for(lambda: {u: states[-1][1] for u, states in _changelog(broker, env).items()} == counts, 90,
+                 interval=1.0, what="the successor's final states on the changelog")
     finally:
         first.proc.send_signal(signal.SIGCONT)
-    sender.join()
-    # its batch ends, and it writes the states it held: after its successor took their partitions
+    # its batch ends, and it writes the states it held: after its successor's final ones
     wait_for(lambda: metric_value(first.metrics(), "polyrec_user_states_written_total") > written, 60,
              what="the evicted worker's late states")
+    wait_for(lambda: any(s[1] < counts[u] for u, states in _changelog(broker, env).items() for s in states[-3:]),
+             30, what="a late state on the changelog")
     # the successor's payloads stand: the late ones were older (stream/recs.py refuses them)
     try:
         wait_for(lambda: not stale_payloads(redis_client, env["POLYREC_REDIS_PREFIX"], _last_ts(stream)), 120,
                  what="every payload current")
     finally:
         _assert_redis_current(env, stream, redis_client)  # says which are not
+    try:  # compaction keeps each user's last record: it must be their newest state again
+        wait_for(lambda: all(states[-1][1] == counts[u] for u, states in _changelog(broker, env).items()), 30,
+                 interval=1.0, what="every user's last changelog record their newest state again")
+    finally:
+        behind = {u: states[-3:] for u, states in _changelog(broker, env).items() if states[-1][1] != counts[u]}
+        assert not behind, (f"{len(behind)} users' last changelog record is not their newest state: "
+                            f"{list(behind.items())[:5]}")
     first.stop()
     assert second.stop() == 0
     third = workers.new(env | {"POLYREC_DATA_DIR": str(tmp_path / "third")})
@@ -214,6 +229,16 @@ def test_an_evicted_worker_s_late_writes_lose_to_its_successor(broker, tmp_path,
     touches = [(f"u{k}", "i0") for k in range(USERS)]
     _send(broker, env, touches, start=len(stream), rate=None)
     _assert_exact(broker, env, stream + touches, [third], redis_client)
+
+
+def _changelog(broker: str, env: dict) -> dict[str, list[tuple[int, int]]]:
+    """Each user's states on the users changelog, in order: (offset, events applied)."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    for r in run(read_topic(broker, f"{env['POLYREC_APP_ID']}-users-changelog", timeout=30)):
+        if r.value is not None:
+            state = json.loads(r.value)
+            out.setdefault(json.loads(r.key), []).append((state["o"], state["n"]))
+    return out
 
 
 def _erase(env: dict, user: str) -> dict:
@@ -224,17 +249,15 @@ def _erase(env: dict, user: str) -> dict:
 
 
 def _after_erasure(broker: str, env: dict, users: set[str]) -> dict[str, list]:
-    """Each user's changelog records from their last tombstone on: (state offset, or None for a
+    """Each user's changelog records from their first tombstone on: (state offset, or None for a
     tombstone)."""
     out: dict[str, list] = {}
     for r in run(read_topic(broker, f"{env['POLYREC_APP_ID']}-users-changelog", timeout=30)):
         user = json.loads(r.key)
-        if user not in users:
-            continue
-        if r.value is None:
-            out[user] = [None]
-        elif user in out:
+        if user in out:
             out[user].append(None if r.value is None else json.loads(r.value)["o"])
+        elif user in users and r.value is None:
+            out[user] = [None]
     return out
 
 
@@ -243,10 +266,11 @@ def test_an_erased_user_does_not_come_back_from_an_evicted_worker_s_late_writes(
     """As the eviction above, but the first worker freezes before its batch's payloads are written,
     and while it is frozen its successor erases 8 users (``polyrec forget``, two per partition).
     Thawed, the first writes payloads and states of theirs learned before the erasure. Redis must
-    not take the payloads (the erasure marker); a third worker that recovers from the changelog
-    must not bring the users back (the tombstone's erasure position), and writes their tombstones
-    again; one more event per user then lands on 1 for the erased users, on exactly the count of
-    their events for the others."""
+    not take the payloads (the erasure marker); the successor, which watches its partitions of the
+    changelog, writes their tombstones again after the late states (or, if the first took a partition
+    back meanwhile, the first does at its recovery), and a third worker that recovers from the
+    changelog must not bring the users back (the tombstone's erasure position); one more event per
+    user then lands on 1 for the erased users, on exactly the count of their events for the others."""
     stream = _stream(30_000)
     env = worker_env(broker, tmp_path, POLYREC_ITEMS_AGENT="0")
     first = workers.new(env | {"POLYREC_FAILPOINT": "batch.in_topk:30:sleep=20"})
@@ -276,13 +300,15 @@ def test_an_erased_user_does_not_come_back_from_an_evicted_worker_s_late_writes(
             for u, after in _after_erasure(broker, env, erased).items()}
     late = {u: offsets for u, offsets in late.items() if offsets}
     assert late, "no late state of an erased user followed their tombstone: the test did not evict as meant"
+    wait_for(lambda: all(after[-1] is None for u, after in _after_erasure(broker, env, set(late)).items()), 30,
+             what="the erased users' tombstones written again after their late states, by a running owner")
+    assert any(_log_lines(w, r"wrote again \d+ states and [1-9]\d* erased users' tombstones") for w in (first, second))
     first.stop()
     assert second.stop() == 0
     third = workers.new(env | {"POLYREC_DATA_DIR": str(tmp_path / "third")})
     third.wait_ready()
     wait_for(lambda: all(after[-1] is None for u, after in _after_erasure(broker, env, set(late)).items()), 60,
-             what="the erased users' tombstones written again after their late states")
-    assert _log_lines(third, r"wrote again the tombstones")
+             what="the erased users' last records still tombstones after the third worker's recovery")
     touches = [(f"u{k}", "i0") for k in range(USERS)]
     _send(broker, env, touches, start=len(stream), rate=None)
     counts = Counter(u for u, _ in [pair for pair in stream if pair is not None] + touches)

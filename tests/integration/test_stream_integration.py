@@ -18,6 +18,7 @@ from tests.support import (
     metric_value,
     read_topic,
     run,
+    topic_configs,
     two_workers,
     wait_for,
     worker_env,
@@ -260,36 +261,80 @@ def test_bad_input_goes_to_the_dlq_and_valid_events_around_it_are_applied(broker
     w.check()
 
 
-@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
-def test_a_late_state_from_an_evicted_owner_loses_to_the_newer_one_at_recovery(broker, tmp_path, workers, store):
-    """An owner dropped from the group writes a user's state after the next owner wrote a newer one
-    (reproduced by producing an older state to the changelog by hand). After a restart the worker
-    holds the newer state, not the last record (docs/architecture.md, "late writes")."""
-    from polyrec_cli.harness import send_records as send
+def _late_user_setup(broker, env, w):
+    """5 events of user "late" applied and their state on the changelog; returns that state (the
+    worker's JSON view), the changelog's name, and an older state of theirs to write late."""
     from stream.wire import UserState
 
-    env = worker_env(broker, tmp_path, POLYREC_STORE=store)
-    w = workers.new(env)
-    w.wait_ready()
     _send_events(broker, env, [event_record("late", f"film{n}") for n in range(5)])
     wait_for(lambda: metric_value(w.metrics(), "polyrec_events_total", outcome="applied") == 5, 15,
              what="5 events applied")
     before = get_json(w.url("/polyrec/users/late"))[1]
     assert before["history"] == [f"film{n}" for n in range(5)] and before["applied"] == 5
-    partition = before["partition"]
     stale = UserState(np.zeros(len(before["factors"]), np.float32), 0.0, ["film0", "film1"], before["offset"] - 3,
-                      partition, 2)
+                      before["partition"], 2)
     changelog = f"{env['POLYREC_APP_ID']}-users-changelog"
-    wait_for(lambda: any(r.key == b'"late"' for r in run(read_topic(broker, changelog))), 15,
+    wait_for(lambda: _last_state(broker, changelog, "late") is not None, 15,
              what="the state written at the next offset commit")  # so that the late write comes after it
+    return before, changelog, stale
+
+
+def _last_state(broker, changelog: str, user: str) -> dict | None:
+    """The decoded last record of ``user`` on the changelog (None: none)."""
+    mine = [r for r in run(read_topic(broker, changelog)) if r.key == json.dumps(user).encode()]
+    return json.loads(mine[-1].value) if mine else None
+
+
+def _write_late(broker, changelog: str, stale, partition: int) -> None:
+    """The evicted owner's late write, by hand: an older state, from another writer."""
+    from polyrec_cli.harness import send_records as send
+
     run(send(broker, changelog, [(json.dumps("late").encode(), json.dumps(stale.to_json()).encode())],
              partitioner=lambda key, partitions, available: partition))
-    assert json.loads(run(read_topic(broker, changelog))[-1].value)["n"] == 2, "the late write is the last record"
+
+
+def test_a_late_state_landing_while_the_owner_runs_is_followed_by_the_newer_one(broker, tmp_path, workers):
+    """An owner dropped from the group writes a user's state after the next owner wrote a newer one.
+    Compaction keeps a key's last record, so the owner, which watches its own partitions of the
+    changelog, writes its newer state again (docs/architecture.md, "late writes")."""
+    env = worker_env(broker, tmp_path)
+    w = workers.new(env)
+    w.wait_ready()
+    before, changelog, stale = _late_user_setup(broker, env, w)
+    _write_late(broker, changelog, stale, before["partition"])
+    wait_for(lambda: _last_state(broker, changelog, "late")["n"] == 5, 15,
+             what="the newer state written again after the late one")
+    text = w.metrics()
+    assert metric_value(text, "polyrec_user_states_written_again_total") == 1
+    assert metric_value(text, "polyrec_late_user_states_total") == 1
+    assert get_json(w.url("/polyrec/users/late"))[1]["applied"] == 5
+    configs = run(topic_configs(broker, [changelog]))[changelog]  # and compaction waits a minute for it
+    assert (configs["cleanup.policy"], configs["min.compaction.lag.ms"]) == ("compact", "60000")
+    w.check()
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_a_late_state_from_an_evicted_owner_loses_to_the_newer_one_at_recovery(broker, tmp_path, workers, store):
+    """The late state lands while no worker runs: after a restart the worker holds the newer state,
+    not the last record, and writes it again, so that compaction keeps it (docs/architecture.md,
+    "late writes")."""
+    env = worker_env(broker, tmp_path, POLYREC_STORE=store)
+    w = workers.new(env)
+    w.wait_ready()
+    before, changelog, stale = _late_user_setup(broker, env, w)
     w.stop()
+    _write_late(broker, changelog, stale, before["partition"])
+    assert _last_state(broker, changelog, "late")["n"] == 2, "the late write is the last record"
     w2 = workers.new(env)
     w2.wait_ready(90)
     after = get_json(w2.url("/polyrec/users/late"))[1]
     assert (after["history"], after["offset"], after["applied"]) == (before["history"], before["offset"], 5)
     np.testing.assert_allclose(after["factors"], before["factors"], rtol=1e-5, atol=1e-6)
+    wait_for(lambda: _last_state(broker, changelog, "late")["n"] == 5, 15,
+             what="the newer state written again after the late one")
+    assert metric_value(w2.metrics(), "polyrec_user_states_written_again_total") == 1
     if store == "memory://":  # replayed from the start: the late state comes after the newer one, counted
         assert metric_value(w2.metrics(), "polyrec_late_user_states_total") >= 1
+    w2.check()
+
+

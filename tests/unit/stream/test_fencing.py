@@ -4,11 +4,18 @@ import json
 from types import SimpleNamespace
 
 from stream import metrics
-from stream.fencing import UserStatesFence, erasure_header, erasure_position, newest_states
+from stream.fencing import (
+    LateStateWatch,
+    UserStatesFence,
+    erasure_header,
+    erasure_position,
+    newest_states,
+    writer_header,
+)
 
 
 def _keep(records, held=None):
-    kept, late, _ = newest_states(records, lambda r: r[0], lambda r: r[1], (held or {}).get)
+    kept, late = newest_states(records, lambda r: r[0], lambda r: r[1], (held or {}).get)
     return [None if r[1] is None else r[1].get("o") for r in kept], late
 
 
@@ -36,10 +43,12 @@ def test_keys_are_fenced_apart():
 
 
 def _erasures(records, held=None, erasures=None):
-    """(key, value, erasure position): what a replay keeps, how many late, whom to erase again."""
+    """(key, value, erasure position): what a replay keeps, how many late, whose last record is not
+    their newest (to be written again by the owner)."""
+    behind: dict = {}
     fenced = newest_states(records, lambda r: r[0], lambda r: r[1], (held or {}).get, lambda r: r[2],
-                           {} if erasures is None else erasures)
-    return [None if r[1] is None else r[1]["o"] for r in fenced.kept], fenced.late, fenced.erased_again
+                           {} if erasures is None else erasures, behind)
+    return [None if r[1] is None else r[1]["o"] for r in fenced.kept], fenced.late, set(behind)
 
 
 def test_a_state_learned_before_an_erasure_and_landing_after_its_tombstone_is_late():
@@ -60,8 +69,33 @@ def test_the_erasure_is_remembered_across_replay_batches_and_forgotten_when_a_ne
     assert erasures == {}
 
 
-def test_an_erasure_older_than_the_state_held_is_a_replay_and_left_out():
-    assert _erasures([("u", None, (0, 4))], {"u": {"p": 0, "o": 6}}) == ([], 0, set())
+def test_an_erasure_older_than_the_state_held_is_left_out_and_behind_unless_a_newer_record_follows():
+    assert _erasures([("u", None, (0, 4))], {"u": {"p": 0, "o": 6}}) == ([], 0, {"u"})
+    assert _erasures([("u", None, (0, 4)), ("u", {"p": 0, "o": 6}, None)], {"u": {"p": 0, "o": 6}}) == ([6], 0, set())
+
+
+def test_a_replay_over_a_store_that_kept_its_users_leaves_nothing_behind():
+    """Every record older than the held state is left out, but the last one equals it: the topic's
+    last record is the newest, nothing to write again."""
+    records = [("u", {"p": 0, "o": 2}), ("u", {"p": 0, "o": 5}), ("u", {"p": 0, "o": 6})]
+    behind: dict = {}
+    kept, late = newest_states(records, lambda r: r[0], lambda r: r[1], {"u": {"p": 0, "o": 6}}.get, behind=behind)
+    assert ([r[1]["o"] for r in kept], late, behind) == ([6], 0, {})
+
+
+def test_a_late_record_in_a_later_replay_batch_leaves_its_user_behind_until_a_newer_one_lands():
+    held: dict = {}
+    behind: dict = {}
+
+    def replay(records):
+        kept = newest_states(records, lambda r: r[0], lambda r: r[1], held.get, behind=behind).kept
+        held.update((k, v) for k, v in kept)
+
+    replay([("u", {"p": 0, "o": 9})])
+    replay([("u", {"p": 0, "o": 7})])  # the evicted owner's, in the next batch: left out, not counted
+    assert held == {"u": {"p": 0, "o": 9}} and behind == {"u": (0, 7)}
+    replay([("u", {"p": 0, "o": 9})])  # the owner wrote its newest again
+    assert behind == {}
 
 
 def test_the_erasure_header_round_trips_and_a_malformed_one_is_no_position():
@@ -91,12 +125,30 @@ def test_the_table_applies_only_the_newest_states_and_counts_the_rest():
     assert applied == [batch[1], batch[2], batch[4]] and metrics.LATE_USER_STATES._value.get() - before == 1
 
 
-def test_the_fence_hands_out_each_erased_user_a_late_state_followed_once_per_partition():
+def test_the_fence_hands_out_each_user_whose_last_record_is_late_once_per_partition():
     applied = []
-    table = SimpleNamespace(data={}, apply_changelog_batch=applied.extend)
+    table = SimpleNamespace(data={"x": {"p": 1, "o": 8}}, apply_changelog_batch=applied.extend)
     fence = UserStatesFence(table)
     table.apply_changelog_batch([_event("u", None, 2, [erasure_header(2, 50)]), _event("v", {"p": 2, "o": 3}, 2)])
-    table.apply_changelog_batch([_event("u", {"p": 2, "o": 48}, 2)])  # late, in the next batch
-    assert fence.take_erased_again(1) == {}
-    assert fence.take_erased_again(2) == {"u": (2, 50)}
-    assert fence.take_erased_again(2) == {}
+    table.apply_changelog_batch([_event("u", {"p": 2, "o": 48}, 2), _event("x", {"p": 1, "o": 4}, 1)])  # both late
+    assert fence.erasures == {(2, "u"): (2, 50)}
+    assert fence.take_late(3) == {}
+    assert fence.take_late(2) == {"u": (2, 48)}
+    assert fence.take_late(2) == {}
+    assert fence.take_late(1) == {"x": (1, 4)}
+
+
+def _record(user: str, value: dict | None, headers: list):
+    return SimpleNamespace(key=json.dumps(user).encode(), value=None if value is None else json.dumps(value).encode(),
+                           headers=headers)
+
+
+def test_the_watch_hands_out_other_writers_records_only_with_their_positions():
+    watch = LateStateWatch(["localhost:1"], "users-changelog", "me", on_late=None)
+    records = [_record("a", {"p": 0, "o": 5}, [writer_header("me")]),  # this worker's own: skipped
+               _record("b", {"p": 0, "o": 3}, [writer_header("evicted")]),
+               _record("c", None, [erasure_header(0, 9), writer_header("evicted")]),
+               _record("d", {"p": 0, "o": 4}, []),  # no header: written before it existed, or by hand
+               _record("e", {"no": "offset"}, [writer_header("evicted")]),
+               SimpleNamespace(key=b"{not json", value=b"{}", headers=[])]
+    assert watch.late(records) == {"b": (0, 3), "c": (0, 9), "d": (0, 4), "e": None}

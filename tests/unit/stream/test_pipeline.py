@@ -10,15 +10,17 @@ import threading
 import time
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from polyrec.mf import MFConfig
 from stream import metrics
 from stream.dead_letters import DLQ_DETAIL_BYTES, dlq_headers
-from stream.fencing import erasure_header
+from stream.fencing import erasure_header, writer_header
 from stream.pipeline import EventPipeline
 from stream.records import PROCESSING_FAILED, Rejected
 from stream.state import RecsJob, WorkerModel
+from stream.wire import UserState
 from tests.support import acked
 
 DLQ = {"dlq": "events.dlq"}  # the topics of a pipeline that writes nothing else
@@ -442,7 +444,7 @@ def test_an_erasure_request_is_applied_in_its_place_between_the_events_around_it
 
     async def produce(topic, key, value, partition, headers):
         sends.append((topic, key, value))
-        tombstone_headers.extend(headers or [] if value is None else [])
+        tombstone_headers.extend((headers or []) if value is None else [])
         return acked(SimpleNamespace(offset=len(sends)))
 
     stored, persisted, tombstone_headers = [], [], []
@@ -462,7 +464,9 @@ def test_an_erasure_request_is_applied_in_its_place_between_the_events_around_it
     # request, held for the flush, is never sent
     keys = [key for key, _ in changelog]
     assert changelog[0] == (b'"u0"', None) and sorted(keys[1:]) == [b'"u0"', b'"u1"']
-    assert tombstone_headers == [erasure_header(0, 2)]  # the request's place: late states after it lose
+    # the request's place (late states after it lose), and the writer (its own records are not late to it)
+    assert tombstone_headers == [erasure_header(0, 2), writer_header(pipeline.model.writer)]
+    assert pipeline.erasures == {(0, "u0"): (0, 2)}
     back = dict(changelog[1:])[b'"u0"']
     assert json.loads(back)["h"] == ["i2"]  # nothing of before the request
     assert "u0" not in pipeline._held[0] and "u0" in table
@@ -473,20 +477,34 @@ def test_an_erasure_request_is_applied_in_its_place_between_the_events_around_it
         assert publisher.forgotten == ["u0"]
 
 
-def test_erased_users_a_late_state_followed_get_their_tombstone_again_unless_they_came_back():
+def test_a_late_record_makes_the_newer_state_or_the_erasure_the_last_record_again():
     sends: list[tuple] = []
 
     async def produce(topic, key, value, partition, headers):
-        sends.append((topic, key, value, partition, headers))
+        sends.append((topic, key, None if value is None else json.loads(value)["o"], partition, headers))
         return acked(SimpleNamespace(offset=len(sends)))
 
+    def state(offset: int) -> UserState:
+        return UserState(np.zeros(4, np.float32), 0.0, [], offset, 1, 1)
+
     stored, persisted = [], []
-    table = {"back": {"p": 1, "o": 60}}  # a state from events after their erasure
+    table = {"back": state(60).to_json(), "newer": state(10).to_json(), "other": {**state(9).to_json(), "p": 2}}
     pipeline, _ = learning(produce, Publisher(), stored, persisted, table=table)
-    pipeline._states[1] = {"held": object()}  # learned since the last flush
-    asyncio.run(pipeline.erase_again(1, {"gone": (1, 50), "back": (1, 50), "held": (1, 50)}))
-    assert sends == [("users", b'"gone"', None, 1, [erasure_header(1, 50)])]
-    assert persisted == [(1, 1)]
+    pipeline.erasures.update({(1, "gone"): (1, 50), (1, "gone2"): (1, 50)})
+    pipeline._states[1] = {"held": state(70)}  # learned since the last flush
+    late = {"gone": (1, 48),  # erased since, nothing after: its tombstone again
+            "back": (1, 48),  # a state from events after the erasure: written again
+            "held": (1, 48), "other": (1, 3),  # held: flushed now; another partition's: not comparable
+            "newer": (1, 12),  # newer than this worker's: its own next state lands after it
+            "unknown": (1, 3),  # nothing of theirs here
+            "gone2": (1, 55),  # after the erasure: this worker writes theirs when it gets there
+            "undecodable": None}
+    assert asyncio.run(pipeline.write_again(1, late)) == 4
+    me = writer_header(pipeline.model.writer)
+    assert sends[0] == ("users", b'"gone"', None, 1, [erasure_header(1, 50), me])
+    assert sorted(sends[1:]) == [("users", b'"back"', 60, 1, [me]), ("users", b'"held"', 70, 1, [me]),
+                                 ("users", b'"other"', 9, 1, [me])]
+    assert pipeline._states[1] == {} and table["held"]["o"] == 70 and "gone" not in table
 
 
 def test_recommendation_slots_count_when_redis_takes_the_payloads_held_ones_included():
