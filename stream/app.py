@@ -170,8 +170,7 @@ class Worker:
             failpoints=self.failpoints, erasures=self.fence.erasures,
         )
         self.late_states = LateStateWatch(s.broker_list, self.users.changelog_topic.get_topic_name(),
-                                          self.model.writer, self.pipeline.write_again, s.kafka_options(),
-                                          s.fetch_max_wait_ms)
+                                          self.model.writer, self.pipeline.write_again, s.kafka_options())
         self.item_pipeline = None if not s.items_agent else ItemPipeline(
             self.model, open_encoder(s), self.produce, {"items": item_factors_topic(s), "dlq": f"{s.items_topic}.dlq"},
             s.projection_alpha, s.projection_min_count, s.projection_refit_s)

@@ -195,7 +195,9 @@ class LateStateWatch:
     def __init__(self, bootstrap: list[str], topic: str, writer: str,
                  on_late: Callable[[int, dict[Any, Position | None]], Awaitable[None]],
                  options: Mapping[str, Any] | None = None, fetch_max_wait_ms: int = 500) -> None:
-        """``options``: the connection's security (``Settings.kafka_options``)."""
+        """``options``: the connection's security (``Settings.kafka_options``); ``fetch_max_wait_ms``:
+        how long the broker holds an empty fetch (not ``POLYREC_FETCH_MAX_WAIT_MS``: a late write
+        waits that long at most, and a short wait costs the worker CPU on every idle fetch)."""
         self.bootstrap, self.topic, self.on_late = bootstrap, topic, on_late
         self.writer = writer.encode()
         self.options, self.fetch_max_wait_ms = dict(options or {}), fetch_max_wait_ms
