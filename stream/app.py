@@ -236,8 +236,11 @@ class Worker:
                 del self.users.data[key]
 
     def _user_persisted(self, partition: int, offset: int) -> None:
-        # Faust records this itself only for changelog records it sends; the pipeline sends its own
-        self.users.data.set_persisted_offset(TP(self.users.changelog_topic.get_topic_name(), partition), offset)
+        # Faust records this itself only for changelog records it sends; the pipeline sends its own.
+        # Not after a pause that may have cost the membership (stream/pauses.py): past the
+        # successor's states, it would make a recovery of this partition skip them.
+        if not self.pauses.suspect:
+            self.users.data.set_persisted_offset(TP(self.users.changelog_topic.get_topic_name(), partition), offset)
 
     async def _flush_for_commit(self, partitions: list[int]) -> None:
         await self.pipeline.flush(partitions)
@@ -333,6 +336,7 @@ class Worker:
     async def hand_over(self, app: faust.App, revoked: set, **kwargs: object) -> None:
         """Before a partition's next owner starts: its contributions written, users reloaded later."""
         self.barrier.rebalancing()
+        self.pauses.revoking()
         await self._stop_learning(tp for tp in revoked if tp.topic in self.batched)
         partitions = self._events_partitions(revoked)
         self.late_states.give_up(partitions)
@@ -353,6 +357,7 @@ class Worker:
                   for topic in self.batched}
         for topic, offsets in starts.items():
             log.info("assigned %s: learning from offsets %s", topic, offsets)
+        self.pauses.assigned()
         try:  # before any batch: this worker's own partitions of the users changelog, read from their end
             await self.late_states.take_over(self._events_partitions(assigned))
         except Exception as exc:  # noqa: BLE001 - degraded: recovery still leaves a late state out

@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from stream import metrics
-from stream.offsets import fetch_end_offsets, probe_consumer
+from stream.offsets import high_watermarks, probe_consumer
 from stream.records import PROCESSING_FAILED, Rejected
 from stream.sends import Produce, delivered
 
@@ -144,7 +144,7 @@ async def dead_lettered_since(bootstrap: list[str], dlq_topic: str, starts: Mapp
         listed = await consumer.end_offsets(list(tps.values()))  # equal to the start only when empty
         filled = [tp for tp in tps.values() if listed[tp] > first[tp]]
         ends = {tp: first[tp] for tp in tps.values()} | (  # the exact end, where it matters
-            await fetch_end_offsets(bootstrap, filled, options=options) if filled else {})
+            await high_watermarks(consumer, filled) if filled else {})
         for q, tp in tps.items():
             pending = {p for p in starts if p % count == q}
             hi, step = ends[tp], chunk

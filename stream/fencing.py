@@ -204,6 +204,7 @@ class LateStateWatch:
         self._consumer: AIOKafkaConsumer | None = None
         self._started = asyncio.Event()
         self._owned: dict[int, int] = {}  # partition -> the next offset to read
+        self._given_up: dict[int, int] = {}  # revoked since the last assignment -> where it was
         self._moved = False  # ``_owned`` changed since the consumer was last assigned
         self._noted: dict[int, dict[Any, Position | None]] = {}  # partition -> users to write again
         self._failing = False  # the last ``on_late`` failed (logged once until one succeeds)
@@ -246,9 +247,11 @@ class LateStateWatch:
         """``on_late`` for the noted users of each partition still owned; kept for the next try if it
         fails (the broker is down: the states it holds again are also written at the next commit)."""
         for p in list(self._noted):
-            late = self._noted.pop(p)
-            if p not in self._owned:
+            if p not in self._owned:  # kept for a partition given up until the next assignment
+                if p not in self._given_up:
+                    del self._noted[p]
                 continue
+            late = self._noted.pop(p)
             try:
                 await self.on_late(p, late)
                 self._failing = False
@@ -272,19 +275,23 @@ class LateStateWatch:
         return late
 
     async def take_over(self, partitions: Iterable[int], timeout: float = 10.0) -> None:
-        """Own exactly ``partitions``: a new one is read from its end now (the recovery reads what came
-        before), one owned already from where it was."""
+        """Own exactly ``partitions``: one this worker owned before the rebalance is read on from where
+        it was (the evicted owner's late records land during the very rebalance its return causes, and
+        Faust does not recover a partition a worker keeps), a new one from its end now (the recovery
+        reads what came before)."""
         await asyncio.wait_for(self._started.wait(), timeout)
         assert self._consumer is not None
         partitions = list(partitions)
-        new = [TopicPartition(self.topic, p) for p in partitions if p not in self._owned]
+        kept = {p: self._given_up[p] for p in partitions if p in self._given_up}
+        new = [TopicPartition(self.topic, p) for p in partitions if p not in kept]
         ends = await self._consumer.end_offsets(new) if new else {}  # a lower bound on Tansu: read more, miss none
-        self._owned = {p: self._owned[p] if p in self._owned else ends[TopicPartition(self.topic, p)] or 0
-                       for p in partitions}
+        self._owned = kept | {tp.partition: ends[tp] or 0 for tp in new}
+        self._given_up = {}
         self._moved = True
 
     def give_up(self, partitions: Iterable[int]) -> None:
-        """Stop watching ``partitions`` (revoked)."""
+        """Stop watching ``partitions`` (revoked), remembering where, until the next :meth:`take_over`."""
         for p in partitions:
-            self._owned.pop(p, None)
+            if p in self._owned:
+                self._given_up[p] = self._owned.pop(p)
         self._moved = True

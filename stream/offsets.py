@@ -41,22 +41,28 @@ async def fetch_end_offsets(bootstrap: list[str] | str, tps: Iterable[TopicParti
     if not tps:
         return {}
     async with probe_consumer(bootstrap, options) as consumer:
-        listed = await consumer.end_offsets(tps)  # a lower bound on Tansu, exact on Kafka
-        consumer.assign(tps)
+        return await high_watermarks(consumer, tps, timeout)
+
+
+async def high_watermarks(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
+                          timeout: float = 10.0) -> dict[TopicPartition, int]:
+    """:func:`fetch_end_offsets` with a started consumer outside any group, which this assigns ``tps``."""
+    listed = await consumer.end_offsets(tps)  # a lower bound on Tansu, exact on Kafka
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, max((listed[tp] or 0) - 1, 0))
+    result: dict[TopicPartition, int] = {}
+    deadline = time.monotonic() + timeout
+    while len(result) < len(tps):
+        if time.monotonic() > deadline:
+            missing = [f"{tp.topic}[{tp.partition}]" for tp in tps if tp not in result]
+            raise TimeoutError(f"no fetch response for {', '.join(missing)} within {timeout:.0f} s")
+        await consumer.getmany(*[tp for tp in tps if tp not in result], timeout_ms=200, max_records=1)
         for tp in tps:
-            consumer.seek(tp, max((listed[tp] or 0) - 1, 0))
-        result: dict[TopicPartition, int] = {}
-        deadline = time.monotonic() + timeout
-        while len(result) < len(tps):
-            if time.monotonic() > deadline:
-                missing = [f"{tp.topic}[{tp.partition}]" for tp in tps if tp not in result]
-                raise TimeoutError(f"no fetch response for {', '.join(missing)} within {timeout:.0f} s")
-            await consumer.getmany(*[tp for tp in tps if tp not in result], timeout_ms=200, max_records=1)
-            for tp in tps:
-                hw = consumer.highwater(tp)
-                if hw is not None and tp not in result:
-                    result[tp] = max(hw, listed[tp] or 0)
-        return result
+            hw = consumer.highwater(tp)
+            if hw is not None and tp not in result:
+                result[tp] = max(hw, listed[tp] or 0)
+    return result
 
 
 async def fetch_start_offsets(bootstrap: list[str] | str, group: str, tps: Iterable[TopicPartition],

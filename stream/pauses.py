@@ -14,6 +14,12 @@ afterwards: long enough for a heartbeat to be refused and the revocation to begi
 the waiting batch task (stream/app.py). A pause is noticed both by a ticker and by the batch that
 asks, whichever runs first after it.
 
+Until the settling time has passed with no revocation, or a revocation that began meanwhile has
+ended in a new assignment, the worker is ``suspect``: the states it flushes then (its late writes,
+if it was dropped) do not advance a RocksDB store's persisted offset, so that if the group hands it
+the same partition back, Faust recovers it from before them and reads the successor's newer
+states too (the fence keeps the newest; docs/architecture.md).
+
 >>> now = [0.0]
 >>> pauses = Pauses(limit_s=5.0, settle_s=3.0, clock=lambda: now[0])
 >>> pauses.tick(); now[0] = 4.0; pauses.wait_s()  # paused 4 s: within the session
@@ -43,6 +49,8 @@ class Pauses:
         self.limit_s, self.settle_s, self.clock = limit_s, settle_s, clock
         self._last: float | None = None  # the last tick (None: none yet, the loop has not started)
         self._until = 0.0  # no batch starts before this (clock time)
+        self.suspect = False  # since a long pause, the membership is not known to hold
+        self._revoked = False  # a revocation began while suspect: the membership was lost
 
     def tick(self) -> None:
         """Note that the loop runs now; a gap since the last tick longer than the limit was a pause."""
@@ -50,9 +58,20 @@ class Pauses:
         paused = 0.0 if self._last is None else now - self._last
         if paused > self.limit_s:
             self._until = max(self._until, now + self.settle_s)
+            self.suspect = True
             log.warning("the event loop was paused for %.1f s, longer than the group session: this worker may "
                         "have been dropped from the group; no batch starts for %.1f s", paused, self.settle_s)
+        elif self.suspect and not self._revoked and now >= self._until:
+            self.suspect = False  # no revocation came: the group kept this worker
         self._last = now
+
+    def revoking(self) -> None:
+        """A revocation begins: if suspect, the membership was lost, and stays so until :meth:`assigned`."""
+        self._revoked = self.suspect
+
+    def assigned(self) -> None:
+        """The group has (re)assigned this worker its partitions: a member again."""
+        self.suspect = self._revoked = False
 
     def wait_s(self) -> float:
         """Seconds the next batch waits (0: none)."""

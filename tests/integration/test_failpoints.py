@@ -179,15 +179,16 @@ def test_an_evicted_worker_s_late_writes_lose_to_its_successor(broker, tmp_path,
     and the second takes every partition and drains the stream. Thawed, the first finishes its batch
     and writes its states and payloads late, after the successor's final ones. Every payload must
     stay the successor's, and every user's last changelog record become their newest state again
-    (what compaction keeps: the successor writes it again). Then both stop, and a third worker
-    recovers every user from the changelog: one more event per user must land on exactly the count
-    of their events.
+    (what compaction keeps: the successor writes it again). Back in the group, the first (with a
+    RocksDB store) gets partitions again: one more event per user must land on exactly the count of
+    their events. Then both stop, and a third worker recovers every user from the changelog: one
+    more event per user, again exact.
 
     (A batch that only sleeps past the rebalance timeout does not get its worker evicted on Tansu:
     the broker waits for the member to rejoin, 2026-12-07.)"""
     stream = _stream(30_000)  # 30 s: still sending when the second worker has taken over
     env = worker_env(broker, tmp_path, POLYREC_ITEMS_AGENT="0")
-    first = workers.new(env | {"POLYREC_FAILPOINT": "batch.after_publish:30:sleep=20"})
+    first = workers.new(env | {"POLYREC_FAILPOINT": "batch.after_publish:30:sleep=20", "POLYREC_STORE": "rocksdb://"})
     first.wait_ready()
     sender = _sending(broker, env, stream)
     wait_for(lambda: _log_lines(first, r"failpoint batch\.after_publish"), 60, what="the batch held")
@@ -195,7 +196,7 @@ def test_an_evicted_worker_s_late_writes_lose_to_its_successor(broker, tmp_path,
     first.proc.send_signal(signal.SIGSTOP)
     counts = Counter(pair[0] for pair in stream if pair is not None)
     try:
-        second = workers.new(env)
+        second = workers.new(env | {"POLYREC_DATA_DIR": str(tmp_path / "second")})
         second.wait_ready()
         wait_for(lambda: second.assigned() == {0, 1, 2, 3}, 60, what="the second worker holding every partition")
         assert sender.is_alive(), "every event was sent before the eviction: not under traffic"
@@ -222,13 +223,19 @@ def test_an_evicted_worker_s_late_writes_lose_to_its_successor(broker, tmp_path,
         behind = {u: states[-3:] for u, states in _changelog(broker, env).items() if states[-1][1] != counts[u]}
         assert not behind, (f"{len(behind)} users' last changelog record is not their newest state: "
                             f"{list(behind.items())[:5]}")
+    # back in the group, the first gets partitions again, its RocksDB store holding its late states:
+    # its recovery must read the successor's newer ones too, or its users' next events land on old counts
+    wait_for(lambda: first.assigned() and second.assigned(), 60, what="both workers holding partitions")
+    touches = [(f"u{k}", "i0") for k in range(USERS)]
+    _send(broker, env, touches, start=len(stream), rate=None)
+    assert_every_event_applied_once(broker, env, counts + Counter(u for u, _ in touches), [first, second])
     first.stop()
     assert second.stop() == 0
     third = workers.new(env | {"POLYREC_DATA_DIR": str(tmp_path / "third")})
     third.wait_ready()
-    touches = [(f"u{k}", "i0") for k in range(USERS)]
-    _send(broker, env, touches, start=len(stream), rate=None)
-    _assert_exact(broker, env, stream + touches, [third], redis_client)
+    more = [(f"u{k}", "i1") for k in range(USERS)]
+    _send(broker, env, more, start=len(stream) + len(touches), rate=None)
+    _assert_exact(broker, env, stream + touches + more, [third], redis_client)
 
 
 def _changelog(broker: str, env: dict) -> dict[str, list[tuple[int, int]]]:

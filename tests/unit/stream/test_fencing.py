@@ -1,5 +1,6 @@
 """stream.fencing: a changelog replay keeps each user's newest state, whatever order records landed in."""
 
+import asyncio
 import json
 from types import SimpleNamespace
 
@@ -152,3 +153,29 @@ def test_the_watch_hands_out_other_writers_records_only_with_their_positions():
                _record("e", {"no": "offset"}, [writer_header("evicted")]),
                SimpleNamespace(key=b"{not json", value=b"{}", headers=[])]
     assert watch.late(records) == {"b": (0, 3), "c": (0, 9), "d": (0, 4), "e": None}
+
+
+def test_the_watch_reads_a_partition_it_keeps_through_a_rebalance_on_from_where_it_was():
+    """The evicted owner's late records land during the rebalance its return causes: a partition
+    this worker keeps must be read on from before it, a new one from its end."""
+    ends = {0: 40, 1: 70, 2: 90}
+
+    async def end_offsets(tps):
+        return {tp: ends[tp.partition] for tp in tps}
+
+    async def main():
+        watch = LateStateWatch(["localhost:1"], "users-changelog", "me", on_late=None)
+        watch._consumer = SimpleNamespace(end_offsets=end_offsets)
+        watch._started.set()
+        await watch.take_over([0, 1])
+        assert watch._owned == {0: 40, 1: 70}
+        watch._owned[0] = 55  # read on
+        watch.note(1, {"u": (1, 3)})
+        watch.give_up([0, 1])
+        ends.update({0: 60, 1: 80})  # the late records, and this worker's own flush, land meanwhile
+        await watch.take_over([0, 2])
+        assert watch._owned == {0: 55, 2: 90}
+        await watch._write_noted()  # partition 1 went elsewhere: what was noted for it is dropped
+        assert watch._noted == {}
+
+    asyncio.run(main())
