@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict
@@ -60,6 +62,8 @@ from stream.topics import COMPACTED, USERS_TABLE, item_factors_topic
 from stream.wire import UserState
 
 log = logging.getLogger(__name__)
+
+STUCK_S = 60.0  # an events partition with events read but none learned for this long is read again
 
 
 NEVER_BY_COUNT = 2**62  # Faust's broker_commit_every: offsets are committed by time alone
@@ -185,6 +189,7 @@ class Worker:
         self.in_order = InOrder()  # each assigned partition's next offset to learn
         self.buffers = PartitionBuffers(BUFFERED_BATCHES * s.batch_max)  # fetched records, not yet taken
         self._learning: dict[TP, asyncio.Task] = {}  # assigned partition (of a batched topic) -> its task
+        self._progress: dict[TP, float] = {}  # assigned events partition -> when it last learned (or was assigned)
         self._resuming: asyncio.Task | None = None  # the dead letters read back at the last assignment
         self._assignments = 0  # assignments so far: a read-back of an older one is not used
         self._assigned_once = threading.Event()  # the consumer has started (the web server answers before)
@@ -210,6 +215,7 @@ class Worker:
         app.timer(5.0, name="consumer_lag")(self.consumer_lag)
         app.timer(5.0, name="new_items")(self.new_items)
         app.timer(HELD_RETRY_S, name="held_payloads")(self.write_held)
+        app.timer(STUCK_S / 4, name="stuck_partitions")(self.stuck_partitions)
         # Faust makes a page's handler a method of its view class: plain functions, not bound methods
         pages = [("/polyrec/health", self.health), ("/polyrec/ready", self.readiness)]
         if s.web_user_state:
@@ -250,13 +256,17 @@ class Worker:
     def _start_learning(self, tps: Iterable[TP]) -> None:
         """A learning task for each of ``tps`` that has none."""
         for tp in tps:
+            self._progress[tp] = time.monotonic()
             if tp not in self._learning or self._learning[tp].done():
                 self._learning[tp] = asyncio.ensure_future(self._learn_partition(tp))
 
     async def _stop_learning(self, tps: Iterable[TP]) -> None:
         """Cancel the learning tasks of ``tps`` (revoked partitions, a stop) and wait for them. At a
         rebalance or stop Faust has already waited for their batches in flight (they are tracked)."""
-        tasks = [self._learning.pop(tp) for tp in list(tps) if tp in self._learning]
+        tps = list(tps)
+        for tp in tps:
+            self._progress.pop(tp, None)
+        tasks = [self._learning.pop(tp) for tp in tps if tp in self._learning]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -318,6 +328,7 @@ class Worker:
             batch.clear()
             raise
         self.in_order.learned(tp, batch[-1].message.offset)
+        self._progress[tp] = time.monotonic()
         for event in batch:
             consumer.ack(event.message)
 
@@ -447,6 +458,33 @@ class Worker:
         for p, lag in lags.items():
             metrics.LAG.labels(topic, str(p)).set(lag)
         self._lag_series.update(lags)
+
+    async def stuck_partitions(self) -> None:
+        """Every ``STUCK_S / 4``, each assigned ``events`` partition whose events the events replica has
+        read but no batch has learned for ``STUCK_S``: logged with where its learning task waits,
+        and read again from its next offset. (Seen once, 2026-12-07: a worker restarted after a kill
+        learned nothing for 3 minutes, with no lag reported; the cause is not known.) Never raises."""
+        try:
+            if (self.app.rebalancing or self.stalls.waiting or not self.event_replica.caught_up_once
+                    or not self.replica.caught_up_once):
+                return
+            now, topic = time.monotonic(), self.settings.events_topic
+            for tp, task in list(self._learning.items()):
+                expected = self.in_order.next.get(tp)
+                if tp.topic != topic or task.done() or expected is None or now - self._progress.get(tp, now) < STUCK_S:
+                    continue
+                behind = self.event_replica.position(tp.partition) - expected
+                if behind <= 0:
+                    continue
+                stack = io.StringIO()
+                task.print_stack(file=stack)
+                log.warning("%s[%d]: no batch learned for %.0f s with %d events behind; its learning task "
+                            "waits at:\n%s", tp.topic, tp.partition, now - self._progress[tp], behind,
+                            stack.getvalue().strip())
+                self._progress[tp] = now
+                await self._read_from(tp, expected, "no batch learned while events waited")
+        except Exception:  # noqa: BLE001 - a watchdog must never stop the worker
+            log.exception("checking for stuck partitions failed")
 
     async def write_held(self) -> None:
         """Every ``HELD_RETRY_S``, the recommendation payloads a Redis outage held, written once Redis

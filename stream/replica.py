@@ -102,6 +102,10 @@ class TopicReplica:
             await asyncio.wait_for(self._progress.wait_for(done), timeout)
         self.caught_up_once = True
 
+    def position(self, partition: int) -> int:
+        """The offset of the next record of ``partition`` to apply (0 before the first fetch)."""
+        return self._positions.get(TopicPartition(self.topic, partition), 0)
+
     async def wait_for(self, partition: int, offset: int, timeout: float) -> bool:
         """Wait until the record at ``offset`` of ``partition`` has been applied; False if that
         takes longer than ``timeout`` seconds."""
