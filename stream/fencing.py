@@ -57,6 +57,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream import metrics
+from stream.offsets import probe_consumer
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -211,12 +212,10 @@ class LateStateWatch:
 
     async def run(self) -> None:
         """Tail the owned partitions until cancelled, writing again after each fetch what is noted."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
-                                    fetch_max_wait_ms=self.fetch_max_wait_ms, **self.options)
-        await consumer.start()
-        self._consumer = consumer
-        self._started.set()
-        try:
+        options = {**self.options, "fetch_max_wait_ms": self.fetch_max_wait_ms}
+        async with probe_consumer(self.bootstrap, options) as consumer:
+            self._consumer = consumer
+            self._started.set()
             while True:
                 if self._moved:  # between fetches: the consumer is only ever used from this task
                     self._moved = False
@@ -235,8 +234,6 @@ class LateStateWatch:
                         metrics.LATE_USER_STATES.inc(len(late))
                         self.note(tp.partition, late)
                 await self._write_noted()
-        finally:
-            await consumer.stop()
 
     def note(self, partition: int, late: dict[Any, Position | None]) -> None:
         """Users of ``partition`` with a late record (user -> its position) for ``on_late``, after the

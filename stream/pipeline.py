@@ -205,7 +205,7 @@ class EventPipeline:
             held = self._states.setdefault(partition, {})
             again, gone = 0, {}
             for user, at in late.items():
-                mine = held.get(user) or self._stored(user)
+                mine = held.get(user) or _decoded_state(self.users_get(user))
                 if mine is not None:
                     if _older(at, (mine.partition, mine.offset)):
                         held[user] = mine
@@ -222,14 +222,6 @@ class EventPipeline:
                         "a late record of theirs (an owner dropped from the group) followed them", again, len(gone),
                         partition)
         return again + len(gone)
-
-    def _stored(self, user: str) -> UserState | None:
-        """A user's state in the local table store (None: none, or one that cannot be decoded)."""
-        raw = self.users_get(user)
-        try:
-            return None if raw is None else UserState.from_json(raw)
-        except ValueError:
-            return None
 
     async def _tombstones(self, partition: int, users: dict[str, Position]) -> None:
         """Tombstones of ``users`` (each with their erasure's position in a header) on the changelog,
@@ -254,10 +246,8 @@ class EventPipeline:
                 states[u] = held[u]
                 continue
             raw = self.users_get(u)
-            try:
-                states[u] = None if raw is None else UserState.from_json(raw)
-            except ValueError:  # not a state (UserState.from_json says why): failing would fail the batch
-                states[u] = None
+            states[u] = _decoded_state(raw)
+            if raw is not None and states[u] is None:
                 unreadable.append(u)
         self._warn({"unreadable": unreadable})
         return states
@@ -436,6 +426,15 @@ class EventPipeline:
         for p in partitions:
             self.positions.pop(p, None)
             self._states.pop(p, None)
+
+
+def _decoded_state(raw: Any) -> UserState | None:
+    """A stored state (None: none, or not a state: ``UserState.from_json`` says why; failing would
+    fail the batch)."""
+    try:
+        return None if raw is None else UserState.from_json(raw)
+    except ValueError:
+        return None
 
 
 def _older(late: Position | None, mine: Position) -> bool:
