@@ -8,8 +8,9 @@ text start, no exploration of fresh items: the promotion alone):
 
 * **cold start**: the protocol of ``polyrec eval --cold-start`` (a seeded 20% of the items are new,
   each announced ``ANNOUNCE`` events before its first event; every click or purchase among a new
-  item's first 20 events is scored before it is learned), with new-item popularity as the reference;
-* **overall**: the prequential protocol of ``polyrec eval`` (10% warm-up, every ``--sample-every``-th
+  item's first 20 events after a 10% warm-up is scored before it is learned; the JSON has the whole
+  stream's numbers too), with new-item popularity as the reference;
+* **overall**: the prequential protocol of ``polyrec eval`` (the same warm-up, every ``--sample-every``-th
   click or purchase after it scored).
 
 Both at micro-batches of ``--batch`` events. Medians are not needed: the replays are deterministic.
@@ -39,11 +40,11 @@ from polyrec.evaluation.baselines import Popularity
 from polyrec.evaluation.coldstart import (
     ANNOUNCE,
     ColdStartMF,
+    cold_start_summary,
     first_events,
     holdout_items,
-    occurrence,
-    recall_by_occurrence,
     validation_split,
+    warmup_events,
 )
 from polyrec.evaluation.protocol import run_prequential
 from polyrec.explore import ExploreConfig
@@ -83,17 +84,15 @@ def main() -> None:
     cold = run_prequential(replay, [Popularity(name="new-item-popularity", only=new),
                                     *_models(args.shrink, args.reach, new)],
                            batch_size=args.batch, announce=ANNOUNCE, score_mask=mask)
-    occ = occurrence(replay.items)[mask & np.isin(replay.events, ("click", "purchase"))]
     cold_s = time.perf_counter() - t0
     overall = run_prequential(replay, _models(args.shrink, args.reach, new), batch_size=args.batch,
-                              warmup=len(replay) // 10,
+                              warmup=warmup_events(len(replay)),
                               sample_every=args.sample_every)
     result = {
         "dataset": args.dataset, "split": args.split, "events": len(replay), "batch_size": args.batch,
         "new_items": len(new),
         "young": ConsumersConfig.young, "cooccurrence": asdict(CooccurrenceConfig()),
-        "cold_start": {r.name: {**r.summary(), "recall@10_by_event": recall_by_occurrence(np.concatenate(r.hits), occ)}
-                       for r in cold},
+        "cold_start": {r.name: cold_start_summary(r, replay, new, FIRST) for r in cold},
         "overall": {r.name: r.summary() for r in overall}, "overall_sample_every": args.sample_every,
         "seconds": {"cold_start": round(cold_s, 1), "overall": round(time.perf_counter() - t0 - cold_s, 1)},
     }

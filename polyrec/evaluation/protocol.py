@@ -57,9 +57,13 @@ class ModelResult:
     learn_seconds: float = 0.0
     learned: int = 0
 
-    def summary(self) -> dict:
+    def summary(self, keep: np.ndarray | None = None) -> dict:
+        """Recall@10 and NDCG@10 over the scored events, or over those where ``keep`` (bool per
+        scored event, in the order they were scored) is true."""
         hits = np.concatenate(self.hits) if self.hits else np.zeros(0)
         ndcg = np.concatenate(self.ndcg) if self.ndcg else np.zeros(0)
+        if keep is not None:
+            hits, ndcg = hits[keep], ndcg[keep]
         return {
             "recall@10": float(hits.mean()) if len(hits) else 0.0,
             "ndcg@10": float(ndcg.mean()) if len(ndcg) else 0.0,

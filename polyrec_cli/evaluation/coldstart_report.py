@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-CONTENDERS = ("popularity", "new-item-popularity", "random-init", "young", "projection")
+CONTENDERS = ("popularity", "new-item-popularity", "new-item-popularity-recent", "random-init", "young", "projection")
 
 
 def _recall(result: dict, lang: str, contender: str) -> float:
@@ -27,17 +27,17 @@ def plot(result: dict, path: Path) -> None:
     _alignment_panel(ax3, result["alignment"])
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
 def _recall_panel(ax, result: dict) -> None:
     """Recall@10 per language of the new items' text and contender, with the control and ceilings."""
     langs = list(result["per_language"])
-    x, width = np.arange(len(langs)), 0.16
+    x, width = np.arange(len(langs)), 0.14
     for n, contender in enumerate(CONTENDERS):
         values = [_recall(result, lang, contender) for lang in langs]
-        bars = ax.bar(x + (n - 2) * width, values, width, label=contender)
+        bars = ax.bar(x + (n - 2.5) * width, values, width, label=contender)
         if contender == "projection":
             ax.bar_label(bars, fmt="%.3f", fontsize=7)
     control = result["contenders"].get("projection-en-shuffled")
@@ -53,9 +53,9 @@ def _recall_panel(ax, result: dict) -> None:
     ax.set_xticks(x, langs)
     ax.set_xlabel("language of the new items' text")
     ax.set_ylabel("recall@10")
-    ax.set_title(f"New items ({p['new_items']}), their first {p['first_events']} events")
-    ax.set_ylim(0, 1.35 * max(r["recall@10"] for r in result["contenders"].values()))
-    ax.legend(fontsize=8, ncol=2, loc="upper left")
+    ax.set_title(f"New items ({p['new_items']}), their first {p['first_events']} events after the warm-up")
+    ax.set_ylim(0, 1.7 * max(r["recall@10"] for r in result["contenders"].values()))
+    ax.legend(fontsize=7, ncol=2, loc="upper left")
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -79,10 +79,10 @@ def _parity_panel(ax, result: dict) -> None:
     ax.plot(x, [r["overlap@10_vs_en"] for r in rows], "D", color="tab:purple", ms=5,
             label="overlap@10 with English (information)")
     ax.set_xticks(x, others)
-    ax.set_ylim(0, 1.45)
+    ax.set_ylim(0, 1.75)
     ax.set_title("Parity with English")
     ax.set_ylabel("ratio to English; overlap")
-    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    ax.legend(fontsize=6, loc="upper left", ncol=2)
 
 
 def _alignment_panel(ax, a: dict) -> None:
@@ -108,16 +108,20 @@ def print_table(result: dict) -> None:
     p = result["protocol"]
     table = Table(title=f"Cold start on {result['dataset']['name']}: {p['new_items']} new items, "
                         f"first {p['first_events']} "
-                        f"events, batches of {p['batch_size']}")
-    for col in ("lang", "proj r@10", "proj ndcg", "rand r@10", "young r@10", "new-pop r@10", "proj/rand",
+                        f"events after the warm-up, batches of {p['batch_size']}")
+    for col in ("lang", "proj r@10", "proj ndcg", "rand r@10", "young r@10", "new-pop r@10", "recent new-pop",
+                "proj/rand", "whole stream",
                 "recall parity", "reach", "exposure parity", "consumers reached", "consumers parity", "overlap",
                 "genres@1", "scored"):
         table.add_column(col, justify="left" if col == "lang" else "right")
-    random, young, new_pop = (result["contenders"][n] for n in ("random-init", "young", "new-item-popularity"))
+    random, young, new_pop, recent_pop = (result["contenders"][n] for n in (
+        "random-init", "young", "new-item-popularity", "new-item-popularity-recent"))
     for lang, row in result["per_language"].items():
         proj = row["projection"]
+        whole = proj["whole_stream"]["recall@10"] / max(random["whole_stream"]["recall@10"], 1e-12)
         table.add_row(lang, f"{proj['recall@10']:.4f}", f"{proj['ndcg@10']:.4f}", f"{random['recall@10']:.4f}",
-                      f"{young['recall@10']:.4f}", f"{new_pop['recall@10']:.4f}", f"{row['ratio_to_random']:.2f}",
+                      f"{young['recall@10']:.4f}", f"{new_pop['recall@10']:.4f}", f"{recent_pop['recall@10']:.4f}",
+                      f"{row['ratio_to_random']:.2f}", f"{whole:.2f}",
                       f"{row['recall_parity_vs_en']:.3f}", f"{row['exposure']['users_reached_per_item']:.4f}",
                       f"{row['exposure']['parity_vs_en']:.3f}",
                       f"{row['exposure']['consumers_reached_per_item']:.4f}",
@@ -133,8 +137,10 @@ def print_table(result: dict) -> None:
                   "share of a new item's own consumers in the stream among them (who it reaches, not how many); "
                   "overlap: mean top-10 overlap with English among the new items only; genres@1: share of the "
                   "catalogue's translated genre lists nearest their own English list; proj/rand: projection "
-                  "recall@10 / random-init recall@10; new-pop: only the new items, ranked by their events so far (it "
-                  "knows which items are new, so it is a reference)")
+                  "recall@10 / random-init recall@10 (whole stream: the same with the warm-up's events, information); "
+                  "new-pop: only the new items, ranked by their events so far (recent: among the last "
+                  f"{result['protocol']['recent_window']} events; they know which items are new, so "
+                  "they are references)")
     references = "; ".join(f"{name} {value:.3f}" for name, value in result["overlap_references"].items())
     console.print(f"overlap references, English vs English: {references}; exposure parity of English re-encoded "
                   f"in other batches: {result['exposure_reference']['parity_vs_en']:.3f}")
@@ -142,12 +148,14 @@ def print_table(result: dict) -> None:
                         f"{row['recall@10_vs_random-init_95ci'][0]:.3f}-{row['recall@10_vs_random-init_95ci'][1]:.3f})"
                         for name, row in result["overall"].items())
     console.print(f"overall recall@10, every item's events (the cost of the cold-start features): {overall}")
-    by_event = Table(title="recall@10 by the new item's event number")
+    by_event = Table(title="recall@10 by the new item's event number, after the warm-up, then over the whole stream")
     buckets = list(random["recall@10_by_event"])
-    for col in ["contender"] + [f"event {b}" for b in buckets]:
+    for col in ["contender"] + [f"event {b}" for b in buckets] + ["whole r@10"] + [f"whole {b}" for b in buckets]:
         by_event.add_column(col, justify="left" if col == "contender" else "right")
     for name, summary in result["contenders"].items():
-        by_event.add_row(name, *(f"{summary['recall@10_by_event'][b]:.4f}" for b in buckets))
+        whole = summary["whole_stream"]
+        by_event.add_row(name, *(f"{summary['recall@10_by_event'][b]:.4f}" for b in buckets),
+                         f"{whole['recall@10']:.4f}", *(f"{whole['recall@10_by_event'][b]:.4f}" for b in buckets))
     console.print(by_event)
     if "ceiling-final-vector" in result["contenders"]:
         ratios = ", ".join(f"{name} {result['contenders'][name]['recall@10'] / max(random['recall@10'], 1e-12):.2f}x"

@@ -82,8 +82,12 @@ def test_polyrec_eval_cold_start_writes_its_json_plot_and_table(tmp_path, capsys
     contenders = result["contenders"]
     assert contenders["random-init"]["scored_events"] == contenders["projection-zh"]["scored_events"] > 0
     assert contenders["young"]["scored_events"] == contenders["random-init"]["scored_events"]
+    whole = contenders["random-init"]["whole_stream"]  # the warm-up's events too, as information
+    assert whole["scored_events"] > contenders["random-init"]["scored_events"]
+    assert set(whole["recall@10_by_event"]) == set(contenders["random-init"]["recall@10_by_event"])
     assert set(result["acceptance"]) >= {"projection-zh / random-init recall@10",
-                                         "projection-zh / new-item-popularity recall@10",
+                                         "projection-zh - new-item-popularity recall@10",
+                                         "projection-zh - new-item-popularity-recent recall@10",
                                          "alignment top-1 en -> other, translated pairs",
                                          "exposure parity zh / en", "cold-start recall parity zh / en",
                                          "overall recall@10, projection-en / random-init"}
@@ -100,3 +104,4 @@ def test_polyrec_eval_cold_start_writes_its_json_plot_and_table(tmp_path, capsys
     printed = capsys.readouterr().out
     assert "genres@1" in printed and "overlap references" in printed and "alignment" in printed
     assert "exposure parity" in printed and "consumers" in printed and "overall recall@10" in printed
+    assert "after the warm-up" in printed and "whole stream" in printed

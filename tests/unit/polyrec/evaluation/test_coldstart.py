@@ -5,7 +5,7 @@ import pytest
 
 from polyrec.evaluation import coldstart
 from polyrec.evaluation.coldstart import ColdStartMF, ItemTexts, KnownStartMF, ProjectionSettings
-from polyrec.evaluation.protocol import Replay, run_prequential
+from polyrec.evaluation.protocol import ModelResult, Replay, run_prequential
 from polyrec.mf import MFConfig
 
 N_USERS, N_ITEMS, N_CLUSTERS = 60, 600, 4
@@ -117,3 +117,22 @@ def test_recall_by_occurrence():
     hits = np.array([1.0, 0.0, 1.0, 1.0, 0.0])
     occ = np.array([0, 0, 3, 7, 19])
     assert coldstart.recall_by_occurrence(hits, occ) == {"1": 0.5, "2-5": 1.0, "6-20": 0.5}
+
+
+def test_the_cold_start_summary_leaves_the_warm_up_to_the_whole_stream_numbers():
+    """20 events, the first 2 the warm-up: new item "a"'s first two events (positions 0, 5; the
+    view at 1 is not scored) and "b"'s (12, 15); only the warm-up's event is left out of the headline."""
+    items = np.array(["a", "v", "x", "x", "x", "a", *["x"] * 6, "b", "x", "x", "b", *["x"] * 4], dtype=object)
+    kinds = np.full(20, "click", dtype=object)
+    kinds[1] = "view"
+    replay = Replay(np.array(["u"] * 20, dtype=object), items, kinds, np.ones(20, np.float32))
+    result = ModelResult("m", hits=[np.array([1.0, 0.0]), np.array([1.0, 1.0])],
+                         ndcg=[np.array([1.0, 0.0]), np.array([0.5, 0.5])])
+    summary = coldstart.cold_start_summary(result, replay, np.array(["a", "b"]), n_first=2)
+    assert coldstart.warmup_events(20) == 2
+    assert (summary["recall@10"], summary["ndcg@10"], summary["scored_events"]) == (2 / 3, 1 / 3, 3)
+    assert summary["recall@10_by_event"]["1"] == 1.0 and summary["recall@10_by_event"]["2-5"] == 0.5
+    whole = summary["whole_stream"]
+    assert (whole["recall@10"], whole["scored_events"], whole["recall@10_by_event"]["1"]) == (0.75, 4, 1.0)
+    with pytest.raises(ValueError, match="not the 4 new items' first events"):
+        coldstart.cold_start_summary(ModelResult("short", hits=[np.ones(3)]), replay, np.array(["a", "b"]), 2)
