@@ -84,7 +84,8 @@ def cold_start_summary(result: ModelResult, replay: Replay, new_items: np.ndarra
 
 
 def warmup_events(n_events: int) -> int:
-    """The warm-up of a stream of ``n_events``: its first :data:`WARMUP_SHARE`, learned, never scored."""
+    """The warm-up of a stream of ``n_events``: its first :data:`WARMUP_SHARE`, learned but left out of
+    the headline numbers."""
     return int(n_events * WARMUP_SHARE)
 
 
