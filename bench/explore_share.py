@@ -43,7 +43,7 @@ from polyrec.evaluation.coldstart import (  # noqa: E402
     ColdStartMF,
     ItemTexts,
     ProjectionSettings,
-    cold_start_summary,
+    cold_start_summaries,
     first_events,
     holdout_items,
     validation_split,
@@ -102,7 +102,7 @@ def main() -> None:
     grid = [(f, s) for f in args.fit for s in args.share]
     cold = run_prequential(val, _models(new, texts, settings, grid), batch_size=BATCH, announce=ANNOUNCE,
                            scored_events=SCORED_EVENTS, score_mask=mask)
-    summaries = {r.name: cold_start_summary(r, val, new, FIRST, SCORED_EVENTS) for r in cold}
+    summaries = cold_start_summaries(cold, val, new, FIRST, SCORED_EVENTS)
     overall = run_prequential(val, _models(new, texts, settings, grid), batch_size=BATCH, announce=ANNOUNCE,
                               warmup=warmup_events(len(val)), sample_every=args.sample_every)
     base = overall[0].summary()["recall@10"]

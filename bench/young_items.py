@@ -40,7 +40,7 @@ from polyrec.evaluation.baselines import Popularity
 from polyrec.evaluation.coldstart import (
     ANNOUNCE,
     ColdStartMF,
-    cold_start_summary,
+    cold_start_summaries,
     first_events,
     holdout_items,
     validation_split,
@@ -92,7 +92,7 @@ def main() -> None:
         "dataset": args.dataset, "split": args.split, "events": len(replay), "batch_size": args.batch,
         "new_items": len(new),
         "young": ConsumersConfig.young, "cooccurrence": asdict(CooccurrenceConfig()),
-        "cold_start": {r.name: cold_start_summary(r, replay, new, FIRST) for r in cold},
+        "cold_start": cold_start_summaries(cold, replay, new, FIRST),
         "overall": {r.name: r.summary() for r in overall}, "overall_sample_every": args.sample_every,
         "seconds": {"cold_start": round(cold_s, 1), "overall": round(time.perf_counter() - t0 - cold_s, 1)},
     }

@@ -64,23 +64,26 @@ def first_events(items: np.ndarray, new_items: np.ndarray, n_first: int = 20) ->
     return np.isin(np.asarray(items, dtype=str), new_items) & (occurrence(items) < n_first)
 
 
-def cold_start_summary(result: ModelResult, replay: Replay, new_items: np.ndarray, n_first: int = 20,
-                       scored: tuple[str, ...] = ("click", "purchase")) -> dict:
-    """A contender's summary of a replay that scored new items' first ``n_first`` events (the
-    ``scored`` kinds) over the whole stream: recall@10, NDCG@10 and recall@10 by event number over
-    those after the warm-up (the first :data:`WARMUP_SHARE` of the stream, as the overall protocol
-    skips), and the same over the whole stream under ``whole_stream``."""
+def cold_start_summaries(results: Sequence[ModelResult], replay: Replay, new_items: np.ndarray, n_first: int = 20,
+                         scored: tuple[str, ...] = ("click", "purchase")) -> dict[str, dict]:
+    """Each contender's summary (by name) of a replay that scored new items' first ``n_first``
+    events (the ``scored`` kinds) over the whole stream: recall@10, NDCG@10 and recall@10 by event
+    number over those after the warm-up (the first :data:`WARMUP_SHARE` of the stream, as the
+    overall protocol skips), and the same over the whole stream under ``whole_stream``."""
     at = np.flatnonzero(first_events(replay.items, new_items, n_first) & np.isin(replay.events, scored))
     occ = occurrence(replay.items)[at]  # in the order the protocol scored them
-    hits = np.concatenate(result.hits) if result.hits else np.zeros(0)
-    if len(hits) != len(at):
-        raise ValueError(f"{result.name} scored {len(hits)} events, not the {len(at)} new items' first events")
     after = at >= warmup_events(len(replay))
+    everything = np.ones(len(at), bool)
 
-    def part(keep: np.ndarray) -> dict:
-        return {**result.summary(keep), "recall@10_by_event": recall_by_occurrence(hits[keep], occ[keep])}
+    def summary(result: ModelResult) -> dict:
+        hits = np.concatenate(result.hits) if result.hits else np.zeros(0)
+        if len(hits) != len(at):
+            raise ValueError(f"{result.name} scored {len(hits)} events, not the {len(at)} new items' first events")
+        part = {name: {**result.summary(keep), "recall@10_by_event": recall_by_occurrence(hits[keep], occ[keep])}
+                for name, keep in (("after", after), ("whole", everything))}
+        return {**part["after"], "whole_stream": part["whole"]}
 
-    return {**part(after), "whole_stream": part(np.ones(len(at), bool))}
+    return {r.name: summary(r) for r in results}
 
 
 def warmup_events(n_events: int) -> int:

@@ -46,7 +46,7 @@ from polyrec.evaluation.coldstart import (
     ItemTexts,
     KnownStartMF,
     ProjectionSettings,
-    cold_start_summary,
+    cold_start_summaries,
     final_vectors,
     first_events,
     holdout_items,
@@ -119,10 +119,10 @@ def tune(replay: Replay, test_new: np.ndarray, texts: ItemTexts, config: MFConfi
     models = [ColdStartMF(config, val_new, texts, ProjectionSettings(**p), name=f"projection#{n}",
                           cooccurrence=MEMORY, consumers=YOUNG_ITEMS) for n, p in enumerate(GRID)]
     results = _replay_new(val, models, val_new, n_first, batch_size, progress)
-    summaries = [cold_start_summary(r, val, val_new, n_first, SCORED_EVENTS) for r in results]
-    table = [{"params": p, "recall@10": r["recall@10"]} for p, r in zip(GRID, summaries)]
+    summaries = cold_start_summaries(results, val, val_new, n_first, SCORED_EVENTS)
+    table = [{"params": p, "recall@10": summaries[r.name]["recall@10"]} for p, r in zip(GRID, results)]
     best = max(table, key=lambda row: row["recall@10"])
-    return {"events": len(val), "new_items": len(val_new), "scored_events": summaries[0]["scored_events"],
+    return {"events": len(val), "new_items": len(val_new), "scored_events": summaries[results[0].name]["scored_events"],
             "candidates": table, "chosen": best["params"]}
 
 
@@ -269,12 +269,6 @@ def _exposure(base: ColdStartMF, emb: _Embeddings, new: np.ndarray,
     return {lang: {"users_reached_per_item": r, "parity_vs_en": r / en_reach,
                    "consumers_reached_per_item": h, "consumers_parity_vs_en": h / en_hits}
             for lang, (r, h) in shares.items()}
-
-
-def _summaries(results: list, replay: Replay, new: np.ndarray, n_first: int) -> dict[str, dict]:
-    """Each contender's summary after the warm-up, with its recall@10 by a new item's n-th event,
-    and the same over the whole stream."""
-    return {r.name: cold_start_summary(r, replay, new, n_first, SCORED_EVENTS) for r in results}
 
 
 def _protocol(batch_size: int, n_new: int, frac: float, seed: int, n_first: int, n_users: int,
@@ -443,7 +437,7 @@ def _result(run_: _Run, replay: Replay, source: Source, ids: list[str], new: np.
             limit: int | None, sample_every: int) -> dict:
     """The run's JSON: protocol, encoder, tuning, every contender, per language, alignment, acceptance."""
     emb, settings = run_.emb, run_.settings
-    summaries = _summaries(run_.results, replay, new, n_first)
+    summaries = cold_start_summaries(run_.results, replay, new, n_first, SCORED_EVENTS)
     base = run_.projections[0]  # projection-en: its users and its last projection rank the new items
     if base.projection is None:
         raise ValueError(f"too few events for the cold-start eval (--limit {limit}): no projection was fitted, "

@@ -128,11 +128,11 @@ def test_the_cold_start_summary_leaves_the_warm_up_to_the_whole_stream_numbers()
     replay = Replay(np.array(["u"] * 20, dtype=object), items, kinds, np.ones(20, np.float32))
     result = ModelResult("m", hits=[np.array([1.0, 0.0]), np.array([1.0, 1.0])],
                          ndcg=[np.array([1.0, 0.0]), np.array([0.5, 0.5])])
-    summary = coldstart.cold_start_summary(result, replay, np.array(["a", "b"]), n_first=2)
+    summary = coldstart.cold_start_summaries([result], replay, np.array(["a", "b"]), n_first=2)["m"]
     assert coldstart.warmup_events(20) == 2
     assert (summary["recall@10"], summary["ndcg@10"], summary["scored_events"]) == (2 / 3, 1 / 3, 3)
     assert summary["recall@10_by_event"]["1"] == 1.0 and summary["recall@10_by_event"]["2-5"] == 0.5
     whole = summary["whole_stream"]
     assert (whole["recall@10"], whole["scored_events"], whole["recall@10_by_event"]["1"]) == (0.75, 4, 1.0)
     with pytest.raises(ValueError, match="not the 4 new items' first events"):
-        coldstart.cold_start_summary(ModelResult("short", hits=[np.ones(3)]), replay, np.array(["a", "b"]), 2)
+        coldstart.cold_start_summaries([ModelResult("short", hits=[np.ones(3)])], replay, np.array(["a", "b"]), 2)
